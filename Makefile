@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` (install from nothing + run the main job) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit clean-data
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3,10),(3,11),(3,12)), "sparkfs needs Python 3.10-3.12, found " + sys.version' 
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+# Installs the environment and fills the Ivy cache with Delta's jars (first Spark start).
+setup: $(STAMP)
+	$(BIN)/sparkfs setup
+
+demo: setup
+	$(BIN)/sparkfs smoke
+
+lint: $(STAMP)
+	$(BIN)/ruff check sparkfs jobs tests $(wildcard benchmarks)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+clean-data:
+	rm -rf .sparkfs

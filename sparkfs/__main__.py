@@ -1,0 +1,5 @@
+import sys
+
+from sparkfs.cli import main
+
+sys.exit(main())

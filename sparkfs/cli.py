@@ -1,0 +1,68 @@
+"""The ``sparkfs`` command: ``sparkfs run <job>``, ``sparkfs backfill <job>``, ``setup``, ``tables``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sparkfs.errors import SparkfsError
+from sparkfs.jobs import JOBS, add_common_arguments, job_context, run_job, setup_logging
+
+
+def _setup(args: argparse.Namespace) -> int:
+    """Start a session once: fills the Ivy cache with Delta's jars and checks Java."""
+    ctx = job_context(args)
+    print(f"Spark {ctx.spark.version} with Delta ready; tables live in {ctx.lake.warehouse}")
+    return 0
+
+
+def _tables(args: argparse.Namespace) -> int:
+    ctx = job_context(args)
+    for name in sorted(ctx.lake.attach()):
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparkfs", description="Batch feature engineering on Spark + Delta")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a job for one date (or a range)")
+    run.add_argument("job", choices=sorted(JOBS))
+    add_common_arguments(run)
+
+    backfill = sub.add_parser("backfill", help="run a job over --start..--end (same code as run)")
+    backfill.add_argument("job", choices=sorted(JOBS))
+    add_common_arguments(backfill)
+
+    for name, func, text in (
+        ("setup", _setup, "start Spark once: resolve Delta's jars, check Java"),
+        ("tables", _tables, "list the lakehouse's tables"),
+        ("smoke", None, "create a Delta table, MERGE into it, print its history"),
+    ):
+        p = sub.add_parser(name, help=text)
+        add_common_arguments(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    if args.command == "backfill" and not (args.start and args.end):
+        print("error: backfill needs --start and --end", file=sys.stderr)
+        return 2
+    if args.command in ("run", "backfill"):
+        return run_job(args.job, args)
+    if args.command == "smoke":
+        return run_job("smoke", args)
+    try:
+        return int(args.func(args))
+    except SparkfsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""One Delta-enabled SparkSession for the whole test run, on a throwaway lakehouse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from sparkfs.config import Settings, SparkSettings, StorageSettings
+from sparkfs.lakehouse import Lakehouse, open_lakehouse
+from sparkfs.session import get_spark
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data_dir = tmp_path_factory.mktemp("lakehouse")
+    return Settings(
+        env="test",
+        conf_dir=str(REPO / "conf"),
+        spark=SparkSettings(
+            master="local[2]",
+            app_name="sparkfs-tests",
+            driver_memory="2g",
+            shuffle_partitions=2,
+            log_level="ERROR",
+            conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"},
+        ),
+        storage=StorageSettings(data_dir=str(data_dir)),
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings) -> Iterator[SparkSession]:
+    session = get_spark(settings)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def lake(spark: SparkSession, settings: Settings) -> Lakehouse:
+    return open_lakehouse(spark, settings)

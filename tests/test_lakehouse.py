@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import date
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import types as T
+
+from sparkfs.errors import DuplicateKeyError, SchemaMismatchError, TableNotFoundError
+from sparkfs.lakehouse import Lakehouse
+from sparkfs.merge import merge_upsert
+from sparkfs.smoke import SMOKE_TABLE, run_smoke
+
+SCHEMA = T.StructType(
+    [
+        T.StructField("id", T.LongType(), True),
+        T.StructField("day", T.DateType(), True),
+        T.StructField("value", T.DoubleType(), True),
+        T.StructField("seq", T.LongType(), True),
+    ]
+)
+D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
+
+
+def fresh_table(lake: Lakehouse, name: str) -> None:
+    lake.create("silver", name, SCHEMA, partition_by=["day"], comment="test table")
+
+
+def test_smoke_merge_rerun_changes_nothing(lake: Lakehouse) -> None:
+    first = run_smoke(lake, D1)
+    before = lake.read(*SMOKE_TABLE).orderBy("event_id")
+    rows_before = before.collect()
+    second = run_smoke(lake, D1)
+    after = lake.read(*SMOKE_TABLE).orderBy("event_id")
+    assert first.rows_inserted == 4
+    assert (second.rows_inserted, second.rows_updated) == (0, 0)
+    assert after.collect() == rows_before
+    ops = [r["operation"] for r in lake.table(*SMOKE_TABLE).history().collect()]
+    assert ops.count("MERGE") == 2
+
+
+def test_merge_upserts_changed_rows_and_keeps_null_keys_unique(lake: Lakehouse) -> None:
+    fresh_table(lake, "upserts")
+    spark = lake.spark
+    merge_upsert(lake, "silver", "upserts", spark.createDataFrame(
+        [(1, D1, 1.0, 1), (2, D1, None, 1), (None, D1, 5.0, 1)], SCHEMA), ["id", "day"], partition_by="day")
+    result = merge_upsert(lake, "silver", "upserts", spark.createDataFrame(
+        [(1, D1, 1.5, 2), (2, D1, None, 1), (None, D1, 5.0, 1), (3, D2, 3.0, 1)], SCHEMA),
+        ["id", "day"], partition_by="day")
+    assert (result.rows_inserted, result.rows_updated) == (1, 1)
+    expected = spark.createDataFrame(
+        [(None, D1, 5.0, 1), (1, D1, 1.5, 2), (2, D1, None, 1), (3, D2, 3.0, 1)], SCHEMA)
+    assert_df_equality(lake.read("silver", "upserts"), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_merge_condition_prunes_to_the_batch_partitions(lake: Lakehouse) -> None:
+    fresh_table(lake, "pruned")
+    spark = lake.spark
+    merge_upsert(lake, "silver", "pruned", spark.createDataFrame(
+        [(1, D1, 1.0, 1), (1, D2, 2.0, 1)], SCHEMA), ["id", "day"], partition_by="day")
+    merge_upsert(lake, "silver", "pruned", spark.createDataFrame([(1, D2, 9.0, 2)], SCHEMA),
+                 ["id", "day"], partition_by="day")
+    last = lake.table("silver", "pruned").history(1).first()
+    assert last is not None
+    predicate = last["operationParameters"]["predicate"]
+    assert "2013-01-02" in predicate and "2013-01-01" not in predicate
+    # Files of the untouched partition were not rewritten: only one partition's file was removed.
+    assert int(last["operationMetrics"]["numTargetFilesRemoved"]) == 1
+
+
+def test_duplicate_keys_in_a_batch_are_rejected_or_resolved_by_sequence(lake: Lakehouse) -> None:
+    fresh_table(lake, "dupes")
+    spark = lake.spark
+    batch = spark.createDataFrame([(7, D1, 1.0, 1), (7, D1, 2.0, 2)], SCHEMA)
+    with pytest.raises(DuplicateKeyError, match=r"more than one row per key \['id', 'day'\].*'id': 7"):
+        merge_upsert(lake, "silver", "dupes", batch, ["id", "day"])
+    merge_upsert(lake, "silver", "dupes", batch, ["id", "day"], sequence_by="seq")
+    assert [r["value"] for r in lake.read("silver", "dupes").collect()] == [2.0]
+    tie = spark.createDataFrame([(8, D1, 1.0, 5), (8, D1, 2.0, 5)], SCHEMA)
+    with pytest.raises(DuplicateKeyError, match="tie on 'seq'"):
+        merge_upsert(lake, "silver", "dupes", tie, ["id", "day"], sequence_by="seq")
+
+
+def test_merge_rejects_a_batch_with_other_columns(lake: Lakehouse) -> None:
+    fresh_table(lake, "shape")
+    batch = lake.spark.createDataFrame([(1, D1, 1.0)], "id long, day date, other double")
+    with pytest.raises(SchemaMismatchError, match=r"extra columns \['other'\], missing columns \['seq', 'value'\]"):
+        merge_upsert(lake, "silver", "shape", batch, ["id", "day"])
+
+
+def test_reading_a_missing_table_names_it(lake: Lakehouse) -> None:
+    with pytest.raises(TableNotFoundError, match="sparkfs_gold.*no_such_table"):
+        lake.read("gold", "no_such_table")
+
+
+def test_time_travel_reads_an_old_version(lake: Lakehouse) -> None:
+    fresh_table(lake, "travel")
+    spark = lake.spark
+    v1 = merge_upsert(lake, "silver", "travel", spark.createDataFrame([(1, D1, 1.0, 1)], SCHEMA), ["id", "day"])
+    merge_upsert(lake, "silver", "travel", spark.createDataFrame([(1, D1, 2.0, 2)], SCHEMA), ["id", "day"])
+    assert lake.read("silver", "travel", version=v1.version).first()["value"] == 1.0  # type: ignore[index]
+    assert lake.read("silver", "travel").first()["value"] == 2.0  # type: ignore[index]
+
+
+def test_a_table_written_here_is_read_by_name_in_another_process(lake: Lakehouse) -> None:
+    fresh_table(lake, "shared")
+    merge_upsert(lake, "silver", "shared", lake.spark.createDataFrame(
+        [(1, D1, 1.0, 1), (2, D1, 2.0, 1), (3, D2, 3.0, 1)], SCHEMA), ["id", "day"])
+    settings = lake.settings
+    script = textwrap.dedent(
+        f"""\
+        from sparkfs.config import Settings, SparkSettings, StorageSettings
+        from sparkfs.lakehouse import open_lakehouse
+        from sparkfs.session import get_spark
+        s = Settings(conf_dir={settings.conf_dir!r}, storage=StorageSettings(data_dir={settings.storage.data_dir!r}),
+                     spark=SparkSettings(master="local[1]", shuffle_partitions=1))
+        spark = get_spark(s)
+        open_lakehouse(spark, s)
+        print("ROWS", spark.table("sparkfs_silver.shared").count())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=dict(os.environ), timeout=300)
+    assert "ROWS 3" in out.stdout, out.stdout + out.stderr[-3000:]

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sparkfs.errors import JavaNotFoundError, JavaVersionError
+from sparkfs.session import check_java, java_major_version
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_jdk(root: Path, version_line: str) -> Path:
+    bin_dir = root / "bin"
+    bin_dir.mkdir(parents=True)
+    java = bin_dir / "java"
+    java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    java.chmod(0o755)
+    return root
+
+
+def test_java_home_without_java_says_so(tmp_path: Path) -> None:
+    with pytest.raises(JavaNotFoundError, match="JAVA_HOME.*not an executable"):
+        check_java(str(tmp_path))
+
+
+def test_old_java_is_rejected_with_the_version_found(tmp_path: Path) -> None:
+    home = fake_jdk(tmp_path, 'openjdk version "1.8.0_392"')
+    with pytest.raises(JavaVersionError, match="Java 8; Spark 4 needs Java 17"):
+        check_java(str(home))
+
+
+def test_java_version_parsing(tmp_path: Path) -> None:
+    home = fake_jdk(tmp_path, 'openjdk version "21.0.2" 2024-01-16')
+    assert java_major_version(str(home / "bin" / "java")) == 21
+
+
+def test_java_missing_from_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(JavaNotFoundError, match="Java not found"):
+        check_java()
+
+
+def test_session_is_utc_with_delta(spark) -> None:  # type: ignore[no-untyped-def]
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions")
+
+
+def test_unresolvable_delta_jars_give_a_clear_error(tmp_path: Path) -> None:
+    """Offline: an empty Ivy cache and a resolver that cannot reach anything."""
+    ivy_settings = tmp_path / "ivysettings.xml"
+    ivy_settings.write_text(
+        textwrap.dedent(
+            f"""\
+            <ivysettings>
+              <settings defaultResolver="nowhere"/>
+              <resolvers>
+                <filesystem name="nowhere">
+                  <artifact pattern="{tmp_path}/missing/[artifact]-[revision].[ext]"/>
+                </filesystem>
+              </resolvers>
+            </ivysettings>
+            """
+        )
+    )
+    script = textwrap.dedent(
+        f"""\
+        from sparkfs.config import Settings, SparkSettings, StorageSettings
+        from sparkfs.errors import DeltaJarsUnavailableError
+        from sparkfs.session import get_spark
+        s = Settings(conf_dir={str(REPO / 'conf')!r},
+                     storage=StorageSettings(data_dir={str(tmp_path / 'data')!r}),
+                     spark=SparkSettings(master="local[1]", conf={{"spark.jars.ivySettings": {str(ivy_settings)!r}}}))
+        try:
+            get_spark(s)
+        except DeltaJarsUnavailableError as exc:
+            print("CLEAR-ERROR:", exc)
+        """
+    )
+    env = dict(os.environ, SPARKFS_IVY_DIR=str(tmp_path / "ivy"))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert "CLEAR-ERROR:" in out.stdout, out.stdout + out.stderr
+    assert "could not be resolved from Maven Central" in out.stdout
+    assert "make setup" in out.stdout
