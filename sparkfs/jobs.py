@@ -60,6 +60,9 @@ JobFn = Callable[[JobContext, "RunWindow | None"], None]
 # name -> "module:function"; imported only when the job runs, so the CLI starts fast.
 JOBS: dict[str, str] = {
     "smoke": "sparkfs.smoke:smoke_job",
+    "features": "sparkfs.pipeline:features_job",
+    "train": "sparkfs.training:train_job",
+    "infer": "sparkfs.inference:infer_job",
 }
 
 
@@ -130,5 +133,18 @@ def main(name: str, argv: Sequence[str] | None = None) -> int:
     return run_job(name, parser.parse_args(argv))
 
 
+# Wheel entry points (pyproject [project.scripts]; Databricks python_wheel_task).
 def smoke() -> int:
     return main("smoke")
+
+
+def features() -> int:
+    return main("features")
+
+
+def train() -> int:
+    return main("train")
+
+
+def infer() -> int:
+    return main("infer")

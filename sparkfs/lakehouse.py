@@ -23,6 +23,12 @@ from sparkfs.config import Settings
 from sparkfs.errors import ConfigError, TableNotFoundError
 from sparkfs.session import on_databricks
 
+# Table properties that make a Delta table a feature table (set by the gold writer, read by the
+# point-in-time join): comma-separated entity keys, and the event-time column ("" for static tables).
+KEYS_PROPERTY = "sparkfs.keys"
+EVENT_TIME_PROPERTY = "sparkfs.event_time"
+SEQUENCE_PROPERTY = "sparkfs.sequence"
+
 
 def _quote(identifier: str) -> str:
     return "`" + identifier.replace("`", "``") + "`"
@@ -144,6 +150,12 @@ class Lakehouse:
         if version is not None:
             reader = reader.option("versionAsOf", version)
         return reader.table(self.name(layer, table))
+
+    def properties(self, layer: str, table: str) -> dict[str, str]:
+        """The table's Delta table properties (e.g. ``sparkfs.keys``)."""
+        detail = self.table(layer, table).detail().select("properties").first()
+        assert detail is not None
+        return dict(detail["properties"] or {})
 
     def version(self, layer: str, table: str) -> int:
         """The table's current Delta version."""

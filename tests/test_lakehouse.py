@@ -126,3 +126,9 @@ def test_a_table_written_here_is_read_by_name_in_another_process(lake: Lakehouse
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=dict(os.environ), timeout=300)
     assert "ROWS 3" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
+def test_table_properties_are_readable(lake: Lakehouse) -> None:
+    lake.create("gold", "props", SCHEMA, properties={"sparkfs.keys": "id", "sparkfs.event_time": "day"})
+    props = lake.properties("gold", "props")
+    assert (props["sparkfs.keys"], props["sparkfs.event_time"]) == ("id", "day")
