@@ -37,3 +37,28 @@ class DuplicateKeyError(SparkfsError):
 
 class TableNotFoundError(SparkfsError):
     """A table was read by name but does not exist in the lakehouse."""
+
+
+class GateFailedError(SparkfsError):
+    """A trained model did not pass the performance gate, so it was logged but not registered."""
+
+    def __init__(self, message: str, reasons: list[str], run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+        self.run_id = run_id
+
+
+class ModelNotFoundError(SparkfsError):
+    """A registered model, or the alias asked for, does not exist in the model registry."""
+
+
+class FeatureSchemaMismatchError(SchemaMismatchError):
+    """The features built for scoring do not match the model signature (missing, extra, mistyped)."""
+
+
+class TrainingDataError(SparkfsError):
+    """The training set cannot train or evaluate a model (an empty split, a single class)."""
+
+
+class TrainingServingSkewError(SparkfsError):
+    """Features built by the inference path differ from the ones the model was trained on."""

@@ -1,0 +1,248 @@
+"""Model evaluation on a held-out split: metrics, bootstrap intervals, slices, baseline, the gate.
+
+Everything here works on bounded pandas/numpy data that training has already brought to the
+driver (the test split), never on a Spark table.
+
+Example::
+
+    threshold = best_f1_threshold(y_valid, p_valid)
+    report = evaluate(y_test, p_test, threshold, n_boot=200, seed=7)
+    report.metrics["roc_auc"], report.intervals["roc_auc"]     # 0.71, (0.70, 0.72)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    average_precision_score,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    roc_auc_score,
+)
+
+METRICS = ("roc_auc", "pr_auc", "log_loss", "f1")
+HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "f1": True}
+_EPS = 1e-7
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """ROC AUC, PR AUC (average precision), log loss and F1 at ``threshold``.
+
+    AUCs are NaN when ``y`` holds a single class (undefined), never an exception.
+    """
+    y = np.asarray(y, dtype="int64")
+    p = np.clip(np.asarray(p, dtype="float64"), _EPS, 1 - _EPS)
+    both = 0 < y.sum() < len(y)
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])) if len(y) else float("nan"),
+        "f1": float(f1_score(y, (p >= threshold).astype("int64"), zero_division=0)),
+    }
+
+
+def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The probability threshold with the highest F1 on (validation) data; 0.5 if undefined."""
+    y = np.asarray(y, dtype="int64")
+    if not 0 < y.sum() < len(y):
+        return 0.5
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, _EPS)
+    # precision/recall have one more entry than thresholds (the point at recall 0).
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Point metrics and (low, high) percentile bootstrap intervals on one set of rows."""
+
+    rows: int
+    positives: int
+    metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+
+    def flat(self, prefix: str) -> dict[str, float]:
+        """``{prefix}_roc_auc``, ``{prefix}_roc_auc_ci_low``, ... for logging as MLflow metrics."""
+        out: dict[str, float] = {f"{prefix}_rows": float(self.rows)}
+        for name, value in self.metrics.items():
+            out[f"{prefix}_{name}"] = value
+            low, high = self.intervals.get(name, (float("nan"), float("nan")))
+            out[f"{prefix}_{name}_ci_low"] = low
+            out[f"{prefix}_{name}_ci_high"] = high
+        return out
+
+
+def evaluate(
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    *,
+    n_boot: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Evaluation:
+    """Metrics with percentile bootstrap intervals (rows resampled with replacement ``n_boot`` times).
+
+    A resample holding a single class gives NaN AUCs, which are left out of that metric's interval.
+    """
+    y = np.asarray(y, dtype="int64")
+    p = np.asarray(p, dtype="float64")
+    point = classification_metrics(y, p, threshold)
+    intervals: dict[str, tuple[float, float]] = {}
+    if n_boot > 0 and len(y) > 1:
+        rng = np.random.default_rng(seed)
+        draws: dict[str, list[float]] = {name: [] for name in point}
+        for _ in range(n_boot):
+            idx = rng.integers(0, len(y), len(y))
+            for name, value in classification_metrics(y[idx], p[idx], threshold).items():
+                draws[name].append(value)
+        alpha = (1 - confidence) / 2
+        for name, values in draws.items():
+            finite = np.asarray(values)[np.isfinite(values)]
+            if len(finite):
+                intervals[name] = (float(np.quantile(finite, alpha)), float(np.quantile(finite, 1 - alpha)))
+    return Evaluation(len(y), int(y.sum()), point, intervals)
+
+
+@dataclass(frozen=True)
+class SliceEvaluation:
+    column: str
+    value: str
+    evaluation: Evaluation
+
+
+def evaluate_slices(
+    frame: pd.DataFrame,
+    label: str,
+    probability: str,
+    columns: Sequence[str],
+    threshold: float,
+    *,
+    n_boot: int = 100,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> list[SliceEvaluation]:
+    """The same metrics per value of each slice column (nulls form their own ``<null>`` slice)."""
+    out = []
+    for column in columns:
+        keys = frame[column].astype("string").fillna("<null>")
+        for value, part in frame.groupby(keys, sort=True):
+            evaluation = evaluate(
+                part[label].to_numpy(), part[probability].to_numpy(), threshold,
+                n_boot=n_boot, confidence=confidence, seed=seed,
+            )
+            out.append(SliceEvaluation(column, str(value), evaluation))
+    return out
+
+
+def slices_table(slices: Sequence[SliceEvaluation]) -> pd.DataFrame:
+    """One row per slice with its metrics and intervals (logged as an MLflow artifact)."""
+    rows = []
+    for s in slices:
+        row: dict[str, object] = {"column": s.column, "value": s.value, "rows": s.evaluation.rows,
+                                  "positives": s.evaluation.positives}
+        for name, value in s.evaluation.metrics.items():
+            low, high = s.evaluation.intervals.get(name, (float("nan"), float("nan")))
+            row.update({name: value, f"{name}_ci_low": low, f"{name}_ci_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class RateBaseline:
+    """The late rate per category seen in training, shrunk toward the overall rate.
+
+    ``rate(c) = (late(c) + m * prior) / (rows(c) + m)``; an unseen or null category gets the
+    prior. It is the number a model has to beat to be worth registering.
+    """
+
+    column: str
+    smoothing: float = 20.0
+    prior: float = 0.0
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def fit(self, frame: pd.DataFrame, label: str) -> RateBaseline:
+        y = frame[label].astype("float64")
+        self.prior = float(y.mean()) if len(y) else 0.0
+        keys = frame[self.column].astype("string")
+        grouped = y.groupby(keys, dropna=True).agg(["sum", "count"])
+        self.rates = {
+            str(k): float((r["sum"] + self.smoothing * self.prior) / (r["count"] + self.smoothing))
+            for k, r in grouped.iterrows()
+        }
+        return self
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        keys = frame[self.column].astype("string")
+        return keys.map(self.rates).astype("float64").fillna(self.prior).to_numpy()
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Whether a model may be registered; ``reasons`` says why not, ``checks`` lists every check."""
+
+    passed: bool
+    reasons: list[str]
+    checks: list[str]
+
+
+def apply_gate(
+    model: Evaluation,
+    baseline: Evaluation,
+    slices: Sequence[SliceEvaluation],
+    *,
+    metric: str,
+    min_margin: float,
+    slice_metric: str,
+    slice_floor: float,
+    min_slice_rows: int,
+) -> GateResult:
+    """Pass when the model beats the baseline on ``metric`` by ``min_margin`` and no slice with at
+    least ``min_slice_rows`` rows scores below ``slice_floor`` on ``slice_metric``.
+
+    Direction follows the metric (log loss: lower is better, so the margin is a reduction).
+    Slices smaller than ``min_slice_rows``, or whose metric is undefined (one class), are listed
+    as skipped, not silently passed.
+    """
+    reasons: list[str] = []
+    checks: list[str] = []
+    ours, theirs = model.metrics[metric], baseline.metrics[metric]
+    gain = ours - theirs if HIGHER_IS_BETTER[metric] else theirs - ours
+    text = (f"{metric}: model {ours:.4f} vs baseline {theirs:.4f}, improvement {gain:+.4f} "
+            f"(required >= {min_margin:+.4f})")
+    checks.append(text)
+    if not np.isfinite(gain) or gain < min_margin:
+        reasons.append(f"does not beat the baseline by the margin: {text}")
+    higher = HIGHER_IS_BETTER[slice_metric]
+    for s in slices:
+        name = f"slice {s.column}={s.value} ({s.evaluation.rows} rows)"
+        value = s.evaluation.metrics[slice_metric]
+        if s.evaluation.rows < min_slice_rows:
+            checks.append(f"{name}: skipped, fewer than {min_slice_rows} rows")
+            continue
+        if not np.isfinite(value):
+            checks.append(f"{name}: skipped, {slice_metric} undefined (one class)")
+            continue
+        ok = value >= slice_floor if higher else value <= slice_floor
+        text = f"{name}: {slice_metric} {value:.4f}, floor {slice_floor:.4f}"
+        checks.append(text)
+        if not ok:
+            reasons.append(f"slice below the floor: {text}")
+    return GateResult(not reasons, reasons, checks)
+
+
+def metrics_summary(evaluations: Mapping[str, Evaluation]) -> str:
+    """A small text table: one line per evaluation, metric with its interval."""
+    lines = []
+    for name, ev in evaluations.items():
+        parts = []
+        for metric in METRICS:
+            low, high = ev.intervals.get(metric, (float("nan"), float("nan")))
+            parts.append(f"{metric} {ev.metrics[metric]:.4f} [{low:.4f}, {high:.4f}]")
+        lines.append(f"  {name:<9} " + "  ".join(parts))
+    return "\n".join(lines)
