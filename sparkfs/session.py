@@ -9,6 +9,7 @@ starts use the cache). Library code takes the session as an argument and never c
 from __future__ import annotations
 
 import os
+import sys
 import re
 import shutil
 import subprocess
@@ -91,6 +92,10 @@ def get_spark(settings: Settings) -> SparkSession:
         return active
     check_java()
     from delta import configure_spark_with_delta_pip
+
+    # Python workers (pandas UDFs, MLflow's spark_udf) must run this interpreter, not whatever
+    # `python3` is first on PATH (often a system Python without pandas).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     warehouse = settings.data_path / "warehouse"
     warehouse.mkdir(parents=True, exist_ok=True)

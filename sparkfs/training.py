@@ -32,7 +32,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -183,7 +183,12 @@ def load_training_config(settings: Settings, path: Path | str | None = None) -> 
 
 @dataclass(frozen=True)
 class SplitBoundaries:
-    """Instants that cut the timeline; each split is a half-open interval ``(lower, upper]``."""
+    """Instants that cut the training window ``[start, end)`` (whole UTC days).
+
+    Inside the window the cuts follow the time rule ``(lower, upper]``: train is
+    ``start <= ts <= train_end``, validation ``validation_start < ts <= validation_end``, test
+    ``test_start < ts < end``.
+    """
 
     start: datetime
     train_end: datetime
@@ -235,11 +240,18 @@ def split_boundaries(
 
 def split_column(ts: Column, boundaries: SplitBoundaries) -> Column:
     """``"train"`` / ``"validation"`` / ``"test"``, or null for rows in a gap, outside the window,
-    or with a null timestamp. Intervals are ``(lower, upper]``."""
-    result: Column = F.lit(None).cast("string")
-    for name, (lower, upper) in reversed(list(boundaries.intervals().items())):
-        result = F.when((ts > F.lit(lower)) & (ts <= F.lit(upper)), F.lit(name)).otherwise(result)
-    return result
+    or with a null timestamp (see :class:`SplitBoundaries` for the interval edges)."""
+    b = {k: _instant(v) for k, v in boundaries.__dict__.items()}
+    return (
+        F.when((ts >= b["start"]) & (ts <= b["train_end"]), F.lit("train"))
+        .when((ts > b["validation_start"]) & (ts <= b["validation_end"]), F.lit("validation"))
+        .when((ts > b["test_start"]) & (ts < b["end"]), F.lit("test"))
+    )
+
+
+def _instant(value: datetime) -> Column:
+    """A timestamp literal for a naive UTC datetime, independent of the machine's time zone."""
+    return F.lit(value.replace(tzinfo=timezone.utc))
 
 
 def assign_split(df: DataFrame, timestamp: str, boundaries: SplitBoundaries) -> DataFrame:
