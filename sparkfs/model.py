@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 from mlflow.models import ModelSignature
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
 from sparkfs.errors import SchemaMismatchError
 
@@ -116,7 +116,7 @@ class Preprocessor:
             )
 
 
-class DelayModel(mlflow.pyfunc.PythonModel):
+class DelayModel(PythonModel):  # type: ignore[misc]
     """Preprocessor + booster + decision threshold: what training logs and inference loads.
 
     ``predict`` takes the raw feature columns (as in the signature) and returns
@@ -149,9 +149,10 @@ def model_signature(numeric: Sequence[str], categorical: Sequence[str]) -> Model
     Built explicitly rather than inferred from a sample, so a column that happened to have no
     nulls in training is not marked required (inference would then reject a legitimate null).
     """
-    inputs = Schema(
-        [ColSpec("double", c, required=False) for c in numeric]
-        + [ColSpec("string", c, required=False) for c in categorical]
-    )
-    outputs = Schema([ColSpec("double", PROBABILITY), ColSpec("integer", PREDICTION)])
+    columns: list[ColSpec | TensorSpec] = [
+        *(ColSpec("double", c, required=False) for c in numeric),
+        *(ColSpec("string", c, required=False) for c in categorical),
+    ]
+    inputs = Schema(columns)
+    outputs = Schema([ColSpec("double", PROBABILITY), ColSpec("integer", PREDICTION)])  # type: ignore[list-item]
     return ModelSignature(inputs=inputs, outputs=outputs)

@@ -9,10 +9,10 @@ starts use the cache). Library code takes the session as an argument and never c
 from __future__ import annotations
 
 import os
-import sys
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession

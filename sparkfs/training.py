@@ -64,7 +64,12 @@ from sparkfs.evaluation import (
 )
 from sparkfs.merge import require_columns
 from sparkfs.model import PROBABILITY, DelayModel, Preprocessor, model_signature
-from sparkfs.tracking import TrackingTarget, configure_mlflow, register_with_alias, registered_model_name
+from sparkfs.tracking import (
+    TrackingTarget,
+    configure_mlflow,
+    register_with_alias,
+    registered_model_name,
+)
 
 log = logging.getLogger(__name__)
 

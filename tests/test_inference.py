@@ -1,0 +1,129 @@
+"""Batch inference: alias resolution, the signature check, scoring in Spark, the idempotent MERGE,
+and the training-serving skew comparison."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from synthetic_flights import SPEC, synthetic_config, synthetic_df
+
+from sparkfs.config import Settings
+from sparkfs.errors import FeatureSchemaMismatchError, ModelNotFoundError
+from sparkfs.inference import (
+    ScoringModel,
+    check_feature_schema,
+    compare_features,
+    load_scoring_model,
+    score,
+    with_model_lineage,
+    write_predictions,
+)
+from sparkfs.lakehouse import Lakehouse
+from sparkfs.training import train_model
+
+MODEL = "delay_infer_test"
+KEYS = ["flight_id", "sched_dep_ts"]
+FEATURES = ["dep_hour", "wind_speed", "carrier_dep_delay_mean_7d", "carrier", "origin"]
+
+
+@pytest.fixture(scope="module")
+def model(spark: SparkSession, settings: Settings) -> ScoringModel:
+    config = synthetic_config(MODEL)
+    train_model(synthetic_df(spark), SPEC, config, settings,
+                start=date(2013, 1, 1), end=date(2013, 3, 31))
+    experiment = settings.mlflow.model_copy(update={"experiment": config.experiment})
+    return load_scoring_model(settings.model_copy(update={"mlflow": experiment}), MODEL, "champion")
+
+
+def test_alias_resolves_to_the_registered_version_with_its_signature(model: ScoringModel) -> None:
+    assert (model.name, model.alias, model.version) == (MODEL, "champion", "1")
+    assert model.uri == f"models:/{MODEL}/1"
+    assert model.inputs == [
+        ("dep_hour", "double"), ("wind_speed", "double"), ("carrier_dep_delay_mean_7d", "double"),
+        ("carrier", "string"), ("origin", "string"),
+    ]
+
+
+def test_missing_alias_or_model_is_a_clear_error(model: ScoringModel, settings: Settings) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"has no alias 'challenger'; its aliases: \['champion'\]"):
+        load_scoring_model(settings, MODEL, "challenger")
+    with pytest.raises(ModelNotFoundError, match=r"no registered model named 'no_such_model'.*" + MODEL):
+        load_scoring_model(settings, "no_such_model", "champion")
+
+
+def test_schema_mismatch_lists_missing_extra_and_mistyped(spark: SparkSession, model: ScoringModel) -> None:
+    df = (
+        synthetic_df(spark, rows=50)
+        .drop("wind_speed")
+        .withColumn("dep_hour", F.col("dep_hour").cast("string"))
+        .withColumn("origin_visibility", F.lit(10.0))
+    )
+    with pytest.raises(FeatureSchemaMismatchError) as info:
+        check_feature_schema(df, model, feature_columns=[*FEATURES, "origin_visibility"])
+    text = str(info.value)
+    assert "missing ['wind_speed']" in text
+    assert "extra ['origin_visibility']" in text
+    assert "mistyped ['dep_hour: signature double, features string']" in text
+    # Integer features are fine for a double signature (cast before scoring).
+    check_feature_schema(synthetic_df(spark, rows=50), model, FEATURES)
+
+
+def test_scores_in_spark_equal_the_pyfunc_and_rerun_changes_nothing(
+    spark: SparkSession, lake: Lakehouse, model: ScoringModel
+) -> None:
+    import mlflow
+
+    day_df = synthetic_df(spark).where(F.to_date("sched_dep_ts") == F.lit(date(2013, 3, 20)))
+    scored = score(day_df, model, keep=[*KEYS, "carrier", "origin"])
+    predictions = with_model_lineage(scored, model, "sched_dep_ts", {"weather_hourly": 4, "planes": 1})
+
+    first = write_predictions(lake, predictions, "test_delay_predictions", KEYS)
+    rows = day_df.count()
+    assert (first.rows_inserted, first.rows_updated) == (rows, 0)
+    before = lake.read("ml", "test_delay_predictions").orderBy(*KEYS)
+    before_rows = before.collect()
+
+    again = write_predictions(lake, predictions, "test_delay_predictions", KEYS)
+    assert (again.rows_inserted, again.rows_updated) == (0, 0)
+    after = lake.read("ml", "test_delay_predictions").orderBy(*KEYS)
+    assert_df_equality(spark.createDataFrame(before_rows, before.schema), after)
+
+    first_row = after.first()
+    assert first_row["model_name"] == MODEL and first_row["model_version"] == "1"
+    assert first_row["feature_versions"] == '{"planes": 1, "weather_hourly": 4}'
+    assert first_row["event_date"] == date(2013, 3, 20)
+
+    # Spark scored through the same packaged code: identical to the pyfunc on the driver.
+    local = day_df.orderBy(*KEYS).toPandas()
+    expected = mlflow.pyfunc.load_model(model.uri).predict(local[FEATURES])
+    got = after.select("probability", "prediction").toPandas()
+    assert got["probability"].tolist() == pytest.approx(expected["probability"].tolist(), abs=1e-12)
+    assert got["prediction"].tolist() == expected["prediction"].tolist()
+
+
+def test_compare_features_finds_every_kind_of_skew(spark: SparkSession) -> None:
+    training = synthetic_df(spark, rows=60).select(*KEYS, *FEATURES)
+    same = compare_features(training, training, KEYS, FEATURES)
+    assert same.identical and same.rows_compared == 60
+    assert "no training-serving skew" in same.describe()
+
+    changed = (
+        training.where(F.col("flight_id") != "f00005")  # a row the inference path lost
+        .withColumn("wind_speed", F.when(F.col("flight_id") == "f00001", F.lit(None))
+                    .otherwise(F.col("wind_speed")))  # value -> null
+        .withColumn("origin", F.when(F.col("flight_id") == "f00002", F.lit("XXX"))
+                    .otherwise(F.col("origin")))
+        .withColumn("dep_hour", F.col("dep_hour").cast("double"))  # same values, other type
+    )
+    report = compare_features(training, changed, KEYS, FEATURES)
+    assert not report.identical
+    assert report.rows_compared == 59
+    assert report.missing_in_inference == 1 and report.missing_in_training == 0
+    assert report.mismatched_rows == {"dep_hour": 0, "wind_speed": 1, "carrier": 0,
+                                      "carrier_dep_delay_mean_7d": 0, "origin": 1}
+    assert report.type_mismatches == {"dep_hour": ("int", "double")}
+    assert {e["flight_id"] for e in report.examples} == {"f00001", "f00002"}
