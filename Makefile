@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit clean-data
+.PHONY: setup demo submit test lint typecheck unit clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3,10),(3,11),(3,12)), "sparkfs needs Python 3.10-3.12, found " + sys.version' 
@@ -20,6 +20,11 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/sparkfs smoke
+
+# spark-submit one job with Delta's jar: make submit JOB=smoke ARGS="--date 2013-01-01"
+DELTA_PACKAGE := io.delta:delta-spark_4.2_2.13:4.4.0
+submit: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/spark-submit --packages $(DELTA_PACKAGE) jobs/$(JOB).py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check sparkfs jobs tests $(wildcard benchmarks)

@@ -70,7 +70,10 @@ def resolve_job(name: str) -> JobFn:
     if name not in JOBS:
         raise SparkfsError(f"unknown job '{name}'; jobs: {sorted(JOBS)}")
     module, func = JOBS[name].split(":")
-    job: JobFn = getattr(importlib.import_module(module), func)
+    try:
+        job: JobFn = getattr(importlib.import_module(module), func)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise SparkfsError(f"job '{name}' is registered as {JOBS[name]} but cannot be loaded: {exc}") from exc
     return job
 
 

@@ -133,4 +133,27 @@ def get_spark(settings: Settings) -> SparkSession:
             ) from exc
         raise
     spark.sparkContext.setLogLevel(spark_cfg.log_level)
+    if not delta_on_classpath(spark):
+        under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+        raise DeltaJarsUnavailableError(
+            "Delta's classes are not on Spark's classpath"
+            + (
+                f": under spark-submit the JVM starts before sparkfs runs, so pass the jar yourself: "
+                f"spark-submit --packages {DELTA_PACKAGE} jobs/<job>.py ... (or 'make submit JOB=<job>')"
+                if under_submit
+                else f"; expected {DELTA_PACKAGE} from the Ivy cache {ivy_dir()}"
+            )
+        )
     return spark
+
+
+def delta_on_classpath(spark: SparkSession) -> bool:
+    """True when the JVM can load Delta's catalog class."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    try:
+        jvm.java.lang.Class.forName("org.apache.spark.sql.delta.catalog.DeltaCatalog", False, loader)
+    except Exception:
+        return False
+    return True
