@@ -34,6 +34,7 @@ from sparkfs.lakehouse import Lakehouse
 from sparkfs.merge import MergeResult, merge_upsert, require_columns
 from sparkfs.model import PREDICTION, PROBABILITY
 from sparkfs.tracking import configure_mlflow, model_by_alias, registered_model_name
+from sparkfs.training import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -236,3 +237,34 @@ def compare_features(
         type_mismatches=type_mismatches,
         examples=examples,
     )
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    model: ScoringModel
+    merge: MergeResult
+    feature_versions: dict[str, int]
+
+
+def predict_and_merge(
+    lake: Lakehouse,
+    features_df: DataFrame,
+    model: ScoringModel,
+    config: TrainingConfig,
+    feature_versions: Mapping[str, int],
+) -> InferenceResult:
+    """Check the features against the signature, score them in Spark, and MERGE the predictions
+    (keys + timestamp + context columns + probability, prediction, lineage) into the table.
+
+    The scored rows are persisted once, so the model runs once per row however many passes the
+    MERGE makes over its source.
+    """
+    check_feature_schema(features_df, model, config.feature_columns)
+    keep = list(dict.fromkeys([*config.keys, config.timestamp, *config.inference.context_columns]))
+    scored = score(features_df, model, keep)
+    predictions = with_model_lineage(scored, model, config.timestamp, feature_versions).persist()
+    try:
+        merged = write_predictions(lake, predictions, config.inference.table, [*config.keys, config.timestamp])
+    finally:
+        predictions.unpersist()
+    return InferenceResult(model, merged, dict(feature_versions))

@@ -18,9 +18,7 @@ from sparkfs.inference import (
     check_feature_schema,
     compare_features,
     load_scoring_model,
-    score,
-    with_model_lineage,
-    write_predictions,
+    predict_and_merge,
 )
 from sparkfs.lakehouse import Lakehouse
 from sparkfs.training import train_model
@@ -78,19 +76,21 @@ def test_scores_in_spark_equal_the_pyfunc_and_rerun_changes_nothing(
     import mlflow
 
     day_df = synthetic_df(spark).where(F.to_date("sched_dep_ts") == F.lit(date(2013, 3, 20)))
-    scored = score(day_df, model, keep=[*KEYS, "carrier", "origin"])
-    predictions = with_model_lineage(scored, model, "sched_dep_ts", {"weather_hourly": 4, "planes": 1})
+    config = synthetic_config(MODEL, inference={"table": "test_delay_predictions"})
+    versions = {"weather_hourly": 4, "planes": 1}
 
-    first = write_predictions(lake, predictions, "test_delay_predictions", KEYS)
+    first = predict_and_merge(lake, day_df, model, config, versions)
     rows = day_df.count()
-    assert (first.rows_inserted, first.rows_updated) == (rows, 0)
+    assert (first.merge.rows_inserted, first.merge.rows_updated) == (rows, 0)
     before = lake.read("ml", "test_delay_predictions").orderBy(*KEYS)
     before_rows = before.collect()
 
-    again = write_predictions(lake, predictions, "test_delay_predictions", KEYS)
-    assert (again.rows_inserted, again.rows_updated) == (0, 0)
+    again = predict_and_merge(lake, day_df, model, config, versions)
+    assert (again.merge.rows_inserted, again.merge.rows_updated) == (0, 0)
     after = lake.read("ml", "test_delay_predictions").orderBy(*KEYS)
     assert_df_equality(spark.createDataFrame(before_rows, before.schema), after)
+    assert after.columns == [*KEYS, "carrier", "origin", "probability", "prediction", "event_date",
+                             "model_name", "model_version", "feature_versions"]
 
     first_row = after.first()
     assert first_row["model_name"] == MODEL and first_row["model_version"] == "1"
