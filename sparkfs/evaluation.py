@@ -17,33 +17,59 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    average_precision_score,
-    f1_score,
-    log_loss,
-    precision_recall_curve,
-    roc_auc_score,
-)
+from sklearn.metrics import precision_recall_curve
 
 METRICS = ("roc_auc", "pr_auc", "log_loss", "f1")
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "f1": True}
 _EPS = 1e-7
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """ROC AUC, PR AUC (average precision), log loss and F1 at ``threshold``.
+class _Scored:
+    """Labels and scores sorted once (descending score, ties grouped), so that the metrics of any
+    row weighting -- a bootstrap resample is a vector of counts -- cost O(rows), not a sort."""
 
-    AUCs are NaN when ``y`` holds a single class (undefined), never an exception.
+    def __init__(self, y: np.ndarray, p: np.ndarray) -> None:
+        order = np.argsort(-p, kind="stable")
+        self.y = y[order].astype("float64")
+        self.p = np.clip(p[order], _EPS, 1 - _EPS)
+        # Start index of each group of equal scores (ties are one threshold, as in sklearn).
+        self.groups = np.flatnonzero(np.r_[True, np.diff(self.p) != 0])
+        self.loss = -(self.y * np.log(self.p) + (1 - self.y) * np.log(1 - self.p))
+
+    def metrics(self, w: np.ndarray, threshold: float) -> dict[str, float]:
+        pos_w, neg_w = w * self.y, w * (1 - self.y)
+        positives, negatives = pos_w.sum(), neg_w.sum()
+        pos_g = np.add.reduceat(pos_w, self.groups)
+        neg_g = np.add.reduceat(neg_w, self.groups)
+        tp, fp = np.cumsum(pos_g), np.cumsum(neg_g)
+        if positives > 0 and negatives > 0:
+            # P(score of a positive > score of a negative) + half the ties.
+            roc_auc = float(np.sum(neg_g * (tp - pos_g / 2)) / (positives * negatives))
+            # Average precision: precision at each threshold weighted by the recall it adds.
+            pr_auc = float(np.sum(pos_g * tp / np.maximum(tp + fp, _EPS)) / positives)
+        else:
+            roc_auc = pr_auc = float("nan")
+        predicted = self.p >= threshold
+        tp_t = pos_w[predicted].sum()
+        f1_den = tp_t + positives + neg_w[predicted].sum()  # 2TP + FP + FN = TP + P + FP
+        total = w.sum()
+        return {
+            "roc_auc": roc_auc,
+            "pr_auc": pr_auc,
+            "log_loss": float(np.dot(w, self.loss) / total) if total else float("nan"),
+            "f1": float(2 * tp_t / f1_den) if f1_den else 0.0,
+        }
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """ROC AUC, PR AUC (average precision), log loss and F1 at ``threshold`` (``p >= threshold``).
+
+    The same definitions as scikit-learn's ``roc_auc_score``, ``average_precision_score``,
+    ``log_loss`` and ``f1_score``; AUCs are NaN when ``y`` holds a single class (undefined).
     """
     y = np.asarray(y, dtype="int64")
-    p = np.clip(np.asarray(p, dtype="float64"), _EPS, 1 - _EPS)
-    both = 0 < y.sum() < len(y)
-    return {
-        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])) if len(y) else float("nan"),
-        "f1": float(f1_score(y, (p >= threshold).astype("int64"), zero_division=0)),
-    }
+    p = np.asarray(p, dtype="float64")
+    return _Scored(y, p).metrics(np.ones(len(y)), threshold)
 
 
 def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
@@ -91,15 +117,16 @@ def evaluate(
     A resample holding a single class gives NaN AUCs, which are left out of that metric's interval.
     """
     y = np.asarray(y, dtype="int64")
-    p = np.asarray(p, dtype="float64")
-    point = classification_metrics(y, p, threshold)
+    scored = _Scored(y, np.asarray(p, dtype="float64"))
+    point = scored.metrics(np.ones(len(y)), threshold)
     intervals: dict[str, tuple[float, float]] = {}
     if n_boot > 0 and len(y) > 1:
         rng = np.random.default_rng(seed)
         draws: dict[str, list[float]] = {name: [] for name in point}
         for _ in range(n_boot):
-            idx = rng.integers(0, len(y), len(y))
-            for name, value in classification_metrics(y[idx], p[idx], threshold).items():
+            # A resample with replacement, as the number of times each (sorted) row is drawn.
+            counts = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype("float64")
+            for name, value in scored.metrics(counts, threshold).items():
                 draws[name].append(value)
         alpha = (1 - confidence) / 2
         for name, values in draws.items():

@@ -139,6 +139,28 @@ def test_bootstrap_intervals_bracket_the_point_and_are_reproducible() -> None:
     assert first.metrics["roc_auc"] > 0.7
 
 
+def test_metrics_match_scikit_learn_with_ties_and_resample_weights() -> None:
+    from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
+
+    from sparkfs.evaluation import _Scored, classification_metrics
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    p = np.round(np.clip(y * 0.25 + rng.random(400) * 0.75, 0, 1), 1)  # many tied scores
+    counts = rng.integers(0, 3, 400)  # a resample: row i drawn counts[i] times
+    order = np.argsort(-p, kind="stable")
+    for weights in (np.ones(400, dtype=int), counts):
+        ys, ps = np.repeat(y[order], weights[order]), np.repeat(p[order], weights[order])
+        ours = _Scored(y, p).metrics(weights[order].astype(float), threshold=0.5)
+        assert ours["roc_auc"] == pytest.approx(roc_auc_score(ys, ps), abs=1e-12)
+        assert ours["pr_auc"] == pytest.approx(average_precision_score(ys, ps), abs=1e-12)
+        assert ours["log_loss"] == pytest.approx(log_loss(ys, np.clip(ps, 1e-7, 1 - 1e-7)), abs=1e-9)
+        assert ours["f1"] == pytest.approx(f1_score(ys, ps >= 0.5), abs=1e-12)
+    one_class = classification_metrics(np.zeros(5), np.linspace(0.1, 0.5, 5), 0.3)
+    assert np.isnan(one_class["roc_auc"]) and np.isnan(one_class["pr_auc"])
+    assert one_class["f1"] == 0.0
+
+
 def _evaluation(**metrics: float) -> Evaluation:
     base = {"roc_auc": 0.7, "pr_auc": 0.5, "log_loss": 0.5, "f1": 0.5}
     return Evaluation(1000, 300, {**base, **metrics}, {})
