@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import mlflow
@@ -29,12 +30,25 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.config import Settings
-from sparkfs.errors import FeatureSchemaMismatchError, SchemaMismatchError
+from sparkfs.errors import (
+    ConfigError,
+    FeatureSchemaMismatchError,
+    SchemaMismatchError,
+    TrainingServingSkewError,
+)
+from sparkfs.jobs import JobContext, RunWindow
 from sparkfs.lakehouse import Lakehouse
 from sparkfs.merge import MergeResult, merge_upsert, require_columns
 from sparkfs.model import PREDICTION, PROBABILITY
+from sparkfs.runs import record_run
 from sparkfs.tracking import configure_mlflow, model_by_alias, registered_model_name
-from sparkfs.training import TrainingConfig
+from sparkfs.training import (
+    TrainingConfig,
+    build_features,
+    flights_spine,
+    load_training_config,
+    spec_table_versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -268,3 +282,66 @@ def predict_and_merge(
     finally:
         predictions.unpersist()
     return InferenceResult(model, merged, dict(feature_versions))
+
+
+def skew_check(
+    lake: Lakehouse, config: TrainingConfig, start: date, end: date, sample_rows: int
+) -> SkewReport:
+    """Build the features of a sample of flights from ``start..end`` through the training path
+    (labelled spine) and the inference path (unlabelled spine of their days) and compare them.
+
+    The sample is deterministic (the ``sample_rows`` flights with the smallest key hash), so a
+    re-run checks the same flights.
+    """
+    keys = [*config.keys, config.timestamp]
+    labelled = flights_spine(lake, config, start, end, labelled=True)
+    sample = labelled.orderBy(F.xxhash64(*keys), *keys).limit(sample_rows).persist()
+    try:
+        training_df = build_features(lake, config, sample, label=config.label).df
+        days = sample.agg(F.min(F.to_date(config.timestamp)), F.max(F.to_date(config.timestamp))).first()
+        assert days is not None
+        day_spine = flights_spine(lake, config, days[0], days[1], labelled=False)
+        inference_spine = day_spine.join(sample.select(*keys), on=keys, how="left_semi")
+        inference_df = build_features(lake, config, inference_spine, label=None).df
+        return compare_features(training_df, inference_df, keys, config.feature_columns)
+    finally:
+        sample.unpersist()
+
+
+def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
+    """``sparkfs run infer --date D``: score the flights scheduled on D with the model behind the
+    alias and MERGE the predictions (a range scores every day in it, in one pass)."""
+    if window is None:
+        raise ConfigError("infer needs a date: sparkfs run infer --date YYYY-MM-DD (or --start/--end)")
+    config = load_training_config(ctx.settings)
+    lake = ctx.lake
+    params = {"start": window.start, "end": window.end, "model": config.model_name, "alias": config.alias}
+    with record_run(lake, "infer", params) as run:
+        with run.stage("resolve_model") as stage:
+            model = load_scoring_model(ctx.settings, config.model_name, config.alias)
+            stage.details.update(model=model.name, version=model.version)
+        with run.stage("features") as stage:
+            spine_df = flights_spine(lake, config, window.start, window.end, labelled=False)
+            features = build_features(lake, config, spine_df, label=None)
+            versions = spec_table_versions(features.spec)
+            stage.details["table_versions"] = versions
+        with run.stage("predict") as stage:
+            result = predict_and_merge(lake, features.df, model, config, versions)
+            stage.table_name, stage.table_version = result.merge.table, result.merge.version
+            stage.rows_in, stage.rows_out = result.merge.source_rows, result.merge.rows_inserted
+            stage.details["rows_updated"] = result.merge.rows_updated
+        if config.inference.skew_check:
+            with run.stage("skew_check") as stage:
+                report = skew_check(lake, config, window.start, window.end,
+                                    config.inference.skew_sample_rows)
+                stage.rows_in = report.rows_compared
+                stage.details["report"] = report.describe()
+                if not report.identical:
+                    raise TrainingServingSkewError(report.describe())
+    merge = result.merge
+    print(
+        f"\n{merge.table}: scored {merge.source_rows} flights of {window} with {model.name} "
+        f"version {model.version} (@{model.alias}); inserted {merge.rows_inserted}, updated "
+        f"{merge.rows_updated} (Delta version {merge.version})"
+        + (f"\n{report.describe()}" if config.inference.skew_check else "")
+    )

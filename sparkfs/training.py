@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import mlflow
 import numpy as np
@@ -62,14 +62,20 @@ from sparkfs.evaluation import (
     metrics_summary,
     slices_table,
 )
+from sparkfs.jobs import JobContext, RunWindow
+from sparkfs.lakehouse import Lakehouse
 from sparkfs.merge import require_columns
 from sparkfs.model import PROBABILITY, DelayModel, Preprocessor, model_signature
+from sparkfs.runs import record_run
 from sparkfs.tracking import (
     TrackingTarget,
     configure_mlflow,
     register_with_alias,
     registered_model_name,
 )
+
+if TYPE_CHECKING:
+    from sparkfs.point_in_time import TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +160,36 @@ class InferenceConfig(StrictModel):
     skew_sample_rows: int = Field(200, ge=1)
 
 
+class LabelConfig(StrictModel):
+    """The label is ``column > above`` as 0/1; a null ``column`` (a cancelled flight) stays null."""
+
+    column: str = "arr_delay"
+    above: float = 15.0
+
+
+class SpineConfig(StrictModel):
+    """Where the spine comes from: one row per entity and prediction time."""
+
+    layer: str = "silver"
+    table: str = "flights"
+    # Source column holding the event date (prunes partitions); None: the date of ``timestamp``.
+    date_column: str | None = None
+    # Source columns copied onto the spine besides keys and timestamp (lookup keys, features).
+    columns: list[str] = Field(default_factory=list)
+    label: LabelConfig = LabelConfig()
+
+
+class LookupConfig(StrictModel):
+    """One :class:`~sparkfs.point_in_time.FeatureLookup` on a gold feature table."""
+
+    table: str
+    lookup_key: list[str]
+    timestamp_lookup_key: str | None = None
+    features: list[str] | None = None
+    lookback: Duration | None = None
+    prefix: str | None = None
+
+
 class TrainingConfig(StrictModel):
     """``conf/training.yaml``: what to train on, how to split, evaluate, gate and register."""
 
@@ -174,6 +210,8 @@ class TrainingConfig(StrictModel):
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
     inference: InferenceConfig = InferenceConfig()
+    spine: SpineConfig = SpineConfig()
+    lookups: list[LookupConfig] = Field(default_factory=list)
 
     @property
     def feature_columns(self) -> list[str]:
@@ -587,3 +625,72 @@ def _plots(test: pd.DataFrame, label: str, model: DelayModel, booster: xgb.Boost
     ax.set(xlabel="average gain per split", title="Feature importance (gain)")
     importance.tight_layout()
     return {"roc.png": roc, "calibration.png": calibration, "feature_importance.png": importance}
+
+
+# ---------------------------------------------------------------------------------------------
+# The spine, the point-in-time features, and the job
+
+
+def flights_spine(
+    lake: Lakehouse, config: TrainingConfig, start: date, end: date, *, labelled: bool
+) -> DataFrame:
+    """One row per flight scheduled on ``start..end`` (UTC dates): keys, timestamp, the configured
+    spine columns and, when ``labelled``, the label (``label.column > label.above``; null stays
+    null). Training and inference both build their spine here, so they cannot disagree on it.
+    """
+    spine = config.spine
+    source = lake.read(spine.layer, spine.table)
+    wanted = list(dict.fromkeys([*config.keys, config.timestamp, *spine.columns]))
+    require_columns(source, [*wanted, spine.label.column] if labelled else wanted,
+                     lake.name(spine.layer, spine.table))
+    day = F.col(spine.date_column) if spine.date_column else F.to_date(F.col(config.timestamp))
+    rows = source.where(day.between(F.lit(start), F.lit(end)))
+    columns: list[Column] = [F.col(c) for c in wanted]
+    if labelled:
+        label = (F.col(spine.label.column) > F.lit(spine.label.above)).cast("int")
+        columns.append(label.alias(config.label))
+    return rows.select(*columns)
+
+
+def build_features(
+    lake: Lakehouse, config: TrainingConfig, spine_df: DataFrame, *, label: str | None
+) -> TrainingSet:
+    """The point-in-time feature lookups of ``config`` on ``spine_df`` (the code path shared by
+    training, inference and the skew check). A lookup matches feature rows with
+    ``feature_ts <= spine_ts`` and, with a lookback L, ``feature_ts > spine_ts - L``."""
+    from sparkfs.point_in_time import FeatureLookup, create_training_set  # TODO(phase 2): top level
+
+    lookups = [FeatureLookup(**lookup.model_dump()) for lookup in config.lookups]
+    return create_training_set(lake, spine_df, lookups, label=label)
+
+
+def training_window(config: TrainingConfig, window: RunWindow | None) -> tuple[date, date]:
+    """No window: the configured ``start..end``. ``--date D``: ``start..D`` (train as of D).
+    ``--start S --end E``: exactly ``S..E``."""
+    if window is None:
+        return config.start, config.end
+    if window.start == window.end:
+        return config.start, window.end
+    return window.start, window.end
+
+
+def train_job(ctx: JobContext, window: RunWindow | None) -> None:
+    """``sparkfs run train``: build the PIT training set, train, gate, log, register."""
+    config = load_training_config(ctx.settings)
+    start, end = training_window(config, window)
+    lake = ctx.lake
+    with record_run(lake, "train", {"start": start, "end": end, "model": config.model_name}) as run:
+        with run.stage("training_set") as stage:
+            spine_df = flights_spine(lake, config, start, end, labelled=True)
+            training_set = build_features(lake, config, spine_df, label=config.label)
+            stage.table_name = lake.name(config.spine.layer, config.spine.table)
+            stage.details["table_versions"] = spec_table_versions(training_set.spec)
+        with run.stage("train") as stage:
+            result = train_model(training_set.df, training_set.spec, config, ctx.settings,
+                                 start=start, end=end)
+            stage.rows_in = result.counts["usable"]
+            stage.details.update(
+                run_id=result.run_id, registered_version=result.registered_version,
+                test=result.model.metrics, baseline=result.baseline.metrics,
+            )
+    print(f"\n{result.summary()}")
