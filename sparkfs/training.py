@@ -576,8 +576,7 @@ def train_model(
     if not gate.passed:
         raise GateFailedError(
             f"model not registered: the gate failed ({len(gate.reasons)} reason(s)); the run "
-            f"{run.info.run_id} is logged in MLflow for inspection:\n"
-            + "\n".join(f"  - {r}" for r in gate.reasons),
+            f"{run.info.run_id} is logged in MLflow for inspection.\n{result.summary()}",
             reasons=gate.reasons, run_id=run.info.run_id,
         )
     return result

@@ -280,3 +280,38 @@ def test_training_set_without_both_classes_is_a_clear_error(spark: SparkSession,
     df = synthetic_df(spark).withColumn("is_arr_delayed", F.lit(0))
     with pytest.raises(Exception, match=r"the train split .* needs rows of both classes"):
         train_model(df, SPEC, config, settings, start=START, end=END)
+
+
+def test_flights_spine_filters_days_and_derives_the_label(spark: SparkSession, lake) -> None:
+    from sparkfs.jobs import RunWindow
+    from sparkfs.training import flights_spine, training_window
+
+    schema = T.StructType([
+        T.StructField("flight_id", T.StringType()), T.StructField("sched_dep_ts", T.TimestampType()),
+        T.StructField("carrier", T.StringType()), T.StructField("arr_delay", T.DoubleType()),
+        T.StructField("dep_delay", T.DoubleType()),
+    ])
+    rows = [
+        ("a", datetime(2013, 5, 1, 0, 0), "UA", 15.0, 3.0),  # exactly 15: not late
+        ("b", datetime(2013, 5, 1, 23, 59), "AA", 15.5, 9.0),
+        ("c", datetime(2013, 5, 2, 12, 0), None, None, None),  # cancelled: label stays null
+        ("d", datetime(2013, 5, 3, 0, 0), "DL", 60.0, 50.0),  # the day after the window
+        ("e", datetime(2013, 4, 30, 23, 59), "DL", 1.0, 0.0),  # the day before
+    ]
+    lake.create("silver", "spine_test_flights", schema)
+    spark.createDataFrame(rows, schema).write.format("delta").mode("overwrite").saveAsTable(
+        lake.name("silver", "spine_test_flights"))
+    config = synthetic_config("spine_test", spine={"table": "spine_test_flights", "columns": ["carrier"]})
+
+    labelled = flights_spine(lake, config, date(2013, 5, 1), date(2013, 5, 2), labelled=True)
+    assert labelled.columns == ["flight_id", "sched_dep_ts", "carrier", "is_arr_delayed"]
+    got = {r.flight_id: r.is_arr_delayed for r in labelled.collect()}
+    assert got == {"a": 0, "b": 1, "c": None}
+    unlabelled = flights_spine(lake, config, date(2013, 5, 1), date(2013, 5, 2), labelled=False)
+    assert unlabelled.columns == ["flight_id", "sched_dep_ts", "carrier"]  # no label, no arr_delay
+
+    assert training_window(config, None) == (START, END)
+    day = RunWindow(date(2013, 3, 1), date(2013, 3, 1))
+    assert training_window(config, day) == (START, date(2013, 3, 1))
+    span = RunWindow(date(2013, 2, 1), date(2013, 3, 1))
+    assert training_window(config, span) == (date(2013, 2, 1), date(2013, 3, 1))
