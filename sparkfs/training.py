@@ -6,7 +6,7 @@ label, as built by :mod:`sparkfs.point_in_time`) and:
 1. splits it by time into train / validation / test with a gap at least as long as the longest
    feature window, following the time rule ``(t - w, t]``: train is ``ts <= train_end``,
    validation is ``train_end + gap < ts <= validation_end``, test is
-   ``validation_end + gap < ts <= end``. A validation row's window ``(t - w, t]`` with
+   ``validation_end + gap < ts < end`` (see :mod:`sparkfs.splits`). A validation row's window ``(t - w, t]`` with
    ``w <= gap`` then starts after the last training timestamp, so no window straddles a split;
 2. brings the labelled rows to the driver, bounded by ``max_rows`` (a seeded sample above it);
 3. fits the :class:`~sparkfs.model.Preprocessor` on the train split only, trains XGBoost with
@@ -32,24 +32,22 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 from matplotlib.figure import Figure
-from pydantic import BeforeValidator, Field
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 
 from sparkfs import __version__
-from sparkfs.config import Settings, StrictModel, load_yaml
-from sparkfs.errors import ConfigError, GateFailedError, TrainingDataError
+from sparkfs.config import Settings
+from sparkfs.errors import GateFailedError, TrainingDataError
 from sparkfs.evaluation import (
     Evaluation,
     GateResult,
@@ -67,257 +65,19 @@ from sparkfs.lakehouse import Lakehouse
 from sparkfs.merge import require_columns
 from sparkfs.model import PROBABILITY, DelayModel, Preprocessor, model_signature
 from sparkfs.runs import record_run
+from sparkfs.splits import SPLIT, SPLITS, SplitBoundaries, assign_split, split_boundaries
 from sparkfs.tracking import (
     TrackingTarget,
     configure_mlflow,
     register_with_alias,
     registered_model_name,
 )
+from sparkfs.training_config import TrainingConfig, XGBoostConfig, load_training_config
 
 if TYPE_CHECKING:
     from sparkfs.point_in_time import TrainingSet
 
 log = logging.getLogger(__name__)
-
-TRAINING_CONF = "training.yaml"
-SPLIT = "split"
-SPLITS = ("train", "validation", "test")
-
-# ---------------------------------------------------------------------------------------------
-# Config (conf/training.yaml)
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-
-
-def parse_duration(value: Any) -> Any:
-    """``"30d"``, ``"3h"``, ``"15m"``, ``"10s"`` -> timedelta; other values pass to pydantic."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"expected a duration like '30d', '3h', '15m' or '10s', found {value!r}")
-        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-MetricName = Literal["roc_auc", "pr_auc", "log_loss", "f1"]
-
-
-class FeaturesConfig(StrictModel):
-    """The model's input columns and how they are preprocessed."""
-
-    numeric: list[str]
-    categorical: list[str] = Field(default_factory=list)
-    scale: bool = False  # trees do not need it; on for models that do
-    min_category_count: int = Field(1, ge=1)
-
-
-class SplitConfig(StrictModel):
-    """Durations counted back from the end of the training window: ``train | gap | validation |
-    gap | test``. ``gap`` must be at least ``longest_feature_window``."""
-
-    validation: Duration = timedelta(days=45)
-    test: Duration = timedelta(days=45)
-    gap: Duration = timedelta(days=30)
-
-
-class XGBoostConfig(StrictModel):
-    params: dict[str, float | int | str] = Field(default_factory=dict)
-    num_boost_round: int = Field(500, ge=1)
-    early_stopping_rounds: int = Field(30, ge=1)
-
-
-class BaselineConfig(StrictModel):
-    column: str = "carrier"
-    smoothing: float = Field(20.0, ge=0)
-
-
-class EvaluationConfig(StrictModel):
-    bootstrap: int = Field(200, ge=0)
-    slice_bootstrap: int = Field(100, ge=0)
-    confidence: float = Field(0.95, gt=0, lt=1)
-    slices: list[str] = Field(default_factory=lambda: ["carrier", "origin"])
-    seed: int = 7
-
-
-class GateConfig(StrictModel):
-    """Register only if the model beats the baseline on ``metric`` by ``min_margin`` and no slice
-    of at least ``min_slice_rows`` rows is below ``slice_floor`` on ``slice_metric``."""
-
-    metric: MetricName = "roc_auc"
-    min_margin: float = 0.02
-    slice_metric: MetricName = "roc_auc"
-    slice_floor: float = 0.55
-    min_slice_rows: int = Field(300, ge=1)
-
-
-class InferenceConfig(StrictModel):
-    table: str = "flight_delay_predictions"  # in the ml layer
-    # Spine columns copied onto each prediction row (for slicing and monitoring).
-    context_columns: list[str] = Field(default_factory=lambda: ["carrier", "origin"])
-    skew_check: bool = True
-    skew_sample_rows: int = Field(200, ge=1)
-
-
-class LabelConfig(StrictModel):
-    """The label is ``column > above`` as 0/1; a null ``column`` (a cancelled flight) stays null."""
-
-    column: str = "arr_delay"
-    above: float = 15.0
-
-
-class SpineConfig(StrictModel):
-    """Where the spine comes from: one row per entity and prediction time."""
-
-    layer: str = "silver"
-    table: str = "flights"
-    # Source column holding the event date (prunes partitions); None: the date of ``timestamp``.
-    date_column: str | None = None
-    # Source columns copied onto the spine besides keys and timestamp (lookup keys, features).
-    columns: list[str] = Field(default_factory=list)
-    label: LabelConfig = LabelConfig()
-
-
-class LookupConfig(StrictModel):
-    """One :class:`~sparkfs.point_in_time.FeatureLookup` on a gold feature table."""
-
-    table: str
-    lookup_key: list[str]
-    timestamp_lookup_key: str | None = None
-    features: list[str] | None = None
-    lookback: Duration | None = None
-    prefix: str | None = None
-
-
-class TrainingConfig(StrictModel):
-    """``conf/training.yaml``: what to train on, how to split, evaluate, gate and register."""
-
-    model_name: str = "flight_delay"
-    alias: str = "champion"
-    experiment: str | None = None  # default: mlflow.experiment from sparkfs.yaml
-    keys: list[str] = Field(default_factory=lambda: ["flight_id"])
-    timestamp: str = "sched_dep_ts"
-    label: str = "is_arr_delayed"
-    start: date = date(2013, 1, 1)
-    end: date = date(2013, 12, 31)
-    longest_feature_window: Duration = timedelta(days=30)
-    max_rows: int = Field(1_000_000, ge=100)
-    features: FeaturesConfig
-    split: SplitConfig = SplitConfig()
-    xgboost: XGBoostConfig = XGBoostConfig()
-    baseline: BaselineConfig = BaselineConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    gate: GateConfig = GateConfig()
-    inference: InferenceConfig = InferenceConfig()
-    spine: SpineConfig = SpineConfig()
-    lookups: list[LookupConfig] = Field(default_factory=list)
-
-    @property
-    def feature_columns(self) -> list[str]:
-        return [*self.features.numeric, *self.features.categorical]
-
-
-def load_training_config(settings: Settings, path: Path | str | None = None) -> TrainingConfig:
-    """Read ``<conf_dir>/training.yaml`` (or ``path``) into a :class:`TrainingConfig`."""
-    return load_yaml(path or Path(settings.conf_dir) / TRAINING_CONF, TrainingConfig)
-
-
-# ---------------------------------------------------------------------------------------------
-# Time-based split
-
-
-@dataclass(frozen=True)
-class SplitBoundaries:
-    """Instants that cut the training window ``[start, end)`` (whole UTC days).
-
-    Inside the window the cuts follow the time rule ``(lower, upper]``: train is
-    ``start <= ts <= train_end``, validation ``validation_start < ts <= validation_end``, test
-    ``test_start < ts < end``.
-    """
-
-    start: datetime
-    train_end: datetime
-    validation_start: datetime
-    validation_end: datetime
-    test_start: datetime
-    end: datetime
-
-    def intervals(self) -> dict[str, tuple[datetime, datetime]]:
-        return {
-            "train": (self.start, self.train_end),
-            "validation": (self.validation_start, self.validation_end),
-            "test": (self.test_start, self.end),
-        }
-
-    def as_params(self) -> dict[str, str]:
-        return {f"split_{k}": v.isoformat() for k, v in self.__dict__.items()}
-
-
-def split_boundaries(
-    start: date, end: date, split: SplitConfig, longest_feature_window: timedelta
-) -> SplitBoundaries:
-    """Cut ``[start, end]`` (whole days, UTC) into train | gap | validation | gap | test.
-
-    The window runs from ``start`` 00:00 to ``end + 1 day`` 00:00; test and validation are the
-    configured durations counted back from its end, each preceded by ``gap``. Raises
-    :class:`ConfigError` when the gap is shorter than the longest feature window or nothing is
-    left for training.
-    """
-    if split.gap < longest_feature_window:
-        raise ConfigError(
-            f"split.gap is {split.gap}, shorter than the longest feature window "
-            f"{longest_feature_window}: a validation row's window would reach into the train split"
-        )
-    lower = datetime.combine(start, time())
-    upper = datetime.combine(end + timedelta(days=1), time())
-    test_start = upper - split.test
-    validation_end = test_start - split.gap
-    validation_start = validation_end - split.validation
-    train_end = validation_start - split.gap
-    if train_end <= lower:
-        raise ConfigError(
-            f"window {start}..{end} is too short for validation {split.validation} + test "
-            f"{split.test} + 2 gaps of {split.gap}: the train split would end at {train_end}, "
-            f"before the window starts at {lower}"
-        )
-    return SplitBoundaries(lower, train_end, validation_start, validation_end, test_start, upper)
-
-
-def split_column(ts: Column, boundaries: SplitBoundaries) -> Column:
-    """``"train"`` / ``"validation"`` / ``"test"``, or null for rows in a gap, outside the window,
-    or with a null timestamp (see :class:`SplitBoundaries` for the interval edges)."""
-    b = {k: _instant(v) for k, v in boundaries.__dict__.items()}
-    return (
-        F.when((ts >= b["start"]) & (ts <= b["train_end"]), F.lit("train"))
-        .when((ts > b["validation_start"]) & (ts <= b["validation_end"]), F.lit("validation"))
-        .when((ts > b["test_start"]) & (ts < b["end"]), F.lit("test"))
-    )
-
-
-def _instant(value: datetime) -> Column:
-    """A timestamp literal for a naive UTC datetime, independent of the machine's time zone."""
-    return F.lit(value.replace(tzinfo=timezone.utc))
-
-
-def assign_split(df: DataFrame, timestamp: str, boundaries: SplitBoundaries) -> DataFrame:
-    """Add the ``split`` column (see :func:`split_column`); chainable with ``df.transform``."""
-    require_columns(df, [timestamp], "the training set")
-    return df.withColumn(SPLIT, split_column(F.col(timestamp), boundaries))
-
-
-@dataclass(frozen=True)
-class TimeSplit:
-    train: DataFrame
-    validation: DataFrame
-    test: DataFrame
-
-
-def time_split(df: DataFrame, timestamp: str, boundaries: SplitBoundaries) -> TimeSplit:
-    """The three splits as DataFrames (rows in the gaps belong to none of them)."""
-    labelled = assign_split(df, timestamp, boundaries)
-    parts = {name: labelled.where(F.col(SPLIT) == name).drop(SPLIT) for name in SPLITS}
-    return TimeSplit(**parts)
 
 
 # ---------------------------------------------------------------------------------------------

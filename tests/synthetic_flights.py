@@ -13,7 +13,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from sparkfs.training import TrainingConfig
+from sparkfs.training_config import TrainingConfig
 
 START, END = date(2013, 1, 1), date(2013, 3, 31)
 CARRIERS = ["AA", "B6", "DL", "UA"]

@@ -18,15 +18,9 @@ from sparkfs.config import Settings
 from sparkfs.errors import ConfigError, GateFailedError, SchemaMismatchError
 from sparkfs.evaluation import Evaluation, SliceEvaluation, apply_gate, evaluate
 from sparkfs.model import UNKNOWN, Preprocessor
-from sparkfs.training import (
-    SplitConfig,
-    TrainingConfig,
-    bounded_to_pandas,
-    load_training_config,
-    split_boundaries,
-    time_split,
-    train_model,
-)
+from sparkfs.splits import split_boundaries, time_split
+from sparkfs.training import bounded_to_pandas, train_model
+from sparkfs.training_config import SplitConfig, TrainingConfig, load_training_config
 
 GAP = timedelta(days=7)
 SPLIT = SplitConfig(validation=timedelta(days=18), test=timedelta(days=18), gap=GAP)
