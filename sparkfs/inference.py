@@ -43,12 +43,13 @@ from sparkfs.model import PREDICTION, PROBABILITY
 from sparkfs.runs import record_run
 from sparkfs.tracking import configure_mlflow, model_by_alias, registered_model_name
 from sparkfs.training import (
-    TrainingConfig,
+    SPEC_ARTIFACT,
+    SPINE_ARTIFACT,
     build_features,
     flights_spine,
-    load_training_config,
     spec_table_versions,
 )
+from sparkfs.training_config import TrainingConfig, load_training_config
 
 log = logging.getLogger(__name__)
 
@@ -285,25 +286,38 @@ def predict_and_merge(
 
 
 def skew_check(
-    lake: Lakehouse, config: TrainingConfig, start: date, end: date, sample_rows: int
+    lake: Lakehouse, config: TrainingConfig, model: ScoringModel, sample_rows: int
 ) -> SkewReport:
-    """Build the features of a sample of flights from ``start..end`` through the training path
-    (labelled spine) and the inference path (unlabelled spine of their days) and compare them.
+    """Compare, for a sample of the model's training flights, the feature vector the model was
+    trained on with the one the inference path builds now.
 
-    The sample is deterministic (the ``sample_rows`` flights with the smallest key hash), so a
-    re-run checks the same flights.
+    The training rows are rebuilt exactly from the run's lineage (the spine table at its recorded
+    Delta version, every feature table at the version in the training-set spec); the inference
+    rows go through :func:`flights_spine` without labels and :func:`build_features`, as
+    ``infer_job`` does. A difference means code skew, or feature rows changed since training
+    (late corrections). The sample is deterministic: the ``sample_rows`` flights with the
+    smallest key hash. Cost: one rebuild of the training set.
     """
+    from sparkfs.point_in_time import rebuild_training_set
+
+    if model.run_id is None:
+        raise SchemaMismatchError(f"{model.name} version {model.version} has no training run")
+    spec = mlflow.artifacts.load_dict(f"runs:/{model.run_id}/{SPEC_ARTIFACT}")
+    spine = mlflow.artifacts.load_dict(f"runs:/{model.run_id}/{SPINE_ARTIFACT}")
     keys = [*config.keys, config.timestamp]
-    labelled = flights_spine(lake, config, start, end, labelled=True)
-    sample = labelled.orderBy(F.xxhash64(*keys), *keys).limit(sample_rows).persist()
+    training_spine = flights_spine(
+        lake, config, date.fromisoformat(spine["start"]), date.fromisoformat(spine["end"]),
+        labelled=True, version=spine.get("version"),
+    )
+    trained = rebuild_training_set(lake, spec, spine=training_spine).df
+    sample = trained.orderBy(F.xxhash64(*keys), *keys).limit(sample_rows).persist()
     try:
-        training_df = build_features(lake, config, sample, label=config.label).df
         days = sample.agg(F.min(F.to_date(config.timestamp)), F.max(F.to_date(config.timestamp))).first()
         assert days is not None
         day_spine = flights_spine(lake, config, days[0], days[1], labelled=False)
         inference_spine = day_spine.join(sample.select(*keys), on=keys, how="left_semi")
         inference_df = build_features(lake, config, inference_spine, label=None).df
-        return compare_features(training_df, inference_df, keys, config.feature_columns)
+        return compare_features(sample, inference_df, keys, model.input_columns)
     finally:
         sample.unpersist()
 
@@ -332,8 +346,7 @@ def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
             stage.details["rows_updated"] = result.merge.rows_updated
         if config.inference.skew_check:
             with run.stage("skew_check") as stage:
-                report = skew_check(lake, config, window.start, window.end,
-                                    config.inference.skew_sample_rows)
+                report = skew_check(lake, config, model, config.inference.skew_sample_rows)
                 stage.rows_in = report.rows_compared
                 stage.details["report"] = report.describe()
                 if not report.identical:

@@ -79,6 +79,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SPEC_ARTIFACT = "lineage/training_set_spec.json"
+SPINE_ARTIFACT = "lineage/spine.json"
+
 
 # ---------------------------------------------------------------------------------------------
 # Driver-side data
@@ -239,10 +242,15 @@ def train_model(
     *,
     start: date,
     end: date,
+    spine_source: Mapping[str, Any] | None = None,
 ) -> TrainingResult:
     """Train, evaluate, gate, log and (if the gate passes) register; see the module docstring.
 
-    Raises :class:`GateFailedError` (after logging the run and the model) when the gate fails.
+    ``spec`` is the training set's spec (logged as ``lineage/training_set_spec.json``, its tables'
+    Delta versions as tags); ``spine_source`` says where the spine came from (e.g. the table and
+    Delta version it was read at; logged as ``lineage/spine.json``), so the exact training set
+    can be rebuilt. Raises :class:`GateFailedError` (after logging the run and the model) when the
+    gate fails.
     """
     boundaries = split_boundaries(start, end, config.split, config.longest_feature_window)
     frames = collect_splits(training_df, config, boundaries)
@@ -275,7 +283,7 @@ def train_model(
 
     tracking = configure_mlflow(settings, config.experiment)
     name = registered_model_name(settings, config.model_name)
-    table_versions = spec_table_versions(spec)
+    table_versions = spec_table_versions({"spec": spec, "spine": spine_source or {}})
     with mlflow.start_run(run_name=f"train-{end.isoformat()}") as run:
         mlflow.log_params({
             "model_name": name, "alias": config.alias, "label": label,
@@ -299,7 +307,9 @@ def train_model(
         mlflow.log_table(slices_table(slices), "evaluation/slice_metrics.json")
         for file, figure in _plots(test, label, model, booster).items():
             mlflow.log_figure(figure, f"plots/{file}")
-        mlflow.log_dict(dict(spec), "lineage/training_set_spec.json")
+        mlflow.log_dict(dict(spec), SPEC_ARTIFACT)
+        mlflow.log_dict({**(spine_source or {}), "start": start.isoformat(), "end": end.isoformat()},
+                        SPINE_ARTIFACT)
         mlflow.log_dict({"passed": gate.passed, "reasons": gate.reasons, "checks": gate.checks},
                         "evaluation/gate.json")
         lineage_tags = {
@@ -391,14 +401,21 @@ def _plots(test: pd.DataFrame, label: str, model: DelayModel, booster: xgb.Boost
 
 
 def flights_spine(
-    lake: Lakehouse, config: TrainingConfig, start: date, end: date, *, labelled: bool
+    lake: Lakehouse,
+    config: TrainingConfig,
+    start: date,
+    end: date,
+    *,
+    labelled: bool,
+    version: int | None = None,
 ) -> DataFrame:
     """One row per flight scheduled on ``start..end`` (UTC dates): keys, timestamp, the configured
     spine columns and, when ``labelled``, the label (``label.column > label.above``; null stays
     null). Training and inference both build their spine here, so they cannot disagree on it.
+    ``version`` reads the source table as of that Delta version (to rebuild a training spine).
     """
     spine = config.spine
-    source = lake.read(spine.layer, spine.table)
+    source = lake.read(spine.layer, spine.table, version=version)
     wanted = list(dict.fromkeys([*config.keys, config.timestamp, *spine.columns]))
     require_columns(source, [*wanted, spine.label.column] if labelled else wanted,
                      lake.name(spine.layer, spine.table))
@@ -440,13 +457,17 @@ def train_job(ctx: JobContext, window: RunWindow | None) -> None:
     lake = ctx.lake
     with record_run(lake, "train", {"start": start, "end": end, "model": config.model_name}) as run:
         with run.stage("training_set") as stage:
-            spine_df = flights_spine(lake, config, start, end, labelled=True)
+            layer, table = config.spine.layer, config.spine.table
+            version = lake.version(layer, table)
+            spine_source = {"layer": layer, "table": table, "version": version}
+            spine_df = flights_spine(lake, config, start, end, labelled=True, version=version)
             training_set = build_features(lake, config, spine_df, label=config.label)
-            stage.table_name = lake.name(config.spine.layer, config.spine.table)
+            stage.table_name = lake.name(layer, table)
+            stage.table_version = version
             stage.details["table_versions"] = spec_table_versions(training_set.spec)
         with run.stage("train") as stage:
             result = train_model(training_set.df, training_set.spec, config, ctx.settings,
-                                 start=start, end=end)
+                                 start=start, end=end, spine_source=spine_source)
             stage.rows_in = result.counts["usable"]
             stage.details.update(
                 run_id=result.run_id, registered_version=result.registered_version,

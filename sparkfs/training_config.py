@@ -120,11 +120,12 @@ class LookupConfig(StrictModel):
     """One :class:`~sparkfs.point_in_time.FeatureLookup` on a gold feature table."""
 
     table: str
-    lookup_key: list[str]
+    lookup_key: list[str] | dict[str, str]  # spine columns; {table key: spine column} if renamed
     timestamp_lookup_key: str | None = None
     features: list[str] | None = None
     lookback: Duration | None = None
     prefix: str | None = None
+    known_at: str | None = None
 
 
 class TrainingConfig(StrictModel):
