@@ -324,7 +324,11 @@ def skew_check(
 
 def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
     """``sparkfs run infer --date D``: score the flights scheduled on D with the model behind the
-    alias and MERGE the predictions (a range scores every day in it, in one pass)."""
+    alias and MERGE the predictions (a range scores every day in it, in one pass).
+
+    With ``inference.skew_check`` on, the skew check runs first and a difference stops the run
+    before any prediction is written.
+    """
     if window is None:
         raise ConfigError("infer needs a date: sparkfs run infer --date YYYY-MM-DD (or --start/--end)")
     config = load_training_config(ctx.settings)
@@ -334,6 +338,13 @@ def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
         with run.stage("resolve_model") as stage:
             model = load_scoring_model(ctx.settings, config.model_name, config.alias)
             stage.details.update(model=model.name, version=model.version)
+        if config.inference.skew_check:  # before anything is written
+            with run.stage("skew_check") as stage:
+                report = skew_check(lake, config, model, config.inference.skew_sample_rows)
+                stage.rows_in = report.rows_compared
+                stage.details["report"] = report.describe()
+                if not report.identical:
+                    raise TrainingServingSkewError(report.describe())
         with run.stage("features") as stage:
             spine_df = flights_spine(lake, config, window.start, window.end, labelled=False)
             features = build_features(lake, config, spine_df, label=None)
@@ -344,13 +355,6 @@ def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
             stage.table_name, stage.table_version = result.merge.table, result.merge.version
             stage.rows_in, stage.rows_out = result.merge.source_rows, result.merge.rows_inserted
             stage.details["rows_updated"] = result.merge.rows_updated
-        if config.inference.skew_check:
-            with run.stage("skew_check") as stage:
-                report = skew_check(lake, config, model, config.inference.skew_sample_rows)
-                stage.rows_in = report.rows_compared
-                stage.details["report"] = report.describe()
-                if not report.identical:
-                    raise TrainingServingSkewError(report.describe())
     merge = result.merge
     print(
         f"\n{merge.table}: scored {merge.source_rows} flights of {window} with {model.name} "

@@ -437,7 +437,7 @@ def build_features(
     from sparkfs.point_in_time import FeatureLookup, create_training_set  # TODO(phase 2): top level
 
     lookups = [FeatureLookup(**lookup.model_dump()) for lookup in config.lookups]
-    return create_training_set(lake, spine_df, lookups, label=label)
+    return create_training_set(lake, spine_df, lookups, label=label, timestamp_key=config.timestamp)
 
 
 def training_window(config: TrainingConfig, window: RunWindow | None) -> tuple[date, date]:

@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, PlainSerializer
 
 from sparkfs.config import Settings, StrictModel, load_yaml
 
@@ -28,8 +28,9 @@ _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def parse_duration(value: Any) -> Any:
-    """``"30d"``, ``"3h"``, ``"15m"``, ``"10s"`` -> timedelta; other values pass to pydantic."""
-    if isinstance(value, str):
+    """``"30d"``, ``"3h"``, ``"15m"``, ``"10s"`` -> timedelta; ISO 8601 (``"P30D"``) and other
+    values pass on to pydantic."""
+    if isinstance(value, str) and not value.startswith("P"):
         match = _DURATION.match(value)
         if not match:
             raise ValueError(f"expected a duration like '30d', '3h', '15m' or '10s', found {value!r}")
@@ -37,7 +38,18 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def format_duration(value: timedelta) -> str:
+    """The inverse of :func:`parse_duration`: the largest whole unit (``"30d"``, ``"90m"``)."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")
+]
 MetricName = Literal["roc_auc", "pr_auc", "log_loss", "f1"]
 
 

@@ -3,25 +3,36 @@ and the training-serving skew comparison."""
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from synthetic_flights import SPEC, synthetic_config, synthetic_df
+from synthetic_flights import (
+    CARRIERS,
+    ORIGINS,
+    SPEC,
+    synthetic_config,
+    synthetic_df,
+    synthetic_pandas,
+)
 
 from sparkfs.config import Settings
-from sparkfs.errors import FeatureSchemaMismatchError, ModelNotFoundError
+from sparkfs.errors import FeatureSchemaMismatchError, ModelNotFoundError, TrainingServingSkewError
 from sparkfs.inference import (
     ScoringModel,
     check_feature_schema,
     compare_features,
+    infer_job,
     load_scoring_model,
     predict_and_merge,
 )
+from sparkfs.jobs import JobContext, RunWindow
 from sparkfs.lakehouse import Lakehouse
-from sparkfs.training import train_model
+from sparkfs.training import train_job, train_model
 
 MODEL = "delay_infer_test"
 KEYS = ["flight_id", "sched_dep_ts"]
@@ -127,3 +138,117 @@ def test_compare_features_finds_every_kind_of_skew(spark: SparkSession) -> None:
                                       "carrier_dep_delay_mean_7d": 0, "origin": 1}
     assert report.type_mismatches == {"dep_hour": ("int", "double")}
     assert {e["flight_id"] for e in report.examples} == {"f00001", "f00002"}
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end on small Delta tables: train_job -> infer_job -> skew check, through the real
+# point-in-time join.
+
+E2E_MODEL = "e2e_delay"
+E2E_DAY = date(2013, 3, 20)
+
+
+@pytest.fixture(scope="module")
+def e2e(spark: SparkSession, lake: Lakehouse, settings: Settings, tmp_path_factory) -> JobContext:
+    import numpy as np
+    import yaml
+
+    from sparkfs.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY
+
+    flights = synthetic_pandas()
+    flights["arr_delay"] = flights["is_arr_delayed"].astype("float64") * 40 - 5  # 1 -> 35, 0 -> -5
+    silver = synthetic_df(spark).join(
+        spark.createDataFrame(flights[["flight_id"]].assign(arr_delay=flights["arr_delay"].astype(object).where(
+            flights["arr_delay"].notna(), None))), "flight_id",
+    ).drop("is_arr_delayed", "wind_speed", "carrier_dep_delay_mean_7d")
+    lake.create("silver", "e2e_flights", silver.schema)
+    silver.write.format("delta").mode("append").saveAsTable(lake.name("silver", "e2e_flights"))
+
+    hours = spark.range(0, 24 * 90).select(
+        (F.lit(datetime(2013, 1, 1)).cast("timestamp") + F.make_interval(hours=F.col("id").cast("int"))).alias("obs_ts")
+    )
+    weather = hours.crossJoin(spark.createDataFrame([(o,) for o in ORIGINS], "origin string")).select(
+        "origin", "obs_ts", (F.hash("origin", "obs_ts") % 200 / 10.0).cast("double").alias("wind_speed"),
+    ).where(~((F.col("origin") == "LGA") & (F.hour("obs_ts") == 3)))  # missing observations
+    lake.create("gold", "e2e_weather", weather.schema,
+                properties={KEYS_PROPERTY: "origin", EVENT_TIME_PROPERTY: "obs_ts"})
+    weather.write.format("delta").mode("append").saveAsTable(lake.name("gold", "e2e_weather"))
+
+    days = spark.range(0, 90).select(
+        (F.lit(datetime(2013, 1, 1)).cast("timestamp") + F.make_interval(days=F.col("id").cast("int"))).alias("day_ts")
+    )
+    stats = days.crossJoin(spark.createDataFrame([(c,) for c in CARRIERS], "carrier string")).select(
+        "carrier", "day_ts", (F.abs(F.hash("carrier", "day_ts")) % 300 / 10.0).cast("double").alias("dep_delay_mean_7d"),
+    )
+    lake.create("gold", "e2e_carrier_stats", stats.schema,
+                properties={KEYS_PROPERTY: "carrier", EVENT_TIME_PROPERTY: "day_ts"})
+    stats.write.format("delta").mode("append").saveAsTable(lake.name("gold", "e2e_carrier_stats"))
+
+    config = synthetic_config(
+        E2E_MODEL,
+        experiment=None,
+        spine={"table": "e2e_flights", "columns": ["carrier", "origin", "dep_hour"]},
+        lookups=[
+            {"table": "e2e_weather", "lookup_key": ["origin"], "features": ["wind_speed"], "lookback": "3h"},
+            {"table": "e2e_carrier_stats", "lookup_key": ["carrier"], "features": ["dep_delay_mean_7d"],
+             "prefix": "carrier", "lookback": "2d"},
+        ],
+        inference={"table": "e2e_predictions", "skew_check": False, "skew_sample_rows": 150},
+    )
+    conf_dir = tmp_path_factory.mktemp("e2e_conf")
+    data = config.model_dump(mode="json", exclude_none=True)
+    (conf_dir / "training.yaml").write_text(yaml.safe_dump(data))
+    assert np  # numpy imported for the synthetic data's dtypes
+    return JobContext(settings.model_copy(update={"conf_dir": str(conf_dir)}), spark, lake)
+
+
+def test_train_job_then_infer_job_end_to_end(e2e: JobContext, capsys) -> None:
+    train_job(e2e, None)
+    out = capsys.readouterr().out
+    assert f"registered {E2E_MODEL} version 1 as @champion" in out
+
+    infer_job(e2e, RunWindow(E2E_DAY, E2E_DAY))
+    out = capsys.readouterr().out
+    assert f"with {E2E_MODEL} version 1 (@champion)" in out
+    lake = e2e.lake
+    predictions = lake.read("ml", "e2e_predictions")
+    first = predictions.orderBy(*KEYS).collect()
+    day_flights = lake.read("silver", "e2e_flights").where(F.to_date("sched_dep_ts") == F.lit(E2E_DAY))
+    assert len(first) == day_flights.count() > 0
+    versions = {"e2e_weather": lake.version("gold", "e2e_weather"),
+                "e2e_carrier_stats": lake.version("gold", "e2e_carrier_stats")}
+    assert {r.feature_versions for r in first} == {json.dumps(versions, sort_keys=True)}
+    assert {r.model_version for r in first} == {"1"}
+
+    infer_job(e2e, RunWindow(E2E_DAY, E2E_DAY))  # a re-run changes nothing
+    assert "inserted 0, updated 0" in capsys.readouterr().out
+    assert lake.read("ml", "e2e_predictions").orderBy(*KEYS).collect() == first
+
+
+def test_skew_check_catches_features_changed_since_training(e2e: JobContext) -> None:
+    from sparkfs.inference import load_scoring_model, skew_check
+    from sparkfs.merge import merge_upsert
+    from sparkfs.training_config import load_training_config
+
+    lake, config = e2e.lake, load_training_config(e2e.settings)
+    model = load_scoring_model(e2e.settings, E2E_MODEL, "champion")
+    report = skew_check(lake, config, model, 150)
+    assert report.identical, report.describe()
+    assert report.rows_compared == 150
+    before = lake.read("ml", "e2e_predictions").orderBy(*KEYS).collect()
+
+    # A late correction to January's JFK weather: the model was trained on the old values.
+    corrected = lake.read("gold", "e2e_weather").where(
+        (F.col("origin") == "JFK") & (F.month("obs_ts") == 1)
+    ).withColumn("wind_speed", F.col("wind_speed") + 1.0)
+    merge_upsert(lake, "gold", "e2e_weather", corrected, ["origin", "obs_ts"])
+    checking = JobContext(e2e.settings, e2e.spark, lake)
+    conf = Path(e2e.settings.conf_dir) / "training.yaml"
+    conf.write_text(conf.read_text().replace("skew_check: false", "skew_check: true"))
+    with pytest.raises(TrainingServingSkewError) as info:
+        infer_job(checking, RunWindow(E2E_DAY, E2E_DAY))
+    text = str(info.value)
+    assert "differing rows per feature {'wind_speed': " in text
+    assert "'origin': 'JFK'" in text and "'origin': 'EWR'" not in text
+    # The check runs before scoring: nothing was written.
+    assert lake.read("ml", "e2e_predictions").orderBy(*KEYS).collect() == before
