@@ -37,3 +37,15 @@ class DuplicateKeyError(SparkfsError):
 
 class TableNotFoundError(SparkfsError):
     """A table was read by name but does not exist in the lakehouse."""
+
+
+class LookupKeyError(SparkfsError):
+    """A feature lookup names keys that are not the feature table's keys, or the table has none."""
+
+
+class ColumnNameClashError(SparkfsError):
+    """Two output columns of a training set would have the same name."""
+
+
+class TrainingSetInvariantError(SparkfsError):
+    """A built training set broke a point-in-time invariant (row count, time rule)."""
