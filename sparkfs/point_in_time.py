@@ -77,6 +77,10 @@ MAX_FINE_BINS = 8
 GAP_QUANTILE = 0.25
 SAMPLE_ROWS = 200_000
 _INTERNAL = "__pit"
+PLANS = ("auto", "intervals", "union")
+# "auto" takes the binned-interval plan when one key holds more rows than this many tasks' fair
+# share (so one task of a key-partitioned sort would dominate); otherwise union + window wins.
+HOT_KEY_TASKS = 2
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class TrainingSet:
     df: DataFrame
     spec: dict[str, Any]
     checks: dict[str, int] = field(default_factory=dict)
+    plans: dict[str, str] = field(default_factory=dict)
 
     def spec_json(self) -> str:
         return json.dumps(self.spec, sort_keys=True)
@@ -147,6 +152,7 @@ def create_training_set(
     label: str | None = None,
     *,
     timestamp_key: str | None = None,
+    plan: str = "auto",
     bin_size: timedelta | None = None,
 ) -> TrainingSet:
     """Join point-in-time correct features from gold feature tables onto a spine.
@@ -167,7 +173,7 @@ def create_training_set(
     """
     spine_df, spine_spec = _read_spine(lake, spine, None)
     versions = {lk.table: lake.version(FEATURE_LAYER, lk.table) for lk in lookups}
-    return _build(lake, spine_df, spine_spec, lookups, versions, label, timestamp_key, bin_size)
+    return _build(lake, spine_df, spine_spec, lookups, versions, label, timestamp_key, plan, bin_size)
 
 
 def rebuild_training_set(
@@ -206,7 +212,7 @@ def rebuild_training_set(
         for lk in spec["lookups"]
     ]
     versions = {lk["table"]: int(lk["version"]) for lk in spec["lookups"]}
-    rebuilt = _build(lake, spine_df, spine_spec, lookups, versions, spec["label"], None, None)
+    rebuilt = _build(lake, spine_df, spine_spec, lookups, versions, spec["label"], None, "auto", None)
     if rebuilt.checks["rows"] != spec["rows"]:
         raise TrainingSetInvariantError(
             f"rebuilt training set has {rebuilt.checks['rows']} rows; the spec recorded {spec['rows']}"
@@ -226,6 +232,7 @@ def as_of_join(
     prefix: str | None = None,
     sequence: str | None = None,
     known_at: str | None = None,
+    plan: str = "auto",
     bin_size: timedelta | None = None,
 ) -> DataFrame:
     """DataFrame-level AS-OF join: the same join :func:`create_training_set` runs, without Delta.
@@ -247,8 +254,8 @@ def as_of_join(
         "<DataFrame>", keys, spine_time, features, lookback, prefix, known_at
     )
     resolved = _resolve(lookup, 0, spine_df, feature_df, table_keys, event_time, sequence, None, set())
-    bounds = _spine_bounds(spine_df, [resolved])
-    out = _join_lookup(spine_df, resolved, bounds, _micros(bin_size))
+    bounds, _ = _spine_bounds(spine_df, [resolved])
+    out = _join_lookup(spine_df, resolved, bounds, plan, _micros(bin_size), {})
     return out.drop(*[c for c in out.columns if c.startswith(_INTERNAL)])
 
 
@@ -277,6 +284,7 @@ def _build(
     versions: Mapping[str, int],
     label: str | None,
     timestamp_key: str | None,
+    plan: str,
     bin_size: timedelta | None,
 ) -> TrainingSet:
     if not lookups:
@@ -312,12 +320,13 @@ def _build(
         )
         taken |= set(resolved[-1].outputs)
 
-    bounds = _spine_bounds(spine_df, resolved)
+    bounds, spine_rows = _spine_bounds(spine_df, resolved)
     joined = spine_df
+    plans: dict[str, str] = {}
     for lk in resolved:
-        joined = _join_lookup(joined, lk, bounds, _micros(bin_size))
+        joined = _join_lookup(joined, lk, bounds, plan, _micros(bin_size), plans)
     joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
-    checks = _check(joined, spine_df, resolved)
+    checks = _check(joined, spine_rows, resolved)
     out = joined.select(*spine_df.columns, *[o for lk in resolved for o in lk.outputs])
     spec = {
         "format": SPEC_FORMAT,
@@ -342,11 +351,11 @@ def _build(
         ],
     }
     json.dumps(spec)  # fail here, not in the MLflow logger, if anything is not serializable
-    log.info("training set: %d rows, %d lookups, checks %s", checks["rows"], len(resolved), checks)
-    return TrainingSet(out, spec, checks)
+    log.info("training set: %d rows, checks %s, plans %s", checks["rows"], checks, plans)
+    return TrainingSet(out, spec, checks, plans)
 
 
-def _check(joined: DataFrame, spine_df: DataFrame, lookups: Sequence[_Lookup]) -> dict[str, int]:
+def _check(joined: DataFrame, spine_rows: int, lookups: Sequence[_Lookup]) -> dict[str, int]:
     """One aggregate pass over the (persisted) result: row count, time-rule and tie violations."""
     aggs = [F.count(F.lit(1)).alias("rows")]
     for lk in lookups:
@@ -362,7 +371,7 @@ def _check(joined: DataFrame, spine_df: DataFrame, lookups: Sequence[_Lookup]) -
     row = joined.agg(*aggs).first()
     assert row is not None
     checks = {k: int(v) for k, v in row.asDict().items()}
-    checks["spine_rows"] = spine_df.count()
+    checks["spine_rows"] = spine_rows
     for lk in lookups:
         ties = checks.get(f"{lk.index}_ties", 0)
         if ties:
@@ -485,21 +494,23 @@ def _micros(delta: timedelta | None) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _spine_bounds(spine_df: DataFrame, lookups: Sequence[_Lookup]) -> dict[str, tuple[int, int] | None]:
-    """Min and max spine time (microseconds) per spine timestamp column, in one aggregate job."""
+def _spine_bounds(
+    spine_df: DataFrame, lookups: Sequence[_Lookup]
+) -> tuple[dict[str, tuple[int, int] | None], int]:
+    """Min and max spine time (microseconds) per spine timestamp column, and the spine's row
+    count, in one aggregate job."""
     cols = sorted({lk.spine_time for lk in lookups if lk.spine_time})
-    if not cols:
-        return {}
-    aggs = []
+    aggs = [F.count(F.lit(1)).alias("rows")]
     for i, c in enumerate(cols):
         us = F.unix_micros(F.col(c))
         aggs += [F.min(us).alias(f"lo{i}"), F.max(us).alias(f"hi{i}")]
     row = spine_df.agg(*aggs).first()
     assert row is not None
-    return {
+    bounds = {
         c: None if row[f"lo{i}"] is None else (int(row[f"lo{i}"]), int(row[f"hi{i}"]))
         for i, c in enumerate(cols)
     }
+    return bounds, int(row["rows"])
 
 
 def _all(conditions: Sequence[Column]) -> Column:
@@ -510,14 +521,20 @@ def _join_lookup(
     spine_df: DataFrame,
     lk: _Lookup,
     bounds: Mapping[str, tuple[int, int] | None],
+    plan: str,
     bin_us: int | None,
+    chosen: dict[str, str],
 ) -> DataFrame:
-    """Left-join one lookup's features onto the spine; adds the outputs and internal check columns."""
+    """Left-join one lookup's features onto the spine; adds the outputs and internal check columns.
+
+    Records the plan it ran (and why) in ``chosen[lk.what]``.
+    """
     keys = [lk.col(f"k{j}") for j in range(len(lk.key_map))]
     renamed_keys = [F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)]
     on_keys = [F.col(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
     outputs = [F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)]
     if lk.event_time is None:
+        chosen[lk.what] = "key lookup (static table)"
         static = lk.feature_df.select(*renamed_keys, *outputs)
         return spine_df.join(static, _all(on_keys), "left").drop(*keys)
 
@@ -538,8 +555,28 @@ def _join_lookup(
         relevant &= F.unix_micros(F.col(lk.event_time)) > lo - lookback
     feature_df = lk.feature_df.where(relevant)
 
+    if plan not in PLANS:
+        raise SparkfsError(f"unknown plan {plan!r}: expected one of {PLANS}")
+    if plan == "union" and lk.known_at:
+        raise SparkfsError("plan 'union' does not support known_at; use 'intervals' or 'auto'")
+    size = bin_us
+    if plan == "auto" or size is None:
+        gap, hot_share = _sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
+        size = size or max(1, gap or hi - lo + 1)
+        if plan == "auto":
+            parallelism = _parallelism(spine_df)
+            limit = HOT_KEY_TASKS / parallelism
+            plan = "intervals" if lk.known_at or hot_share > limit else "union"
+            chosen[lk.what] = (
+                f"{plan}: hottest key holds {hot_share:.1%} of the rows "
+                f"({'over' if hot_share > limit else 'within'} {limit:.1%} = {HOT_KEY_TASKS} of "
+                f"{parallelism} tasks)" + ("; known_at needs intervals" if lk.known_at else "")
+            )
+    chosen.setdefault(lk.what, plan)
+    if plan == "union":
+        return _union_join(spine_df, feature_df, lk, keys)
+
     intervals = _intervals(feature_df, lk, keys, lo, hi)
-    size = bin_us or _estimate_bin(feature_df, [k for k, _ in lk.key_map], lk.event_time, lo, hi)
     start, end = F.col(lk.col("start")), F.col(lk.col("end"))
     first_bin = F.floor(F.greatest(start, F.lit(lo)) / size)
     last_bin = F.floor((end - 1) / size)
@@ -654,28 +691,100 @@ def _intervals(feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], lo: int,
     )
 
 
-def _estimate_bin(
-    feature_df: DataFrame, keys: Sequence[str], event_time: str, lo: int, hi: int
-) -> int:
-    """Bin size in micros: a low quantile of the gaps between a key's consecutive rows.
+def _sample_stats(
+    feature_df: DataFrame, keys: Sequence[str], event_time: str
+) -> tuple[int | None, float]:
+    """From a sample of about ``SAMPLE_ROWS`` rows: a bin size and the hottest key's share of rows.
 
-    Estimated on a sample of about ``SAMPLE_ROWS`` rows (the gaps in a sample with fraction ``p``
-    are about ``1/p`` times the real ones), so dense keys, where skew hurts, decide. Two cheap jobs
-    (a count, a window over the sample); the result affects speed, never the rows.
+    The bin size is a low quantile (``GAP_QUANTILE``) of the gaps between a key's consecutive rows,
+    row-weighted so dense keys, where skew hurts, decide; the gaps in a sample with fraction ``p``
+    are about ``1/p`` times the real ones. Two cheap jobs (a count, windows over the sample). The
+    result chooses speed, never rows.
     """
     total = feature_df.count()
     if total == 0:
-        return max(1, hi - lo + 1)
+        return None, 0.0
     fraction = min(1.0, SAMPLE_ROWS / total)
-    ts = F.unix_micros(F.col(event_time))
-    sample = feature_df.select(*keys, ts.alias("ts")).sample(fraction=fraction, seed=17)
-    gap = F.lead("ts").over(Window.partitionBy(*keys).orderBy("ts")) - F.col("ts")
+    sample = feature_df.select(*keys, F.unix_micros(F.col(event_time)).alias("ts")).sample(
+        fraction=fraction, seed=17
+    )
+    per_key = Window.partitionBy(*keys)
+    gap = F.lead("ts").over(per_key.orderBy("ts")) - F.col("ts")
     row = (
-        sample.select(gap.alias("gap"))
-        .where(F.col("gap") > 0)
-        .agg(F.percentile_approx("gap", GAP_QUANTILE).alias("q"))
+        sample.select(gap.alias("gap"), F.count(F.lit(1)).over(per_key).alias("n"))
+        .agg(
+            F.percentile_approx(F.when(F.col("gap") > 0, F.col("gap")), GAP_QUANTILE).alias("q"),
+            F.max("n").alias("hot"),
+            F.count(F.lit(1)).alias("rows"),
+        )
         .first()
     )
-    if row is None or row["q"] is None:
-        return max(1, hi - lo + 1)
-    return max(1, int(row["q"] * fraction))
+    if row is None or not row["rows"]:
+        return None, 0.0
+    gap_us = None if row["q"] is None else max(1, int(row["q"] * fraction))
+    return gap_us, float(row["hot"]) / float(row["rows"])
+
+
+def _parallelism(df: DataFrame) -> int:
+    """Tasks that run at once: the cluster's cores (shuffle partitions where that is unknown)."""
+    spark = df.sparkSession
+    try:
+        return max(1, int(spark.sparkContext.defaultParallelism))
+    except Exception:  # Spark Connect has no SparkContext
+        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions") or 1))
+
+
+def _union_join(spine_df: DataFrame, feature_df: DataFrame, lk: _Lookup, keys: Sequence[str]) -> DataFrame:
+    """Union + last-value window: one shuffle and sort of both inputs by key.
+
+    Spine and feature rows are sorted together per key by (time, feature-before-spine, sequence),
+    so a feature row at the spine's own time counts; each spine row takes the last feature row
+    before it as **one struct** (whole row, no per-column back-fill). A feature row with the same
+    (time, sequence) as the feature row just before it is marked as a tie; being sorted last of
+    its group, it is the one a spine row would take, so ties behind a match are reported.
+    """
+    assert lk.event_time is not None and lk.spine_time is not None
+    ts, seq, is_spine, tie, hit = (lk.col(c) for c in ("ts", "seq", "is_spine", "tie", "hit"))
+    order = [ts, is_spine, *([seq] if lk.sequence else [])]
+    seq_type = feature_df.schema[lk.sequence].dataType if lk.sequence else None
+    spine_types = {f.name: f.dataType for f in spine_df.schema.fields}
+    payload = [(o, feature_df.schema[f].dataType) for f, o in zip(lk.features, lk.outputs, strict=True)]
+
+    spine_side = spine_df.select(
+        *spine_df.columns,
+        *[F.col(s).alias(k) for (_, s), k in zip(lk.key_map, keys, strict=True)],
+        F.unix_micros(F.col(lk.spine_time)).alias(ts),
+        *([F.lit(None).cast(seq_type).alias(seq)] if seq_type else []),
+        F.lit(True).alias(is_spine),
+        *[F.lit(None).cast(t).alias(o) for o, t in payload],
+    )
+    feature_side = feature_df.where(_all([F.col(k).isNotNull() for k, _ in lk.key_map])).select(
+        *[F.lit(None).cast(spine_types[c]).alias(c) for c in spine_df.columns],
+        *[F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
+        F.unix_micros(F.col(lk.event_time)).alias(ts),
+        *([F.col(lk.sequence).alias(seq)] if lk.sequence else []),
+        F.lit(False).alias(is_spine),
+        *[F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)],
+    )
+    by_time = Window.partitionBy(*keys).orderBy(*[F.col(c).asc_nulls_first() for c in order])
+    previous_same = _all(
+        [~F.lag(F.col(is_spine)).over(by_time)]
+        + [F.lag(F.col(c)).over(by_time).eqNullSafe(F.col(c)) for c in order if c != is_spine]
+    )
+    both = spine_side.unionByName(feature_side).withColumn(
+        tie, F.coalesce(~F.col(is_spine) & previous_same, F.lit(False))
+    )
+    row = F.struct(F.col(ts).alias("ts"), F.col(tie).alias("tie"), *[F.col(o) for o, _ in payload])
+    latest = F.last(F.when(~F.col(is_spine), row), ignorenulls=True).over(
+        by_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    matched = both.withColumn(hit, latest).where(F.col(is_spine))
+    ok = F.col(ts).isNotNull() & F.col(hit).isNotNull()
+    if lk.lookback is not None:
+        ok &= F.col(f"{hit}.ts") > F.col(ts) - F.lit(_micros(lk.lookback))
+    return matched.select(
+        *spine_df.columns,
+        *[F.when(ok, F.col(f"{hit}.{o}")).alias(o) for o, _ in payload],
+        F.when(ok, F.col(f"{hit}.ts")).alias(lk.col("mt")),
+        F.coalesce(F.when(ok, F.col(f"{hit}.tie")), F.lit(False)).alias(tie),
+    )

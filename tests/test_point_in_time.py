@@ -87,12 +87,10 @@ def test_latest_whole_row_wins_with_edges_nulls_and_duplicate_spine_rows(lake: L
         (None, "JFK", at(1), 0),
         ("AA", "JFK", None, 1),
     ], SPINE)
-    ts = create_training_set(
-        lake, spine,
-        [FeatureLookup("pit_delays", ["carrier", "origin"], "at", lookback=timedelta(minutes=60),
-                       prefix="c")],
-        label="label",
-    )
+    lookups = [FeatureLookup("pit_delays", ["carrier", "origin"], "at", lookback=timedelta(minutes=60), prefix="c")]
+    union = create_training_set(lake, spine, lookups, label="label", plan="union")
+    ts = create_training_set(lake, spine, lookups, label="label", plan="intervals")
+    assert_df_equality(union.df, ts.df, ignore_row_order=True)
     assert ts.df.columns == ["carrier", "origin", "at", "label", "c_delay", "c_flights"]
     expected = lake.spark.createDataFrame([
         ("AA", "JFK", at(10), 1, None, 20),
@@ -162,16 +160,18 @@ def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) 
     feature_table(lake, "pit_seq", [
         ("AA", "JFK", at(0), 1.0, 1, 1), ("AA", "JFK", at(0), 2.0, 2, 2), ("AA", "JFK", at(0), 0.5, 0, None),
     ], seq_schema, sequence="seq")
-    spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 0)], SPINE)
-    out = create_training_set(lake, spine, [FeatureLookup("pit_seq", ["carrier", "origin"], "at")]).df
-    assert result(out.select("delay", "flights"), ["delay"]) == [(2.0, 2)]
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 0), ("AA", "JFK", at(0), 1)], SPINE)
+    for plan in ("intervals", "union"):
+        out = create_training_set(lake, spine, [FeatureLookup("pit_seq", ["carrier", "origin"], "at")], plan=plan).df
+        assert result(out.select("label", "delay", "flights"), ["label"]) == [(0, 2.0, 2), (1, 2.0, 2)]
 
     # A table declared unique on (keys, ts) that holds a tie anyway (written around the MERGE writer).
     lake.create("gold", "pit_tie", FEATURES, properties={KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts"})
     lake.spark.createDataFrame([("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(0), 2.0, 2)], FEATURES) \
         .write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_tie"))
-    with pytest.raises(DuplicateKeyError, match=r"more than one row per \(keys, ts\).*'carrier': 'AA'"):
-        create_training_set(lake, spine, [FeatureLookup("pit_tie", ["carrier", "origin"], "at")])
+    for plan in ("intervals", "union"):
+        with pytest.raises(DuplicateKeyError, match=r"more than one row per \(keys, ts\).*'carrier': 'AA'"):
+            create_training_set(lake, spine, [FeatureLookup("pit_tie", ["carrier", "origin"], "at")], plan=plan)
 
 
 def test_as_known_at_ignores_rows_written_after_the_spine_time(lake: Lakehouse) -> None:
@@ -259,9 +259,11 @@ def test_as_of_join_on_dataframes_uses_the_same_join(spark) -> None:  # type: ig
         [("X", at(0), 1.0), ("X", at(2), 2.0), ("Y", at(1), 10.0)], "ticker string, ts timestamp, price double")
     ticks = spark.createDataFrame(
         [("X", at(1)), ("X", at(2)), ("Y", at(7)), ("Z", at(1))], "ticker string, ts timestamp")
-    for bin_size in (None, timedelta(seconds=1), timedelta(days=1)):  # long path, mixed, fine path
+    runs = [("auto", None), ("intervals", None), ("intervals", timedelta(seconds=1)),  # keys-only path
+            ("intervals", timedelta(days=1)), ("union", None)]                       # fine path
+    for plan, bin_size in runs:
         out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts",
-                         lookback=timedelta(minutes=5), prefix="last", bin_size=bin_size)
+                         lookback=timedelta(minutes=5), prefix="last", plan=plan, bin_size=bin_size)
         assert result(out, ["ticker", "ts"]) == [
             ("X", at(1).replace(tzinfo=None), 1.0), ("X", at(2).replace(tzinfo=None), 2.0),
             ("Y", at(7).replace(tzinfo=None), None), ("Z", at(1).replace(tzinfo=None), None),

@@ -3,7 +3,7 @@
 Random spines and feature tables with ties between spine and feature times, null keys, null
 timestamps, null feature values, duplicate spine rows, two key columns, mixed time zones,
 lookbacks hitting the (t - w, t] edge exactly, and bin sizes that send intervals down the fine
-path, the keys-only path, or both.
+path, the keys-only path, or both; and the union + window plan.
 """
 
 from __future__ import annotations
@@ -27,22 +27,32 @@ FEATURE_SCHEMA = "k1 string, k2 long, ts timestamp, v double, w string"
 
 k1s = st.sampled_from(["a", "b", None])
 k2s = st.sampled_from([1, 2])
-# Whole minutes (0..20) so spine and feature times collide often; a zone per value.
-instants = st.builds(
-    lambda m, z: (T0 + timedelta(minutes=m)).astimezone(z),
-    st.integers(0, 20), st.sampled_from(ZONES),
-)
-spine_rows = st.lists(
-    st.tuples(k1s, k2s, st.one_of(st.none(), instants), st.integers(0, 1)), min_size=1, max_size=12
-)
+zones = st.sampled_from(ZONES)
+LOOKBACKS = [None, timedelta(minutes=1), timedelta(minutes=3), timedelta(minutes=10)]
+# Whole minutes (0..12) so times collide often; each value in a random zone.
+instants = st.builds(lambda m, z: (T0 + timedelta(minutes=m)).astimezone(z), st.integers(0, 12), zones)
 feature_rows = st.lists(
     st.tuples(k1s, k2s, instants, st.one_of(st.none(), st.floats(-5, 5, allow_nan=False)),
               st.sampled_from(["x", "y", None])),
     max_size=15,
     unique_by=lambda r: (r[0], r[1], r[2]),   # feature tables are unique on (keys, event time)
 )
-lookbacks = st.sampled_from([None, timedelta(minutes=1), timedelta(minutes=3), timedelta(minutes=10)])
 bin_sizes = st.sampled_from([timedelta(seconds=20), timedelta(minutes=1), timedelta(minutes=7), timedelta(days=1)])
+
+
+@st.composite
+def spine_rows(draw: st.DrawFn, features: list[tuple], lookback: timedelta | None) -> list[tuple]:
+    """Spine rows: often on a feature row's key and time, or exactly at / 1 µs inside its lookback edge."""
+    offsets = [timedelta(0)] + ([lookback, lookback - timedelta(microseconds=1)] if lookback else [])
+    row = st.tuples(k1s, k2s, st.one_of(st.none(), instants), st.integers(0, 1))
+    if features:
+        on_feature = st.builds(
+            lambda f, off, z, y: (f[0], f[1], (f[2] + off).astimezone(z), y),
+            st.sampled_from(features), st.sampled_from(offsets), zones, st.integers(0, 1),
+        )
+        row = st.one_of(row, on_feature, on_feature)
+    rows = draw(st.lists(row, min_size=1, max_size=12))
+    return rows + draw(st.lists(st.sampled_from(rows), max_size=2))   # duplicate spine rows
 
 
 def utc_naive(value: datetime | None) -> pd.Timestamp:
@@ -77,15 +87,17 @@ def oracle(spine: list[tuple], features: list[tuple], lookback: timedelta | None
     return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(spine=spine_rows, features=feature_rows, lookback=lookbacks, bin_size=bin_sizes)
-def test_as_of_join_matches_duckdb_asof(spark: SparkSession, spine: list[tuple], features: list[tuple],
-                                        lookback: timedelta | None, bin_size: timedelta) -> None:
-    # Rows go in unsorted, in the order hypothesis drew them (spine duplicates included).
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), features=feature_rows, lookback=st.sampled_from(LOOKBACKS), bin_size=bin_sizes,
+       plan=st.sampled_from(["intervals", "intervals", "union"]))
+def test_as_of_join_matches_duckdb_asof(spark: SparkSession, data: st.DataObject, features: list[tuple],
+                                        lookback: timedelta | None, bin_size: timedelta, plan: str) -> None:
+    spine = data.draw(spine_rows(features, lookback))
+    # Rows go in unsorted, in the order hypothesis drew them.
     spine_df = spark.createDataFrame(spine, SPINE_SCHEMA)
     feature_df = spark.createDataFrame(features, FEATURE_SCHEMA)
     out = as_of_join(spine_df, feature_df, ["k1", "k2"], spine_time="ts", event_time="ts",
-                     lookback=lookback, bin_size=bin_size)
+                     lookback=lookback, plan=plan, bin_size=bin_size)
     got = Counter(
         tuple(r) for r in out.select("k1", "k2", F.unix_micros("ts"), "label", "v", "w").collect()
     )
