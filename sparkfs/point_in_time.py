@@ -573,6 +573,7 @@ def _join_lookup(
                 f"{parallelism} tasks)" + ("; known_at needs intervals" if lk.known_at else "")
             )
     chosen.setdefault(lk.what, plan)
+    log.info("point-in-time join of %s: plan %s", lk.what, chosen[lk.what])
     if plan == "union":
         return _union_join(spine_df, feature_df, lk, keys)
 
