@@ -55,6 +55,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -738,9 +740,19 @@ def _sample_stats(
 
 
 def _parallelism(df: DataFrame) -> int:
-    """Tasks that run at once: the cluster's cores (shuffle partitions where that is unknown)."""
+    """Tasks that run at once: the cores of a local master, else the cluster's default parallelism.
+
+    (Locally ``spark.default.parallelism`` is set to the shuffle partitions, not the cores.)
+    """
     spark = df.sparkSession
     try:
+        master = spark.sparkContext.master or ""
+        if master == "local":
+            return 1
+        match = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", master)
+        if match:
+            cores = match.group(1)
+            return max(1, int(cores)) if cores != "*" else os.cpu_count() or 1
         return max(1, int(spark.sparkContext.defaultParallelism))
     except Exception:  # Spark Connect has no SparkContext
         return max(1, int(spark.conf.get("spark.sql.shuffle.partitions") or 1))
