@@ -573,7 +573,7 @@ def _join_lookup(
     if plan == "union" and lk.known_at:
         raise SparkfsError("plan 'union' does not support known_at; use 'intervals' or 'auto'")
     size = bin_us
-    if plan == "auto" or size is None:
+    if plan == "auto" or (plan == "intervals" and size is None):
         gap, hot_share = _sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
         size = size or max(1, gap or hi - lo + 1)
         if plan == "auto":

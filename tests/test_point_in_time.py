@@ -185,8 +185,10 @@ def test_as_known_at_ignores_rows_written_after_the_spine_time(lake: Lakehouse) 
     ], schema)
     spine = lake.spark.createDataFrame(
         [("AA", "JFK", at(m), 0) for m in (4, 6, 25, 30, 40)], SPINE)
-    known = create_training_set(lake, spine, [FeatureLookup(
-        "pit_known", ["carrier", "origin"], "at", ["delay"], known_at="ingested")]).df
+    known_ts = create_training_set(lake, spine, [FeatureLookup(
+        "pit_known", ["carrier", "origin"], "at", ["delay"], known_at="ingested")])
+    assert [p.split(":")[0] for p in known_ts.plans.values()] == ["intervals"]
+    known = known_ts.df
     naive = create_training_set(lake, spine, [FeatureLookup("pit_known", ["carrier", "origin"], "at", ["delay"])]).df
     minute = (F.col("at").cast("long") - int(T0.timestamp())) / 60
     assert result(known.select(minute, "delay"), ["at"]) == [(4, 1.0), (6, 5.0), (25, 5.0), (30, 8.0), (40, 8.0)]
