@@ -590,6 +590,7 @@ def _join_lookup(
     if plan == "union":
         return _union_join(spine_df, feature_df, lk, keys)
 
+    assert size is not None
     intervals = _intervals(feature_df, lk, keys, lo, hi)
     start, end = F.col(lk.col("start")), F.col(lk.col("end"))
     first_bin = F.floor(F.greatest(start, F.lit(lo)) / size)
