@@ -20,6 +20,13 @@ from sparkfs.errors import (
 )
 from sparkfs.lakehouse import Lakehouse, open_lakehouse
 from sparkfs.merge import MergeResult, merge_upsert
+from sparkfs.point_in_time import (
+    FeatureLookup,
+    TrainingSet,
+    as_of_join,
+    create_training_set,
+    rebuild_training_set,
+)
 from sparkfs.runs import record_run
 from sparkfs.session import get_spark
 
@@ -41,5 +48,10 @@ __all__ = [
     "merge_upsert",
     "open_lakehouse",
     "record_run",
+    "FeatureLookup",
+    "TrainingSet",
+    "as_of_join",
+    "create_training_set",
+    "rebuild_training_set",
 ]
 __version__ = "0.1.0"

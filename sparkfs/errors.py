@@ -62,3 +62,15 @@ class TrainingDataError(SparkfsError):
 
 class TrainingServingSkewError(SparkfsError):
     """Features built by the inference path differ from the ones the model was trained on."""
+
+
+class LookupKeyError(SparkfsError):
+    """A feature lookup names keys that are not the feature table's keys, or the table has none."""
+
+
+class ColumnNameClashError(SparkfsError):
+    """Two output columns of a training set would have the same name."""
+
+
+class TrainingSetInvariantError(SparkfsError):
+    """A built training set broke a point-in-time invariant (row count, time rule)."""

@@ -1,0 +1,272 @@
+"""Point-in-time training sets on real Delta feature tables: semantics, errors, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkfs.errors import (
+    ColumnNameClashError,
+    DuplicateKeyError,
+    LookupKeyError,
+    SchemaMismatchError,
+    SparkfsError,
+)
+from sparkfs.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
+from sparkfs.merge import merge_upsert
+from sparkfs.point_in_time import (
+    FeatureLookup,
+    as_of_join,
+    create_training_set,
+    rebuild_training_set,
+)
+
+UTC = timezone.utc
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+FEATURES = T.StructType([
+    T.StructField("carrier", T.StringType()),
+    T.StructField("origin", T.StringType()),
+    T.StructField("ts", T.TimestampType()),
+    T.StructField("delay", T.DoubleType()),
+    T.StructField("flights", T.LongType()),
+])
+SPINE = T.StructType([
+    T.StructField("carrier", T.StringType()),
+    T.StructField("origin", T.StringType()),
+    T.StructField("at", T.TimestampType()),
+    T.StructField("label", T.LongType()),
+])
+
+
+def feature_table(lake: Lakehouse, name: str, rows: list[tuple], schema: T.StructType = FEATURES,
+                  keys: str = "carrier,origin", event_time: str = "ts",
+                  sequence: str | None = None) -> None:
+    props = {KEYS_PROPERTY: keys, EVENT_TIME_PROPERTY: event_time}
+    if sequence:
+        props[SEQUENCE_PROPERTY] = sequence
+    lake.create("gold", name, schema, properties=props)
+    merge_keys = [k for k in keys.split(",") if k] + ([event_time] if event_time else [])
+    merge_keys += [sequence] if sequence else []
+    merge_upsert(lake, "gold", name, lake.spark.createDataFrame(rows, schema), merge_keys)
+
+
+def result(df: DataFrame, order: list[str]) -> list[tuple]:
+    return [tuple(r) for r in df.orderBy(*order).collect()]
+
+
+def test_latest_whole_row_wins_with_edges_nulls_and_duplicate_spine_rows(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_delays", [
+        ("AA", "JFK", at(0), 1.0, 10),
+        ("AA", "JFK", at(10), None, 20),   # latest row has a null delay: no back-fill from at(0)
+        ("AA", "LGA", at(5), 5.0, 50),
+        ("1", "23", at(0), 123.0, 1),      # Feast's key concatenation would collide these two
+        ("12", "3", at(0), 1203.0, 2),
+        (None, "JFK", at(0), 99.0, 9),     # a null key matches nothing, not a null spine key
+    ])
+    spine = lake.spark.createDataFrame([
+        ("AA", "JFK", at(10), 1),   # equal timestamps: the row at(10) counts (feature_ts <= spine_ts)
+        ("AA", "JFK", at(10), 1),   # exact duplicate spine row: both come out
+        ("AA", "JFK", at(9.99), 0),  # just before: the row at(0)
+        ("AA", "JFK", at(-1), 0),   # before any feature row
+        ("AA", "LGA", at(65), 0),   # 60 minutes after at(5): outside the lookback (t - 60min, t]
+        ("AA", "LGA", at(64.9), 1),  # inside
+        ("1", "23", at(1), 0),
+        ("12", "3", at(1), 0),
+        (None, "JFK", at(1), 0),
+        ("AA", "JFK", None, 1),
+    ], SPINE)
+    lookups = [FeatureLookup("pit_delays", ["carrier", "origin"], "at", lookback=timedelta(minutes=60), prefix="c")]
+    union = create_training_set(lake, spine, lookups, label="label", plan="union")
+    ts = create_training_set(lake, spine, lookups, label="label", plan="intervals")
+    assert_df_equality(union.df, ts.df, ignore_row_order=True)
+    assert ts.df.columns == ["carrier", "origin", "at", "label", "c_delay", "c_flights"]
+    expected = lake.spark.createDataFrame([
+        ("AA", "JFK", at(10), 1, None, 20),
+        ("AA", "JFK", at(10), 1, None, 20),
+        ("AA", "JFK", at(9.99), 0, 1.0, 10),
+        ("AA", "JFK", at(-1), 0, None, None),
+        ("AA", "LGA", at(65), 0, None, None),
+        ("AA", "LGA", at(64.9), 1, 5.0, 50),
+        ("1", "23", at(1), 0, 123.0, 1),
+        ("12", "3", at(1), 0, 1203.0, 2),
+        (None, "JFK", at(1), 0, None, None),
+        ("AA", "JFK", None, 1, None, None),
+    ], "carrier string, origin string, at timestamp, label long, c_delay double, c_flights long")
+    assert_df_equality(ts.df, expected, ignore_row_order=True, ignore_nullable=True)
+    assert ts.checks["rows"] == ts.checks["spine_rows"] == 10
+    assert ts.checks["0_matched"] == 6
+
+
+def test_lookback_edge_is_exclusive_at_exactly_t_minus_w(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_edge", [("AA", "JFK", at(0), 1.0, 1)])
+    spine = lake.spark.createDataFrame([
+        ("AA", "JFK", at(30), 0),                                   # exactly t - w: excluded
+        ("AA", "JFK", at(30) - timedelta(microseconds=1), 0),       # 1 µs inside: included
+    ], SPINE)
+    out = create_training_set(lake, spine, [FeatureLookup(
+        "pit_edge", ["carrier", "origin"], "at", ["delay"], lookback=timedelta(minutes=30))]).df
+    assert result(out.select("at", "delay"), ["at"]) == [
+        (at(30).replace(tzinfo=None) - timedelta(microseconds=1), 1.0),
+        (at(30).replace(tzinfo=None), None),
+    ]
+
+
+def test_mixed_time_zones_are_compared_as_instants(lake: Lakehouse) -> None:
+    paris = timezone(timedelta(hours=1))
+    feature_table(lake, "pit_tz", [("AA", "JFK", datetime(2024, 3, 1, 13, 0, tzinfo=paris), 7.0, 1)])
+    spine = lake.spark.createDataFrame([
+        ("AA", "JFK", datetime(2024, 3, 1, 12, 0, tzinfo=UTC), 0),                        # same instant
+        ("AA", "JFK", datetime(2024, 3, 1, 6, 59, tzinfo=timezone(timedelta(hours=-5))), 0),  # 1 min before
+    ], SPINE)
+    out = create_training_set(lake, spine, [FeatureLookup("pit_tz", ["carrier", "origin"], "at", ["delay"])]).df
+    got = {r["at"].minute: r["delay"] for r in out.collect()}
+    assert got == {0: 7.0, 59: None}
+
+
+def test_several_lookups_static_table_and_key_mapping(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_carrier", [("AA", "JFK", at(0), 2.0, 3), ("AA", "JFK", at(5), 4.0, 6)])
+    planes = T.StructType([T.StructField("tailnum", T.StringType()), T.StructField("seats", T.LongType())])
+    feature_table(lake, "pit_planes", [("N1", 100), ("N2", None)], planes, keys="tailnum", event_time="")
+    spine = lake.spark.createDataFrame(
+        [("AA", "JFK", "N1", at(6)), ("AA", "JFK", "N3", at(1)), ("AA", "JFK", None, None)],
+        "airline string, origin string, plane string, at timestamp")
+    ts = create_training_set(lake, spine, [
+        FeatureLookup("pit_carrier", {"carrier": "airline", "origin": "origin"}, features=["delay"]),
+        FeatureLookup("pit_planes", {"tailnum": "plane"}, prefix="plane"),
+    ], timestamp_key="at")
+    assert result(ts.df, ["plane"]) == [
+        ("AA", "JFK", None, None, None, None),
+        ("AA", "JFK", "N1", at(6).replace(tzinfo=None), 4.0, 100),
+        ("AA", "JFK", "N3", at(1).replace(tzinfo=None), 2.0, None),
+    ]
+    assert [lk["version"] for lk in ts.spec["lookups"]] == [1, 1]
+    assert ts.spec["lookups"][1]["event_time"] is None
+
+
+def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) -> None:
+    seq_schema = T.StructType([*FEATURES.fields, T.StructField("seq", T.LongType())])
+    feature_table(lake, "pit_seq", [
+        ("AA", "JFK", at(0), 1.0, 1, 1), ("AA", "JFK", at(0), 2.0, 2, 2), ("AA", "JFK", at(0), 0.5, 0, None),
+    ], seq_schema, sequence="seq")
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 0), ("AA", "JFK", at(0), 1)], SPINE)
+    for plan in ("intervals", "union"):
+        out = create_training_set(lake, spine, [FeatureLookup("pit_seq", ["carrier", "origin"], "at")], plan=plan).df
+        assert result(out.select("label", "delay", "flights"), ["label"]) == [(0, 2.0, 2), (1, 2.0, 2)]
+
+    # A table declared unique on (keys, ts) that holds a tie anyway (written around the MERGE writer).
+    lake.create("gold", "pit_tie", FEATURES, properties={KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts"})
+    lake.spark.createDataFrame([("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(0), 2.0, 2)], FEATURES) \
+        .write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_tie"))
+    for plan in ("intervals", "union"):
+        with pytest.raises(DuplicateKeyError, match=r"more than one row per \(keys, ts\).*'carrier': 'AA'"):
+            create_training_set(lake, spine, [FeatureLookup("pit_tie", ["carrier", "origin"], "at")], plan=plan)
+
+
+def test_as_known_at_ignores_rows_written_after_the_spine_time(lake: Lakehouse) -> None:
+    schema = T.StructType([*FEATURES.fields, T.StructField("ingested", T.TimestampType())])
+    feature_table(lake, "pit_known", [
+        ("AA", "JFK", at(0), 1.0, 1, at(0)),
+        ("AA", "JFK", at(5), 5.0, 5, at(5)),
+        ("AA", "JFK", at(3), 3.0, 3, at(20)),   # late arrival: event at 3, known at 20
+        ("AA", "JFK", at(8), 8.0, 8, at(30)),   # late arrival that is the latest event
+        ("AA", "JFK", at(9), 9.0, 9, None),     # never known: does not count
+    ], schema)
+    spine = lake.spark.createDataFrame(
+        [("AA", "JFK", at(m), 0) for m in (4, 6, 25, 30, 40)], SPINE)
+    known_ts = create_training_set(lake, spine, [FeatureLookup(
+        "pit_known", ["carrier", "origin"], "at", ["delay"], known_at="ingested")])
+    assert [p.split(":")[0] for p in known_ts.plans.values()] == ["intervals"]
+    known = known_ts.df
+    naive = create_training_set(lake, spine, [FeatureLookup("pit_known", ["carrier", "origin"], "at", ["delay"])]).df
+    minute = (F.col("at").cast("long") - int(T0.timestamp())) / 60
+    assert result(known.select(minute, "delay"), ["at"]) == [(4, 1.0), (6, 5.0), (25, 5.0), (30, 8.0), (40, 8.0)]
+    assert result(naive.select(minute, "delay"), ["at"]) == [(4, 3.0), (6, 5.0), (25, 9.0), (30, 9.0), (40, 9.0)]
+
+
+def test_rebuild_from_spec_after_later_merges_gives_identical_rows(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_repro", [("AA", "JFK", at(0), 1.0, 1), ("AA", "LGA", at(0), 2.0, 2)])
+    lake.create("ml", "pit_spine", SPINE)
+    merge_upsert(lake, "ml", "pit_spine", lake.spark.createDataFrame(
+        [("AA", "JFK", at(5), 1), ("AA", "LGA", at(5), 0), ("AA", "JFK", None, 1)], SPINE),
+        ["carrier", "origin", "at"])
+    lookups = [FeatureLookup("pit_repro", ["carrier", "origin"], "at", lookback=timedelta(hours=1))]
+    first = create_training_set(lake, "ml.pit_spine", lookups, label="label")
+    before = first.df.collect()
+    spec = json.loads(first.spec_json())
+    assert spec["spine"] == {"source": "table", "layer": "ml", "table": "pit_spine", "version": 1}
+    assert spec["lookups"][0]["version"] == 1 and spec["lookups"][0]["lookback_us"] == 3_600_000_000
+
+    # Later: a correction of an existing row, a backfilled row before the spine times, a new spine row.
+    merge_upsert(lake, "gold", "pit_repro", lake.spark.createDataFrame(
+        [("AA", "JFK", at(0), 100.0, 1), ("AA", "LGA", at(4), 40.0, 4)], FEATURES), ["carrier", "origin", "ts"])
+    merge_upsert(lake, "ml", "pit_spine", lake.spark.createDataFrame([("AA", "JFK", at(9), 0)], SPINE),
+                 ["carrier", "origin", "at"])
+    now = create_training_set(lake, "ml.pit_spine", lookups, label="label")
+    assert now.checks["rows"] == 4 and sorted(r["delay"] or 0 for r in now.df.collect()) == [0, 40.0, 100.0, 100.0]
+
+    rebuilt = rebuild_training_set(lake, spec)
+    assert_df_equality(rebuilt.df, lake.spark.createDataFrame(before, rebuilt.df.schema), ignore_row_order=True)
+    assert rebuilt.spec == first.spec
+
+
+def test_rebuild_of_a_dataframe_spine_needs_the_spine_again(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_dfspine", [("AA", "JFK", at(0), 1.0, 1)])
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(5), 1)], SPINE)
+    ts = create_training_set(lake, spine, [FeatureLookup("pit_dfspine", ["carrier", "origin"], "at")])
+    assert ts.spec["spine"] == {"source": "dataframe"}
+    with pytest.raises(SparkfsError, match="pass it again"):
+        rebuild_training_set(lake, ts.spec)
+    assert rebuild_training_set(lake, ts.spec, spine=spine).df.collect() == ts.df.collect()
+
+
+def test_clear_errors_for_bad_lookups(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_errors", [("AA", "JFK", at(0), 1.0, 1)])
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(5), 1)], SPINE)
+
+    def build(lookup: FeatureLookup, spine_df: DataFrame = spine) -> None:
+        create_training_set(lake, spine_df, [lookup])
+
+    with pytest.raises(LookupKeyError, match=r"lookup key \['carrier'\] is not the key of .*pit_errors.*\['carrier', 'origin'\]"):
+        build(FeatureLookup("pit_errors", ["carrier"], "at"))
+    with pytest.raises(SchemaMismatchError, match=r"missing columns \['nope'\] in .*pit_errors"):
+        build(FeatureLookup("pit_errors", ["carrier", "origin"], "at", ["nope"]))
+    with pytest.raises(SchemaMismatchError, match=r"missing columns \['when'\] in the spine"):
+        build(FeatureLookup("pit_errors", ["carrier", "origin"], "when"))
+    with pytest.raises(SchemaMismatchError, match=r"key column types differ: spine 'origin' is bigint, .* 'origin' is string"):
+        build(FeatureLookup("pit_errors", ["carrier", "origin"], "at"), spine.withColumn("origin", F.lit(1).cast("long")))
+    with pytest.raises(SchemaMismatchError, match=r"'at' in the spine is timestamp_ntz.*instants"):
+        build(FeatureLookup("pit_errors", ["carrier", "origin"], "at"), spine.withColumn("at", F.col("at").cast("timestamp_ntz")))
+    with pytest.raises(ColumnNameClashError, match=r"\['delay'\].*set a prefix"):
+        build(FeatureLookup("pit_errors", ["carrier", "origin"], "at"), spine.withColumn("delay", F.lit(0.0)))
+    with pytest.raises(ColumnNameClashError, match=r"\['delay', 'flights'\]"):
+        create_training_set(lake, spine, [FeatureLookup("pit_errors", ["carrier", "origin"], "at")] * 2)
+    with pytest.raises(SchemaMismatchError, match="set timestamp_lookup_key"):
+        build(FeatureLookup("pit_errors", ["carrier", "origin"]))
+
+
+def test_as_of_join_on_dataframes_uses_the_same_join(spark) -> None:  # type: ignore[no-untyped-def]
+    prices = spark.createDataFrame(
+        [("X", at(0), 1.0), ("X", at(2), 2.0), ("Y", at(1), 10.0)], "ticker string, ts timestamp, price double")
+    ticks = spark.createDataFrame(
+        [("X", at(1)), ("X", at(2)), ("Y", at(7)), ("Z", at(1))], "ticker string, ts timestamp")
+    runs = [("auto", None), ("intervals", None), ("intervals", timedelta(seconds=1)),  # keys-only path
+            ("intervals", timedelta(days=1)), ("union", None)]                       # fine path
+    for plan, bin_size in runs:
+        out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts",
+                         lookback=timedelta(minutes=5), prefix="last", plan=plan, bin_size=bin_size)
+        assert result(out, ["ticker", "ts"]) == [
+            ("X", at(1).replace(tzinfo=None), 1.0), ("X", at(2).replace(tzinfo=None), 2.0),
+            ("Y", at(7).replace(tzinfo=None), None), ("Z", at(1).replace(tzinfo=None), None),
+        ]
