@@ -40,6 +40,7 @@ from sparkfs.jobs import JobContext, RunWindow
 from sparkfs.lakehouse import Lakehouse
 from sparkfs.merge import MergeResult, merge_upsert, require_columns
 from sparkfs.model import PREDICTION, PROBABILITY
+from sparkfs.point_in_time import rebuild_training_set
 from sparkfs.runs import record_run
 from sparkfs.tracking import configure_mlflow, model_by_alias, registered_model_name
 from sparkfs.training import (
@@ -298,8 +299,6 @@ def skew_check(
     (late corrections). The sample is deterministic: the ``sample_rows`` flights with the
     smallest key hash. Cost: one rebuild of the training set.
     """
-    from sparkfs.point_in_time import rebuild_training_set
-
     if model.run_id is None:
         raise SchemaMismatchError(f"{model.name} version {model.version} has no training run")
     spec = mlflow.artifacts.load_dict(f"runs:/{model.run_id}/{SPEC_ARTIFACT}")

@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -64,6 +64,7 @@ from sparkfs.jobs import JobContext, RunWindow
 from sparkfs.lakehouse import Lakehouse
 from sparkfs.merge import require_columns
 from sparkfs.model import PROBABILITY, DelayModel, Preprocessor, model_signature
+from sparkfs.point_in_time import FeatureLookup, TrainingSet, create_training_set
 from sparkfs.runs import record_run
 from sparkfs.splits import SPLIT, SPLITS, SplitBoundaries, assign_split, split_boundaries
 from sparkfs.tracking import (
@@ -73,9 +74,6 @@ from sparkfs.tracking import (
     registered_model_name,
 )
 from sparkfs.training_config import TrainingConfig, XGBoostConfig, load_training_config
-
-if TYPE_CHECKING:
-    from sparkfs.point_in_time import TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -434,8 +432,6 @@ def build_features(
     """The point-in-time feature lookups of ``config`` on ``spine_df`` (the code path shared by
     training, inference and the skew check). A lookup matches feature rows with
     ``feature_ts <= spine_ts`` and, with a lookback L, ``feature_ts > spine_ts - L``."""
-    from sparkfs.point_in_time import FeatureLookup, create_training_set  # TODO(phase 2): top level
-
     lookups = [FeatureLookup(**lookup.model_dump()) for lookup in config.lookups]
     return create_training_set(lake, spine_df, lookups, label=label, timestamp_key=config.timestamp)
 

@@ -105,7 +105,7 @@ class InferenceConfig(StrictModel):
     table: str = "flight_delay_predictions"  # in the ml layer
     # Spine columns copied onto each prediction row (for slicing and monitoring).
     context_columns: list[str] = Field(default_factory=lambda: ["carrier", "origin"])
-    skew_check: bool = True
+    skew_check: bool = False
     skew_sample_rows: int = Field(200, ge=1)
 
 
