@@ -32,22 +32,6 @@ AGGREGATES = ("count", "sum", "mean", "std", "min", "max")
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
-def _aggregate(name: str, value: Column) -> Column:
-    if name == "count":
-        return F.count(value)
-    if name == "sum":
-        return F.sum(value)
-    if name == "mean":
-        return F.avg(value)
-    if name == "std":
-        return F.stddev_samp(value)
-    if name == "min":
-        return F.min(value)
-    if name == "max":
-        return F.max(value)
-    raise ValueError(f"unknown aggregate {name!r}; expected one of {list(AGGREGATES)}")
-
-
 def _require_keys(keys: Sequence[str], what: str) -> list[str]:
     if isinstance(keys, str):
         return [keys]
@@ -111,7 +95,9 @@ def with_trailing_aggregates(
 
     Output columns are ``<prefix>_<agg>_<suffix>`` (``prefix`` defaults to ``value_col``), in the
     order windows x aggs. All windows share one partitioning and ordering, so Spark shuffles and
-    sorts once however many windows and aggregates are asked for.
+    sorts once however many windows and aggregates are asked for. ``count``, ``sum`` and
+    ``mean`` cost O(rows) per window (running totals); ``std``, ``min`` and ``max`` use sliding
+    frames, whose cost grows with the number of events inside a window.
 
     Example::
 
@@ -145,17 +131,69 @@ def with_trailing_aggregates(
     _require_new_columns(df, names, what)
 
     # Event time as epoch microseconds: a range frame of exact integers, so the edges are exact.
-    ordered = Window.partitionBy(*keys).orderBy(F.unix_micros(F.col(event_time)))
+    # Nulls last: a row without event time is never inside another row's frame. The order column
+    # is materialized once so every window below shares one sort.
+    tmp = _TempColumns(df, "_sparkfs_trailing_")
+    event_us = tmp("event_us")
+    ordered = Window.partitionBy(*keys).orderBy(F.col(event_us).asc_nulls_last())
     upper = 0 if closed == "right" else -1
-    on_timeline = _on_timeline(keys, event_time)
+    through_t = ordered.rangeBetween(Window.unboundedPreceding, upper)
     value = F.col(value_col)
-    columns = []
-    for suffix, width in windows.items():
-        frame = ordered.rangeBetween(-(width // _ONE_MICROSECOND) + 1, upper)
+
+    # Stage 1: each window expression once. count and sum come from running totals, (through t)
+    # minus (through t - w): frames that grow from the partition start, which Spark evaluates
+    # incrementally, O(rows). A sliding frame re-aggregates its whole content at every row,
+    # O(rows x rows per window); only std, min and max use one (running sums of squares would
+    # cancel catastrophically after a long history).
+    running: dict[str, Column] = {}
+    if {"count", "sum", "mean"} & set(aggs):
+        running["count"] = F.count(value)
+    if {"sum", "mean"} & set(aggs):
+        running["sum"] = F.sum(value)
+    sliding_aggs = {"std": F.stddev_samp, "min": F.min, "max": F.max}
+    stage1 = {tmp(f"{n}_t"): agg.over(through_t) for n, agg in running.items()}
+    for i, width in enumerate(windows.values()):
+        w_us = width // _ONE_MICROSECOND
+        through_start = ordered.rangeBetween(Window.unboundedPreceding, -w_us)
+        stage1 |= {tmp(f"{n}_{i}"): agg.over(through_start) for n, agg in running.items()}
+        sliding = ordered.rangeBetween(-w_us + 1, upper)
+        stage1 |= {tmp(f"{a}_{i}"): f(value).over(sliding) for a, f in sliding_aggs.items() if a in aggs}
+    staged = df.withColumn(event_us, F.unix_micros(F.col(event_time)))
+    staged = staged.select("*", *[c.alias(n) for n, c in stage1.items()])
+
+    # Stage 2: the features from the stage-1 columns. Counts and integer/decimal sums are exact;
+    # a double sum, as a difference of running sums, can differ from a direct sum by the
+    # rounding of the running sum (~1e-16 of the entity's running total).
+    def total(name: str, i: int) -> Column:
+        return F.col(tmp(f"{name}_t")) - F.coalesce(F.col(tmp(f"{name}_{i}")), F.lit(0))
+
+    on_timeline = _on_timeline(keys, event_time)
+    features: dict[str, Column] = {}
+    for i, suffix in enumerate(windows):
         for agg in aggs:
-            aggregated = _aggregate(agg, value).over(frame)
-            columns.append(F.when(on_timeline, aggregated).alias(f"{prefix}_{agg}_{suffix}"))
-    return df.select("*", *columns)
+            if agg == "count":
+                feature = total("count", i)
+            elif agg == "sum":
+                feature = F.when(total("count", i) > 0, total("sum", i))
+            elif agg == "mean":
+                feature = F.try_divide(total("sum", i).cast("double"), total("count", i))
+            else:
+                feature = F.col(tmp(f"{agg}_{i}"))
+            features[f"{prefix}_{agg}_{suffix}"] = F.when(on_timeline, feature)
+    return staged.select(*df.columns, *[c.alias(n) for n, c in features.items()])
+
+
+class _TempColumns:
+    """Names for intermediate columns that cannot collide with the DataFrame's own columns."""
+
+    def __init__(self, df: DataFrame, prefix: str) -> None:
+        self.prefix = prefix
+        clashes = [c for c in df.columns if c.startswith(prefix)]
+        if clashes:
+            raise SchemaMismatchError(f"columns {clashes} use the reserved prefix {prefix!r}; rename them")
+
+    def __call__(self, name: str) -> str:
+        return self.prefix + name
 
 
 def _tie_message(what: str, columns: Sequence[str], hint: str) -> Column:

@@ -132,6 +132,25 @@ def test_trailing_aggregates_edge_is_exact_to_the_microsecond(spark: SparkSessio
     )
 
 
+def test_trailing_aggregates_stay_exact_after_a_large_history(spark: SparkSession) -> None:
+    t = _ts(12)
+    df = spark.createDataFrame(
+        [(1, "k", t - timedelta(days=2), 1e12), (2, "k", t - timedelta(days=1), 3e12),
+         (3, "k", t - timedelta(minutes=5), 5.0), (4, "k", t, 5.0)],
+        EVENTS_SCHEMA,
+    )
+    result = df.transform(with_trailing_aggregates, ["key"], "ts", "value", {"1h": HOUR})
+    expected = spark.createDataFrame(
+        [(3, 1, 5.0, 5.0, None, 5.0, 5.0), (4, 2, 10.0, 5.0, 0.0, 5.0, 5.0)],
+        "id int, value_count_1h long, value_sum_1h double, value_mean_1h double, "
+        "value_std_1h double, value_min_1h double, value_max_1h double",
+    )
+    assert_df_equality(
+        result.where("id >= 3").drop("key", "ts", "value"), expected,
+        ignore_nullable=True, ignore_row_order=True,
+    )
+
+
 def test_trailing_aggregates_share_one_shuffle(events_df: DataFrame) -> None:
     result = events_df.transform(
         with_trailing_aggregates, ["key"], "ts", "value",
