@@ -37,3 +37,7 @@ class DuplicateKeyError(SparkfsError):
 
 class TableNotFoundError(SparkfsError):
     """A table was read by name but does not exist in the lakehouse."""
+
+
+class DimensionTooLargeError(SparkfsError):
+    """A table asked to be broadcast is larger than the broadcast limit."""
