@@ -420,6 +420,10 @@ def flights_spine(
     day = F.col(spine.date_column) if spine.date_column else F.to_date(F.col(config.timestamp))
     rows = source.where(day.between(F.lit(start), F.lit(end)))
     columns: list[Column] = [F.col(c) for c in wanted]
+    lead = int(spine.prediction_lead.total_seconds())
+    if lead:
+        columns.append((F.col(config.timestamp) - F.make_dt_interval(secs=F.lit(lead)))
+                       .alias(config.lookup_timestamp))
     if labelled:
         label = (F.col(spine.label.column) > F.lit(spine.label.above)).cast("int")
         columns.append(label.alias(config.label))
@@ -431,9 +435,11 @@ def build_features(
 ) -> TrainingSet:
     """The point-in-time feature lookups of ``config`` on ``spine_df`` (the code path shared by
     training, inference and the skew check). A lookup matches feature rows with
-    ``feature_ts <= spine_ts`` and, with a lookback L, ``feature_ts > spine_ts - L``."""
+    ``feature_ts <= t`` and, with a lookback L, ``feature_ts > t - L``, where ``t`` is the spine's
+    :attr:`~TrainingConfig.lookup_timestamp` (the scheduled departure minus the prediction lead)."""
     lookups = [FeatureLookup(**lookup.model_dump()) for lookup in config.lookups]
-    return create_training_set(lake, spine_df, lookups, label=label, timestamp_key=config.timestamp)
+    return create_training_set(lake, spine_df, lookups, label=label,
+                               timestamp_key=config.lookup_timestamp)
 
 
 def training_window(config: TrainingConfig, window: RunWindow | None) -> tuple[date, date]:

@@ -22,6 +22,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer
 from sparkfs.config import Settings, StrictModel, load_yaml
 
 TRAINING_CONF = "training.yaml"
+PREDICTION_TS = "prediction_ts"
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -126,6 +127,10 @@ class SpineConfig(StrictModel):
     # Source columns copied onto the spine besides keys and timestamp (lookup keys, features).
     columns: list[str] = Field(default_factory=list)
     label: LabelConfig = LabelConfig()
+    # Features are looked up as of ``timestamp - prediction_lead`` (the spine column
+    # ``prediction_ts``): the model predicts that long before departure, and events of the flight
+    # itself (an early departure) cannot leak into its own features.
+    prediction_lead: Duration = timedelta(0)
 
 
 class LookupConfig(StrictModel):
@@ -162,6 +167,11 @@ class TrainingConfig(StrictModel):
     inference: InferenceConfig = InferenceConfig()
     spine: SpineConfig = SpineConfig()
     lookups: list[LookupConfig] = Field(default_factory=list)
+
+    @property
+    def lookup_timestamp(self) -> str:
+        """The spine column the point-in-time lookups use."""
+        return PREDICTION_TS if self.spine.prediction_lead else self.timestamp
 
     @property
     def feature_columns(self) -> list[str]:

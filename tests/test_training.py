@@ -304,6 +304,12 @@ def test_flights_spine_filters_days_and_derives_the_label(spark: SparkSession, l
     unlabelled = flights_spine(lake, config, date(2013, 5, 1), date(2013, 5, 2), labelled=False)
     assert unlabelled.columns == ["flight_id", "sched_dep_ts", "carrier"]  # no label, no arr_delay
 
+    lead = synthetic_config("spine_test", spine={"table": "spine_test_flights", "prediction_lead": "90m"})
+    assert lead.lookup_timestamp == "prediction_ts"
+    ahead = flights_spine(lake, lead, date(2013, 5, 1), date(2013, 5, 1), labelled=False)
+    times = {r.flight_id: r.prediction_ts for r in ahead.collect()}
+    assert times == {"a": datetime(2013, 4, 30, 22, 30), "b": datetime(2013, 5, 1, 22, 29)}
+
     assert training_window(config, None) == (START, END)
     day = RunWindow(date(2013, 3, 1), date(2013, 3, 1))
     assert training_window(config, day) == (START, date(2013, 3, 1))
