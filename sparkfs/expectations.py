@@ -223,7 +223,7 @@ def run_suite(df: DataFrame, suite_name: str, specs: Sequence[ExpectationSpec]) 
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(data=batch, suite=suite, name=f"{suite_name}_validation")
     )
-    result = definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
+    result = definition.run(batch_parameters={"dataframe": df}, result_format="BASIC")
     by_label = {s.label: s for s in specs}
     outcomes = []
     element_count = 0

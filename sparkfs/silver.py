@@ -156,7 +156,9 @@ def latest_delivery(df: DataFrame, keys: Sequence[str]) -> DataFrame:
     """
     has_keys = reduce(lambda acc, k: acc & F.col(k).isNotNull(), keys, F.lit(True))
     latest = F.max("_ingested_at").over(Window.partitionBy(*keys))
-    return df.where(~has_keys | (F.col("_ingested_at") == latest))
+    # Spark allows a window function in a projection, not in a filter: flag, filter, drop.
+    flag = "_sparkfs_is_latest"
+    return df.withColumn(flag, ~has_keys | (F.col("_ingested_at") == latest)).where(flag).drop(flag)
 
 
 def with_failures(df: DataFrame, specs: Sequence[ExpectationSpec]) -> DataFrame:
