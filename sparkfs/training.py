@@ -340,7 +340,7 @@ def train_model(
         boundaries=boundaries, model=model_eval, baseline=baseline_eval, slices=slices,
         gate=gate, tracking=tracking,
     )
-    log.info("%s", result.summary())
+    log.info("training run %s: gate %s", result.run_id, "passed" if gate.passed else "failed")
     if not gate.passed:
         raise GateFailedError(
             f"model not registered: the gate failed ({len(gate.reasons)} reason(s)); the run "
