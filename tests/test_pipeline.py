@@ -139,7 +139,7 @@ def test_carrier_features_count_only_departed_flights(pipeline_ctx: JobContext) 
         ],
         "event_ts timestamp, carrier_dep_delay_count_1d long, carrier_dep_delay_mean_1d double, carrier_is_cancelled_sum_1d long",
     )
-    assert_df_equality(actual, expected, ignore_nullable=True)
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
     # Two AA flights departing at one instant are one gold row that counts both.
     aa = lake.read("gold", "carrier_delays").where((F.col("carrier") == "AA") & (F.col("event_ts") == datetime(2013, 1, 1, 11, 10)))
     assert [tuple(r) for r in aa.select("carrier_dep_delay_count_1h").collect()] == [(2,)]
@@ -174,7 +174,7 @@ def test_conform_flights_makes_utc_instants(spark: SparkSession) -> None:
         ],
         "flight_date date, sched_dep_ts timestamp, dep_ts timestamp, is_cancelled boolean",
     )
-    assert_df_equality(actual, expected, ignore_nullable=True)
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
 
 
 def test_features_job_needs_a_window(pipeline_ctx: JobContext) -> None:

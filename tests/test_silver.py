@@ -90,7 +90,7 @@ def test_bad_rows_go_to_quarantine_with_reasons_and_good_rows_publish(lake: Lake
     assert result.rejects_by_expectation == {NOT_NULL: 1, BETWEEN: 1, IN_SET: 1, UNIQUE: 2, "parse(value)": 1}
     published = lake.read("silver", "sv_warn").select("id", "carrier", "value").orderBy("id")
     expected = lake.spark.createDataFrame([(1, "AA", 5.0), (7, None, None)], "id int, carrier string, value double")
-    assert_df_equality(published, expected, ignore_nullable=True)
+    assert_df_equality(published, expected, ignore_nullable=True, ignore_metadata=True)
 
     quarantine = lake.read("silver", "sv_warn_quarantine")
     actual = quarantine.select("id", "_failed_expectations").orderBy("id", F.col("_failed_expectations").cast("string"))
@@ -98,7 +98,7 @@ def test_bad_rows_go_to_quarantine_with_reasons_and_good_rows_publish(lake: Lake
         lake,
         [(None, [NOT_NULL]), (2, [BETWEEN]), (4, [UNIQUE]), (4, [UNIQUE]), (6, ["parse(value)"]), (8, [IN_SET])],
     )
-    assert_df_equality(actual, expected_reasons, ignore_nullable=True)
+    assert_df_equality(actual, expected_reasons, ignore_nullable=True, ignore_metadata=True)
     assert {r[0] for r in quarantine.select("_run_id").collect()} == {"run-1"}
     raw = quarantine.where(F.col("id") == 6).select("_raw").first()
     assert raw is not None and json.loads(raw[0])["value"] == "abc"
@@ -159,7 +159,7 @@ def test_latest_delivery_supersedes_and_keeps_same_delivery_duplicates(lake: Lak
         [(None, 7.0, t1), (None, 8.0, t2), (1, 2.0, t2), (2, 5.0, t1), (2, 6.0, t1)],
         "id int, value double, _ingested_at timestamp",
     )
-    assert_df_equality(actual, expected, ignore_nullable=True)
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
 
 
 def test_a_corrected_delivery_updates_silver(lake: Lakehouse, tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ def test_typed_flags_values_that_do_not_parse(lake: Lakehouse) -> None:
         [(1, 2.5, "r1", []), (None, None, "r2", ["parse(id)"]), (None, 1000.0, "r3", [])],
         "id int, value double, _record_id string, _parse_failures array<string>",
     )
-    assert_df_equality(actual, expected, ignore_nullable=True)
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
 
 
 def test_row_flags_agree_with_great_expectations(lake: Lakehouse) -> None:
