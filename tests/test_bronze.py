@@ -1,0 +1,107 @@
+"""Bronze ingestion: raw rows appended once per file, with metadata, schema evolution and clear errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from sparkfs.bronze import SourceSpec, ingest
+from sparkfs.errors import MissingSourceDataError, SchemaMismatchError
+from sparkfs.lakehouse import Lakehouse
+
+D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
+
+
+def land(landing: Path, source: str, day: date | None, rows: list[dict[str, object]], name: str = "part.json") -> Path:
+    folder = landing / source / day.isoformat() if day else landing / source
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def spec(name: str, arrival: str = "daily") -> SourceSpec:
+    return SourceSpec(name=name, description="test source", arrival=arrival, required_columns=["id", "value"])
+
+
+def test_ingest_appends_raw_strings_with_metadata_partitioned_by_event_date(lake: Lakehouse, tmp_path: Path) -> None:
+    land(tmp_path, "bz_basic", D1, [{"id": 1, "value": 2.5}, {"id": 2, "value": None}])
+    land(tmp_path, "bz_basic", D2, [{"id": 3, "value": "oops"}])
+
+    result = ingest(lake, spec("bz_basic"), tmp_path, [D1, D2], run_id="run-a")
+
+    assert (result.files_new, result.files_skipped, result.rows_written) == (2, 0, 3)
+    table = lake.read("bronze", "bz_basic")
+    actual = table.select("id", "value", "event_date", "_run_id", "_source_file").orderBy("id")
+    expected = lake.spark.createDataFrame(
+        [
+            ("1", "2.5", D1, "run-a", "bz_basic/2013-01-01/part.json"),
+            ("2", None, D1, "run-a", "bz_basic/2013-01-01/part.json"),
+            ("3", "oops", D2, "run-a", "bz_basic/2013-01-02/part.json"),
+        ],
+        "id string, value string, event_date date, _run_id string, _source_file string",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
+    assert table.select("_record_id").distinct().count() == 3
+    assert table.where(F.col("_ingested_at").isNull() | F.col("_source_modified").isNull()).count() == 0
+    detail = lake.table("bronze", "bz_basic").detail().select("partitionColumns").first()
+    assert detail is not None and detail[0] == ["event_date"]
+
+
+def test_rerun_ingests_nothing_and_a_new_file_is_appended(lake: Lakehouse, tmp_path: Path) -> None:
+    land(tmp_path, "bz_rerun", D1, [{"id": 1, "value": 1}])
+    first = ingest(lake, spec("bz_rerun"), tmp_path, [D1], run_id="r1")
+
+    again = ingest(lake, spec("bz_rerun"), tmp_path, [D1], run_id="r2")
+    assert (again.files_new, again.files_skipped, again.version) == (0, 1, None)
+    assert lake.version("bronze", "bz_rerun") == first.version
+
+    land(tmp_path, "bz_rerun", D1, [{"id": 1, "value": 9}], name="correction.json")
+    third = ingest(lake, spec("bz_rerun"), tmp_path, [D1], run_id="r3")
+    assert (third.files_new, third.files_skipped) == (1, 1)
+    runs = [r[0] for r in lake.read("bronze", "bz_rerun").orderBy("_run_id").select("_run_id").collect()]
+    assert runs == ["r1", "r3"]
+
+
+def test_new_upstream_column_is_kept(lake: Lakehouse, tmp_path: Path) -> None:
+    land(tmp_path, "bz_evolve", D1, [{"id": 1, "value": 1}])
+    land(tmp_path, "bz_evolve", D2, [{"id": 2, "value": 2, "gate": "B12"}])
+    ingest(lake, spec("bz_evolve"), tmp_path, [D1], run_id="r1")
+    ingest(lake, spec("bz_evolve"), tmp_path, [D2], run_id="r2")
+
+    actual = lake.read("bronze", "bz_evolve").select("id", "gate").orderBy("id")
+    expected = lake.spark.createDataFrame([("1", None), ("2", "B12")], "id string, gate string")
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_missing_required_column_stops_before_writing(lake: Lakehouse, tmp_path: Path) -> None:
+    land(tmp_path, "bz_missing", D1, [{"id": 1, "value": 1}])
+    ingest(lake, spec("bz_missing"), tmp_path, [D1], run_id="r1")
+    version = lake.version("bronze", "bz_missing")
+    land(tmp_path, "bz_missing", D2, [{"id": 2, "amount": 5}])
+
+    with pytest.raises(SchemaMismatchError, match=r"lack required columns \['value'\]; they have \['amount', 'id'\]"):
+        ingest(lake, spec("bz_missing"), tmp_path, [D2], run_id="r2")
+    assert lake.version("bronze", "bz_missing") == version
+
+
+def test_a_day_without_files_is_an_error(lake: Lakehouse, tmp_path: Path) -> None:
+    land(tmp_path, "bz_gap", D1, [{"id": 1, "value": 1}])
+    with pytest.raises(MissingSourceDataError, match=r"no 'bz_gap' files for \['2013-01-02'\]"):
+        ingest(lake, spec("bz_gap"), tmp_path, [D1, D2], run_id="r1")
+
+
+def test_once_source_is_not_partitioned_and_ingested_once(lake: Lakehouse, tmp_path: Path) -> None:
+    land(tmp_path, "bz_dim", None, [{"id": "a", "value": 1}, {"id": "b", "value": None}], name="dim.json")
+    first = ingest(lake, spec("bz_dim", "once"), tmp_path, [D1], run_id="r1")
+    second = ingest(lake, spec("bz_dim", "once"), tmp_path, [D2], run_id="r2")
+
+    assert (first.rows_written, second.files_new) == (2, 0)
+    table = lake.read("bronze", "bz_dim")
+    assert "event_date" not in table.columns
+    assert [r[0] for r in table.select("_source_file").distinct().collect()] == ["bz_dim/dim.json"]

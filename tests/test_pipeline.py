@@ -1,0 +1,197 @@
+"""The features job end to end on a tiny synthetic landing zone, and the flights conforming rules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkfs.config import Settings, StorageSettings
+from sparkfs.errors import SparkfsError
+from sparkfs.examples.flights import conform_flights, deliver
+from sparkfs.jobs import JobContext, RunWindow
+from sparkfs.lakehouse import Lakehouse
+from sparkfs.pipeline import features_job, load_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
+GOLD = ("planes", "weather_hourly", "carrier_delays", "route_delays")
+
+
+def flight(day: date, carrier: str, number: int, sched: int, delay: int | None, origin: str = "JFK", dest: str = "BOS") -> dict[str, object]:
+    return {
+        "year": day.year, "month": day.month, "day": day.day, "dep_time": None if delay is None else sched + delay,
+        "sched_dep_time": sched, "dep_delay": delay, "arr_time": None, "sched_arr_time": sched + 100,
+        "arr_delay": None, "carrier": carrier, "flight": number, "tailnum": "N1", "origin": origin, "dest": dest,
+        "air_time": 40, "distance": 187, "hour": sched // 100, "minute": sched % 100, "time_hour": None,
+    }
+
+
+def weather(day: date, hour: int, precip: float) -> dict[str, object]:
+    utc = datetime(day.year, day.month, day.day, hour + 5)
+    return {
+        "origin": "JFK", "year": day.year, "month": day.month, "day": day.day, "hour": hour, "temp": 30.0,
+        "dewp": 20.0, "humid": 60.0, "wind_dir": 270, "wind_speed": 10.0, "wind_gust": None, "precip": precip,
+        "pressure": 1012.0, "visib": 10.0, "time_hour": utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def write_lines(path: Path, rows: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def land_synthetic(landing: Path) -> None:
+    """Two days of a few flights and weather hours, and tiny dimensions (the upstream's job)."""
+    write_lines(landing / "flights" / "2013-01-01" / "flights.json", [
+        flight(D1, "AA", 1, 600, 10),
+        flight(D1, "AA", 2, 600, 10, dest="MIA"),  # same carrier, same departure instant
+        flight(D1, "UA", 3, 2330, 45),  # departs after midnight, local and UTC
+        flight(D1, "UA", 4, 900, None),  # cancelled
+    ])
+    write_lines(landing / "flights" / "2013-01-02" / "flights.json", [
+        flight(D2, "AA", 1, 600, -5),
+        flight(D2, "UA", 3, 700, 120),
+    ])
+    write_lines(landing / "weather" / "2013-01-01" / "weather.json", [weather(D1, h, 0.1) for h in (0, 12, 23)])
+    write_lines(landing / "weather" / "2013-01-02" / "weather.json", [weather(D2, h, 0.0) for h in (0, 12)])
+    write_lines(landing / "planes" / "planes.json", [
+        {"tailnum": "N1", "year": 2004, "type": "Fixed wing multi engine", "manufacturer": "EMBRAER",
+         "model": "EMB-145XR", "engines": 2, "seats": 55, "speed": None, "engine": "Turbo-fan"},
+    ])
+    write_lines(landing / "airlines" / "airlines.json", [{"carrier": "AA", "name": "American"}, {"carrier": "UA", "name": "United"}])
+    write_lines(landing / "airports" / "airports.json", [
+        {"faa": "JFK", "name": "John F Kennedy Intl", "lat": 40.6, "lon": -73.8, "alt": 13, "tz": -5, "dst": "A",
+         "tzone": "America/New_York"},
+    ])
+
+
+@pytest.fixture(scope="module")
+def pipeline_ctx(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobContext]:
+    """A private lakehouse (own schemas) and a conf folder whose pipeline reads a synthetic landing zone."""
+    root = tmp_path_factory.mktemp("pipeline")
+    conf = root / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    text = (conf / "pipeline.yaml").read_text()
+    text = text.replace("upstream: sparkfs.examples.flights:deliver", "upstream: null")
+    (conf / "pipeline.yaml").write_text(text.replace("${SPARKFS_LANDING_DIR:-landing}", str(root / "landing")))
+    land_synthetic(root / "landing")
+    schemas = {layer: f"pipe_{layer}" for layer in ("bronze", "silver", "gold", "ml", "ops")}
+    private = settings.model_copy(
+        update={"conf_dir": str(conf), "storage": StorageSettings(data_dir=str(root / "data"), schemas=schemas)}
+    )
+    yield JobContext(private, spark, Lakehouse(spark, private))
+
+
+def checksum(df: DataFrame) -> tuple[int, int]:
+    """Row count and an order-independent checksum of every row's values."""
+    row = df.select(F.count(F.lit(1)), F.sum(F.xxhash64(*df.columns))).first()
+    assert row is not None
+    return int(row[0]), int(row[1] or 0)
+
+
+def test_features_job_end_to_end_and_rerun_changes_nothing(pipeline_ctx: JobContext) -> None:
+    lake = pipeline_ctx.lake
+    features_job(pipeline_ctx, RunWindow(D1, D1))
+    features_job(pipeline_ctx, RunWindow(D2, D2))
+    before = {t: checksum(lake.read("gold", t)) for t in GOLD}
+    versions = {t: lake.version("gold", t) for t in GOLD}
+
+    features_job(pipeline_ctx, RunWindow(D2, D2))
+
+    assert {t: checksum(lake.read("gold", t)) for t in GOLD} == before
+    for table in GOLD:
+        last = lake.table("gold", table).history(1).select("version", "operation", "operationMetrics").first()
+        assert last is not None
+        if last["version"] > versions[table]:  # a MERGE ran: it inserted and updated nothing
+            assert last["operation"] == "MERGE"
+            assert (last["operationMetrics"]["numTargetRowsInserted"], last["operationMetrics"]["numTargetRowsUpdated"]) == ("0", "0")
+    assert lake.read("bronze", "flights").count() == 6  # bronze did not grow on the rerun
+
+    records = lake.read("ops", "run_records").where(F.col("job") == "features")
+    assert records.select("run_id").distinct().count() == 3
+    stages = {r["stage"] for r in records.select("stage").collect()}
+    assert {"bronze.flights", "silver.flights", "gold.carrier_delays", "gold.planes"} <= stages
+    assert records.where(F.col("status") != "succeeded").count() == 0
+
+
+def test_carrier_features_count_only_departed_flights(pipeline_ctx: JobContext) -> None:
+    lake = pipeline_ctx.lake
+    features_job(pipeline_ctx, RunWindow(D1, D2))
+    carrier = lake.read("gold", "carrier_delays").where(F.col("carrier") == "UA")
+    actual = carrier.select("event_ts", "carrier_dep_delay_count_1d", "carrier_dep_delay_mean_1d",
+                            "carrier_is_cancelled_sum_1d").orderBy("event_ts")
+    expected = lake.spark.createDataFrame(
+        [
+            # 09:00 EST cancelled flight: event at its scheduled departure, no delay observed
+            (datetime(2013, 1, 1, 14, 0), 0, None, 1),
+            # 23:30 EST + 45 min = 00:15 EST on Jan 2 = 05:15 UTC
+            (datetime(2013, 1, 2, 5, 15), 1, 45.0, 1),
+            # 07:00 EST + 120 min = 14:00 UTC on Jan 2: (13:00 UTC Jan 1, 14:00 Jan 2]; the 14:00 cancellation is out
+            (datetime(2013, 1, 2, 14, 0), 2, 82.5, 0),
+        ],
+        "event_ts timestamp, carrier_dep_delay_count_1d long, carrier_dep_delay_mean_1d double, carrier_is_cancelled_sum_1d long",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
+    # Two AA flights departing at one instant are one gold row that counts both.
+    aa = lake.read("gold", "carrier_delays").where((F.col("carrier") == "AA") & (F.col("event_ts") == datetime(2013, 1, 1, 11, 10)))
+    assert [tuple(r) for r in aa.select("carrier_dep_delay_count_1h").collect()] == [(2,)]
+
+
+def test_gold_tables_are_documented(pipeline_ctx: JobContext) -> None:
+    lake = pipeline_ctx.lake
+    features_job(pipeline_ctx, RunWindow(D1, D1))
+    for table in GOLD:
+        fields = lake.read("gold", table).schema.fields
+        assert all(f.metadata.get("comment") for f in fields), table
+        assert lake.properties("gold", table)["sparkfs.owner"] == "flights-data-team"
+
+
+def test_conform_flights_makes_utc_instants(spark: SparkSession) -> None:
+    raw = spark.createDataFrame(
+        [
+            (2013, 1, 1, 515, 517, 2.0),  # EST: UTC-5
+            (2013, 7, 1, 2359, 2, 3.0),  # EDT: UTC-4; departs after local midnight
+            (2013, 1, 1, 900, None, None),  # cancelled
+            (2013, 13, 1, 900, 900, 0.0),  # not a date
+        ],
+        "year int, month int, day int, sched_dep_time int, dep_time int, dep_delay double",
+    )
+    actual = conform_flights(raw).select("flight_date", "sched_dep_ts", "dep_ts", "is_cancelled")
+    expected = spark.createDataFrame(
+        [
+            (date(2013, 1, 1), datetime(2013, 1, 1, 10, 15), datetime(2013, 1, 1, 10, 17), False),
+            (date(2013, 7, 1), datetime(2013, 7, 2, 3, 59), datetime(2013, 7, 2, 4, 2), False),
+            (date(2013, 1, 1), datetime(2013, 1, 1, 14, 0), None, True),
+            (None, None, None, False),
+        ],
+        "flight_date date, sched_dep_ts timestamp, dep_ts timestamp, is_cancelled boolean",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_features_job_needs_a_window(pipeline_ctx: JobContext) -> None:
+    with pytest.raises(SparkfsError, match="needs --date"):
+        features_job(pipeline_ctx, None)
+
+
+def test_repo_pipeline_conf_loads(tmp_path: Path) -> None:
+    pipeline = load_pipeline(REPO / "conf", tmp_path)
+    assert [s.name for s in pipeline.config.silver] == ["flights", "weather", "planes", "airlines", "airports"]
+    assert pipeline.landing_dir == tmp_path / "landing"
+
+
+def test_deliver_writes_a_day_once(tmp_path: Path) -> None:
+    assert deliver(tmp_path, [date(2013, 2, 1)]) == 5  # flights + weather of the day, 3 dimensions
+    lines = (tmp_path / "flights" / "2013-02-01" / "flights.json").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert (first["year"], first["month"], first["day"]) == (2013, 2, 1)
+    assert isinstance(first["dep_time"], int | None)
+    assert deliver(tmp_path, [date(2013, 2, 1)]) == 0

@@ -1,0 +1,235 @@
+"""Silver: typing, latest delivery, GE validation, quarantine with reasons, STRICT policy, reruns."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sparkfs.bronze import SourceSpec, ingest
+from sparkfs.errors import ConfigError, ValidationFailedError
+from sparkfs.expectations import ExpectationSpec, check_agreement, load_suites, run_suite
+from sparkfs.lakehouse import Lakehouse
+from sparkfs.silver import (
+    SilverSpec,
+    ValidationPolicy,
+    latest_delivery,
+    refine,
+    typed,
+    with_failures,
+)
+
+D1 = date(2013, 1, 1)
+
+SUITE = [
+    ExpectationSpec(type="expect_table_row_count_to_be_between", kwargs={"min_value": 1}),
+    ExpectationSpec(type="expect_column_values_to_not_be_null", kwargs={"column": "id"}),
+    ExpectationSpec(type="expect_column_values_to_be_between", kwargs={"column": "value", "min_value": 0, "max_value": 100}),
+    ExpectationSpec(type="expect_column_values_to_be_in_set", kwargs={"column": "carrier", "value_set": ["AA", "UA"]}),
+    ExpectationSpec(type="expect_compound_columns_to_be_unique", kwargs={"column_list": ["id"]}),
+]
+NOT_NULL = "expect_column_values_to_not_be_null(id)"
+BETWEEN = "expect_column_values_to_be_between(value)"
+IN_SET = "expect_column_values_to_be_in_set(carrier)"
+UNIQUE = "expect_compound_columns_to_be_unique(id)"
+
+BAD_BATCH = [
+    {"id": 1, "carrier": "AA", "value": 5},
+    {"id": 2, "carrier": "UA", "value": 500},  # impossible value
+    {"id": None, "carrier": "AA", "value": 1},  # null key
+    {"id": 4, "carrier": "AA", "value": 1},  # duplicate key in one delivery ...
+    {"id": 4, "carrier": "UA", "value": 2},  # ... both are rejected
+    {"id": 6, "carrier": "AA", "value": "abc"},  # does not parse
+    {"id": 7, "carrier": None, "value": None},  # nulls where allowed: good
+    {"id": 8, "carrier": "XX", "value": 3},  # not an allowed value
+]
+
+
+def land(landing: Path, source: str, rows: list[dict[str, object]], name: str = "part.json") -> None:
+    folder = landing / source / D1.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def silver_spec(name: str) -> SilverSpec:
+    return SilverSpec.model_validate(
+        {
+            "name": name,
+            "source": f"{name}_raw",
+            "description": "test table",
+            "schema": {"id": "int", "carrier": "string", "value": "double"},
+            "keys": ["id"],
+            "expectations": "test",
+        }
+    )
+
+
+def bronze_with(lake: Lakehouse, landing: Path, name: str, rows: list[dict[str, object]]) -> SilverSpec:
+    land(landing, f"{name}_raw", rows)
+    source = SourceSpec(name=f"{name}_raw", description="test", required_columns=["id"])
+    ingest(lake, source, landing, [D1], run_id="bronze-run")
+    return silver_spec(name)
+
+
+def reasons_df(lake: Lakehouse, rows: list[tuple[int | None, list[str]]]) -> DataFrame:
+    return lake.spark.createDataFrame(rows, "id int, _failed_expectations array<string>")
+
+
+def test_bad_rows_go_to_quarantine_with_reasons_and_good_rows_publish(lake: Lakehouse, tmp_path: Path) -> None:
+    spec = bronze_with(lake, tmp_path, "sv_warn", BAD_BATCH)
+    policy = ValidationPolicy(policy="warn", max_reject_ratio=0.0)
+
+    result = refine(lake, spec, SUITE, policy, [D1], run_id="run-1")
+
+    assert (result.rows_in, result.rows_rejected, result.rows_out) == (8, 6, 2)
+    assert result.rejects_by_expectation == {NOT_NULL: 1, BETWEEN: 1, IN_SET: 1, UNIQUE: 2, "parse(value)": 1}
+    published = lake.read("silver", "sv_warn").select("id", "carrier", "value").orderBy("id")
+    expected = lake.spark.createDataFrame([(1, "AA", 5.0), (7, None, None)], "id int, carrier string, value double")
+    assert_df_equality(published, expected, ignore_nullable=True, ignore_metadata=True)
+
+    quarantine = lake.read("silver", "sv_warn_quarantine")
+    actual = quarantine.select("id", "_failed_expectations").orderBy("id", F.col("_failed_expectations").cast("string"))
+    expected_reasons = reasons_df(
+        lake,
+        [(None, [NOT_NULL]), (2, [BETWEEN]), (4, [UNIQUE]), (4, [UNIQUE]), (6, ["parse(value)"]), (8, [IN_SET])],
+    )
+    assert_df_equality(actual, expected_reasons, ignore_nullable=True, ignore_metadata=True)
+    assert {r[0] for r in quarantine.select("_run_id").collect()} == {"run-1"}
+    raw = quarantine.where(F.col("id") == 6).select("_raw").first()
+    assert raw is not None and json.loads(raw[0])["value"] == "abc"
+
+    saved = lake.read("ops", "validation_results").where(F.col("table_name").contains("sv_warn"))
+    row = saved.select("success", "rows_evaluated", "rows_rejected", "failed_expectations", "result").first()
+    assert row is not None
+    assert (row["success"], row["rows_evaluated"], row["rows_rejected"]) == (False, 8, 6)
+    assert json.loads(row["failed_expectations"]) == {NOT_NULL: 1, BETWEEN: 1, IN_SET: 1, UNIQUE: 2}
+    assert json.loads(row["result"])["success"] is False
+
+
+def test_rerun_changes_neither_silver_nor_quarantine(lake: Lakehouse, tmp_path: Path) -> None:
+    spec = bronze_with(lake, tmp_path, "sv_rerun", BAD_BATCH)
+    policy = ValidationPolicy(policy="warn", max_reject_ratio=0.0)
+    refine(lake, spec, SUITE, policy, [D1], run_id="run-1")
+
+    again = refine(lake, spec, SUITE, policy, [D1], run_id="run-2")
+
+    assert again.merge is not None and again.quarantine is not None
+    assert (again.merge.rows_inserted, again.merge.rows_updated) == (0, 0)
+    assert (again.quarantine.rows_inserted, again.quarantine.rows_updated) == (0, 0)
+    run_ids = {r[0] for r in lake.read("silver", "sv_rerun_quarantine").select("_run_id").collect()}
+    assert run_ids == {"run-1"}
+
+
+def test_strict_policy_fails_above_the_threshold_after_quarantining(lake: Lakehouse, tmp_path: Path) -> None:
+    spec = bronze_with(lake, tmp_path, "sv_strict", BAD_BATCH)
+    policy = ValidationPolicy(policy="strict", max_reject_ratio=0.5)
+
+    with pytest.raises(ValidationFailedError) as failure:
+        refine(lake, spec, SUITE, policy, [D1], run_id="run-1")
+
+    message = str(failure.value)
+    assert "6 of 8 rows rejected (75.00%), above the limit max_reject_ratio=50.00%" in message
+    assert f"{UNIQUE}: 2" in message and f"{NOT_NULL}: 1" in message
+    assert lake.read("silver", "sv_strict_quarantine").count() == 6
+    assert lake.read("silver", "sv_strict").count() == 0  # nothing published
+
+
+def test_strict_policy_below_the_threshold_publishes(lake: Lakehouse, tmp_path: Path) -> None:
+    rows = [{"id": i, "carrier": "AA", "value": i} for i in range(1, 20)] + [{"id": None, "carrier": "AA", "value": 1}]
+    spec = bronze_with(lake, tmp_path, "sv_strict_ok", rows)
+
+    result = refine(lake, spec, SUITE, ValidationPolicy(policy="strict", max_reject_ratio=0.05), [D1], "run-1")
+
+    assert (result.rows_rejected, result.rows_out) == (1, 19)
+
+
+def test_latest_delivery_supersedes_and_keeps_same_delivery_duplicates(lake: Lakehouse) -> None:
+    t1, t2 = datetime(2013, 1, 2, 6), datetime(2013, 1, 3, 6)
+    df = lake.spark.createDataFrame(
+        [(1, 1.0, t1), (1, 2.0, t2), (2, 5.0, t1), (2, 6.0, t1), (None, 7.0, t1), (None, 8.0, t2)],
+        "id int, value double, _ingested_at timestamp",
+    )
+    actual = latest_delivery(df, ["id"]).orderBy("id", "value")
+    expected = lake.spark.createDataFrame(
+        [(None, 7.0, t1), (None, 8.0, t2), (1, 2.0, t2), (2, 5.0, t1), (2, 6.0, t1)],
+        "id int, value double, _ingested_at timestamp",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_a_corrected_delivery_updates_silver(lake: Lakehouse, tmp_path: Path) -> None:
+    spec = bronze_with(lake, tmp_path, "sv_fix", [{"id": 1, "carrier": "AA", "value": 5}])
+    policy = ValidationPolicy(policy="strict", max_reject_ratio=0.0)
+    refine(lake, spec, SUITE, policy, [D1], "run-1")
+    land(tmp_path, "sv_fix_raw", [{"id": 1, "carrier": "AA", "value": 6}], name="correction.json")
+    ingest(lake, SourceSpec(name="sv_fix_raw", description="t", required_columns=["id"]), tmp_path, [D1], "run-2")
+
+    result = refine(lake, spec, SUITE, policy, [D1], "run-2")
+
+    assert (result.rows_superseded, result.merge.rows_updated if result.merge else None) == (1, 1)
+    assert [tuple(r) for r in lake.read("silver", "sv_fix").select("id", "value").collect()] == [(1, 6.0)]
+
+
+def test_typed_flags_values_that_do_not_parse(lake: Lakehouse) -> None:
+    raw = lake.spark.createDataFrame(
+        [("1", "2.5", "r1"), ("x", None, "r2"), (None, "1e3", "r3")],
+        "id string, value string, _record_id string",
+    ).withColumns({"_ingested_at": F.current_timestamp(), "_source_file": F.lit("f.json")})
+
+    actual = typed(raw, {"id": "int", "value": "double"}, "test").select("id", "value", "_record_id", "_parse_failures")
+    expected = lake.spark.createDataFrame(
+        [(1, 2.5, "r1", []), (None, None, "r2", ["parse(id)"]), (None, 1000.0, "r3", [])],
+        "id int, value double, _record_id string, _parse_failures array<string>",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_row_flags_agree_with_great_expectations(lake: Lakehouse) -> None:
+    suite = [
+        ExpectationSpec(type="expect_compound_columns_to_be_unique", kwargs={"column_list": ["a", "b"]}),
+        ExpectationSpec(type="expect_column_values_to_be_unique", kwargs={"column": "a"}),
+        ExpectationSpec(type="expect_column_values_to_match_regex", kwargs={"column": "a", "regex": "^[a-z]$"}),
+        ExpectationSpec(
+            type="expect_column_values_to_be_between",
+            kwargs={"column": "b", "min_value": 1, "max_value": 3, "strict_max": True},
+        ),
+        ExpectationSpec(type="expect_column_values_to_not_be_in_set", kwargs={"column": "b", "value_set": [2]}),
+    ]
+    df = lake.spark.createDataFrame(
+        [(None, 1), (None, 1), (None, None), (None, None), ("a", 1), ("a", 1), ("b", 3), ("CC", 2), ("d", None)],
+        "a string, b int",
+    )
+    result = run_suite(df, "agreement", suite)
+    flagged = with_failures(df.withColumn("_parse_failures", F.array().cast("array<string>")), suite)
+    counts = {r[0]: r[1] for r in flagged.select(F.explode("_failed_expectations")).groupBy("col").count().collect()}
+
+    check_agreement(result, counts)  # raises on any difference
+    assert {o.label: o.unexpected_count for o in result.outcomes} == {
+        "expect_compound_columns_to_be_unique(a,b)": 4,
+        "expect_column_values_to_be_unique(a)": 2,
+        "expect_column_values_to_match_regex(a)": 1,
+        "expect_column_values_to_be_between(b)": 1,
+        "expect_column_values_to_not_be_in_set(b)": 1,
+    }
+
+
+def test_suites_file_rejects_unsupported_expectations(tmp_path: Path) -> None:
+    path = tmp_path / "expectations.yaml"
+    path.write_text(
+        "suites:\n  t:\n    - {type: expect_column_values_to_not_be_null, kwargs: {column: a, mostly: 0.9}}\n"
+    )
+    with pytest.raises(ConfigError, match="unknown kwargs \\['mostly'\\].*max_reject_ratio"):
+        load_suites(path)
+    path.write_text("suites:\n  t:\n    - {type: expect_column_kl_divergence_to_be_less_than, kwargs: {}}\n")
+    with pytest.raises(ConfigError, match="is not supported"):
+        load_suites(path)
+
+
+def test_repo_suites_load() -> None:
+    suites = load_suites(Path(__file__).resolve().parents[1] / "conf" / "expectations.yaml")
+    assert {"flights", "weather", "planes", "airlines", "airports"} <= set(suites)
