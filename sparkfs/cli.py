@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sparkfs.errors import SparkfsError
 from sparkfs.jobs import JOBS, add_common_arguments, job_context, run_job, setup_logging
+from sparkfs.lakehouse import checksum
 
 
 def _setup(args: argparse.Namespace) -> int:
@@ -18,9 +19,15 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _tables(args: argparse.Namespace) -> int:
+    """Each local table with its Delta version, row count and content checksum."""
     ctx = job_context(args)
-    for name in sorted(ctx.lake.attach()):
-        print(name)
+    lake = ctx.lake
+    print(f"{'table':42s} {'version':>7s} {'rows':>10s}  checksum")
+    for layer in lake.settings.storage.schemas:
+        folder = lake.warehouse / lake.settings.storage.schemas[layer]
+        for table in sorted(p.parent.name for p in folder.glob("*/_delta_log")):
+            rows, digest = checksum(lake.read(layer, table))
+            print(f"{lake.name(layer, table).replace('`', ''):42s} {lake.version(layer, table):7d} {rows:10d}  {digest:x}")
     return 0
 
 

@@ -30,6 +30,19 @@ EVENT_TIME_PROPERTY = "sparkfs.event_time"
 SEQUENCE_PROPERTY = "sparkfs.sequence"
 
 
+def checksum(df: DataFrame) -> tuple[int, int]:
+    """Row count and an order-independent checksum of every row's values (sum of row hashes).
+
+    Two reads with equal checksums hold the same multiset of rows (up to hash collisions); the
+    sum is taken as a decimal so it cannot overflow under ANSI mode.
+    """
+    from pyspark.sql import functions as F
+
+    row = df.select(F.count(F.lit(1)), F.sum(F.xxhash64(*df.columns).cast("decimal(38,0)"))).first()
+    assert row is not None
+    return int(row[0]), int(row[1] or 0)
+
+
 def _quote(identifier: str) -> str:
     return "`" + identifier.replace("`", "``") + "`"
 

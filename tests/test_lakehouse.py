@@ -132,3 +132,14 @@ def test_table_properties_are_readable(lake: Lakehouse) -> None:
     lake.create("gold", "props", SCHEMA, properties={"sparkfs.keys": "id", "sparkfs.event_time": "day"})
     props = lake.properties("gold", "props")
     assert (props["sparkfs.keys"], props["sparkfs.event_time"]) == ("id", "day")
+
+
+def test_checksum_ignores_row_order_and_sees_any_changed_value(spark) -> None:
+    from sparkfs.lakehouse import checksum
+
+    rows = [(1, "a", 2**62), (2, "b", 2**62), (3, None, 2**62)]  # a plain long sum would overflow
+    base = checksum(spark.createDataFrame(rows, "id int, s string, big long"))
+    shuffled = checksum(spark.createDataFrame(rows[::-1], "id int, s string, big long"))
+    changed = checksum(spark.createDataFrame([*rows[:2], (3, "c", 2**62)], "id int, s string, big long"))
+    assert base == shuffled
+    assert base[0] == changed[0] == 3 and base[1] != changed[1]

@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkfs.config import Settings, StorageSettings
 from sparkfs.errors import SparkfsError
 from sparkfs.examples.flights import conform_flights, deliver
 from sparkfs.jobs import JobContext, RunWindow
-from sparkfs.lakehouse import Lakehouse
+from sparkfs.lakehouse import Lakehouse, checksum
 from sparkfs.pipeline import features_job, load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def flight(day: date, carrier: str, number: int, sched: int, delay: int | None, 
 
 
 def weather(day: date, hour: int, precip: float) -> dict[str, object]:
-    utc = datetime(day.year, day.month, day.day, hour + 5)
+    utc = datetime(day.year, day.month, day.day) + timedelta(hours=hour + 5)
     return {
         "origin": "JFK", "year": day.year, "month": day.month, "day": day.day, "hour": hour, "temp": 30.0,
         "dewp": 20.0, "humid": 60.0, "wind_dir": 270, "wind_speed": 10.0, "wind_gust": None, "precip": precip,
@@ -88,13 +88,6 @@ def pipeline_ctx(spark: SparkSession, settings: Settings, tmp_path_factory: pyte
         update={"conf_dir": str(conf), "storage": StorageSettings(data_dir=str(root / "data"), schemas=schemas)}
     )
     yield JobContext(private, spark, Lakehouse(spark, private))
-
-
-def checksum(df: DataFrame) -> tuple[int, int]:
-    """Row count and an order-independent checksum of every row's values."""
-    row = df.select(F.count(F.lit(1)), F.sum(F.xxhash64(*df.columns))).first()
-    assert row is not None
-    return int(row[0]), int(row[1] or 0)
 
 
 def test_features_job_end_to_end_and_rerun_changes_nothing(pipeline_ctx: JobContext) -> None:
