@@ -3,6 +3,7 @@
 The Databricks CLI is not needed: each check reads the bundle as YAML and returns a list of
 problems (empty when the bundle is fine), each naming the file, the key and what is wrong.
 
+- :func:`key_problems` -- top-level and target keys are ones the CLI knows.
 - :func:`typed_model_problems` -- every job parses with ``databricks.bundles.jobs.Job.from_dict``
   (the ``databricks-bundles`` package's typed models: unknown keys, missing required keys and bad
   enum values fail).
@@ -12,7 +13,8 @@ problems (empty when the bundle is fine), each naming the file, the key and what
   :func:`task_problems`, :func:`reference_problems`, :func:`target_problems` -- what the schema
   cannot see: entry points in ``pyproject.toml`` that import, files that exist, Quartz cron
   syntax, ``depends_on`` / environment keys inside one job, ``${var.*}`` and
-  ``{{job.parameters.*}}`` references.
+  ``{{job.parameters.*}}`` references; :func:`wheel_dependency_problems` -- the wheel does not
+  pull in a second Spark on Databricks.
 """
 
 from __future__ import annotations
@@ -62,9 +64,6 @@ class Bundle:
         for name, data in self.files.items():
             for key, job in ((data.get("resources") or {}).get("jobs") or {}).items():
                 yield name, key, job
-
-    def file_of_job(self, key: str) -> str:
-        return next(name for name, k, _ in self.jobs() if k == key)
 
     def job(self, key: str) -> dict[str, Any]:
         return next(job for _, k, job in self.jobs() if k == key)
