@@ -1,4 +1,4 @@
-"""spark-submit entry: spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 jobs/features.py --date D"""
+"""spark-submit entry: spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 jobs/features.py [--date D]"""
 
 import sys
 

@@ -98,11 +98,21 @@ def window_from_args(args: argparse.Namespace) -> RunWindow | None:
     return None
 
 
-def job_context(args: argparse.Namespace) -> JobContext:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings for ``--conf-dir`` / ``--env``, with ``--catalog`` overriding ``storage.catalog``.
+
+    On Databricks the bundle passes ``--conf-dir ${workspace.file_path}/conf`` (the synced copy of
+    ``conf/``), because a job's working directory is not the project folder there.
+    """
     settings = load_settings(args.conf_dir, args.env)
     if args.catalog:
         storage = settings.storage.model_copy(update={"catalog": args.catalog})
         settings = settings.model_copy(update={"storage": storage})
+    return settings
+
+
+def job_context(args: argparse.Namespace) -> JobContext:
+    settings = settings_from_args(args)
     spark = get_spark(settings)
     return JobContext(settings, spark, open_lakehouse(spark, settings))
 
@@ -136,18 +146,30 @@ def main(name: str, argv: Sequence[str] | None = None) -> int:
     return run_job(name, parser.parse_args(argv))
 
 
+def run_entry_point(name: str) -> None:
+    """Run job ``name`` from a wheel entry point; a failure raises ``SystemExit`` with its code.
+
+    A returned code becomes an exit status only through a console-script wrapper; a Databricks
+    ``python_wheel_task`` calls the function itself, so a failure must raise to fail the task
+    (and to keep the tasks that depend on it from starting).
+    """
+    code = main(name)
+    if code:
+        raise SystemExit(code)
+
+
 # Wheel entry points (pyproject [project.scripts]; Databricks python_wheel_task).
-def smoke() -> int:
-    return main("smoke")
+def smoke() -> None:
+    run_entry_point("smoke")
 
 
-def features() -> int:
-    return main("features")
+def features() -> None:
+    run_entry_point("features")
 
 
-def train() -> int:
-    return main("train")
+def train() -> None:
+    run_entry_point("train")
 
 
-def infer() -> int:
-    return main("infer")
+def infer() -> None:
+    run_entry_point("infer")

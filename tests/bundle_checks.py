@@ -1,0 +1,619 @@
+"""Offline checks of the Databricks Asset Bundle (``databricks.yml`` + its ``include`` files).
+
+The Databricks CLI is not needed: each check reads the bundle as YAML and returns a list of
+problems (empty when the bundle is fine), each naming the file, the key and what is wrong.
+
+- :func:`key_problems` -- top-level and target keys are ones the CLI knows.
+- :func:`typed_model_problems` -- every job parses with ``databricks.bundles.jobs.Job.from_dict``
+  (the ``databricks-bundles`` package's typed models: unknown keys, missing required keys and bad
+  enum values fail).
+- :func:`schema_problems` -- every file validates against the CLI's JSON schema (when a copy of
+  it is at hand: ``../shared/dab/bundle-schema.json``).
+- :func:`entry_point_problems`, :func:`file_problems`, :func:`cron_problems`,
+  :func:`task_problems`, :func:`reference_problems`, :func:`target_problems` -- what the schema
+  cannot see: entry points in ``pyproject.toml`` that import, files that exist, Quartz cron
+  syntax, ``depends_on`` / environment keys inside one job, ``${var.*}`` and
+  ``{{job.parameters.*}}`` references; :func:`wheel_dependency_problems` -- the wheel does not
+  pull in a second Spark on Databricks.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE_FILE = "databricks.yml"
+SCHEMA_VAR = "SPARKFS_BUNDLE_SCHEMA"
+SCHEMA_RELPATH = Path("shared") / "dab" / "bundle-schema.json"
+# Installing any of these on Databricks would replace the runtime's own Spark.
+RUNTIME_PROVIDED = {"pyspark", "delta-spark", "databricks-connect"}
+
+
+@dataclass
+class Bundle:
+    """The bundle's files as plain dicts: ``files[relative path] = parsed YAML``."""
+
+    root: Path
+    files: dict[str, dict[str, Any]]
+
+    @property
+    def main(self) -> dict[str, Any]:
+        return self.files[BUNDLE_FILE]
+
+    def copy(self) -> Bundle:
+        return Bundle(self.root, copy.deepcopy(self.files))
+
+    def jobs(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(file, job key, job dict) for every job of every file (targets' overrides excluded)."""
+        for name, data in self.files.items():
+            for key, job in ((data.get("resources") or {}).get("jobs") or {}).items():
+                yield name, key, job
+
+    def job(self, key: str) -> dict[str, Any]:
+        return next(job for _, k, job in self.jobs() if k == key)
+
+
+def load_bundle(root: Path = ROOT) -> Bundle:
+    """Read ``databricks.yml`` and every file its ``include`` globs match (relative to ``root``)."""
+    main = _read(root / BUNDLE_FILE)
+    files = {BUNDLE_FILE: main}
+    for pattern in main.get("include") or []:
+        for path in sorted(root.glob(pattern)):
+            files[path.relative_to(root).as_posix()] = _read(path)
+    return Bundle(root, files)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+# The keys the CLI's schema allows at the top of a bundle file and in a target (the schema itself
+# lets unknown top-level keys through; the CLI only warns). test_bundle keeps these in step with
+# the schema when a copy is at hand.
+TOP_LEVEL_KEYS = frozenset({
+    "artifacts", "bundle", "environments", "experimental", "include", "permissions", "presets",
+    "python", "resources", "run_as", "scripts", "sync", "targets", "variables", "workspace",
+})
+TARGET_KEYS = frozenset({
+    "artifacts", "bundle", "cluster_id", "compute_id", "default", "git", "mode", "permissions",
+    "presets", "resources", "run_as", "sync", "variables", "workspace",
+})
+
+
+def all_problems(bundle: Bundle) -> list[str]:
+    checks: list[Callable[[Bundle], list[str]]] = [
+        key_problems, typed_model_problems, entry_point_problems, file_problems, cron_problems,
+        task_problems, reference_problems, target_problems, wheel_dependency_problems,
+    ]
+    return [problem for check in checks for problem in check(bundle)]
+
+
+# --- keys and typed models (databricks-bundles) --------------------------------------------------
+
+def key_problems(bundle: Bundle) -> list[str]:
+    """Top-level keys of every file and the keys of every target are ones the CLI knows."""
+    problems = []
+    for name, data in bundle.files.items():
+        for key in sorted(set(data) - TOP_LEVEL_KEYS):
+            problems.append(f"{name}: unknown top-level key '{key}'; valid: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+    for tname, spec in (bundle.main.get("targets") or {}).items():
+        for key in sorted(set(spec or {}) - TARGET_KEYS):
+            problems.append(f"{BUNDLE_FILE}: targets.{tname}: unknown key '{key}'; valid: {', '.join(sorted(TARGET_KEYS))}")
+    return problems
+
+
+def typed_model_problems(bundle: Bundle) -> list[str]:
+    """Every job parses with ``Job.from_dict``: unknown keys, missing required keys, bad enums."""
+    from databricks.bundles.jobs import Job
+
+    problems = []
+    for name, key, job in bundle.jobs():
+        try:
+            Job.from_dict(job)  # type: ignore[arg-type]
+        except (ValueError, TypeError, KeyError) as exc:
+            problems.append(f"{name}: resources.jobs.{key}: {exc}")
+    for name, data in bundle.files.items():
+        unchecked = sorted(set(data.get("resources") or {}) - {"jobs"})
+        if unchecked:
+            problems.append(f"{name}: resources {unchecked} have no typed check here; add one")
+    return problems
+
+
+# --- JSON schema -----------------------------------------------------------------------------------
+
+def find_schema(root: Path = ROOT) -> Path | None:
+    """The CLI's JSON schema: ``$SPARKFS_BUNDLE_SCHEMA``, else ``shared/dab/bundle-schema.json``
+    next to the clone or next to a folder above it (CI has ``../shared``; a fresh clone has none)."""
+    if os.environ.get(SCHEMA_VAR):
+        return Path(os.environ[SCHEMA_VAR])
+    for folder in root.parents:
+        if (folder / SCHEMA_RELPATH).is_file():
+            return folder / SCHEMA_RELPATH
+    return None
+
+
+def load_schema(path: Path) -> dict[str, Any]:
+    """The CLI's bundle schema with its ``\\p{..}`` patterns rewritten for Python's ``re``."""
+    import json
+
+    schema: dict[str, Any] = json.loads(path.read_text())
+    _rewrite_patterns(schema)
+    return schema
+
+
+def _rewrite_patterns(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                value = value.replace(r"[\p{L}\p{N}]", r"[^\W_]").replace(r"\p{L}", r"[^\W\d_]")
+                if r"\p{" in value:
+                    raise ValueError(f"schema pattern with a \\p class this rewrite does not know: {value}")
+                node[key] = value
+            else:
+                _rewrite_patterns(value)
+    elif isinstance(node, list):
+        for item in node:
+            _rewrite_patterns(item)
+
+
+def schema_problems(bundle: Bundle, schema: Mapping[str, Any]) -> list[str]:
+    """Validate each file alone (an included file has the same schema as ``databricks.yml``)."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema)
+    problems = []
+    for name, data in bundle.files.items():
+        for error in validator.iter_errors(data):
+            for path, message in _deepest(error):
+                where = ".".join(str(p) for p in path) or "<top level>"
+                problems.append(f"{name}: {where}: {message}")
+    return problems
+
+
+def _deepest(error: Any) -> list[tuple[Any, str]]:
+    """(path, message) of the branch that got furthest into the document: most values are
+    ``oneOf`` [the real type, a "${..}" reference string], and the real type's error is the one
+    to show."""
+    if not error.context:
+        return [(error.absolute_path, error.message)]
+    if all(e.validator in ("type", "pattern") and e.absolute_path == error.absolute_path for e in error.context):
+        # A scalar of the wrong type: neither the type nor a ${...} reference.
+        types = [str(e.validator_value) for e in error.context if e.validator == "type"]
+        return [(error.absolute_path, f"{error.instance!r} is not of type {' or '.join(types)} (nor a ${{...}} reference)")]
+    branches: dict[Any, list[Any]] = {}
+    for e in error.context:
+        branches.setdefault(e.relative_schema_path[0], []).append(e)
+
+    def rank(errors: list[Any]) -> tuple[int, bool]:
+        # Deepest first; at equal depth, a branch that failed on more than the value's type
+        # (the object branch of oneOf [object, "${..}" string]) says what is wrong.
+        return max(len(e.absolute_path) for e in errors), any(e.validator != "type" for e in errors)
+
+    best = max(branches.values(), key=rank)
+    return [leaf for e in best for leaf in _deepest(e)]
+
+
+# --- entry points ----------------------------------------------------------------------------------
+
+def pyproject(root: Path) -> dict[str, Any]:
+    with (root / "pyproject.toml").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_tasks(bundle: Bundle) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(file, job key, job, task) for every task that runs a ``python_wheel_task``."""
+    for name, key, job in bundle.jobs():
+        for task in job.get("tasks") or []:
+            if "python_wheel_task" in task:
+                yield name, key, job, task
+
+
+def entry_point_problems(bundle: Bundle) -> list[str]:
+    """Each ``python_wheel_task`` names this project's package and one of its ``[project.scripts]``,
+    whose target imports and is callable."""
+    project = pyproject(bundle.root)["project"]
+    scripts: dict[str, str] = project.get("scripts", {})
+    problems = []
+    for name, key, _, task in wheel_tasks(bundle):
+        where = f"{name}: resources.jobs.{key}.tasks[{task.get('task_key')}].python_wheel_task"
+        wheel = task["python_wheel_task"]
+        package = str(wheel.get("package_name", ""))
+        if _normalize(package) != _normalize(project["name"]):
+            problems.append(f"{where}: package_name '{package}' is not this project ('{project['name']}')")
+        entry = wheel.get("entry_point")
+        if entry not in scripts:
+            problems.append(
+                f"{where}: entry_point '{entry}' is not in pyproject.toml [project.scripts]; "
+                f"declared: {sorted(scripts)}"
+            )
+            continue
+        module, _, attr = scripts[entry].partition(":")
+        try:
+            target = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            problems.append(f"{where}: entry_point '{entry}' = {scripts[entry]} does not import: {exc}")
+            continue
+        if not callable(target):
+            problems.append(f"{where}: entry_point '{entry}' = {scripts[entry]} is not callable")
+    return problems
+
+
+def wheel_dependency_problems(bundle: Bundle) -> list[str]:
+    """The wheel must not pull in Spark: Databricks provides it, and a pip-installed pyspark
+    would shadow the runtime's (local Spark comes with the ``local`` extra instead)."""
+    deps = pyproject(bundle.root)["project"].get("dependencies", [])
+    names = {_normalize(re.split(r"[\s<>=!~;\[(]", dep, maxsplit=1)[0]): dep for dep in deps}
+    return [
+        f"pyproject.toml: [project.dependencies] has '{names[n]}'; the Databricks runtime provides "
+        f"{n}, so it belongs in an extra (e.g. 'local'), not in the wheel's requirements"
+        for n in sorted(RUNTIME_PROVIDED & set(names))
+    ]
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+def _artifact_outputs(bundle: Bundle) -> list[Path]:
+    """Folders a wheel artifact builds into: ``<artifact path>/dist``."""
+    outputs = []
+    for art in (bundle.main.get("artifacts") or {}).values():
+        if art.get("type") == "whl":
+            outputs.append((bundle.root / art.get("path", ".")).resolve() / "dist")
+    return outputs
+
+
+def file_problems(bundle: Bundle) -> list[str]:
+    """Every local path the bundle names exists: include globs, artifact folders, task files,
+    files under ``${workspace.file_path}`` (the synced bundle root); wheel paths point at an
+    artifact's build output."""
+    root, problems = bundle.root, []
+    for pattern in bundle.main.get("include") or []:
+        if not list(root.glob(pattern)):
+            problems.append(f"{BUNDLE_FILE}: include '{pattern}' matches no file")
+    for key, art in (bundle.main.get("artifacts") or {}).items():
+        folder = root / art.get("path", ".")
+        if not any((folder / f).is_file() for f in ("pyproject.toml", "setup.py")):
+            problems.append(f"{BUNDLE_FILE}: artifacts.{key}.path '{art.get('path')}' has no pyproject.toml or setup.py")
+    outputs = _artifact_outputs(bundle)
+    for name, key, job in bundle.jobs():
+        here = (root / name).parent
+        for env in job.get("environments") or []:
+            for dep in (env.get("spec") or {}).get("dependencies") or []:
+                problems += _wheel_path_problems(dep, here, outputs, f"{name}: resources.jobs.{key}.environments[{env.get('environment_key')}]")
+        for task in job.get("tasks") or []:
+            where = f"{name}: resources.jobs.{key}.tasks[{task.get('task_key')}]"
+            for lib in task.get("libraries") or []:
+                if "whl" in lib:
+                    problems += _wheel_path_problems(lib["whl"], here, outputs, where)
+            for field, path in (("spark_python_task", "python_file"), ("notebook_task", "notebook_path")):
+                value = (task.get(field) or {}).get(path)
+                if value and not _is_remote(value) and not _exists(here / value, field == "notebook_task"):
+                    problems.append(f"{where}.{field}.{path}: '{value}' does not exist")
+            for arg in _strings(task):
+                for rel in re.findall(r"\$\{workspace\.file_path\}/([^\s\"']+)", arg):
+                    if not (root / rel).exists():
+                        problems.append(f"{where}: '{arg}' names {rel}, which is not in the bundle root (synced to workspace.file_path)")
+    return problems
+
+
+def _is_remote(path: str) -> bool:
+    return path.startswith(("/", "dbfs:", "s3:", "abfss:", "gs:", "${")) or "://" in path
+
+
+def _exists(path: Path, notebook: bool) -> bool:
+    return path.exists() or (notebook and any(path.with_suffix(s).exists() for s in (".py", ".ipynb", ".sql")))
+
+
+def _wheel_path_problems(dep: str, here: Path, outputs: list[Path], where: str) -> list[str]:
+    if not dep.endswith(".whl") or _is_remote(dep):
+        return []  # a PyPI requirement or a remote wheel
+    folder = (here / dep).parent.resolve()
+    if folder in outputs:
+        return []
+    return [f"{where}: wheel '{dep}' is not built by any whl artifact (they build into {[str(o) for o in outputs]})"]
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+# --- cron --------------------------------------------------------------------------------------------
+
+def cron_problems(bundle: Bundle) -> list[str]:
+    """Every job schedule is Quartz cron syntax in a known time zone."""
+    problems = []
+    for name, key, job in bundle.jobs():
+        schedule = job.get("schedule")
+        if not schedule:
+            continue
+        where = f"{name}: resources.jobs.{key}.schedule"
+        try:
+            parse_quartz(str(schedule.get("quartz_cron_expression", "")))
+        except ValueError as exc:
+            problems.append(f"{where}.quartz_cron_expression: {exc}")
+        zone = str(schedule.get("timezone_id", ""))
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"{where}.timezone_id: '{zone}' is not a known time zone (e.g. UTC, Europe/Berlin)")
+    return problems
+
+
+@dataclass(frozen=True)
+class QuartzField:
+    """The values one field allows (``None``: ``?``, no constraint), plus Quartz's special forms
+    kept as written (``L``, ``L-3``, ``15W``, ``LW`` for days of month; ``5L``, ``6#3`` for days
+    of week)."""
+
+    values: frozenset[int] | None
+    special: str | None = None
+
+
+@dataclass(frozen=True)
+class QuartzCron:
+    seconds: QuartzField
+    minutes: QuartzField
+    hours: QuartzField
+    days_of_month: QuartzField
+    months: QuartzField
+    days_of_week: QuartzField  # 1 = SUN ... 7 = SAT
+    years: QuartzField | None  # None: no year field (every year)
+
+
+MONTHS = {m: i for i, m in enumerate(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1)}
+WEEKDAYS = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"], 1)}
+# name, low, high, names
+_FIELDS: list[tuple[str, int, int, dict[str, int]]] = [
+    ("seconds", 0, 59, {}), ("minutes", 0, 59, {}), ("hours", 0, 23, {}),
+    ("day-of-month", 1, 31, {}), ("month", 1, 12, MONTHS), ("day-of-week", 1, 7, WEEKDAYS),
+    ("year", 1970, 2099, {}),
+]
+
+
+def parse_quartz(expression: str) -> QuartzCron:
+    """Parse a Quartz cron expression (the syntax of Databricks job schedules).
+
+    Fields: ``sec min hour day-of-month month day-of-week [year]``; each field is ``*``, a value,
+    a range ``a-b`` (Quartz wraps ``22-2`` past the end), a step ``a/n``, ``*/n`` or ``a-b/n``,
+    or a comma list of those. Months take ``JAN``..``DEC``, days of week ``SUN``..``SAT`` (1..7).
+    Exactly one of day-of-month and day-of-week is ``?``. Day-of-month also takes ``L``,
+    ``L-n``, ``nW`` and ``LW``; day-of-week ``L``, ``nL`` and ``n#k`` (k = 1..5) -- each alone,
+    not in a list. Raises ``ValueError`` naming the field and what is wrong.
+
+    >>> parse_quartz("0 0 6 * * ?").hours.values
+    frozenset({6})
+    """
+    parts = expression.split()
+    if len(parts) not in (6, 7):
+        raise ValueError(
+            f"'{expression}' has {len(parts)} fields; Quartz needs 6 or 7: "
+            f"seconds minutes hours day-of-month month day-of-week [year]"
+        )
+    dom, dow = parts[3], parts[5]
+    if (dom == "?") == (dow == "?"):
+        raise ValueError(
+            f"'{expression}': exactly one of day-of-month ('{dom}') and day-of-week ('{dow}') must be '?'"
+        )
+    fields = []
+    for text, (name, low, high, names) in zip(parts, _FIELDS, strict=False):
+        try:
+            fields.append(_parse_field(text, name, low, high, names))
+        except ValueError as exc:
+            raise ValueError(f"'{expression}': {name} field '{text}': {exc}") from None
+    seconds, minutes, hours, days_of_month, months, days_of_week = fields[:6]
+    years = fields[6] if len(fields) == 7 else None
+    return QuartzCron(seconds, minutes, hours, days_of_month, months, days_of_week, years)
+
+
+def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> QuartzField:
+    upper = text.upper()
+    if upper == "?":
+        if name not in ("day-of-month", "day-of-week"):
+            raise ValueError("'?' is allowed only in day-of-month and day-of-week")
+        return QuartzField(None)
+    if name == "day-of-month" and ("L" in upper or "W" in upper):
+        return _day_of_month_special(upper)
+    if name == "day-of-week" and ("#" in upper or re.fullmatch(r"L|\w+L", upper)):
+        return _day_of_week_special(upper)
+    values: set[int] = set()
+    for item in text.split(","):
+        values |= _parse_item(item, low, high, names)
+    return QuartzField(frozenset(values))
+
+
+def _parse_item(item: str, low: int, high: int, names: dict[str, int]) -> set[int]:
+    if not item:
+        raise ValueError("empty list item")
+    base, slash, step_text = item.partition("/")
+    step = 1
+    if slash:
+        if not step_text.isdigit() or not 1 <= int(step_text) <= high - low + 1:
+            raise ValueError(f"step '{step_text}' must be a whole number from 1 to {high - low + 1}")
+        step = int(step_text)
+    if base == "*":
+        start, end = low, high
+    elif "-" in base:
+        first, _, last = base.partition("-")
+        start, end = _value(first, low, high, names), _value(last, low, high, names)
+    else:
+        start = _value(base, low, high, names)
+        end = high if slash else start  # "5/15" = from 5 to the end, every 15
+    span = (end - start) % (high - low + 1)  # a range like 22-2 wraps past the end (Quartz)
+    return {low + (start - low + k) % (high - low + 1) for k in range(0, span + 1, step)}
+
+
+def _value(text: str, low: int, high: int, names: dict[str, int]) -> int:
+    if text.upper() in names:  # Quartz reads names in any case
+        return names[text.upper()]
+    if not text.isdigit():
+        valid = f"{low}-{high}" + (f" or {'/'.join(names)}" if names else "")
+        raise ValueError(f"'{text}' is not a value ({valid})")
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{value} is out of range {low}-{high}")
+    return value
+
+
+def _day_of_month_special(text: str) -> QuartzField:
+    match = re.fullmatch(r"L(?:-(\d+))?|LW|(\d+)W", text)
+    if not match:
+        raise ValueError("L / W forms are 'L', 'L-n', 'LW' or 'nW', alone (not in a list or range)")
+    if match.group(1) and not 1 <= int(match.group(1)) <= 30:
+        raise ValueError(f"offset in '{text}' must be 1-30")
+    if match.group(2) and not 1 <= int(match.group(2)) <= 31:
+        raise ValueError(f"day in '{text}' must be 1-31")
+    return QuartzField(None, special=text)
+
+
+def _day_of_week_special(text: str) -> QuartzField:
+    if text == "L":
+        return QuartzField(frozenset({7}), special="L")  # alone, L means the last day: SAT
+    match = re.fullmatch(r"(\w+)(?:#(\d+)|L)", text)
+    if not match:
+        raise ValueError("'#' and 'L' forms are 'n#k', 'nL' or 'L', alone (not in a list or range)")
+    day = _value(match.group(1), 1, 7, WEEKDAYS)
+    if match.group(2) is not None and not 1 <= int(match.group(2)) <= 5:
+        raise ValueError(f"'#{match.group(2)}' must be 1-5 (the n-th such weekday of the month)")
+    return QuartzField(frozenset({day}), special=text)
+
+
+# --- tasks, references, targets ---------------------------------------------------------------------
+
+def task_problems(bundle: Bundle) -> list[str]:
+    """Inside each job: unique task keys, ``depends_on`` names a task of the same job and makes no
+    cycle, every task declares compute that the job defines."""
+    problems = []
+    for name, key, job in bundle.jobs():
+        where = f"{name}: resources.jobs.{key}"
+        tasks = job.get("tasks") or []
+        task_keys = [t.get("task_key") for t in tasks]
+        for dup in sorted({k for k in task_keys if task_keys.count(k) > 1}):
+            problems.append(f"{where}: task_key '{dup}' is used by more than one task")
+        envs = {e.get("environment_key") for e in job.get("environments") or []}
+        clusters = {c.get("job_cluster_key") for c in job.get("job_clusters") or []}
+        graph: dict[str, list[str]] = {}
+        for task in tasks:
+            tkey = task.get("task_key")
+            deps = [d.get("task_key") for d in task.get("depends_on") or []]
+            graph[tkey] = deps
+            for dep in deps:
+                if dep not in task_keys:
+                    problems.append(
+                        f"{where}.tasks[{tkey}].depends_on: '{dep}' is not a task of this job; tasks: {task_keys}"
+                    )
+            problems += _compute_problems(task, envs, clusters, f"{where}.tasks[{tkey}]")
+        cycle = _find_cycle(graph)
+        if cycle:
+            problems.append(f"{where}: depends_on makes a cycle: {' -> '.join(cycle)}")
+    return problems
+
+
+def _compute_problems(task: dict[str, Any], envs: set[Any], clusters: set[Any], where: str) -> list[str]:
+    if task.get("environment_key") is not None:
+        env = task["environment_key"]
+        return [] if env in envs else [f"{where}: environment_key '{env}' is not in the job's environments {sorted(envs)}"]
+    if task.get("job_cluster_key") is not None:
+        cluster = task["job_cluster_key"]
+        return [] if cluster in clusters else [f"{where}: job_cluster_key '{cluster}' is not in the job's job_clusters {sorted(clusters)}"]
+    if task.get("new_cluster") or task.get("existing_cluster_id"):
+        return []
+    return [f"{where}: no compute: set environment_key (serverless), job_cluster_key, new_cluster or existing_cluster_id"]
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep):], dep] if dep in path else [*path, dep]
+            if dep in graph and state.get(dep) is None:
+                found = visit(dep, [*path, dep])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for start in graph:
+        if state.get(start) is None:
+            found = visit(start, [start])
+            if found:
+                return found
+    return None
+
+
+def reference_problems(bundle: Bundle) -> list[str]:
+    """Every ``${var.X}`` is a declared variable; every ``{{job.parameters.X}}`` is a parameter of
+    the job it appears in."""
+    declared = set(bundle.main.get("variables") or {})
+    problems = []
+    for name, data in bundle.files.items():
+        for text in _strings(data):
+            for var in re.findall(r"\$\{var\.([\w-]+)", text):
+                if var not in declared:
+                    problems.append(f"{name}: '${{var.{var}}}' is not a declared variable; declared: {sorted(declared)}")
+    for name, key, job in bundle.jobs():
+        params = {p.get("name") for p in job.get("parameters") or []}
+        for text in _strings(job.get("tasks") or []):
+            for param in re.findall(r"\{\{\s*job\.parameters\.([\w.-]+)\s*\}\}", text):
+                if param not in params:
+                    problems.append(
+                        f"{name}: resources.jobs.{key}: '{{{{job.parameters.{param}}}}}' is not a job parameter; "
+                        f"parameters: {sorted(params)}"
+                    )
+    return problems
+
+
+def target_problems(bundle: Bundle) -> list[str]:
+    """One default target; modes the CLI accepts; a production target has a shared root path and
+    permissions; every target's variables are declared."""
+    targets = bundle.main.get("targets") or {}
+    declared = set(bundle.main.get("variables") or {})
+    problems = []
+    defaults = [t for t, spec in targets.items() if (spec or {}).get("default")]
+    if len(defaults) != 1:
+        problems.append(f"{BUNDLE_FILE}: targets: exactly one target needs 'default: true'; found {defaults}")
+    for tname, spec in targets.items():
+        spec = spec or {}
+        where = f"{BUNDLE_FILE}: targets.{tname}"
+        mode = spec.get("mode")
+        if mode not in (None, "development", "production"):
+            problems.append(f"{where}.mode: '{mode}'; the CLI accepts 'development' or 'production'")
+        if mode == "production":
+            if not (spec.get("workspace") or {}).get("root_path"):
+                problems.append(f"{where}: a production target needs workspace.root_path")
+            if not spec.get("permissions") and not bundle.main.get("permissions"):
+                problems.append(f"{where}: a production target needs permissions")
+        for var in sorted(set(spec.get("variables") or {}) - declared):
+            problems.append(f"{where}.variables: '{var}' is not declared under variables; declared: {sorted(declared)}")
+    return problems

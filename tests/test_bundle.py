@@ -1,0 +1,450 @@
+"""The Databricks Asset Bundle, checked offline: typed models, JSON schema, entry points, files,
+Quartz cron, task dependencies, references; and that each check fails on a broken bundle."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import bundle_checks as bc
+import pytest
+
+from sparkfs.jobs import JOBS, add_common_arguments, settings_from_args, window_from_args
+
+DAILY, TRAINING = "resources/daily.yml", "resources/training.yml"
+
+
+@pytest.fixture(scope="module")
+def bundle() -> bc.Bundle:
+    return bc.load_bundle()
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    path = bc.find_schema()
+    if path is None:
+        pytest.skip(
+            f"no copy of the CLI's bundle schema: looked for {bc.SCHEMA_RELPATH} next to the clone "
+            f"and above it, and ${bc.SCHEMA_VAR}; the typed-model checks still ran"
+        )
+    return bc.load_schema(path)
+
+
+def daily(b: bc.Bundle) -> dict[str, Any]:
+    return b.files[DAILY]["resources"]["jobs"]["sparkfs_daily"]
+
+
+def task(job: dict[str, Any], key: str) -> dict[str, Any]:
+    return next(t for t in job["tasks"] if t["task_key"] == key)
+
+
+# --- the real bundle passes every check -----------------------------------------------------------
+
+CHECKS = [
+    bc.key_problems, bc.typed_model_problems, bc.entry_point_problems, bc.file_problems,
+    bc.cron_problems, bc.task_problems, bc.reference_problems, bc.target_problems,
+    bc.wheel_dependency_problems,
+]
+
+
+def test_bundle_reads_every_include(bundle: bc.Bundle) -> None:
+    assert sorted(bundle.files) == ["databricks.yml", DAILY, TRAINING]
+    assert sorted(k for _, k, _ in bundle.jobs()) == ["sparkfs_daily", "sparkfs_weekly_training"]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_bundle_passes(bundle: bc.Bundle, check: Any) -> None:
+    assert check(bundle) == []
+
+
+def test_bundle_valid_against_cli_schema(bundle: bc.Bundle, schema: dict[str, Any]) -> None:
+    assert bc.schema_problems(bundle, schema) == []
+
+
+def test_known_keys_match_cli_schema(schema: dict[str, Any]) -> None:
+    target = schema["$defs"]["github.com"]["databricks"]["cli"]["bundle"]["config.Target"]
+    target = target.get("oneOf", [target])[0]
+    assert set(schema["properties"]) == bc.TOP_LEVEL_KEYS
+    assert set(target["properties"]) == bc.TARGET_KEYS
+
+
+# --- what the jobs do ------------------------------------------------------------------------------
+
+def test_daily_job_runs_features_then_inference_at_six(bundle: bc.Bundle) -> None:
+    job = daily(bundle)
+    cron = bc.parse_quartz(job["schedule"]["quartz_cron_expression"])
+    assert (cron.seconds.values, cron.minutes.values, cron.hours.values) == ({0}, {0}, {6})
+    assert cron.days_of_month.values == frozenset(range(1, 32)) and cron.days_of_week.values is None
+    assert cron.months.values == frozenset(range(1, 13))
+    assert job["schedule"]["timezone_id"] == "UTC"
+    assert task(job, "features")["python_wheel_task"]["entry_point"] == "sparkfs-features"
+    assert task(job, "inference")["python_wheel_task"]["entry_point"] == "sparkfs-infer"
+    assert task(job, "inference")["depends_on"] == [{"task_key": "features"}]
+
+
+def test_training_job_runs_once_a_week(bundle: bc.Bundle) -> None:
+    job = bundle.job("sparkfs_weekly_training")
+    cron = bc.parse_quartz(job["schedule"]["quartz_cron_expression"])
+    assert cron.days_of_month.values is None and len(cron.days_of_week.values or ()) == 1
+    assert len(cron.hours.values or ()) == 1
+    assert [t["python_wheel_task"]["entry_point"] for t in job["tasks"]] == ["sparkfs-train"]
+
+
+def test_every_task_retries_times_out_and_alerts(bundle: bc.Bundle) -> None:
+    for _, key, job in bundle.jobs():
+        assert job["email_notifications"]["on_failure"] == ["${var.alert_email}"], key
+        assert job["timeout_seconds"] > 0, key
+        for t in job["tasks"]:
+            assert t["max_retries"] >= 1 and t["timeout_seconds"] > 0, (key, t["task_key"])
+            assert t["environment_key"] == "sparkfs", (key, t["task_key"])
+
+
+def test_wheel_entry_points_are_registered_jobs(bundle: bc.Bundle) -> None:
+    scripts = bc.pyproject(bundle.root)["project"]["scripts"]
+    for _, _, _, t in bc.wheel_tasks(bundle):
+        module, _, func = scripts[t["python_wheel_task"]["entry_point"]].partition(":")
+        assert module == "sparkfs.jobs" and func in JOBS
+
+
+def resolve(text: str, job: dict[str, Any], target: str, b: bc.Bundle, run_date: str) -> str:
+    """What Databricks would pass: job parameter defaults, bundle variables, the synced root."""
+    spec = b.main["targets"][target]
+    variables = {k: (spec.get("variables") or {}).get(k, v.get("default")) for k, v in b.main["variables"].items()}
+    params = {p["name"]: p["default"] for p in job["parameters"]}
+    text = re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: params[m.group(1)], text)
+    text = text.replace("{{job.trigger.time.iso_date}}", run_date).replace("${bundle.target}", target)
+    text = re.sub(r"\$\{var\.(\w+)\}", lambda m: str(variables[m.group(1)]), text)
+    text = text.replace("${workspace.file_path}", str(b.root))  # the bundle root is synced there
+    assert "${" not in text and "{{" not in text, f"unresolved reference in {text!r}"
+    return text
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_task_parameters_parse_into_settings(bundle: bc.Bundle, target: str) -> None:
+    """The argv each task gets on Databricks parses with the jobs' own parser and loads the
+    target's settings from the synced conf/ folder."""
+    for _, key, job, t in bc.wheel_tasks(bundle):
+        argv = [resolve(a, job, target, bundle, "2013-06-01") for a in t["python_wheel_task"]["parameters"]]
+        parser = argparse.ArgumentParser()
+        add_common_arguments(parser)
+        args = parser.parse_args(argv)
+        window = window_from_args(args)
+        assert window is not None and str(window) == "2013-06-01", key
+        settings = settings_from_args(args)
+        assert settings.env == target
+        assert Path(settings.conf_dir) == bundle.root / "conf"
+        assert settings.storage.catalog == {"dev": "main", "prod": "prod"}[target]
+        assert settings.mlflow.tracking_uri == "databricks"
+
+
+def test_entry_point_failure_exits_nonzero(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A python_wheel_task calls the function itself: a failed job must raise, not return 1."""
+    from sparkfs import jobs
+
+    monkeypatch.setattr(sys, "argv", ["sparkfs-smoke", "--env", "nowhere", "--date", "2013-01-01"])
+    with pytest.raises(SystemExit) as exc:
+        jobs.smoke()
+    assert exc.value.code == 1
+    assert "unknown environment 'nowhere'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_spark_submit_script_per_job(name: str) -> None:
+    script = bc.ROOT / "jobs" / f"{name}.py"
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=bc.ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"usage: sparkfs-{name}" in out.stdout and "--conf-dir" in out.stdout
+
+
+# --- each check fails on a broken bundle, naming the problem ----------------------------------------
+
+def test_misspelled_job_key_fails_typed_model(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    job = daily(broken)
+    job["shedule"] = job.pop("schedule")
+    task(job, "features")["python_wheel_task"]["entry_pont"] = "x"
+    problems = bc.typed_model_problems(broken)
+    assert problems == [f"{DAILY}: resources.jobs.sparkfs_daily: Unexpected field 'shedule' for class Job"]
+    del job["shedule"]
+    assert bc.typed_model_problems(broken) == [
+        f"{DAILY}: resources.jobs.sparkfs_daily: Unexpected field 'entry_pont' for class PythonWheelTask"
+    ]
+
+
+def test_bad_enum_and_missing_required_fail_typed_model(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    daily(broken)["schedule"]["pause_status"] = "PAUSE"
+    del broken.job("sparkfs_weekly_training")["tasks"][0]["task_key"]
+    problems = bc.typed_model_problems(broken)
+    assert len(problems) == 2
+    assert "'PAUSE' is not a valid PauseStatus" in problems[0]
+    assert problems[1].startswith(f"{TRAINING}: resources.jobs.sparkfs_weekly_training:") and "task_key" in problems[1]
+
+
+def test_misspelled_keys_fail_schema(bundle: bc.Bundle, schema: dict[str, Any]) -> None:
+    broken = bundle.copy()
+    task(daily(broken), "features")["max_retires"] = 2
+    broken.main["targets"]["prod"]["mdoe"] = "production"
+    broken.main["artifacts"]["sparkfs_wheel"]["dynamic_version"] = "yes"
+    assert bc.schema_problems(broken, schema) == [
+        "databricks.yml: artifacts.sparkfs_wheel.dynamic_version: 'yes' is not of type boolean (nor a ${...} reference)",
+        "databricks.yml: targets.prod: Additional properties are not allowed ('mdoe' was unexpected)",
+        f"{DAILY}: resources.jobs.sparkfs_daily.tasks.0: Additional properties are not allowed ('max_retires' was unexpected)",
+    ]
+
+
+def test_misspelled_top_level_and_target_keys(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    broken.main["variabels"] = {}
+    broken.main["targets"]["dev"]["defualt"] = True
+    problems = bc.key_problems(broken)
+    assert len(problems) == 2
+    assert problems[0].startswith("databricks.yml: unknown top-level key 'variabels'; valid: artifacts, bundle")
+    assert problems[1].startswith("databricks.yml: targets.dev: unknown key 'defualt'; valid: artifacts")
+
+
+def test_missing_entry_point(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    task(daily(broken), "inference")["python_wheel_task"]["entry_point"] = "sparkfs-inference"
+    [problem] = bc.entry_point_problems(broken)
+    assert problem.startswith(
+        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[inference].python_wheel_task: entry_point "
+        "'sparkfs-inference' is not in pyproject.toml [project.scripts]; declared: ['sparkfs', 'sparkfs-features'"
+    )
+
+
+def test_entry_point_that_does_not_import(bundle: bc.Bundle, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "sparkfs"\n[project.scripts]\n'
+        '"sparkfs-features" = "sparkfs.nowhere:features"\n"sparkfs-infer" = "sparkfs.jobs:no_such_function"\n'
+        '"sparkfs-train" = "sparkfs.jobs:JOBS"\n'
+    )
+    problems = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
+    assert len(problems) == 3
+    assert "'sparkfs-features' = sparkfs.nowhere:features does not import: No module named 'sparkfs.nowhere'" in problems[0]
+    assert "'sparkfs-infer' = sparkfs.jobs:no_such_function does not import" in problems[1]
+    assert "'sparkfs-train' = sparkfs.jobs:JOBS is not callable" in problems[2]
+
+
+def test_wrong_package_name(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    task(daily(broken), "features")["python_wheel_task"]["package_name"] = "sparkfs_jobs"
+    [problem] = bc.entry_point_problems(broken)
+    assert "package_name 'sparkfs_jobs' is not this project ('sparkfs')" in problem
+
+
+def test_unknown_depends_on_task(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    task(daily(broken), "inference")["depends_on"] = [{"task_key": "feature"}]
+    assert bc.task_problems(broken) == [
+        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[inference].depends_on: 'feature' is not a task "
+        "of this job; tasks: ['features', 'inference']"
+    ]
+
+
+def test_depends_on_a_task_of_another_job(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    task(daily(broken), "inference")["depends_on"] = [{"task_key": "train"}]
+    [problem] = bc.task_problems(broken)
+    assert "'train' is not a task of this job" in problem
+
+
+def test_depends_on_cycle_and_duplicate_keys(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    task(daily(broken), "features")["depends_on"] = [{"task_key": "inference"}]
+    assert bc.task_problems(broken) == [
+        f"{DAILY}: resources.jobs.sparkfs_daily: depends_on makes a cycle: features -> inference -> features"
+    ]
+    task(daily(broken), "features")["depends_on"] = []
+    renamed = task(daily(broken), "inference")
+    renamed["task_key"], renamed["depends_on"] = "features", []
+    [problem] = bc.task_problems(broken)
+    assert "task_key 'features' is used by more than one task" in problem
+
+
+def test_task_without_compute_or_with_unknown_environment(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    del task(daily(broken), "features")["environment_key"]
+    task(daily(broken), "inference")["environment_key"] = "default"
+    assert bc.task_problems(broken) == [
+        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[features]: no compute: set environment_key "
+        "(serverless), job_cluster_key, new_cluster or existing_cluster_id",
+        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[inference]: environment_key 'default' is not in "
+        "the job's environments ['sparkfs']",
+    ]
+
+
+def test_missing_files(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    broken.main["include"] = ["resources/*.yml", "jobs/*.yaml"]
+    job = daily(broken)
+    job["environments"][0]["spec"]["dependencies"] = ["../build/*.whl"]
+    params = task(job, "features")["python_wheel_task"]["parameters"]
+    params[params.index("${workspace.file_path}/conf")] = "${workspace.file_path}/config"
+    task(job, "inference")["notebook_task"] = {"notebook_path": "../notebooks/score"}
+    problems = bc.file_problems(broken)
+    assert problems[0] == "databricks.yml: include 'jobs/*.yaml' matches no file"
+    assert problems[1].startswith(
+        f"{DAILY}: resources.jobs.sparkfs_daily.environments[sparkfs]: wheel '../build/*.whl' is not built by any whl artifact"
+    )
+    assert problems[2] == (
+        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[features]: '${{workspace.file_path}}/config' names "
+        "config, which is not in the bundle root (synced to workspace.file_path)"
+    )
+    assert problems[3] == (
+        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[inference].notebook_task.notebook_path: "
+        "'../notebooks/score' does not exist"
+    )
+    assert len(problems) == 4
+
+
+def test_bad_cron_and_time_zone(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    daily(broken)["schedule"]["quartz_cron_expression"] = "0 6 * * *"  # unix cron, not Quartz
+    broken.job("sparkfs_weekly_training")["schedule"]["timezone_id"] = "Mars/Olympus"
+    assert bc.cron_problems(broken) == [
+        f"{DAILY}: resources.jobs.sparkfs_daily.schedule.quartz_cron_expression: '0 6 * * *' has 5 fields; "
+        "Quartz needs 6 or 7: seconds minutes hours day-of-month month day-of-week [year]",
+        f"{TRAINING}: resources.jobs.sparkfs_weekly_training.schedule.timezone_id: 'Mars/Olympus' is not "
+        "a known time zone (e.g. UTC, Europe/Berlin)",
+    ]
+
+
+def test_undeclared_references(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    job = daily(broken)
+    job["email_notifications"]["on_failure"] = ["${var.alert_mail}"]
+    params = task(job, "inference")["python_wheel_task"]["parameters"]
+    params[params.index("{{job.parameters.date}}")] = "{{job.parameters.run_date}}"
+    problems = bc.reference_problems(broken)
+    assert problems == [
+        f"{DAILY}: '${{var.alert_mail}}' is not a declared variable; declared: ['admin_group', 'alert_email', 'catalog']",
+        f"{DAILY}: resources.jobs.sparkfs_daily: '{{{{job.parameters.run_date}}}}' is not a job parameter; "
+        "parameters: ['catalog', 'date', 'env']",
+    ]
+
+
+def test_bad_targets(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    targets = broken.main["targets"]
+    targets["prod"]["default"] = True
+    targets["prod"]["mode"] = "prod"
+    targets["dev"]["variables"]["catalogue"] = "x"
+    assert bc.target_problems(broken) == [
+        "databricks.yml: targets: exactly one target needs 'default: true'; found ['dev', 'prod']",
+        "databricks.yml: targets.dev.variables: 'catalogue' is not declared under variables; "
+        "declared: ['admin_group', 'alert_email', 'catalog']",
+        "databricks.yml: targets.prod.mode: 'prod'; the CLI accepts 'development' or 'production'",
+    ]
+    targets["prod"]["mode"] = "production"
+    del targets["prod"]["workspace"], targets["prod"]["permissions"]
+    assert bc.target_problems(broken)[-2:] == [
+        "databricks.yml: targets.prod: a production target needs workspace.root_path",
+        "databricks.yml: targets.prod: a production target needs permissions",
+    ]
+
+
+def test_wheel_requiring_spark(bundle: bc.Bundle, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "sparkfs"\ndependencies = ["pandas>=2", "PySpark==4.2.0", "delta_spark>=4"]\n'
+    )
+    problems = bc.wheel_dependency_problems(bc.Bundle(tmp_path, bundle.files))
+    assert [p.split(";")[0] for p in problems] == [
+        "pyproject.toml: [project.dependencies] has 'delta_spark>=4'",
+        "pyproject.toml: [project.dependencies] has 'PySpark==4.2.0'",
+    ]
+
+
+# --- the Quartz cron parser ------------------------------------------------------------------------
+
+EVERY_DAY = frozenset(range(1, 32))
+
+
+@pytest.mark.parametrize(
+    ("expression", "field", "expected"),
+    [
+        ("0 0 6 * * ?", "hours", {6}),
+        ("0 0/15 * * * ?", "minutes", {0, 15, 30, 45}),
+        ("0 5/20 * * * ?", "minutes", {5, 25, 45}),
+        ("*/20 * * * * ?", "seconds", {0, 20, 40}),
+        ("0 0 22-2 * * ?", "hours", {22, 23, 0, 1, 2}),  # Quartz wraps a range past the end
+        ("0 0 9-17/4 ? * MON-FRI", "hours", {9, 13, 17}),
+        ("0 0 9 ? * MON-FRI", "days_of_week", {2, 3, 4, 5, 6}),
+        ("0 0 9 ? * mon,WED,7", "days_of_week", {2, 4, 7}),
+        ("0 0 9 ? * FRI-MON", "days_of_week", {6, 7, 1, 2}),
+        ("0 0 0 1,15 JAN-MAR,DEC ?", "months", {1, 2, 3, 12}),
+        ("0 0 0 1,15 * ?", "days_of_month", {1, 15}),
+        ("0 0 12 * * ?", "days_of_month", EVERY_DAY),
+        ("0 0 12 * * ? 2030", "years", {2030}),
+        ("0 0 12 * * ? 2026-2028", "years", {2026, 2027, 2028}),
+        ("0 0 8 ? * MON", "days_of_month", None),
+    ],
+)
+def test_quartz_values(expression: str, field: str, expected: set[int] | None) -> None:
+    parsed = getattr(bc.parse_quartz(expression), field)
+    assert parsed.values == (None if expected is None else frozenset(expected))
+
+
+@pytest.mark.parametrize(
+    ("expression", "field", "special", "values"),
+    [
+        ("0 0 0 L * ?", "days_of_month", "L", None),
+        ("0 0 0 L-3 * ?", "days_of_month", "L-3", None),
+        ("0 0 0 15W * ?", "days_of_month", "15W", None),
+        ("0 0 0 LW * ?", "days_of_month", "LW", None),
+        ("0 0 0 ? * 6#3", "days_of_week", "6#3", {6}),
+        ("0 0 0 ? * FRI#1", "days_of_week", "FRI#1", {6}),
+        ("0 0 0 ? * 5L", "days_of_week", "5L", {5}),
+        ("0 0 0 ? * L", "days_of_week", "L", {7}),
+    ],
+)
+def test_quartz_special_days(expression: str, field: str, special: str, values: set[int] | None) -> None:
+    parsed = getattr(bc.parse_quartz(expression), field)
+    assert parsed.special == special
+    assert parsed.values == (None if values is None else frozenset(values))
+
+
+def test_quartz_without_year_field() -> None:
+    assert bc.parse_quartz("0 0 6 * * ?").years is None
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 6 * * *", "has 5 fields; Quartz needs 6 or 7"),
+        ("0 0 6 * * ? 2030 x", "has 8 fields"),
+        ("0 0 6 * * *", "exactly one of day-of-month ('*') and day-of-week ('*') must be '?'"),
+        ("0 0 6 ? * ?", "exactly one of day-of-month ('?') and day-of-week ('?') must be '?'"),
+        ("0 0 6 1 * MON", "exactly one of day-of-month ('1') and day-of-week ('MON') must be '?'"),
+        ("60 0 6 * * ?", "seconds field '60': 60 is out of range 0-59"),
+        ("0 0 24 * * ?", "hours field '24': 24 is out of range 0-23"),
+        ("0 0 6 0 * ?", "day-of-month field '0': 0 is out of range 1-31"),
+        ("0 0 6 * 13 ?", "month field '13': 13 is out of range 1-12"),
+        ("0 0 6 ? * 8", "day-of-week field '8': 8 is out of range 1-7"),
+        ("0 0 6 ? * MONDAY", "day-of-week field 'MONDAY': 'MONDAY' is not a value (1-7 or SUN/MON/TUE/WED/THU/FRI/SAT)"),
+        ("0 0 6 * JANUARY ?", "'JANUARY' is not a value (1-12 or JAN/FEB"),
+        ("0 0 6 ? * MON-", "day-of-week field 'MON-': '' is not a value"),
+        ("0 0/0 6 * * ?", "minutes field '0/0': step '0' must be a whole number from 1 to 60"),
+        ("0 0/61 6 * * ?", "step '61' must be a whole number from 1 to 60"),
+        ("0 0/x 6 * * ?", "step 'x' must be a whole number"),
+        ("0 0 6,,7 * * ?", "hours field '6,,7': empty list item"),
+        ("? 0 6 * * ?", "seconds field '?': '?' is allowed only in day-of-month and day-of-week"),
+        ("0 0 6 L,15 * ?", "L / W forms are 'L', 'L-n', 'LW' or 'nW', alone"),
+        ("0 0 6 32W * ?", "day in '32W' must be 1-31"),
+        ("0 0 6 L-31 * ?", "offset in 'L-31' must be 1-30"),
+        ("0 0 6 ? * 6#6", "'#6' must be 1-5"),
+        ("0 0 6 ? * 6#2,7", "'#' and 'L' forms are 'n#k', 'nL' or 'L', alone"),
+        ("0 0 6 ? * 9L", "9 is out of range 1-7"),
+        ("0 0 6 * * ? 1969", "year field '1969': 1969 is out of range 1970-2099"),
+        ("0 0 6 W * ?", "L / W forms"),
+    ],
+)
+def test_quartz_rejects(expression: str, message: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        bc.parse_quartz(expression)
+    assert message in str(exc.value)
+    assert f"'{expression}'" in str(exc.value)
