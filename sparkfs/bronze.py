@@ -123,8 +123,12 @@ def ingest(
         raise MissingSourceDataError(
             f"no '{source.name}' files under {landing_dir / source.name}/*.json, and bronze {full_name} is empty"
         )
-    new = {rel: path for rel, path in available.items() if rel not in seen}
-    skipped = len(available) - len(new)
+    # An empty file is a delivery with no rows (it covers its day) but nothing to append.
+    empty = sorted(rel for rel, path in available.items() if path.stat().st_size == 0)
+    if empty:
+        log.warning("bronze %s: %d delivered files are empty: %s", full_name, len(empty), empty)
+    new = {rel: path for rel, path in available.items() if rel not in seen and rel not in empty}
+    skipped = len(available) - len(new) - len(empty)
     if not new:
         log.info("bronze %s: %d files already ingested, nothing new", full_name, skipped)
         return IngestResult(full_name, None, 0, skipped, 0)

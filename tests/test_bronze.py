@@ -96,6 +96,18 @@ def test_a_day_without_files_is_an_error(lake: Lakehouse, tmp_path: Path) -> Non
         ingest(lake, spec("bz_gap"), tmp_path, [D1, D2], run_id="r1")
 
 
+def test_an_empty_delivery_covers_its_day_and_appends_nothing(lake: Lakehouse, tmp_path: Path) -> None:
+    land(tmp_path, "bz_empty", D1, [{"id": 1, "value": 2.5}])
+    land(tmp_path, "bz_empty", D2, [])  # the upstream had no rows that day
+
+    result = ingest(lake, spec("bz_empty"), tmp_path, [D1, D2], run_id="run-a")
+    again = ingest(lake, spec("bz_empty"), tmp_path, [D2], run_id="run-b")
+
+    assert (result.files_new, result.rows_written) == (1, 1)
+    assert (again.files_new, again.rows_written) == (0, 0)
+    assert lake.read("bronze", "bz_empty").count() == 1
+
+
 def test_once_source_is_not_partitioned_and_ingested_once(lake: Lakehouse, tmp_path: Path) -> None:
     land(tmp_path, "bz_dim", None, [{"id": "a", "value": 1}, {"id": "b", "value": None}], name="dim.json")
     first = ingest(lake, spec("bz_dim", "once"), tmp_path, [D1], run_id="r1")

