@@ -132,7 +132,7 @@ def run_job(name: str, args: argparse.Namespace) -> int:
         ctx = job_context(args)
         job(ctx, window)
     except SparkfsError as exc:
-        log.error("%s failed: %s", name, exc)
+        log.error("%s failed: %s", name, str(exc).splitlines()[0])  # the whole text goes to stderr
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from sparkfs.errors import ConfigError
 from sparkfs.merge import require_columns
-from sparkfs.training_config import SplitConfig
+from sparkfs.training_config import SplitConfig, format_duration
 
 SPLIT = "split"
 SPLITS = ("train", "validation", "test")
@@ -67,8 +67,9 @@ def split_boundaries(
     """
     if split.gap < longest_feature_window:
         raise ConfigError(
-            f"split.gap is {split.gap}, shorter than the longest feature window "
-            f"{longest_feature_window}: a validation row's window would reach into the train split"
+            f"split.gap is {format_duration(split.gap)}, shorter than the longest feature window "
+            f"{format_duration(longest_feature_window)}: a validation row's window would reach "
+            "into the train split"
         )
     lower = datetime.combine(start, time())
     upper = datetime.combine(end + timedelta(days=1), time())
@@ -78,9 +79,10 @@ def split_boundaries(
     train_end = validation_start - split.gap
     if train_end <= lower:
         raise ConfigError(
-            f"window {start}..{end} is too short for validation {split.validation} + test "
-            f"{split.test} + 2 gaps of {split.gap}: the train split would end at {train_end}, "
-            f"before the window starts at {lower}"
+            f"window {start}..{end} is too short for validation {format_duration(split.validation)}"
+            f" + test {format_duration(split.test)} + 2 gaps of {format_duration(split.gap)}: the "
+            f"train split would end at {train_end:%Y-%m-%d %H:%M}, before the window starts; "
+            "widen the window (--start/--end) or shorten split: in the training config"
         )
     return SplitBoundaries(lower, train_end, validation_start, validation_end, test_start, upper)
 

@@ -457,6 +457,8 @@ def train_job(ctx: JobContext, window: RunWindow | None) -> None:
     config = load_training_config(ctx.settings)
     start, end = training_window(config, window)
     lake = ctx.lake
+    # Fail before the (long) training-set build if the window cannot hold the splits.
+    split_boundaries(start, end, config.split, config.longest_feature_window)
     with record_run(lake, "train", {"start": start, "end": end, "model": config.model_name}) as run:
         with run.stage("training_set") as stage:
             layer, table = config.spine.layer, config.spine.table
@@ -464,6 +466,8 @@ def train_job(ctx: JobContext, window: RunWindow | None) -> None:
             spine_source = {"layer": layer, "table": table, "version": version}
             spine_df = flights_spine(lake, config, start, end, labelled=True, version=version)
             training_set = build_features(lake, config, spine_df, label=config.label)
+            stage.rows_in = training_set.checks["spine_rows"]
+            stage.rows_out = training_set.checks["rows"]
             stage.table_name = lake.name(layer, table)
             stage.table_version = version
             stage.details["table_versions"] = spec_table_versions(training_set.spec)

@@ -84,7 +84,7 @@ def test_time_split_has_no_overlap_and_respects_the_gap(spark: SparkSession) -> 
 
 
 def test_gap_shorter_than_the_longest_feature_window_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="shorter than the longest feature window 30 days"):
+    with pytest.raises(ConfigError, match="gap is 7d, shorter than the longest feature window 30d"):
         split_boundaries(START, END, SPLIT, longest_feature_window=timedelta(days=30))
     with pytest.raises(ConfigError, match="too short"):
         split_boundaries(START, date(2013, 1, 31), SPLIT, longest_feature_window=GAP)
