@@ -30,6 +30,7 @@ demo: setup
 	$(BIN)/sparkfs run train
 	$(BIN)/sparkfs run infer --date $(DEMO_DAY)
 	$(BIN)/sparkfs tables
+	$(BIN)/sparkfs history gold.carrier_delays --limit 5
 	@echo
 	@echo "Where to look:"
 	@echo "  tables (Delta, one folder each):  $(abspath .sparkfs/warehouse)"

@@ -1,4 +1,4 @@
-"""The ``sparkfs`` command: ``sparkfs run <job>``, ``sparkfs backfill <job>``, ``setup``, ``tables``."""
+"""The ``sparkfs`` command: ``sparkfs run <job>``, ``sparkfs backfill <job>``, ``setup``, ``tables``, ``history``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,15 @@ def _tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    """A table's Delta history: every write with its operation and rows inserted / updated."""
+    ctx = job_context(args)
+    layer, table = ctx.lake.resolve(args.table)
+    print(f"Delta history of {ctx.lake.name(layer, table).replace('`', '')}:")
+    ctx.lake.history(layer, table, args.limit).show(args.limit or 1000, truncate=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparkfs", description="Batch feature engineering on Spark + Delta")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         add_common_arguments(p)
         p.set_defaults(func=func)
+
+    history = sub.add_parser("history", help="a table's Delta history (operations, rows written)")
+    history.add_argument("table", help="<layer>.<table> or <schema>.<table>, e.g. gold.carrier_delays")
+    history.add_argument("--limit", type=int, default=None, help="newest N entries only")
+    add_common_arguments(history)
+    history.set_defaults(func=_history)
     return parser
 
 

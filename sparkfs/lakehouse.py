@@ -164,6 +164,33 @@ class Lakehouse:
             reader = reader.option("versionAsOf", version)
         return reader.table(self.name(layer, table))
 
+    def history(self, layer: str, table: str, limit: int | None = None) -> DataFrame:
+        """The table's Delta history, newest first: version, time, operation, rows written."""
+        metrics = "operationMetrics"
+        return (
+            self.table(layer, table)
+            .history(limit)
+            .selectExpr(
+                "version", "timestamp", "operation",
+                f"coalesce({metrics}.numTargetRowsInserted, {metrics}.numOutputRows) AS rows_inserted",
+                f"{metrics}.numTargetRowsUpdated AS rows_updated",
+                f"{metrics}.numTargetRowsDeleted AS rows_deleted",
+            )
+        )
+
+    def resolve(self, qualified: str) -> tuple[str, str]:
+        """``(layer, table)`` for ``layer.table`` (``gold.planes``) or ``schema.table``
+        (``sparkfs_gold.planes``)."""
+        prefix, _, table = qualified.replace("`", "").rpartition(".")
+        schema = prefix.rpartition(".")[2]
+        for layer, name in self.settings.storage.schemas.items():
+            if schema in (layer, name) and table:
+                return layer, table
+        raise ConfigError(
+            f"cannot resolve table '{qualified}': expected <layer>.<table> or <schema>.<table> with "
+            f"a layer or schema of {sorted(self.settings.storage.schemas.items())}"
+        )
+
     def properties(self, layer: str, table: str) -> dict[str, str]:
         """The table's Delta table properties (e.g. ``sparkfs.keys``)."""
         detail = self.table(layer, table).detail().select("properties").first()

@@ -55,7 +55,4 @@ def smoke_job(ctx: JobContext, window: RunWindow | None) -> None:
     print(f"\n{result.table}: {rows} rows; this MERGE inserted {result.rows_inserted}, "
           f"updated {result.rows_updated} (version {result.version})")
     print("Delta history:")
-    lake.table(layer, table).history().select(
-        "version", "timestamp", "operation", "operationMetrics.numTargetRowsInserted",
-        "operationMetrics.numTargetRowsUpdated",
-    ).show(truncate=False)
+    lake.history(layer, table).show(truncate=False)

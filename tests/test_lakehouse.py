@@ -10,7 +10,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import types as T
 
-from sparkfs.errors import DuplicateKeyError, SchemaMismatchError, TableNotFoundError
+from sparkfs.errors import ConfigError, DuplicateKeyError, SchemaMismatchError, TableNotFoundError
 from sparkfs.lakehouse import Lakehouse
 from sparkfs.merge import merge_upsert
 from sparkfs.smoke import SMOKE_TABLE, run_smoke
@@ -39,8 +39,17 @@ def test_smoke_merge_rerun_changes_nothing(lake: Lakehouse) -> None:
     assert first.rows_inserted == 4
     assert (second.rows_inserted, second.rows_updated) == (0, 0)
     assert after.collect() == rows_before
-    ops = [r["operation"] for r in lake.table(*SMOKE_TABLE).history().collect()]
-    assert ops.count("MERGE") == 2
+    history = lake.history(*lake.resolve("sparkfs_ops.smoke_events")).collect()
+    assert [r["operation"] for r in history].count("MERGE") == 2
+    newest, first_merge = history[0], [r for r in history if r["operation"] == "MERGE"][-1]
+    assert (newest["rows_inserted"], newest["rows_updated"]) == ("0", "0")
+    assert first_merge["rows_inserted"] == "4"
+
+
+def test_resolve_accepts_layer_or_schema_and_names_what_is_valid(lake: Lakehouse) -> None:
+    assert lake.resolve("gold.planes") == lake.resolve("sparkfs_gold.planes") == ("gold", "planes")
+    with pytest.raises(ConfigError, match="cannot resolve table 'nowhere.planes'.*'gold'"):
+        lake.resolve("nowhere.planes")
 
 
 def test_merge_upserts_changed_rows_and_keeps_null_keys_unique(lake: Lakehouse) -> None:
