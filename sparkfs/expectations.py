@@ -244,7 +244,10 @@ def run_suite(df: DataFrame, suite_name: str, specs: Sequence[ExpectationSpec]) 
                 label=label,
                 type=config.type,
                 success=bool(r.success),
-                unexpected_count=int(res["unexpected_count"]) if spec and spec.is_row_level else None,
+                # GE reports no unexpected_count for an empty batch: nothing is unexpected there.
+                unexpected_count=(
+                    int(res.get("unexpected_count") or 0) if spec and spec.is_row_level else None
+                ),
                 observed_value=res.get("observed_value"),
             )
         )

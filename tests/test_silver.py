@@ -189,6 +189,16 @@ def test_typed_flags_values_that_do_not_parse(lake: Lakehouse) -> None:
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
 
 
+def test_an_empty_batch_fails_only_the_row_count_expectation(lake: Lakehouse) -> None:
+    empty = lake.spark.createDataFrame([], "id int, value double, carrier string")
+    result = run_suite(empty, "empty_day", SUITE)
+    assert result.element_count == 0
+    outcomes = {o.type: (o.success, o.unexpected_count) for o in result.outcomes}
+    assert outcomes.pop("expect_table_row_count_to_be_between") == (False, None)
+    assert set(outcomes.values()) == {(True, 0)}
+    assert not result.success
+
+
 def test_row_flags_agree_with_great_expectations(lake: Lakehouse) -> None:
     suite = [
         ExpectationSpec(type="expect_compound_columns_to_be_unique", kwargs={"column_list": ["a", "b"]}),
