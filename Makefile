@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo smoke submit test lint typecheck unit clean-data
+.PHONY: setup demo smoke submit notebooks test lint typecheck unit clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3,10),(3,11),(3,12)), "sparkfs needs Python 3.10-3.12, found " + sys.version' 
@@ -48,8 +48,12 @@ DELTA_PACKAGE := io.delta:delta-spark_4.2_2.13:4.4.0
 submit: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/spark-submit --packages $(DELTA_PACKAGE) jobs/$(JOB).py $(ARGS)
 
+# Re-run the notebooks against the local lakehouse (after `make demo`) and save their outputs.
+notebooks: setup
+	$(BIN)/python notebooks/execute.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check sparkfs jobs tests $(wildcard benchmarks)
+	$(BIN)/ruff check sparkfs jobs tests notebooks $(wildcard benchmarks)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -24,8 +24,7 @@ def _tables(args: argparse.Namespace) -> int:
     lake = ctx.lake
     print(f"{'table':42s} {'version':>7s} {'rows':>10s}  checksum")
     for layer in lake.settings.storage.schemas:
-        folder = lake.warehouse / lake.settings.storage.schemas[layer]
-        for table in sorted(p.parent.name for p in folder.glob("*/_delta_log")):
+        for table in lake.tables(layer):
             rows, digest = checksum(lake.read(layer, table))
             print(f"{lake.name(layer, table).replace('`', ''):42s} {lake.version(layer, table):7d} {rows:10d}  {digest:x}")
     return 0

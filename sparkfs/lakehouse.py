@@ -90,9 +90,8 @@ class Lakehouse:
         if not self.is_local or on_databricks():
             return []
         attached = []
-        for layer, schema in self.settings.storage.schemas.items():
-            folder = self.warehouse / schema
-            tables = sorted(p.parent.name for p in folder.glob("*/_delta_log"))
+        for layer in self.settings.storage.schemas:
+            tables = self.tables(layer)
             if not tables:
                 continue
             self.ensure_schema(layer)
@@ -100,6 +99,18 @@ class Lakehouse:
                 self._register(layer, table)
                 attached.append(self.name(layer, table))
         return attached
+
+    def tables(self, layer: str) -> list[str]:
+        """The names of the layer's tables: the Delta folders under the warehouse locally, the
+        schema's tables in Unity Catalog."""
+        if self.is_local and not on_databricks():
+            folder = self.warehouse / self.schema(layer)
+            return sorted(p.parent.name for p in folder.glob("*/_delta_log"))
+        catalog = self.settings.storage.catalog
+        qualified = ".".join(p for p in (catalog, self.schema(layer)) if p)
+        if not self.spark.catalog.databaseExists(qualified):
+            return []
+        return sorted(t.name for t in self.spark.catalog.listTables(qualified))
 
     def _register(self, layer: str, table: str) -> None:
         location = self.location(layer, table)

@@ -4,7 +4,7 @@ and the training-serving skew comparison."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -12,12 +12,10 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from synthetic_flights import (
-    CARRIERS,
-    ORIGINS,
     SPEC,
+    build_e2e,
     synthetic_config,
     synthetic_df,
-    synthetic_pandas,
 )
 
 from sparkfs.config import Settings
@@ -149,57 +147,8 @@ E2E_DAY = date(2013, 3, 20)
 
 
 @pytest.fixture(scope="module")
-def e2e(spark: SparkSession, lake: Lakehouse, settings: Settings, tmp_path_factory) -> JobContext:
-    import numpy as np
-    import yaml
-
-    from sparkfs.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY
-
-    flights = synthetic_pandas()
-    flights["arr_delay"] = flights["is_arr_delayed"].astype("float64") * 40 - 5  # 1 -> 35, 0 -> -5
-    silver = synthetic_df(spark).join(
-        spark.createDataFrame(flights[["flight_id"]].assign(arr_delay=flights["arr_delay"].astype(object).where(
-            flights["arr_delay"].notna(), None))), "flight_id",
-    ).drop("is_arr_delayed", "wind_speed", "carrier_dep_delay_mean_7d")
-    lake.create("silver", "e2e_flights", silver.schema)
-    silver.write.format("delta").mode("append").saveAsTable(lake.name("silver", "e2e_flights"))
-
-    hours = spark.range(0, 24 * 90).select(
-        (F.lit(datetime(2013, 1, 1)).cast("timestamp") + F.make_interval(hours=F.col("id").cast("int"))).alias("obs_ts")
-    )
-    weather = hours.crossJoin(spark.createDataFrame([(o,) for o in ORIGINS], "origin string")).select(
-        "origin", "obs_ts", (F.hash("origin", "obs_ts") % 200 / 10.0).cast("double").alias("wind_speed"),
-    ).where(~((F.col("origin") == "LGA") & (F.hour("obs_ts") == 3)))  # missing observations
-    lake.create("gold", "e2e_weather", weather.schema,
-                properties={KEYS_PROPERTY: "origin", EVENT_TIME_PROPERTY: "obs_ts"})
-    weather.write.format("delta").mode("append").saveAsTable(lake.name("gold", "e2e_weather"))
-
-    days = spark.range(0, 90).select(
-        (F.lit(datetime(2013, 1, 1)).cast("timestamp") + F.make_interval(days=F.col("id").cast("int"))).alias("day_ts")
-    )
-    stats = days.crossJoin(spark.createDataFrame([(c,) for c in CARRIERS], "carrier string")).select(
-        "carrier", "day_ts", (F.abs(F.hash("carrier", "day_ts")) % 300 / 10.0).cast("double").alias("dep_delay_mean_7d"),
-    )
-    lake.create("gold", "e2e_carrier_stats", stats.schema,
-                properties={KEYS_PROPERTY: "carrier", EVENT_TIME_PROPERTY: "day_ts"})
-    stats.write.format("delta").mode("append").saveAsTable(lake.name("gold", "e2e_carrier_stats"))
-
-    config = synthetic_config(
-        E2E_MODEL,
-        experiment=None,
-        spine={"table": "e2e_flights", "columns": ["carrier", "origin", "dep_hour"]},
-        lookups=[
-            {"table": "e2e_weather", "lookup_key": ["origin"], "features": ["wind_speed"], "lookback": "3h"},
-            {"table": "e2e_carrier_stats", "lookup_key": ["carrier"], "features": ["dep_delay_mean_7d"],
-             "prefix": "carrier", "lookback": "2d"},
-        ],
-        inference={"table": "e2e_predictions", "skew_check": False, "skew_sample_rows": 150},
-    )
-    conf_dir = tmp_path_factory.mktemp("e2e_conf")
-    data = config.model_dump(mode="json", exclude_none=True)
-    (conf_dir / "training.yaml").write_text(yaml.safe_dump(data))
-    assert np  # numpy imported for the synthetic data's dtypes
-    return JobContext(settings.model_copy(update={"conf_dir": str(conf_dir)}), spark, lake)
+def e2e(lake: Lakehouse, tmp_path_factory: pytest.TempPathFactory) -> JobContext:
+    return build_e2e(lake, E2E_MODEL, tmp_path_factory.mktemp("e2e_conf"))
 
 
 def test_train_job_then_infer_job_end_to_end(e2e: JobContext, capsys) -> None:

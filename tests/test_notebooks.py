@@ -1,0 +1,145 @@
+"""The notebooks run top to bottom against a small local lakehouse, and their helpers are right.
+
+A lakehouse of its own (schemas ``nb_*``, its own MLflow file) is built with the synthetic flights
+and a model is trained and registered on it; each notebook then executes in a fresh Jupyter kernel
+(a separate process with its own Spark, as a user's would be) pointed at it through
+``SPARKFS_CONF_DIR`` and ``SPARKFS_DATA_DIR``. Any cell error fails the test with the cell's output.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+import yaml
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from synthetic_flights import build_e2e
+
+from sparkfs import explore
+from sparkfs.config import load_settings
+from sparkfs.lakehouse import open_lakehouse
+from sparkfs.training import train_job
+from sparkfs.training_config import load_training_config
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "nb_delay"
+DAY = "2013-03-20"
+SCHEMAS = {layer: f"nb_{layer}" for layer in ("bronze", "silver", "gold", "ml", "ops")}
+
+
+def _runner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("notebook_runner", REPO / "notebooks" / "execute.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def project(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch
+) -> explore.Project:
+    conf_dir = tmp_path_factory.mktemp("nb_conf")
+    shutil.copytree(REPO / "conf", conf_dir, dirs_exist_ok=True)
+    overlay = conf_dir / "env" / "local.yaml"
+    local = yaml.safe_load(overlay.read_text()) or {}
+    local["storage"] = {**local.get("storage", {}), "schemas": SCHEMAS}
+    local["spark"] = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2}
+    overlay.write_text(yaml.safe_dump(local))
+    monkeypatch_module.setenv("SPARKFS_CONF_DIR", str(conf_dir))
+    monkeypatch_module.setenv("SPARKFS_DATA_DIR", str(tmp_path_factory.mktemp("nb_lakehouse")))
+    monkeypatch_module.setenv("SPARKFS_ENV", "local")
+    settings = load_settings()
+    lake = open_lakehouse(spark, settings)
+    ctx = build_e2e(lake, MODEL, conf_dir)
+    train_job(ctx, None)
+    # What a notebook's open_project() gives, on this test's session.
+    return explore.Project(settings, lake, load_training_config(settings))
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.mark.parametrize(
+    "notebook, parameters",
+    [
+        ("explore_feature_tables.ipynb", {"TABLE": '"e2e_carrier_stats"', "DAY": f'"{DAY}"'}),
+        ("training_set_and_model.ipynb", {"START": "None", "END": "None", "BY": '"carrier"'}),
+    ],
+)
+def test_notebook_runs_top_to_bottom_and_plots(
+    project: explore.Project, notebook: str, parameters: dict[str, str], tmp_path: Path
+) -> None:
+    executed = _runner().execute(REPO / "notebooks" / notebook, parameters, save_to=tmp_path / notebook)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no plot in the saved outputs"
+
+
+def test_parameters_must_exist_in_the_parameters_cell() -> None:
+    import nbformat
+
+    notebook = nbformat.read(REPO / "notebooks" / "explore_feature_tables.ipynb", as_version=4)
+    _runner().set_parameters(notebook, {"DAY": '"2013-01-02"'})
+    assert 'DAY = "2013-01-02"' in next(c.source for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    with pytest.raises(ValueError, match="parameter NOPE is not assigned"):
+        _runner().set_parameters(notebook, {"NOPE": "1"})
+
+
+def test_feature_tables_read_their_documentation_from_delta(project: explore.Project) -> None:
+    tables = explore.feature_tables(project.lake).set_index("table")
+    assert tables.loc["e2e_weather", "keys"] == "origin"
+    assert tables.loc["e2e_weather", "event_time"] == "obs_ts"
+    assert tables.loc["e2e_weather", "description"] == "hourly wind at each origin airport"
+    columns = explore.feature_columns(project.lake, "e2e_weather").set_index("column")
+    assert columns.loc["wind_speed", "description"] == "wind speed (mph)"
+    assert explore.numeric_columns(project.lake, "e2e_weather") == ["wind_speed"]
+
+
+def test_histograms_count_every_non_null_value(spark: SparkSession) -> None:
+    df = spark.createDataFrame([(0.0,), (1.0,), (1.0,), (10.0,), (None,)], "x double")
+    h = explore.histograms(df, ["x"], bins=10)["x"]
+    assert h["count"].sum() == 4 and h.attrs["nulls"] == 1
+    assert list(h["count"])[:2] == [1, 2] and list(h["count"])[-1] == 1  # max lands in the last bin
+    assert h["bin_start"].iloc[0] == 0.0 and h["bin_end"].iloc[-1] == pytest.approx(10.0)
+
+
+def test_one_flight_gets_the_latest_feature_row_at_or_before_its_time(project: explore.Project) -> None:
+    flight = explore.pick_flight(project, DAY)
+    assert str(flight["sched_dep_ts"].date()) == DAY
+    row = explore.lookup_flight(project, flight).df.collect()
+    assert len(row) == 1
+    t = flight[project.config.lookup_timestamp]
+    lookups = [("obs_ts", "wind_speed", "wind_speed"),
+               ("day_ts", "dep_delay_mean_7d", "carrier_dep_delay_mean_7d")]
+    for i, (event_time, feature, column) in enumerate(lookups):
+        lookback = pd.Timedelta(project.config.lookups[i].lookback)
+        timeline = explore.feature_timeline(project, flight, lookup=i, around=50)
+        visible = timeline[(timeline[event_time] <= pd.Timestamp(t))
+                           & (timeline[event_time] > pd.Timestamp(t) - lookback)]
+        expected = visible.sort_values(event_time)[feature].iloc[-1] if len(visible) else None
+        assert row[0][column] == expected
+        assert (timeline["minutes_after_lookup"] > 0).any()  # rows after t are shown, not used
+
+
+def test_champion_summary_and_scores(project: explore.Project) -> None:
+    model = explore.champion(project)
+    assert (model.name, model.alias) == (MODEL, "champion")
+    metrics = explore.model_metrics(model).set_index("metric")
+    assert {"roc_auc", "pr_auc", "log_loss", "f1"} <= set(metrics.index)
+    assert (metrics["ci_low"] <= metrics["model"]).all() and (metrics["model"] <= metrics["ci_high"]).all()
+    ts = explore.training_set(project, days=14)
+    scored = explore.score_training_set(model, ts, project.config.keys, project.config.label)
+    assert scored["rows"].sum() == ts.df.count()
+    labelled = ts.df.where(F.col(project.config.label).isNotNull()).count()
+    assert labelled > 0
+
