@@ -7,7 +7,9 @@ inputs), writes them to Parquet, and times on the same files:
 - ``floor``:   one shuffle + sort of both inputs by key (the least any exact Spark plan can do);
 - ``sparkfs``: :func:`sparkfs.point_in_time.as_of_join` with ``plan="auto"``, the join
   ``create_training_set`` runs (it logs which plan it chose and why);
-- ``intervals``: the same with ``plan="intervals"`` forced (binned validity intervals);
+- ``intervals``, ``sf-union``, ``sf-wide``: the same with one plan forced (``intervals``: binned
+  validity intervals; ``union``: union + window on the narrow columns, then a fetch of the matched
+  rows; ``union-wide``: union + window carrying every feature column);
 - ``union``:   union + last-value window, the plain form of tempo's algorithm, made exact (one
   struct per row, so no per-column back-fill);
 - ``tempo``:   ``tempo.TSDF.asofJoin`` from ``dbl-tempo`` (per-column back-fill by default);
@@ -15,8 +17,9 @@ inputs), writes them to Parquet, and times on the same files:
   per key; skipped with the estimate when above ``--naive-max-pairs``);
 - ``duckdb``:  DuckDB ``ASOF LEFT JOIN`` on the same Parquet files (single process, other engine).
 
-Every Spark result is fully computed by writing it to the ``noop`` sink. Ratios are against the
-floor of the same distribution. Run::
+Every Spark result is fully computed by writing it to the ``noop`` sink; with ``--repeat N`` each
+method runs N times and the best time counts. Ratios are against the floor of the same
+distribution. Run::
 
     .venv/bin/python benchmarks/pit_join.py                       # small default
     .venv/bin/python benchmarks/pit_join.py --spine-rows 1000000 --feature-rows 10000000 --keys 100000
@@ -53,9 +56,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=8, help="spark.sql.shuffle.partitions")
     p.add_argument("--driver-memory", default="4g")
     p.add_argument("--distributions", default="uniform,zipf")
-    p.add_argument("--methods", default="floor,sparkfs,intervals,union,tempo,naive,duckdb")
+    p.add_argument("--methods", default="floor,sparkfs,intervals,sf-union,sf-wide,union,tempo,naive,duckdb")
     p.add_argument("--naive-max-pairs", type=float, default=3e8,
                    help="skip the naive range join above this many (spine, feature) candidate pairs")
+    p.add_argument("--repeat", type=int, default=1, help="time each method this many times, keep the best")
     p.add_argument("--verify", action="store_true", help="also check that the exact methods agree")
     p.add_argument("--data-dir", default=None, help="where to write the generated Parquet (default: temp)")
     return p.parse_args()
@@ -98,13 +102,11 @@ def floor(spine: DataFrame, feats: DataFrame, cols: list[str]) -> list[DataFrame
             feats.repartition("key").sortWithinPartitions("key", "ts")]
 
 
-def sparkfs_join(spine: DataFrame, feats: DataFrame, cols: list[str]) -> list[DataFrame]:
-    return [as_of_join(spine, feats, ["key"], spine_time="ts", event_time="ts", features=cols, prefix="r")]
-
-
-def sparkfs_intervals(spine: DataFrame, feats: DataFrame, cols: list[str]) -> list[DataFrame]:
-    return [as_of_join(spine, feats, ["key"], spine_time="ts", event_time="ts", features=cols, prefix="r",
-                       plan="intervals")]
+def sparkfs_plan(plan: str) -> Callable[[DataFrame, DataFrame, list[str]], list[DataFrame]]:
+    def run(spine: DataFrame, feats: DataFrame, cols: list[str]) -> list[DataFrame]:
+        return [as_of_join(spine, feats, ["key"], spine_time="ts", event_time="ts", features=cols, prefix="r",
+                           plan=plan)]
+    return run
 
 
 def union_last(spine: DataFrame, feats: DataFrame, cols: list[str]) -> list[DataFrame]:
@@ -138,7 +140,8 @@ def tempo_join(spine: DataFrame, feats: DataFrame, cols: list[str]) -> list[Data
 
 
 SPARK_METHODS: dict[str, Callable[[DataFrame, DataFrame, list[str]], list[DataFrame]]] = {
-    "floor": floor, "sparkfs": sparkfs_join, "intervals": sparkfs_intervals, "union": union_last,
+    "floor": floor, "sparkfs": sparkfs_plan("auto"), "intervals": sparkfs_plan("intervals"),
+    "sf-union": sparkfs_plan("union"), "sf-wide": sparkfs_plan("union-wide"), "union": union_last,
     "tempo": tempo_join, "naive": naive,
 }
 
@@ -202,16 +205,17 @@ def main() -> None:
         s_path, f_path = generate(spark, args, dist == "zipf", data_dir)
         spine, feats = spark.read.parquet(s_path), spark.read.parquet(f_path)
         if dist == dists[0]:  # warm up the JVM on a slice, so the first timed method is not penalized
-            for m in ("floor", "sparkfs", "intervals"):
+            for m in ("floor", "sparkfs", "intervals", "sf-union"):
                 time_spark(m, spine.limit(2000), feats.limit(20000), cols)
         for method in methods:
             try:
                 if method == "duckdb":
-                    seconds: float | str = time_duckdb(s_path, f_path, cols, threads=2)
+                    seconds: float | str = min(time_duckdb(s_path, f_path, cols, threads=2)
+                                               for _ in range(args.repeat))
                 elif method == "naive" and (pairs := candidate_pairs(spine, feats)) > args.naive_max_pairs:
                     seconds = f"skipped: {pairs:.2g} candidate pairs"
                 else:
-                    seconds = time_spark(method, spine, feats, cols)
+                    seconds = min(time_spark(method, spine, feats, cols) for _ in range(args.repeat))
             except Exception as exc:  # a baseline that cannot run is reported, not fatal
                 traceback.print_exc()
                 seconds = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
@@ -220,7 +224,7 @@ def main() -> None:
             print(f"  {dist:8s} {method:8s} {shown}", flush=True)
         if args.verify:
             exact = {m: checksum(SPARK_METHODS[m](spine, feats, cols)[0], cols)
-                     for m in ("sparkfs", "intervals", "union")
+                     for m in ("sparkfs", "intervals", "sf-union", "sf-wide", "union")
                      + (("naive",) if isinstance(results.get((dist, "naive")), float) else ())}
             print(f"  {dist:8s} checksums (rows, hash): {exact}; agree: {len(set(exact.values())) == 1}", flush=True)
 

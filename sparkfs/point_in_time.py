@@ -90,10 +90,13 @@ MAX_FINE_BINS = 8
 GAP_QUANTILE = 0.25
 SAMPLE_ROWS = 200_000
 _INTERNAL = "__pit"
-PLANS = ("auto", "intervals", "union")
+PLANS = ("auto", "intervals", "union", "union-wide")
 # "auto" takes the binned-interval plan when one key holds more rows than this many tasks' fair
 # share (so one task of a key-partitioned sort would dominate); otherwise union + window wins.
 HOT_KEY_TASKS = 2
+# Spines up to this many rows have their matched (keys, event time) broadcast, so only the matched
+# wide feature rows are shuffled (about 16 bytes + the keys per row on the driver and executors).
+BROADCAST_MATCH_ROWS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -267,8 +270,8 @@ def as_of_join(
         "<DataFrame>", keys, spine_time, features, lookback, prefix, known_at
     )
     resolved = _resolve(lookup, 0, spine_df, feature_df, table_keys, event_time, sequence, None, set())
-    bounds, _ = _spine_bounds(spine_df, [resolved])
-    out = _join_lookup(spine_df, resolved, bounds, plan, _micros(bin_size), {})
+    bounds, spine_rows = _spine_bounds(spine_df, [resolved])
+    out = _join_lookup(spine_df, resolved, bounds, spine_rows, plan, _micros(bin_size), {})
     return out.drop(*[c for c in out.columns if c.startswith(_INTERNAL)])
 
 
@@ -337,7 +340,7 @@ def _build(
     joined = spine_df
     plans: dict[str, str] = {}
     for lk in resolved:
-        joined = _join_lookup(joined, lk, bounds, plan, _micros(bin_size), plans)
+        joined = _join_lookup(joined, lk, bounds, spine_rows, plan, _micros(bin_size), plans)
     joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
     checks = _check(joined, spine_rows, resolved)
     out = joined.select(*spine_df.columns, *[o for lk in resolved for o in lk.outputs])
@@ -534,6 +537,7 @@ def _join_lookup(
     spine_df: DataFrame,
     lk: _Lookup,
     bounds: Mapping[str, tuple[int, int] | None],
+    spine_rows: int,
     plan: str,
     bin_us: int | None,
     chosen: dict[str, str],
@@ -570,25 +574,21 @@ def _join_lookup(
 
     if plan not in PLANS:
         raise SparkfsError(f"unknown plan {plan!r}: expected one of {PLANS}")
-    if plan == "union" and lk.known_at:
+    if plan.startswith("union") and lk.known_at:
         raise SparkfsError("plan 'union' does not support known_at; use 'intervals' or 'auto'")
     size = bin_us
-    if plan == "auto" or (plan == "intervals" and size is None):
-        gap, hot_share = _sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
-        size = size or max(1, gap or hi - lo + 1)
-        if plan == "auto":
-            parallelism = _parallelism(spine_df)
-            limit = HOT_KEY_TASKS / parallelism
-            plan = "intervals" if lk.known_at or hot_share > limit else "union"
-            chosen[lk.what] = (
-                f"{plan}: hottest key holds {hot_share:.1%} of the rows "
-                f"({'over' if hot_share > limit else 'within'} {limit:.1%} = {HOT_KEY_TASKS} of "
-                f"{parallelism} tasks)" + ("; known_at needs intervals" if lk.known_at else "")
-            )
+    if plan == "auto":
+        plan = _choose_plan(feature_df, lk, spine_df, spine_rows, chosen)
+    if plan == "intervals" and size is None:
+        gap, _ = _sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
+        size = max(1, gap or hi - lo + 1)
     chosen.setdefault(lk.what, plan)
     log.info("point-in-time join of %s: plan %s", lk.what, chosen[lk.what])
+    if plan == "union-wide":
+        return _union_join(spine_df, feature_df, lk, keys, wide=True)
     if plan == "union":
-        return _union_join(spine_df, feature_df, lk, keys)
+        matched = _union_join(spine_df, feature_df, lk, keys, wide=False)
+        return _fetch(matched, feature_df, lk, keys, spine_rows)
 
     assert size is not None
     intervals = _intervals(feature_df, lk, keys, lo, hi)
@@ -601,7 +601,7 @@ def _join_lookup(
     spine = spine_df.withColumn(spine_us, F.unix_micros(F.col(lk.spine_time))).withColumn(
         spine_bin, F.floor(F.col(spine_us) / size)
     )
-    carried = [ts, lk.col("tie"), *([seq] if lk.sequence else [])]
+    carried = [ts, *([seq] if lk.sequence else [])]
 
     def in_interval(suffix: str) -> Column:
         return (F.col(lk.col("start") + suffix) <= F.col(spine_us)) & (
@@ -630,23 +630,53 @@ def _join_lookup(
         *spine_df.columns,
         F.coalesce(F.col(ts + "_f"), F.col(ts + "_l")).alias(mt),
         *([F.coalesce(F.col(seq + "_f"), F.col(seq + "_l")).alias(mq)] if lk.sequence else []),
-        F.coalesce(F.col(lk.col("tie") + "_f"), F.col(lk.col("tie") + "_l"), F.lit(False)).alias(
-            lk.col("tie")
-        ),
     )
 
-    # Fetch the features of the matched row: one equi-join on (keys, event time[, sequence]).
+    return _fetch(matched, feature_df, lk, keys, spine_rows)
+
+
+def _fetch(
+    matched: DataFrame, feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], spine_rows: int
+) -> DataFrame:
+    """Fetch the feature columns of each spine row's matched row: an equi-join on (keys, event
+    time[, sequence]) of ``matched`` (spine columns + ``mt``/``mq``) with the table.
+
+    Only the matched rows are needed, at most one per spine row. When the spine is small enough
+    to broadcast its matches (``BROADCAST_MATCH_ROWS``), the table is first cut down to those rows
+    with a broadcast semi-join, in the scan, so the wide rows that get shuffled are the matched
+    ones, not the whole table. ``matched`` is used twice then, so it is checkpointed locally
+    (computed once, dropped with the DataFrame). Bigger spines join the whole table.
+    """
+    assert lk.event_time is not None
+    ts, seq, mt, mq = lk.col("ts"), lk.col("seq"), lk.col("mt"), lk.col("mq")
     wide = feature_df.select(
-        *renamed_keys,
+        *[F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
         F.unix_micros(F.col(lk.event_time)).alias(ts),
         *([F.col(lk.sequence).alias(seq)] if lk.sequence else []),
-        *outputs,
+        *[F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)],
     )
-    fetch_on = [*on_keys, F.col(mt) == F.col(ts)]
+    if spine_rows <= BROADCAST_MATCH_ROWS:
+        matched = matched.localCheckpoint(eager=False)
+        wanted = matched.where(F.col(mt).isNotNull()).select(
+            *[F.col(s).alias(k + "_m") for (_, s), k in zip(lk.key_map, keys, strict=True)],
+            F.col(mt).alias(ts + "_m"),
+            *([F.col(mq).alias(seq + "_m")] if lk.sequence else []),
+        ).distinct()
+        same = [F.col(c) == F.col(c + "_m") for c in [*keys, ts]]
+        if lk.sequence:
+            same.append(F.col(seq).eqNullSafe(F.col(seq + "_m")))
+        wide = wide.join(F.broadcast(wanted), _all(same), "left_semi")
+    # Two fetched rows for one (keys, time[, sequence]) are a tie: counted on the side the join
+    # shuffles by those columns anyway.
+    rows_per_match = F.count(F.lit(1)).over(Window.partitionBy(*keys, ts, *([seq] if lk.sequence else [])))
+    wide = wide.withColumn(lk.col("tie"), rows_per_match > 1)
+    fetch_on = [F.col(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
+    fetch_on.append(F.col(mt) == F.col(ts))
     if lk.sequence:
         fetch_on.append(F.col(mq).eqNullSafe(F.col(seq)))
     out = matched.join(wide, _all(fetch_on), "left")
-    return out.drop(*keys, ts, *([seq, mq] if lk.sequence else []))
+    tie = F.coalesce(F.col(lk.col("tie")), F.lit(False)).alias(lk.col("tie"))
+    return out.select(*[c for c in matched.columns if c not in (mq,)], *lk.outputs, tie)
 
 
 def _intervals(feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], lo: int, hi: int) -> DataFrame:
@@ -654,10 +684,10 @@ def _intervals(feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], lo: int,
 
     ``end`` is the next row's time (same key), capped by ``event_ts + lookback`` (so the lookback
     window ``(t - L, t]`` holds) and by ``hi + 1``; rows whose interval is empty or ends before the
-    first spine time are dropped. ``tie`` marks rows sharing (keys, event time[, sequence]) with
-    another row. Only narrow columns are shuffled here.
+    first spine time are dropped. Only narrow columns are shuffled here. Rows tied on (keys, event
+    time[, sequence]) all reach :func:`_fetch`, which reports them.
     """
-    ts, seq, start, end, tie = (lk.col(c) for c in ("ts", "seq", "start", "end", "tie"))
+    ts, seq, start, end = (lk.col(c) for c in ("ts", "seq", "start", "end"))
     order_cols = [ts, *([seq] if lk.sequence else [])]
     not_null_keys = [F.col(k).isNotNull() for k, _ in lk.key_map]
     cols = [
@@ -671,15 +701,6 @@ def _intervals(feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], lo: int,
         df = df.where(F.col(lk.col("known")).isNotNull())
     by_time = Window.partitionBy(*keys).orderBy(*[F.col(c).asc_nulls_first() for c in order_cols])
 
-    def same(offset: int) -> Column:
-        shifted = [
-            (F.lead if offset > 0 else F.lag)(F.col(c), abs(offset)).over(by_time).eqNullSafe(F.col(c))
-            for c in order_cols
-        ]
-        has_neighbour = F.lead(F.lit(1), 1).over(by_time) if offset > 0 else F.lag(F.lit(1), 1).over(by_time)
-        return has_neighbour.isNotNull() & _all(shifted)
-
-    df = df.withColumn(tie, same(1) | same(-1))
     lookback = _micros(lk.lookback)
     if lk.known_at is None:
         df = df.withColumn(start, F.col(ts)).withColumn(
@@ -702,8 +723,38 @@ def _intervals(feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], lo: int,
         caps.append(F.col(ts) + F.lit(lookback))
     df = df.withColumn(end, F.least(*caps))
     return df.where((F.col(end) > F.col(start)) & (F.col(end) > lo)).select(
-        *keys, ts, *([seq] if lk.sequence else []), start, end, tie
+        *keys, ts, *([seq] if lk.sequence else []), start, end
     )
+
+
+def _choose_plan(
+    feature_df: DataFrame, lk: _Lookup, spine_df: DataFrame, spine_rows: int, chosen: dict[str, str]
+) -> str:
+    """``plan="auto"``: intervals for ``known_at`` or a hot key, else union (narrow while the
+    spine's matches can be broadcast, wide above that). Records the reason in ``chosen``.
+
+    A hot key is one holding more rows than ``HOT_KEY_TASKS`` tasks' fair share; with so few
+    tasks running at once that the share is 100% or more (a 1- or 2-core machine), no key can,
+    and the table is not sampled at all.
+    """
+    assert lk.event_time is not None
+    limit = HOT_KEY_TASKS / _parallelism(spine_df)
+    small = spine_rows <= BROADCAST_MATCH_ROWS
+    union = "union" if small else "union-wide"
+    matches = (f"{spine_rows:,} spine rows {'within' if small else 'over'} "
+               f"{BROADCAST_MATCH_ROWS:,}: matches {'broadcast' if small else 'not broadcast'}")
+    if lk.known_at:
+        plan, why = "intervals", "known_at needs intervals"
+    elif limit >= 1:
+        plan, why = union, f"no key can hold over {limit:.0%} of the rows; {matches}"
+    else:
+        _, hot_share = _sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
+        hot = hot_share > limit
+        plan = "intervals" if hot else union
+        why = (f"hottest key holds {hot_share:.1%} of the rows ({'over' if hot else 'within'} "
+               f"{limit:.1%} = {HOT_KEY_TASKS} tasks' share)" + ("" if hot else f"; {matches}"))
+    chosen[lk.what] = f"{plan}: {why}"
+    return plan
 
 
 def _sample_stats(
@@ -759,14 +810,20 @@ def _parallelism(df: DataFrame) -> int:
         return max(1, int(spark.conf.get("spark.sql.shuffle.partitions") or 1))
 
 
-def _union_join(spine_df: DataFrame, feature_df: DataFrame, lk: _Lookup, keys: Sequence[str]) -> DataFrame:
+def _union_join(
+    spine_df: DataFrame, feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], *, wide: bool
+) -> DataFrame:
     """Union + last-value window: one shuffle and sort of both inputs by key.
 
     Spine and feature rows are sorted together per key by (time, feature-before-spine, sequence),
     so a feature row at the spine's own time counts; each spine row takes the last feature row
-    before it as **one struct** (whole row, no per-column back-fill). A feature row with the same
-    (time, sequence) as the feature row just before it is marked as a tie; being sorted last of
-    its group, it is the one a spine row would take, so ties behind a match are reported.
+    before it as **one struct** (whole row, no per-column back-fill).
+
+    ``wide=False`` (plan ``union``): only (time, sequence) travel; the spine rows come out with
+    the matched ``mt``/``mq`` for :func:`_fetch`. ``wide=True`` (plan ``union-wide``): every
+    feature column travels in the struct, and a feature row with the same (time, sequence) as the
+    feature row just before it is marked as a tie (sorted last of its group, it is the one a spine
+    row would take), so ties behind a match are reported.
     """
     assert lk.event_time is not None and lk.spine_time is not None
     ts, seq, is_spine, tie, hit = (lk.col(c) for c in ("ts", "seq", "is_spine", "tie", "hit"))
@@ -774,6 +831,8 @@ def _union_join(spine_df: DataFrame, feature_df: DataFrame, lk: _Lookup, keys: S
     seq_type = feature_df.schema[lk.sequence].dataType if lk.sequence else None
     spine_types = {f.name: f.dataType for f in spine_df.schema.fields}
     payload = [(o, feature_df.schema[f].dataType) for f, o in zip(lk.features, lk.outputs, strict=True)]
+    if not wide:  # only the matched row's (time, sequence) come out; _fetch gets its features
+        payload = []
 
     spine_side = spine_df.select(
         *spine_df.columns,
@@ -789,17 +848,21 @@ def _union_join(spine_df: DataFrame, feature_df: DataFrame, lk: _Lookup, keys: S
         F.unix_micros(F.col(lk.event_time)).alias(ts),
         *([F.col(lk.sequence).alias(seq)] if lk.sequence else []),
         F.lit(False).alias(is_spine),
-        *[F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)],
+        *[F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True) if wide],
     )
     by_time = Window.partitionBy(*keys).orderBy(*[F.col(c).asc_nulls_first() for c in order])
-    previous_same = _all(
-        [~F.lag(F.col(is_spine)).over(by_time)]
-        + [F.lag(F.col(c)).over(by_time).eqNullSafe(F.col(c)) for c in order if c != is_spine]
+    both = spine_side.unionByName(feature_side)
+    if wide:
+        previous_same = _all(
+            [~F.lag(F.col(is_spine)).over(by_time)]
+            + [F.lag(F.col(c)).over(by_time).eqNullSafe(F.col(c)) for c in order if c != is_spine]
+        )
+        both = both.withColumn(tie, F.coalesce(~F.col(is_spine) & previous_same, F.lit(False)))
+    row = F.struct(
+        F.col(ts).alias("ts"),
+        *([F.col(tie).alias("tie"), *[F.col(o) for o, _ in payload]] if wide
+          else [F.col(seq).alias("seq")] if lk.sequence else []),
     )
-    both = spine_side.unionByName(feature_side).withColumn(
-        tie, F.coalesce(~F.col(is_spine) & previous_same, F.lit(False))
-    )
-    row = F.struct(F.col(ts).alias("ts"), F.col(tie).alias("tie"), *[F.col(o) for o, _ in payload])
     latest = F.last(F.when(~F.col(is_spine), row), ignorenulls=True).over(
         by_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
@@ -809,7 +872,8 @@ def _union_join(spine_df: DataFrame, feature_df: DataFrame, lk: _Lookup, keys: S
         ok &= F.col(f"{hit}.ts") > F.col(ts) - F.lit(_micros(lk.lookback))
     return matched.select(
         *spine_df.columns,
-        *[F.when(ok, F.col(f"{hit}.{o}")).alias(o) for o, _ in payload],
         F.when(ok, F.col(f"{hit}.ts")).alias(lk.col("mt")),
-        F.coalesce(F.when(ok, F.col(f"{hit}.tie")), F.lit(False)).alias(tie),
+        *([*[F.when(ok, F.col(f"{hit}.{o}")).alias(o) for o, _ in payload],
+           F.coalesce(F.when(ok, F.col(f"{hit}.tie")), F.lit(False)).alias(tie)] if wide
+          else [F.when(ok, F.col(f"{hit}.seq")).alias(lk.col("mq"))] if lk.sequence else []),
     )

@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkfs import point_in_time
 from sparkfs.errors import (
     ColumnNameClashError,
     DuplicateKeyError,
@@ -161,7 +162,7 @@ def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) 
         ("AA", "JFK", at(0), 1.0, 1, 1), ("AA", "JFK", at(0), 2.0, 2, 2), ("AA", "JFK", at(0), 0.5, 0, None),
     ], seq_schema, sequence="seq")
     spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 0), ("AA", "JFK", at(0), 1)], SPINE)
-    for plan in ("intervals", "union"):
+    for plan in ("intervals", "union", "union-wide"):
         out = create_training_set(lake, spine, [FeatureLookup("pit_seq", ["carrier", "origin"], "at")], plan=plan).df
         assert result(out.select("label", "delay", "flights"), ["label"]) == [(0, 2.0, 2), (1, 2.0, 2)]
 
@@ -169,7 +170,7 @@ def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) 
     lake.create("gold", "pit_tie", FEATURES, properties={KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts"})
     lake.spark.createDataFrame([("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(0), 2.0, 2)], FEATURES) \
         .write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_tie"))
-    for plan in ("intervals", "union"):
+    for plan in ("intervals", "union", "union-wide"):
         with pytest.raises(DuplicateKeyError, match=r"more than one row per \(keys, ts\).*'carrier': 'AA'"):
             create_training_set(lake, spine, [FeatureLookup("pit_tie", ["carrier", "origin"], "at")], plan=plan)
 
@@ -256,17 +257,46 @@ def test_clear_errors_for_bad_lookups(lake: Lakehouse) -> None:
         build(FeatureLookup("pit_errors", ["carrier", "origin"]))
 
 
-def test_as_of_join_on_dataframes_uses_the_same_join(spark) -> None:  # type: ignore[no-untyped-def]
+def test_as_of_join_on_dataframes_uses_the_same_join(spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     prices = spark.createDataFrame(
         [("X", at(0), 1.0), ("X", at(2), 2.0), ("Y", at(1), 10.0)], "ticker string, ts timestamp, price double")
     ticks = spark.createDataFrame(
         [("X", at(1)), ("X", at(2)), ("Y", at(7)), ("Z", at(1))], "ticker string, ts timestamp")
     runs = [("auto", None), ("intervals", None), ("intervals", timedelta(seconds=1)),  # keys-only path
-            ("intervals", timedelta(days=1)), ("union", None)]                       # fine path
+            ("intervals", timedelta(days=1)), ("union", None), ("union-wide", None),  # fine path
+            ("union", "no broadcast"), ("intervals", "no broadcast")]  # a big spine's fetch: no semi-join
     for plan, bin_size in runs:
+        if bin_size == "no broadcast":
+            monkeypatch.setattr(point_in_time, "BROADCAST_MATCH_ROWS", 0)
+            bin_size = None
         out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts",
                          lookback=timedelta(minutes=5), prefix="last", plan=plan, bin_size=bin_size)
         assert result(out, ["ticker", "ts"]) == [
             ("X", at(1).replace(tzinfo=None), 1.0), ("X", at(2).replace(tzinfo=None), 2.0),
             ("Y", at(7).replace(tzinfo=None), None), ("Z", at(1).replace(tzinfo=None), None),
         ]
+
+
+def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    prices = spark.createDataFrame(
+        [("HOT", at(m), float(m)) for m in range(0, 40, 2)] + [("X", at(1), -1.0), ("Y", at(3), -3.0)],
+        "ticker string, ts timestamp, price double")
+    ticks = spark.createDataFrame(
+        [("HOT", at(m + 1)) for m in range(0, 40, 5)] + [("X", at(2)), ("Y", at(2))], "ticker string, ts timestamp")
+
+    def plan_and_rows() -> tuple[str, list[tuple]]:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="sparkfs.point_in_time"):
+            out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts")
+        chosen = [r.getMessage() for r in caplog.records if "plan" in r.getMessage()]
+        return chosen[-1].split("plan ")[1].split(":")[0], result(out, ["ticker", "ts"])
+
+    # local[2]: no key can hold over 2 tasks' share of 2 cores, so the table is not sampled.
+    plan, rows = plan_and_rows()
+    assert plan == "union"
+    # A wider machine (limit 25% of the rows): "HOT" holds 20 of 22 rows, so intervals split it.
+    monkeypatch.setattr(point_in_time, "HOT_KEY_TASKS", 0.5)
+    hot_plan, hot_rows = plan_and_rows()
+    assert hot_plan == "intervals"
+    assert hot_rows == rows
+    assert rows[:2] == [("HOT", at(1).replace(tzinfo=None), 0.0), ("HOT", at(6).replace(tzinfo=None), 6.0)]
