@@ -8,15 +8,22 @@ exclusive, upper bound inclusive, the same edge rule as the trailing-window aggr
 row comes out exactly once, also when its keys or its timestamp are null (with null features).
 Timestamps are Spark ``TimestampType`` values, i.e. instants; they are compared as instants.
 
-How the join works (one function, used by training and inference alike). Two exact plans; by
-default (``plan="auto"``) each lookup picks one from a sample of its table:
+How the join works (one function, used by training and inference alike). Three exact plans; by
+default (``plan="auto"``) each lookup picks one:
 
-- ``"union"``: union of spine and feature rows, one shuffle and sort by key, and each spine row
-  takes the last feature row before it as one struct. Cheapest when no key dominates: measured at
-  1.1-1.4x a bare shuffle + sort of both inputs (``benchmarks/pit_join.py``). But a key's rows all
-  land in one task, so a hot key makes one task the whole job on a wide cluster.
-- ``"intervals"``: chosen when the hottest key holds more rows than ``HOT_KEY_TASKS`` tasks' fair
-  share (``HOT_KEY_TASKS / parallelism``), and always for ``known_at``:
+- ``"union"``: spine rows and the feature rows' narrow columns (keys, event time, sequence) are
+  unioned, shuffled and sorted by key once, and each spine row takes the (time, sequence) of the
+  last feature row before it. Then only the matched rows are fetched from the table: the matched
+  (keys, time) are broadcast and cut the table down in its scan (a broadcast semi-join), so the
+  wide feature columns are shuffled for at most one row per spine row. Measured at 1.2-1.4x a
+  bare shuffle + sort of both inputs (``benchmarks/pit_join.py``, README). Chosen while the
+  spine has at most ``BROADCAST_MATCH_ROWS`` rows.
+- ``"union-wide"``: the same window carrying every feature column in one struct, for spines too
+  big to broadcast their matches: one shuffle of the wide rows instead of two.
+- Both put all rows of a key in one task. ``"intervals"`` is chosen when the hottest key (in a
+  sample) holds more rows than ``HOT_KEY_TASKS`` tasks' fair share (``HOT_KEY_TASKS /
+  parallelism``; never on 1 or 2 cores, where the table is not even sampled), and always for
+  ``known_at``:
 
 1. Each feature row gets its validity interval ``[event_ts, next event_ts of the same key)``, capped
    by ``event_ts + lookback`` and by the spine's last timestamp: an SCD type 2 view derived with
@@ -27,8 +34,11 @@ default (``plan="auto"``) each lookup picks one from a sample of its table:
    one interval, and a hot key is split over many bins instead of landing in one task.
 3. Intervals spanning more than ``MAX_FINE_BINS`` bins (sparse keys, open-ended last rows) are not
    exploded; they take a second path joined on the keys alone, so rows never multiply without bound.
-4. The matched ``(keys, event_ts)`` then fetches the feature columns from the table with one
-   equi-join, so the wide rows are shuffled once.
+4. The matched ``(keys, event_ts)`` then fetch the feature columns exactly as in ``"union"``.
+
+Feature rows tied on (keys, event time[, sequence]) both come back from the fetch, which counts
+them (``"union-wide"`` marks them in its window); :func:`create_training_set` raises
+``DuplicateKeyError`` for a tie behind a match.
 
 "As known at" mode (``known_at=<column>``): a row only counts once it had been written, i.e. when
 ``known_at <= spine_ts`` as well. The answer at ``t`` is the latest row by event time among the
