@@ -585,7 +585,7 @@ def _join_lookup(
     if plan not in PLANS:
         raise SparkfsError(f"unknown plan {plan!r}: expected one of {PLANS}")
     if plan.startswith("union") and lk.known_at:
-        raise SparkfsError("plan 'union' does not support known_at; use 'intervals' or 'auto'")
+        raise SparkfsError(f"plan '{plan}' does not support known_at; use 'intervals' or 'auto'")
     size = bin_us
     if plan == "auto":
         plan = _choose_plan(feature_df, lk, spine_df, spine_rows, chosen)
