@@ -124,6 +124,10 @@ def collect_splits(df: DataFrame, config: TrainingConfig, boundaries: SplitBound
     assert stats is not None
     usable = labelled.where(F.col(SPLIT).isNotNull() & F.col(config.label).isNotNull())
     pdf, total = bounded_to_pandas(usable, config.max_rows, config.evaluation.seed)
+    # Rows arrive in whatever order the join's plan left them; XGBoost's row subsampling is by
+    # position, so sort (keys, timestamp, then every column) to make the model a function of the
+    # rows alone: the same training set gives the same model whichever plan built it.
+    pdf = pdf.sort_values([SPLIT, *needed], kind="mergesort", na_position="last", ignore_index=True)
     pdf[config.label] = pdf[config.label].astype("int64")
     frames = {name: pdf[pdf[SPLIT] == name].drop(columns=SPLIT).reset_index(drop=True) for name in SPLITS}
     counts = {k: int(stats[k]) for k in ("rows", "null_timestamp", "outside_splits", "null_label")}

@@ -19,7 +19,7 @@ from sparkfs.errors import ConfigError, GateFailedError, SchemaMismatchError
 from sparkfs.evaluation import Evaluation, SliceEvaluation, apply_gate, evaluate
 from sparkfs.model import UNKNOWN, Preprocessor
 from sparkfs.splits import split_boundaries, time_split
-from sparkfs.training import bounded_to_pandas, train_model
+from sparkfs.training import bounded_to_pandas, collect_splits, train_model
 from sparkfs.training_config import SplitConfig, TrainingConfig, load_training_config
 
 GAP = timedelta(days=7)
@@ -315,3 +315,14 @@ def test_flights_spine_filters_days_and_derives_the_label(spark: SparkSession, l
     assert training_window(config, day) == (START, date(2013, 3, 1))
     span = RunWindow(date(2013, 2, 1), date(2013, 3, 1))
     assert training_window(config, span) == (date(2013, 2, 1), date(2013, 3, 1))
+
+
+def test_collected_splits_do_not_depend_on_the_row_order_of_the_training_set(spark: SparkSession) -> None:
+    config = synthetic_config("delay_order_test")
+    boundaries = split_boundaries(START, END, config.split, longest_feature_window=GAP)
+    df = synthetic_df(spark)
+    shuffled = df.orderBy(F.rand(7)).repartition(3)
+    first, second = collect_splits(df, config, boundaries), collect_splits(shuffled, config, boundaries)
+    for name in ("train", "validation", "test"):
+        pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name))
+    assert first.counts == second.counts
