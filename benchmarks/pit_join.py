@@ -4,7 +4,8 @@ One run generates a spine and a feature table (``--feature-cols`` double columns
 tables have) for uniform and Zipf-skewed keys (the hot key holds a third of the rows of both
 inputs), writes them to Parquet, and times on the same files:
 
-- ``floor``:   one shuffle + sort of both inputs by key (the least any exact Spark plan can do);
+- ``floor``:   one shuffle + sort of both inputs by (key, time), wide rows as they are: the
+               reference cost the bars are set against;
 - ``sparkfs``: :func:`sparkfs.point_in_time.as_of_join` with ``plan="auto"``, the join
   ``create_training_set`` runs (it logs which plan it chose and why);
 - ``intervals``, ``sf-union``, ``sf-wide``: the same with one plan forced (``intervals``: binned

@@ -15,15 +15,16 @@ default (``plan="auto"``) each lookup picks one:
   unioned, shuffled and sorted by key once, and each spine row takes the (time, sequence) of the
   last feature row before it. Then only the matched rows are fetched from the table: the matched
   (keys, time) are broadcast and cut the table down in its scan (a broadcast semi-join), so the
-  wide feature columns are shuffled for at most one row per spine row. Measured at 1.2-1.4x a
-  bare shuffle + sort of both inputs (``benchmarks/pit_join.py``, README). Chosen while the
-  spine has at most ``BROADCAST_MATCH_ROWS`` rows.
+  wide feature columns are shuffled for at most one row per spine row. Measured at about 0.8x a
+  bare shuffle + sort of both inputs and 1.8x faster than tempo (``benchmarks/pit_join.py``,
+  README). Chosen while the spine has at most ``BROADCAST_MATCH_ROWS`` rows.
 - ``"union-wide"``: the same window carrying every feature column in one struct, for spines too
   big to broadcast their matches: one shuffle of the wide rows instead of two.
-- Both put all rows of a key in one task. ``"intervals"`` is chosen when the hottest key (in a
-  sample) holds more rows than ``HOT_KEY_TASKS`` tasks' fair share (``HOT_KEY_TASKS /
-  parallelism``; never on 1 or 2 cores, where the table is not even sampled), and always for
-  ``known_at``:
+- Both presort the rows on one long (:func:`_presorted`), so the window's own sort by (keys,
+  time) is cheap, and both put all rows of a key in one task. ``"intervals"`` does not: it is
+  chosen when the hottest key (in a sample) holds more rows than ``HOT_KEY_TASKS`` tasks' fair
+  share (``HOT_KEY_TASKS / parallelism``; never on 1 or 2 cores, where the table is not even
+  sampled), and always for ``known_at``:
 
 1. Each feature row gets its validity interval ``[event_ts, next event_ts of the same key)``, capped
    by ``event_ts + lookback`` and by the spine's last timestamp: an SCD type 2 view derived with
