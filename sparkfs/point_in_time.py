@@ -15,9 +15,9 @@ default (``plan="auto"``) each lookup picks one:
   unioned, shuffled and sorted by key once, and each spine row takes the (time, sequence) of the
   last feature row before it. Then only the matched rows are fetched from the table: the matched
   (keys, time) are broadcast and cut the table down in its scan (a broadcast semi-join), so the
-  wide feature columns are shuffled for at most one row per spine row. Measured at about 0.8x a
-  bare shuffle + sort of both inputs and 1.8x faster than tempo (``benchmarks/pit_join.py``,
-  README). Chosen while the spine has at most ``BROADCAST_MATCH_ROWS`` rows.
+  wide feature columns are shuffled for at most one row per spine row. Measured at 0.8-1.0x a
+  bare shuffle + sort of both inputs and 1.7x faster than tempo at 1M x 10M rows
+  (``benchmarks/pit_join.py``, README). Chosen while the spine has at most ``BROADCAST_MATCH_ROWS`` rows.
 - ``"union-wide"``: the same window carrying every feature column in one struct, for spines too
   big to broadcast their matches: one shuffle of the wide rows instead of two.
 - Both presort the rows on one long (:func:`_presorted`), so the window's own sort by (keys,
