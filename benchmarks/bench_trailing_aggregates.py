@@ -25,9 +25,9 @@ from datetime import timedelta
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkfs.config import Settings, SparkSettings, StorageSettings
-from sparkfs.session import get_spark
-from sparkfs.transformations import AGGREGATES, with_trailing_aggregates
+from sparkfs.core.config import Settings, SparkSettings, StorageSettings
+from sparkfs.core.session import get_spark
+from sparkfs.features.transformations import AGGREGATES, with_trailing_aggregates
 
 WINDOWS = {
     "1h": timedelta(hours=1),

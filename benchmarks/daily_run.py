@@ -26,12 +26,11 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from sparkfs.config import StorageSettings, load_settings
-from sparkfs.jobs import RunWindow
-from sparkfs.lakehouse import Lakehouse
-from sparkfs.pipeline import Pipeline, load_pipeline, run_pipeline
-from sparkfs.runs import record_run
-from sparkfs.session import get_spark
+from sparkfs.core.config import StorageSettings, load_settings
+from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.runs import RunWindow, record_run
+from sparkfs.core.session import get_spark
+from sparkfs.features.pipeline import Pipeline, load_pipeline, run_pipeline
 
 HISTORIES = {"month": date(2013, 12, 1), "year": date(2013, 1, 1)}
 LAST_HISTORY_DAY = date(2013, 12, 26)

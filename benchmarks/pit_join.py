@@ -41,9 +41,9 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from sparkfs.config import Settings, SparkSettings, StorageSettings
-from sparkfs.point_in_time import as_of_join
-from sparkfs.session import get_spark
+from sparkfs.core.config import Settings, SparkSettings, StorageSettings
+from sparkfs.core.session import get_spark
+from sparkfs.pit.api import as_of_join
 
 YEAR_SECONDS = 365 * 86_400
 BARS = {"sparkfs / floor": 1.3, "tempo / sparkfs": 1.5, "naive / sparkfs": 1.5, "zipf / uniform (sparkfs)": 1.5}
@@ -187,7 +187,7 @@ def checksum(df: DataFrame, cols: list[str]) -> tuple[int, int]:
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
-    logging.getLogger("sparkfs.point_in_time").setLevel(logging.INFO)
+    logging.getLogger("sparkfs.pit.api").setLevel(logging.INFO)
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="pit_bench_"))
     settings = Settings(
         env="bench", conf_dir=str(Path(__file__).resolve().parents[1] / "conf"),

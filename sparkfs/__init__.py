@@ -1,13 +1,40 @@
 """sparkfs: batch feature engineering on PySpark + Delta Lake.
 
-Importing sparkfs has no side effects: nothing starts a SparkSession until you call
-:func:`get_spark`.
+What a notebook or a script needs, in the order data flows:
+
+- the lakehouse: :func:`get_spark`, :func:`load_settings`, :func:`open_lakehouse`,
+  :class:`Lakehouse`, the one MERGE writer :func:`merge_upsert`, :func:`record_run`;
+- point-in-time training sets: :class:`FeatureLookup`, :func:`create_training_set`,
+  :func:`rebuild_training_set`, :class:`TrainingSet` / :class:`TrainingSetSpec`, :func:`as_of_join`
+  (the names follow Databricks Feature Engineering where the concept is the same);
+- models: :func:`load_training_config`, :func:`build_spine` / :func:`build_features` (the rows
+  training and scoring share), :func:`train_model`, :func:`load_scoring_model`,
+  :func:`score_batch`.
+
+Importing sparkfs has no side effects and stays light: nothing starts a SparkSession until you
+call :func:`get_spark`, and the model functions (MLflow, XGBoost) are imported on first use.
+
+Example::
+
+    import sparkfs
+
+    settings = sparkfs.load_settings()
+    lake = sparkfs.open_lakehouse(sparkfs.get_spark(settings), settings)
+    ts = sparkfs.create_training_set(
+        lake, spine_df, [sparkfs.FeatureLookup("carrier_delays", ["carrier"])],
+        label="is_arr_delayed", timestamp_key="sched_dep_ts",
+    )
 """
 
 from __future__ import annotations
 
-from sparkfs.config import Settings, load_settings
-from sparkfs.errors import (
+__version__ = "0.1.0"
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from sparkfs.core.config import Settings, load_settings
+from sparkfs.core.errors import (
     ConfigError,
     DeltaJarsUnavailableError,
     DuplicateKeyError,
@@ -18,40 +45,79 @@ from sparkfs.errors import (
     SparkfsError,
     TableNotFoundError,
 )
-from sparkfs.lakehouse import Lakehouse, open_lakehouse
-from sparkfs.merge import MergeResult, merge_upsert
-from sparkfs.point_in_time import (
+from sparkfs.core.lakehouse import Lakehouse, open_lakehouse
+from sparkfs.core.merge import MergeResult, merge_upsert
+from sparkfs.core.runs import RunWindow, record_run
+from sparkfs.core.session import get_spark
+from sparkfs.pit.api import (
     FeatureLookup,
     TrainingSet,
     as_of_join,
     create_training_set,
     rebuild_training_set,
 )
-from sparkfs.runs import record_run
-from sparkfs.session import get_spark
+from sparkfs.pit.spec import TrainingSetSpec
+
+if TYPE_CHECKING:
+    from sparkfs.ml.assembly import build_features, build_spine
+    from sparkfs.ml.config import TrainingConfig, load_training_config
+    from sparkfs.ml.score import ScoringModel, load_scoring_model, score_batch
+    from sparkfs.ml.train import TrainingResult, train_model
+
+# Imported on first use: they pull in MLflow and XGBoost, which a feature pipeline never needs.
+_LAZY = {
+    "TrainingConfig": "sparkfs.ml.config",
+    "load_training_config": "sparkfs.ml.config",
+    "build_spine": "sparkfs.ml.assembly",
+    "build_features": "sparkfs.ml.assembly",
+    "train_model": "sparkfs.ml.train",
+    "TrainingResult": "sparkfs.ml.train",
+    "ScoringModel": "sparkfs.ml.score",
+    "load_scoring_model": "sparkfs.ml.score",
+    "score_batch": "sparkfs.ml.score",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sparkfs' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",
     "DeltaJarsUnavailableError",
     "DuplicateKeyError",
     "EnvironmentSetupError",
+    "FeatureLookup",
     "JavaNotFoundError",
     "JavaVersionError",
     "Lakehouse",
     "MergeResult",
+    "RunWindow",
     "SchemaMismatchError",
+    "ScoringModel",
     "Settings",
     "SparkfsError",
     "TableNotFoundError",
+    "TrainingConfig",
+    "TrainingResult",
+    "TrainingSet",
+    "TrainingSetSpec",
+    "as_of_join",
+    "build_features",
+    "build_spine",
+    "create_training_set",
     "get_spark",
+    "load_scoring_model",
     "load_settings",
+    "load_training_config",
     "merge_upsert",
     "open_lakehouse",
-    "record_run",
-    "FeatureLookup",
-    "TrainingSet",
-    "as_of_join",
-    "create_training_set",
     "rebuild_training_set",
+    "record_run",
+    "score_batch",
+    "train_model",
 ]
-__version__ = "0.1.0"

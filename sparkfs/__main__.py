@@ -1,5 +1,5 @@
 import sys
 
-from sparkfs.cli import main
+from sparkfs.jobs.cli import main
 
 sys.exit(main())

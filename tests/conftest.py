@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from sparkfs.config import Settings, SparkSettings, StorageSettings
-from sparkfs.lakehouse import Lakehouse, open_lakehouse
-from sparkfs.session import get_spark
+from sparkfs.core.config import Settings, SparkSettings, StorageSettings
+from sparkfs.core.lakehouse import Lakehouse, open_lakehouse
+from sparkfs.core.session import get_spark
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,9 +18,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkfs.jobs import JobContext
-from sparkfs.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
-from sparkfs.training_config import TrainingConfig
+from sparkfs.core.config import deep_merge
+from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
+from sparkfs.jobs.context import JobContext
+from sparkfs.ml.config import TrainingConfig
+from sparkfs.pit.spec import LookupSpec, SpineSource, TrainingSetSpec
 
 START, END = date(2013, 1, 1), date(2013, 3, 31)
 CARRIERS = ["AA", "B6", "DL", "UA"]
@@ -85,9 +87,13 @@ def synthetic_df(spark: SparkSession, rows: int = 2400) -> DataFrame:
 
 
 def synthetic_config(model_name: str, **overrides: object) -> TrainingConfig:
+    """A small training config on the synthetic flights; ``overrides`` are merged key by key."""
     base: dict[str, object] = dict(
         model_name=model_name,
         experiment=f"test-{model_name}",
+        keys=["flight_id"],
+        timestamp="sched_dep_ts",
+        label="is_arr_delayed",
         start=START,
         end=END,
         longest_feature_window="7d",
@@ -97,20 +103,31 @@ def synthetic_config(model_name: str, **overrides: object) -> TrainingConfig:
         },
         split={"validation": "18d", "test": "18d", "gap": "7d"},
         xgboost={"params": {"max_depth": 3, "eta": 0.2}, "num_boost_round": 60, "early_stopping_rounds": 10},
-        evaluation={"bootstrap": 40, "slice_bootstrap": 10, "seed": 7},
+        baseline={"column": "carrier"},
+        evaluation={"bootstrap": 40, "slice_bootstrap": 10, "seed": 7, "slices": ["carrier", "origin"]},
         gate={"metric": "roc_auc", "min_margin": 0.02, "slice_floor": 0.5, "min_slice_rows": 60},
+        spine={"layer": "silver", "table": "flights", "label": {"column": "arr_delay", "above": 15}},
+        inference={"table": "flight_delay_predictions", "context_columns": ["carrier", "origin"]},
     )
-    base.update(overrides)
-    return TrainingConfig.model_validate(base)
+    return TrainingConfig.model_validate(deep_merge(base, overrides))
 
 
-SPEC = {
-    "spine": {"columns": ["flight_id", "sched_dep_ts", "carrier", "origin", "dep_hour", "is_arr_delayed"]},
-    "lookups": [
-        {"table": "weather_hourly", "version": 4, "features": ["wind_speed"]},
-        {"table": "carrier_delay_stats", "version": 2, "features": ["carrier_dep_delay_mean_7d"]},
+# What the synthetic training set would have been built from (logged as the run's lineage).
+SPEC = TrainingSetSpec(
+    spine=SpineSource(source="dataframe"),
+    label="is_arr_delayed",
+    rows=0,
+    lookups=[
+        LookupSpec(table="weather_hourly", version=4, lookup_key={"origin": "origin"},
+                   timestamp_lookup_key="sched_dep_ts", event_time="time_hour", sequence=None,
+                   known_at=None, features=["wind_speed"], outputs=["wind_speed"],
+                   lookback_us=3 * 3600 * 10**6, prefix=None),
+        LookupSpec(table="carrier_delay_stats", version=2, lookup_key={"carrier": "carrier"},
+                   timestamp_lookup_key="sched_dep_ts", event_time="day_ts", sequence=None,
+                   known_at=None, features=["dep_delay_mean_7d"], outputs=["carrier_dep_delay_mean_7d"],
+                   lookback_us=None, prefix="carrier"),
     ],
-}
+)
 
 
 def build_e2e(lake: Lakehouse, model_name: str, conf_dir: Path) -> JobContext:

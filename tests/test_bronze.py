@@ -10,9 +10,9 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from sparkfs.bronze import SourceSpec, ingest
-from sparkfs.errors import MissingSourceDataError, SchemaMismatchError
-from sparkfs.lakehouse import Lakehouse
+from sparkfs.core.errors import MissingSourceDataError, SchemaMismatchError
+from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.features.bronze import SourceSpec, ingest
 
 D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
 

@@ -13,7 +13,8 @@ from typing import Any
 import bundle_checks as bc
 import pytest
 
-from sparkfs.jobs import JOBS, add_common_arguments, settings_from_args, window_from_args
+from sparkfs.jobs import JOBS
+from sparkfs.jobs.context import add_common_arguments, settings_from_args, window_from_args
 
 DAILY, TRAINING = "resources/daily.yml", "resources/training.yml"
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sparkfs.config import load_settings
-from sparkfs.errors import ConfigError
+from sparkfs.core.config import load_settings
+from sparkfs.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

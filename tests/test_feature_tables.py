@@ -12,8 +12,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkfs.errors import DuplicateKeyError, SchemaMismatchError
-from sparkfs.feature_tables import (
+from sparkfs.core.errors import DuplicateKeyError, SchemaMismatchError
+from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
+from sparkfs.features.feature_tables import (
     FeatureSpan,
     FeatureTableSpec,
     compute,
@@ -22,7 +23,6 @@ from sparkfs.feature_tables import (
     parse_duration,
     write_feature_table,
 )
-from sparkfs.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
 
 D = date(2013, 1, 2)
 EVENTS_SCHEMA = "carrier string, ts timestamp, delay double"

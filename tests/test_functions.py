@@ -8,7 +8,7 @@ import pytest
 from chispa import assert_column_equality, assert_df_equality
 from pyspark.sql import SparkSession
 
-from sparkfs.functions import (
+from sparkfs.features.functions import (
     clip,
     day_of_month,
     day_of_week,

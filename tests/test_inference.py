@@ -18,19 +18,25 @@ from synthetic_flights import (
     synthetic_df,
 )
 
-from sparkfs.config import Settings
-from sparkfs.errors import FeatureSchemaMismatchError, ModelNotFoundError, TrainingServingSkewError
-from sparkfs.inference import (
+from sparkfs.core.config import Settings
+from sparkfs.core.errors import (
+    FeatureSchemaMismatchError,
+    ModelNotFoundError,
+    TrainingServingSkewError,
+)
+from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.runs import RunWindow
+from sparkfs.jobs.context import JobContext
+from sparkfs.jobs.infer import infer_job
+from sparkfs.jobs.train import train_job
+from sparkfs.ml.score import (
     ScoringModel,
     check_feature_schema,
-    compare_features,
-    infer_job,
     load_scoring_model,
     predict_and_merge,
 )
-from sparkfs.jobs import JobContext, RunWindow
-from sparkfs.lakehouse import Lakehouse
-from sparkfs.training import train_job, train_model
+from sparkfs.ml.skew import compare_features
+from sparkfs.ml.train import train_model
 
 MODEL = "delay_infer_test"
 KEYS = ["flight_id", "sched_dep_ts"]
@@ -173,9 +179,10 @@ def test_train_job_then_infer_job_end_to_end(e2e: JobContext, capsys) -> None:
 
 
 def test_skew_check_catches_features_changed_since_training(e2e: JobContext) -> None:
-    from sparkfs.inference import load_scoring_model, skew_check
-    from sparkfs.merge import merge_upsert
-    from sparkfs.training_config import load_training_config
+    from sparkfs.core.merge import merge_upsert
+    from sparkfs.ml.config import load_training_config
+    from sparkfs.ml.score import load_scoring_model
+    from sparkfs.ml.skew import skew_check
 
     lake, config = e2e.lake, load_training_config(e2e.settings)
     model = load_scoring_model(e2e.settings, E2E_MODEL, "champion")

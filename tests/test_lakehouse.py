@@ -10,10 +10,15 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import types as T
 
-from sparkfs.errors import ConfigError, DuplicateKeyError, SchemaMismatchError, TableNotFoundError
-from sparkfs.lakehouse import Lakehouse
-from sparkfs.merge import merge_upsert
-from sparkfs.smoke import SMOKE_TABLE, run_smoke
+from sparkfs.core.errors import (
+    ConfigError,
+    DuplicateKeyError,
+    SchemaMismatchError,
+    TableNotFoundError,
+)
+from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.merge import merge_upsert
+from sparkfs.jobs.smoke import SMOKE_TABLE, run_smoke
 
 SCHEMA = T.StructType(
     [
@@ -122,9 +127,9 @@ def test_a_table_written_here_is_read_by_name_in_another_process(lake: Lakehouse
     settings = lake.settings
     script = textwrap.dedent(
         f"""\
-        from sparkfs.config import Settings, SparkSettings, StorageSettings
-        from sparkfs.lakehouse import open_lakehouse
-        from sparkfs.session import get_spark
+        from sparkfs.core.config import Settings, SparkSettings, StorageSettings
+        from sparkfs.core.lakehouse import open_lakehouse
+        from sparkfs.core.session import get_spark
         s = Settings(conf_dir={settings.conf_dir!r}, storage=StorageSettings(data_dir={settings.storage.data_dir!r}),
                      spark=SparkSettings(master="local[1]", shuffle_partitions=1))
         spark = get_spark(s)
@@ -144,7 +149,7 @@ def test_table_properties_are_readable(lake: Lakehouse) -> None:
 
 
 def test_checksum_ignores_row_order_and_sees_any_changed_value(spark) -> None:
-    from sparkfs.lakehouse import checksum
+    from sparkfs.core.lakehouse import checksum
 
     rows = [(1, "a", 2**62), (2, "b", 2**62), (3, None, 2**62)]  # a plain long sum would overflow
     base = checksum(spark.createDataFrame(rows, "id int, s string, big long"))

@@ -21,11 +21,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from synthetic_flights import build_e2e
 
-from sparkfs import explore
-from sparkfs.config import load_settings
-from sparkfs.lakehouse import open_lakehouse
-from sparkfs.training import train_job
-from sparkfs.training_config import load_training_config
+from sparkfs.core.config import load_settings
+from sparkfs.core.lakehouse import open_lakehouse
+from sparkfs.jobs.train import train_job
+from sparkfs.ml import explore
+from sparkfs.ml.config import load_training_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "nb_delay"

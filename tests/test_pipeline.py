@@ -13,12 +13,15 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sparkfs.config import Settings, StorageSettings
-from sparkfs.errors import SparkfsError
-from sparkfs.examples.flights import conform_flights, deliver
-from sparkfs.jobs import JobContext, RunWindow
-from sparkfs.lakehouse import Lakehouse, checksum
-from sparkfs.pipeline import features_job, load_pipeline
+from sparkfs.core.config import Settings, StorageSettings
+from sparkfs.core.errors import SparkfsError
+from sparkfs.core.lakehouse import Lakehouse, checksum
+from sparkfs.core.runs import RunWindow
+from sparkfs.examples.flights.conform import conform_flights
+from sparkfs.examples.flights.delivery import deliver
+from sparkfs.features.pipeline import load_pipeline
+from sparkfs.jobs.context import JobContext
+from sparkfs.jobs.features import features_job
 
 REPO = Path(__file__).resolve().parents[1]
 D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
@@ -80,7 +83,7 @@ def pipeline_ctx(spark: SparkSession, settings: Settings, tmp_path_factory: pyte
     conf = root / "conf"
     shutil.copytree(REPO / "conf", conf)
     text = (conf / "pipeline.yaml").read_text()
-    text = text.replace("upstream: sparkfs.examples.flights:deliver", "upstream: null")
+    text = text.replace("upstream: sparkfs.examples.flights.delivery:deliver", "upstream: null")
     (conf / "pipeline.yaml").write_text(text.replace("${SPARKFS_LANDING_DIR:-landing}", str(root / "landing")))
     land_synthetic(root / "landing")
     schemas = {layer: f"pipe_{layer}" for layer in ("bronze", "silver", "gold", "ml", "ops")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,22 +10,23 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkfs import point_in_time
-from sparkfs.errors import (
+from sparkfs.core.errors import (
     ColumnNameClashError,
     DuplicateKeyError,
     LookupKeyError,
     SchemaMismatchError,
     SparkfsError,
 )
-from sparkfs.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
-from sparkfs.merge import merge_upsert
-from sparkfs.point_in_time import (
+from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
+from sparkfs.core.merge import merge_upsert
+from sparkfs.pit import api as point_in_time
+from sparkfs.pit.api import (
     FeatureLookup,
     as_of_join,
     create_training_set,
     rebuild_training_set,
 )
+from sparkfs.pit.spec import SpineSource, TrainingSetSpec
 
 UTC = timezone.utc
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -152,8 +152,8 @@ def test_several_lookups_static_table_and_key_mapping(lake: Lakehouse) -> None:
         ("AA", "JFK", "N1", at(6).replace(tzinfo=None), 4.0, 100),
         ("AA", "JFK", "N3", at(1).replace(tzinfo=None), 2.0, None),
     ]
-    assert [lk["version"] for lk in ts.spec["lookups"]] == [1, 1]
-    assert ts.spec["lookups"][1]["event_time"] is None
+    assert [lk.version for lk in ts.spec.lookups] == [1, 1]
+    assert ts.spec.lookups[1].event_time is None
 
 
 def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) -> None:
@@ -205,9 +205,10 @@ def test_rebuild_from_spec_after_later_merges_gives_identical_rows(lake: Lakehou
     lookups = [FeatureLookup("pit_repro", ["carrier", "origin"], "at", lookback=timedelta(hours=1))]
     first = create_training_set(lake, "ml.pit_spine", lookups, label="label")
     before = first.df.collect()
-    spec = json.loads(first.spec_json())
-    assert spec["spine"] == {"source": "table", "layer": "ml", "table": "pit_spine", "version": 1}
-    assert spec["lookups"][0]["version"] == 1 and spec["lookups"][0]["lookback_us"] == 3_600_000_000
+    spec = TrainingSetSpec.from_json(first.spec_json())  # the JSON round trip loses nothing
+    assert spec == first.spec
+    assert spec.spine == SpineSource(source="table", layer="ml", table="pit_spine", version=1)
+    assert spec.lookups[0].version == 1 and spec.lookups[0].lookback_us == 3_600_000_000
 
     # Later: a correction of an existing row, a backfilled row before the spine times, a new spine row.
     merge_upsert(lake, "gold", "pit_repro", lake.spark.createDataFrame(
@@ -226,7 +227,7 @@ def test_rebuild_of_a_dataframe_spine_needs_the_spine_again(lake: Lakehouse) -> 
     feature_table(lake, "pit_dfspine", [("AA", "JFK", at(0), 1.0, 1)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(5), 1)], SPINE)
     ts = create_training_set(lake, spine, [FeatureLookup("pit_dfspine", ["carrier", "origin"], "at")])
-    assert ts.spec["spine"] == {"source": "dataframe"}
+    assert ts.spec.spine == SpineSource(source="dataframe")
     with pytest.raises(SparkfsError, match="pass it again"):
         rebuild_training_set(lake, ts.spec)
     assert rebuild_training_set(lake, ts.spec, spine=spine).df.collect() == ts.df.collect()
@@ -286,7 +287,7 @@ def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monk
 
     def plan_and_rows() -> tuple[str, list[tuple]]:
         caplog.clear()
-        with caplog.at_level("INFO", logger="sparkfs.point_in_time"):
+        with caplog.at_level("INFO", logger="sparkfs.pit.api"):
             out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts")
         chosen = [r.getMessage() for r in caplog.records if "plan" in r.getMessage()]
         return chosen[-1].split("plan ")[1].split(":")[0], result(out, ["ticker", "ts"])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sparkfs.errors import JavaNotFoundError, JavaVersionError
-from sparkfs.session import check_java, java_major_version
+from sparkfs.core.errors import JavaNotFoundError, JavaVersionError
+from sparkfs.core.session import check_java, java_major_version
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,9 +70,9 @@ def test_unresolvable_delta_jars_give_a_clear_error(tmp_path: Path) -> None:
     )
     script = textwrap.dedent(
         f"""\
-        from sparkfs.config import Settings, SparkSettings, StorageSettings
-        from sparkfs.errors import DeltaJarsUnavailableError
-        from sparkfs.session import get_spark
+        from sparkfs.core.config import Settings, SparkSettings, StorageSettings
+        from sparkfs.core.errors import DeltaJarsUnavailableError
+        from sparkfs.core.session import get_spark
         s = Settings(conf_dir={str(REPO / 'conf')!r},
                      storage=StorageSettings(data_dir={str(tmp_path / 'data')!r}),
                      spark=SparkSettings(master="local[1]", conf={{"spark.jars.ivySettings": {str(ivy_settings)!r}}}))

@@ -11,11 +11,11 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkfs.bronze import SourceSpec, ingest
-from sparkfs.errors import ConfigError, ValidationFailedError
-from sparkfs.expectations import ExpectationSpec, check_agreement, load_suites, run_suite
-from sparkfs.lakehouse import Lakehouse
-from sparkfs.silver import (
+from sparkfs.core.errors import ConfigError, ValidationFailedError
+from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.features.bronze import SourceSpec, ingest
+from sparkfs.features.expectations import ExpectationSpec, check_agreement, load_suites, run_suite
+from sparkfs.features.silver import (
     SilverSpec,
     ValidationPolicy,
     latest_delivery,

@@ -14,13 +14,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from synthetic_flights import SPEC, synthetic_config, synthetic_df, synthetic_pandas
 
-from sparkfs.config import Settings
-from sparkfs.errors import ConfigError, GateFailedError, SchemaMismatchError
-from sparkfs.evaluation import Evaluation, SliceEvaluation, apply_gate, evaluate
-from sparkfs.model import UNKNOWN, Preprocessor
-from sparkfs.splits import split_boundaries, time_split
-from sparkfs.training import bounded_to_pandas, collect_splits, train_model
-from sparkfs.training_config import SplitConfig, TrainingConfig, load_training_config
+from sparkfs.core.config import Settings
+from sparkfs.core.errors import ConfigError, GateFailedError, SchemaMismatchError
+from sparkfs.ml.collect import bounded_to_pandas, collect_splits
+from sparkfs.ml.config import SplitConfig, TrainingConfig, load_training_config
+from sparkfs.ml.evaluation import Evaluation, SliceEvaluation, apply_gate, evaluate
+from sparkfs.ml.model import UNKNOWN, Preprocessor
+from sparkfs.ml.splits import split_boundaries, time_split
+from sparkfs.ml.train import train_model
 
 GAP = timedelta(days=7)
 SPLIT = SplitConfig(validation=timedelta(days=18), test=timedelta(days=18), gap=GAP)
@@ -136,7 +137,7 @@ def test_bootstrap_intervals_bracket_the_point_and_are_reproducible() -> None:
 def test_metrics_match_scikit_learn_with_ties_and_resample_weights() -> None:
     from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
 
-    from sparkfs.evaluation import _Scored, classification_metrics
+    from sparkfs.ml.evaluation import _Scored, classification_metrics
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 400)
@@ -231,7 +232,7 @@ def test_train_registers_a_model_that_beats_the_baseline(trained, settings: Sett
                  for f in client.list_artifacts(result.run_id, folder)}
     assert {"plots/roc.png", "plots/calibration.png", "plots/feature_importance.png",
             "lineage/training_set_spec.json", "evaluation/slice_metrics.json"} <= artifacts
-    assert mlflow.artifacts.load_dict(f"runs:/{result.run_id}/lineage/training_set_spec.json") == SPEC
+    assert mlflow.artifacts.load_dict(f"runs:/{result.run_id}/lineage/training_set_spec.json") == SPEC.to_dict()
 
 
 def test_registered_pyfunc_carries_the_transforms_fitted_on_train(trained) -> None:
@@ -276,9 +277,10 @@ def test_training_set_without_both_classes_is_a_clear_error(spark: SparkSession,
         train_model(df, SPEC, config, settings, start=START, end=END)
 
 
-def test_flights_spine_filters_days_and_derives_the_label(spark: SparkSession, lake) -> None:
-    from sparkfs.jobs import RunWindow
-    from sparkfs.training import flights_spine, training_window
+def test_build_spine_filters_days_and_derives_the_label(spark: SparkSession, lake) -> None:
+    from sparkfs.core.runs import RunWindow
+    from sparkfs.jobs.train import training_window
+    from sparkfs.ml.assembly import build_spine
 
     schema = T.StructType([
         T.StructField("flight_id", T.StringType()), T.StructField("sched_dep_ts", T.TimestampType()),
@@ -297,16 +299,16 @@ def test_flights_spine_filters_days_and_derives_the_label(spark: SparkSession, l
         lake.name("silver", "spine_test_flights"))
     config = synthetic_config("spine_test", spine={"table": "spine_test_flights", "columns": ["carrier"]})
 
-    labelled = flights_spine(lake, config, date(2013, 5, 1), date(2013, 5, 2), labelled=True)
+    labelled = build_spine(lake, config, date(2013, 5, 1), date(2013, 5, 2), labelled=True)
     assert labelled.columns == ["flight_id", "sched_dep_ts", "carrier", "is_arr_delayed"]
     got = {r.flight_id: r.is_arr_delayed for r in labelled.collect()}
     assert got == {"a": 0, "b": 1, "c": None}
-    unlabelled = flights_spine(lake, config, date(2013, 5, 1), date(2013, 5, 2), labelled=False)
+    unlabelled = build_spine(lake, config, date(2013, 5, 1), date(2013, 5, 2), labelled=False)
     assert unlabelled.columns == ["flight_id", "sched_dep_ts", "carrier"]  # no label, no arr_delay
 
     lead = synthetic_config("spine_test", spine={"table": "spine_test_flights", "prediction_lead": "90m"})
     assert lead.lookup_timestamp == "prediction_ts"
-    ahead = flights_spine(lake, lead, date(2013, 5, 1), date(2013, 5, 1), labelled=False)
+    ahead = build_spine(lake, lead, date(2013, 5, 1), date(2013, 5, 1), labelled=False)
     times = {r.flight_id: r.prediction_ts for r in ahead.collect()}
     assert times == {"a": datetime(2013, 4, 30, 22, 30), "b": datetime(2013, 5, 1, 22, 29)}
 

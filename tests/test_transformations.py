@@ -12,8 +12,8 @@ from pyspark.errors import SparkRuntimeException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkfs.errors import DimensionTooLargeError, DuplicateKeyError, SchemaMismatchError
-from sparkfs.transformations import (
+from sparkfs.core.errors import DimensionTooLargeError, DuplicateKeyError, SchemaMismatchError
+from sparkfs.features.transformations import (
     broadcast_join,
     clip_outliers,
     impute,

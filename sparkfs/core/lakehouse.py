@@ -1,0 +1,229 @@
+"""Table names and where tables live: one naming layer for local runs and Databricks.
+
+Code names a table by layer and name, ``lake.name("gold", "planes")``. On Databricks that is the
+Unity Catalog name ``<catalog>.<schema>.<table>``, a managed table. Locally there is no shared
+metastore (an embedded Derby metastore admits one process at a time, so a notebook would lock out
+a running job); instead every table is an external Delta table at
+``<data_dir>/warehouse/<schema>/<table>`` and :meth:`Lakehouse.attach` registers the tables found
+there in the session catalog by name. A table written by one process is therefore visible by name
+to the next, with no paths in user code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from sparkfs.core.config import Settings
+from sparkfs.core.errors import ConfigError, TableNotFoundError
+from sparkfs.core.session import on_databricks
+
+# Table properties that make a Delta table a feature table (set by the gold writer, read by the
+# point-in-time join): comma-separated entity keys, and the event-time column ("" for static tables).
+KEYS_PROPERTY = "sparkfs.keys"
+EVENT_TIME_PROPERTY = "sparkfs.event_time"
+SEQUENCE_PROPERTY = "sparkfs.sequence"
+
+
+def checksum(df: DataFrame) -> tuple[int, int]:
+    """Row count and an order-independent checksum of every row's values (sum of row hashes).
+
+    Two reads with equal checksums hold the same multiset of rows (up to hash collisions); the
+    sum is taken as a decimal so it cannot overflow under ANSI mode.
+    """
+    from pyspark.sql import functions as F
+
+    row = df.select(F.count(F.lit(1)), F.sum(F.xxhash64(*df.columns).cast("decimal(38,0)"))).first()
+    assert row is not None
+    return int(row[0]), int(row[1] or 0)
+
+
+def _quote(identifier: str) -> str:
+    return "`" + identifier.replace("`", "``") + "`"
+
+
+@dataclass(frozen=True)
+class Lakehouse:
+    """Resolves logical ``(layer, table)`` names and manages Delta tables for one session."""
+
+    spark: SparkSession
+    settings: Settings
+
+    @property
+    def is_local(self) -> bool:
+        return self.settings.storage.catalog is None
+
+    @property
+    def warehouse(self) -> Path:
+        return self.settings.data_path / "warehouse"
+
+    def schema(self, layer: str) -> str:
+        schemas = self.settings.storage.schemas
+        if layer not in schemas:
+            raise ConfigError(f"unknown layer '{layer}': storage.schemas defines {sorted(schemas)}")
+        return schemas[layer]
+
+    def name(self, layer: str, table: str) -> str:
+        """Fully qualified name: ``schema.table`` locally, ``catalog.schema.table`` on Databricks."""
+        parts = [self.settings.storage.catalog, self.schema(layer), table]
+        return ".".join(_quote(p) for p in parts if p)
+
+    def location(self, layer: str, table: str) -> str | None:
+        """The folder of a local table; None on Databricks (Unity Catalog manages storage)."""
+        if not self.is_local:
+            return None
+        return str(self.warehouse / self.schema(layer) / table)
+
+    def ensure_schema(self, layer: str) -> None:
+        catalog = self.settings.storage.catalog
+        qualified = ".".join(_quote(p) for p in (catalog, self.schema(layer)) if p)
+        if not self.spark.catalog.databaseExists(qualified.replace("`", "")):
+            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {qualified}")
+
+    def attach(self) -> list[str]:
+        """Register every local Delta table under the warehouse in this session's catalog."""
+        if not self.is_local or on_databricks():
+            return []
+        attached = []
+        for layer in self.settings.storage.schemas:
+            tables = self.tables(layer)
+            if not tables:
+                continue
+            self.ensure_schema(layer)
+            for table in tables:
+                self._register(layer, table)
+                attached.append(self.name(layer, table))
+        return attached
+
+    def tables(self, layer: str) -> list[str]:
+        """The names of the layer's tables: the Delta folders under the warehouse locally, the
+        schema's tables in Unity Catalog."""
+        if self.is_local and not on_databricks():
+            folder = self.warehouse / self.schema(layer)
+            return sorted(p.parent.name for p in folder.glob("*/_delta_log"))
+        catalog = self.settings.storage.catalog
+        qualified = ".".join(p for p in (catalog, self.schema(layer)) if p)
+        if not self.spark.catalog.databaseExists(qualified):
+            return []
+        return sorted(t.name for t in self.spark.catalog.listTables(qualified))
+
+    def _register(self, layer: str, table: str) -> None:
+        location = self.location(layer, table)
+        self.spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {self.name(layer, table)} USING DELTA LOCATION '{location}'"
+        )
+
+    def exists(self, layer: str, table: str) -> bool:
+        if self.is_local:
+            location = self.location(layer, table)
+            if self.spark.catalog.tableExists(self.name(layer, table).replace("`", "")):
+                return True
+            if location and DeltaTable.isDeltaTable(self.spark, location):
+                self.ensure_schema(layer)
+                self._register(layer, table)
+                return True
+            return False
+        return bool(self.spark.catalog.tableExists(self.name(layer, table).replace("`", "")))
+
+    def create(
+        self,
+        layer: str,
+        table: str,
+        schema: StructType,
+        *,
+        partition_by: Iterable[str] = (),
+        properties: Mapping[str, str] | None = None,
+        comment: str | None = None,
+        column_comments: Mapping[str, str] | None = None,
+    ) -> str:
+        """Create the Delta table if it does not exist yet; return its qualified name."""
+        full_name = self.name(layer, table)
+        self.ensure_schema(layer)
+        comments = column_comments or {}
+        builder = DeltaTable.createIfNotExists(self.spark).tableName(full_name)
+        for field in schema.fields:
+            builder = builder.addColumn(
+                field.name, field.dataType, nullable=field.nullable, comment=comments.get(field.name)
+            )
+        partitions = list(partition_by)
+        if partitions:
+            builder = builder.partitionedBy(*partitions)
+        for key, value in (properties or {}).items():
+            builder = builder.property(key, value)
+        if comment:
+            builder = builder.comment(comment)
+        location = self.location(layer, table)
+        if location:
+            builder = builder.location(location)
+        builder.execute()
+        return full_name
+
+    def table(self, layer: str, table: str) -> DeltaTable:
+        self._require(layer, table)
+        return DeltaTable.forName(self.spark, self.name(layer, table))
+
+    def read(self, layer: str, table: str, version: int | None = None) -> DataFrame:
+        """The table as a DataFrame, optionally as of a Delta version (time travel)."""
+        self._require(layer, table)
+        reader = self.spark.read
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.table(self.name(layer, table))
+
+    def history(self, layer: str, table: str, limit: int | None = None) -> DataFrame:
+        """The table's Delta history, newest first: version, time, operation, rows written."""
+        metrics = "operationMetrics"
+        return (
+            self.table(layer, table)
+            .history(limit)
+            .selectExpr(
+                "version", "timestamp", "operation",
+                f"coalesce({metrics}.numTargetRowsInserted, {metrics}.numOutputRows) AS rows_inserted",
+                f"{metrics}.numTargetRowsUpdated AS rows_updated",
+                f"{metrics}.numTargetRowsDeleted AS rows_deleted",
+            )
+        )
+
+    def resolve(self, qualified: str) -> tuple[str, str]:
+        """``(layer, table)`` for ``layer.table`` (``gold.planes``) or ``schema.table``
+        (``sparkfs_gold.planes``)."""
+        prefix, _, table = qualified.replace("`", "").rpartition(".")
+        schema = prefix.rpartition(".")[2]
+        for layer, name in self.settings.storage.schemas.items():
+            if schema in (layer, name) and table:
+                return layer, table
+        raise ConfigError(
+            f"cannot resolve table '{qualified}': expected <layer>.<table> or <schema>.<table> with "
+            f"a layer or schema of {sorted(self.settings.storage.schemas.items())}"
+        )
+
+    def properties(self, layer: str, table: str) -> dict[str, str]:
+        """The table's Delta table properties (e.g. ``sparkfs.keys``)."""
+        detail = self.table(layer, table).detail().select("properties").first()
+        assert detail is not None
+        return dict(detail["properties"] or {})
+
+    def version(self, layer: str, table: str) -> int:
+        """The table's current Delta version."""
+        history = self.table(layer, table).history(1).select("version").first()
+        assert history is not None
+        return int(history["version"])
+
+    def _require(self, layer: str, table: str) -> None:
+        if not self.exists(layer, table):
+            raise TableNotFoundError(
+                f"table {self.name(layer, table)} does not exist"
+                + (f" (no Delta log at {self.location(layer, table)})" if self.is_local else "")
+            )
+
+
+def open_lakehouse(spark: SparkSession, settings: Settings) -> Lakehouse:
+    """A :class:`Lakehouse` with the tables already on disk registered by name."""
+    lake = Lakehouse(spark, settings)
+    lake.attach()
+    return lake

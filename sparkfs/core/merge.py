@@ -1,0 +1,146 @@
+"""The one MERGE writer: idempotent upserts into Delta tables, used by every layer.
+
+Rows are matched on the table's key (entity keys plus event time). A matched row is rewritten
+only when one of its values changed, so re-running a day leaves the table, and the MERGE's
+insert/update counts, at zero change. When the table is partitioned, the batch's partition
+values go into the merge condition, so Delta reads only the partitions the batch touches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from sparkfs.core.checks import require_columns
+from sparkfs.core.errors import DuplicateKeyError, SchemaMismatchError
+from sparkfs.core.lakehouse import Lakehouse
+
+log = logging.getLogger(__name__)
+
+# Above this many distinct partition values in one batch, prune with a range instead of a list.
+MAX_PARTITION_LIST = 1000
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    table: str
+    version: int
+    source_rows: int
+    rows_inserted: int
+    rows_updated: int
+
+
+def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, what: str) -> DataFrame:
+    """One row per key. With ``sequence_by`` the highest sequence wins; otherwise duplicates are an error.
+
+    A tie on the sequence value is also an error: no arbitrary pick.
+    """
+    if sequence_by is not None:
+        require_columns(df, [sequence_by], what)
+        ranked = df.withColumn(
+            "_sparkfs_rank",
+            F.rank().over(Window.partitionBy(*keys).orderBy(F.col(sequence_by).desc_nulls_last())),
+        )
+        df = ranked.where(F.col("_sparkfs_rank") == 1).drop("_sparkfs_rank")
+    dupes = df.groupBy(*keys).count().where(F.col("count") > 1).limit(5).collect()
+    if dupes:
+        examples = [{k: row[k] for k in keys} | {"rows": row["count"]} for row in dupes]
+        rule = f"rows tie on {sequence_by!r}" if sequence_by else "no sequence column decides"
+        raise DuplicateKeyError(
+            f"{what} has more than one row per key {list(keys)} and {rule}; examples: {examples}"
+        )
+    return df
+
+
+def merge_upsert(
+    lake: Lakehouse,
+    layer: str,
+    table: str,
+    source_df: DataFrame,
+    keys: Sequence[str],
+    *,
+    partition_by: str | None = None,
+    sequence_by: str | None = None,
+) -> MergeResult:
+    """Upsert ``source_df`` into an existing Delta table on ``keys``; return what changed.
+
+    Keys match null-safely (``<=>``). Matched rows are updated only when a non-key value differs;
+    unmatched rows are inserted; nothing is deleted. The source must have exactly the target's
+    columns (schema changes are made to the table on purpose, not by a merge).
+    """
+    full_name = lake.name(layer, table)
+    target = lake.table(layer, table)
+    target_cols = target.toDF().columns
+    require_columns(source_df, keys, f"the batch for {full_name}")
+    extra = sorted(set(source_df.columns) - set(target_cols))
+    missing = sorted(set(target_cols) - set(source_df.columns))
+    if extra or missing:
+        raise SchemaMismatchError(
+            f"batch for {full_name} does not match the table: extra columns {extra}, "
+            f"missing columns {missing}; the table has {target_cols}"
+        )
+    source = deduplicate(source_df.select(*target_cols), keys, sequence_by, f"the batch for {full_name}")
+    source = source.persist()
+    try:
+        condition = _key_condition(keys)
+        if partition_by:
+            condition = condition & _partition_condition(source, partition_by)
+        changed = ~reduce(
+            lambda acc, c: acc & c,
+            [F.col(f"t.`{c}`").eqNullSafe(F.col(f"s.`{c}`")) for c in target_cols if c not in keys],
+            F.lit(True),
+        )
+        (
+            target.alias("t")
+            .merge(source.alias("s"), condition)
+            .whenMatchedUpdateAll(condition=changed)
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    finally:
+        source.unpersist()
+    last = target.history(1).select("version", "operationMetrics").first()
+    assert last is not None
+    metrics = last["operationMetrics"] or {}
+    result = MergeResult(
+        table=full_name,
+        version=int(last["version"]),
+        source_rows=int(metrics.get("numSourceRows", 0)),
+        rows_inserted=int(metrics.get("numTargetRowsInserted", 0)),
+        rows_updated=int(metrics.get("numTargetRowsUpdated", 0)),
+    )
+    log.info(
+        "MERGE %s v%d: %d source rows, %d inserted, %d updated",
+        full_name, result.version, result.source_rows, result.rows_inserted, result.rows_updated,
+    )
+    return result
+
+
+def _key_condition(keys: Sequence[str]) -> Column:
+    return reduce(
+        lambda acc, c: acc & c,
+        [F.col(f"t.`{k}`").eqNullSafe(F.col(f"s.`{k}`")) for k in keys],
+    )
+
+
+def _partition_condition(source: DataFrame, column: str) -> Column:
+    """Target-side filter on the batch's partition values, so Delta prunes the other partitions."""
+    values = [r[0] for r in source.select(column).distinct().limit(MAX_PARTITION_LIST + 1).collect()]
+    target_col = F.col(f"t.`{column}`")
+    if not values:
+        return F.lit(False)
+    non_null = [v for v in values if v is not None]
+    if len(values) <= MAX_PARTITION_LIST:
+        cond = target_col.isin(non_null) if non_null else F.lit(False)
+    else:
+        bounds = source.agg(F.min(column).alias("lo"), F.max(column).alias("hi")).first()
+        assert bounds is not None
+        cond = target_col.between(bounds["lo"], bounds["hi"])
+    if len(non_null) < len(values):
+        cond = cond | target_col.isNull()
+    return cond

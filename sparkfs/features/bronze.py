@@ -1,0 +1,190 @@
+"""Bronze: where data enters the lakehouse. Raw files appended as they arrived, never modified.
+
+An upstream delivers newline-delimited JSON files into a landing zone::
+
+    <landing>/<source>/<YYYY-MM-DD>/*.json   a daily source: one folder per event date
+    <landing>/<source>/*.json                a source delivered once (a dimension)
+
+:func:`ingest` appends the files bronze has not seen yet to the Delta table ``bronze.<source>``.
+Every value is kept as the string it arrived as (a parse error cannot lose a value, and a type
+change upstream cannot break an append; silver does the typing), plus ingestion metadata:
+
+- ``_ingested_at`` when the run read the file, ``_run_id`` the run that appended it,
+- ``_source_file`` the path inside the landing zone, ``_source_modified`` the file's timestamp,
+- ``_record_id`` an id for the row, unique in the table, that silver and quarantine carry along,
+- ``event_date`` (daily sources only, the partition column): the date folder the file came in.
+
+Re-running is safe: a file is ingested once, identified by its path (landing files are
+immutable, as with Auto Loader's default; an upstream that corrects data delivers a new file,
+and silver keeps the latest delivery of each row). A new upstream column is added to the table
+(schema evolution); a missing required column stops the run before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from sparkfs.core.config import StrictModel
+from sparkfs.core.errors import MissingSourceDataError, SchemaMismatchError
+from sparkfs.core.lakehouse import Lakehouse
+
+log = logging.getLogger(__name__)
+
+LAYER = "bronze"
+EVENT_DATE = "event_date"
+METADATA_COLUMNS = (
+    "_ingested_at",
+    "_run_id",
+    "_source_file",
+    "_source_modified",
+    "_record_id",
+)
+
+
+class SourceSpec(StrictModel):
+    """One raw source, as declared in ``conf/pipeline.yaml`` under ``sources``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    arrival: Literal["daily", "once"] = "daily"
+    required_columns: list[str] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    table: str
+    version: int | None  # None: nothing new, no commit
+    files_new: int
+    files_skipped: int
+    rows_written: int
+
+
+def landing_files(landing_dir: Path, source: SourceSpec, days: Sequence[date]) -> dict[str, Path]:
+    """The landing files of ``source`` for ``days`` (all files for a once-source), by relative path."""
+    folders = [landing_dir / source.name / d.isoformat() for d in days] if source.arrival == "daily" else [
+        landing_dir / source.name
+    ]
+    found = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            found[path.relative_to(landing_dir).as_posix()] = path
+    return found
+
+
+def ingested_files(lake: Lakehouse, source: SourceSpec, days: Sequence[date]) -> set[str]:
+    """Relative paths of the files bronze already holds for ``days`` (reads only those partitions)."""
+    if not lake.exists(LAYER, source.name):
+        return set()
+    table_df = lake.read(LAYER, source.name)
+    if source.arrival == "daily":
+        table_df = table_df.where(F.col(EVENT_DATE).isin(list(days)))
+    # One row per file: bounded by the files of the window, not by the table's size.
+    return {r[0] for r in table_df.select("_source_file").distinct().collect()}
+
+
+def ingest(
+    lake: Lakehouse,
+    source: SourceSpec,
+    landing_dir: Path,
+    days: Sequence[date],
+    run_id: str,
+) -> IngestResult:
+    """Append the not-yet-ingested landing files of ``source`` for ``days`` to ``bronze.<source>``.
+
+    ``days`` are event dates (the run window); a once-source ignores them and takes every new
+    file. A day with neither landing files nor bronze rows raises
+    :class:`~sparkfs.errors.MissingSourceDataError`; a batch without a required column raises
+    :class:`~sparkfs.errors.SchemaMismatchError` naming the missing and the present columns.
+
+    Example: ``ingest(lake, flights_source, Path(".sparkfs/landing"), [date(2013, 4, 1)], run.run_id)``.
+    """
+    full_name = lake.name(LAYER, source.name)
+    available = landing_files(landing_dir, source, days)
+    seen = ingested_files(lake, source, days)
+    if source.arrival == "daily":
+        covered = {Path(p).parent.name for p in [*available, *seen]}
+        missing_days = [d for d in days if d.isoformat() not in covered]
+        if missing_days:
+            raise MissingSourceDataError(
+                f"no '{source.name}' files for {[str(d) for d in missing_days]} under "
+                f"{landing_dir / source.name}/<date>/*.json, and bronze {full_name} has none either: "
+                "has the upstream delivered these days?"
+            )
+    elif not available and not seen:
+        raise MissingSourceDataError(
+            f"no '{source.name}' files under {landing_dir / source.name}/*.json, and bronze {full_name} is empty"
+        )
+    # An empty file is a delivery with no rows (it covers its day) but nothing to append.
+    empty = sorted(rel for rel, path in available.items() if path.stat().st_size == 0)
+    if empty:
+        log.warning("bronze %s: %d delivered files are empty: %s", full_name, len(empty), empty)
+    new = {rel: path for rel, path in available.items() if rel not in seen and rel not in empty}
+    skipped = len(available) - len(new) - len(empty)
+    if not new:
+        log.info("bronze %s: %d files already ingested, nothing new", full_name, skipped)
+        return IngestResult(full_name, None, 0, skipped, 0)
+
+    raw_df = (
+        lake.spark.read.option("primitivesAsString", "true")
+        .json([str(p) for p in new.values()])
+        .select("*", F.col("_metadata.file_path").alias("_file_path"),
+                F.col("_metadata.file_modification_time").alias("_source_modified"))
+    )
+    upstream_cols = [c for c in raw_df.columns if c not in ("_file_path", "_source_modified")]
+    missing = [c for c in source.required_columns if c not in upstream_cols]
+    if missing:
+        raise SchemaMismatchError(
+            f"source '{source.name}': the new files {sorted(new)} lack required columns {missing}; "
+            f"they have {sorted(upstream_cols)}. Nothing was written."
+        )
+    clash = [c for c in upstream_cols if c in (*METADATA_COLUMNS, EVENT_DATE)]
+    if clash:
+        raise SchemaMismatchError(
+            f"source '{source.name}': upstream columns {clash} clash with bronze's own columns"
+        )
+    batch_df = raw_df.select(
+        *upstream_cols,
+        F.current_timestamp().alias("_ingested_at"),
+        F.lit(run_id).alias("_run_id"),
+        _relative_path(F.col("_file_path"), source).alias("_source_file"),
+        "_source_modified",
+        F.concat(F.lit(run_id + "-"), F.monotonically_increasing_id().cast("string")).alias("_record_id"),
+        *([F.to_date(F.regexp_extract("_file_path", r"/(\d{4}-\d{2}-\d{2})/[^/]+$", 1)).alias(EVENT_DATE)]
+          if source.arrival == "daily" else []),
+    )
+    partitions = [EVENT_DATE] if source.arrival == "daily" else []
+    lake.create(
+        LAYER, source.name, batch_df.schema, partition_by=partitions,
+        comment=f"Raw '{source.name}' as delivered: {source.description}",
+    )
+    # mergeSchema: a column the upstream added is appended to the table, not dropped.
+    (
+        batch_df.write.format("delta").mode("append").option("mergeSchema", "true")
+        .saveAsTable(full_name)
+    )
+    last = lake.table(LAYER, source.name).history(1).select("version", "operationMetrics").first()
+    assert last is not None
+    rows = int((last["operationMetrics"] or {}).get("numOutputRows", 0))
+    log.info("bronze %s v%d: %d new files (%d rows), %d already ingested",
+             full_name, last["version"], len(new), rows, skipped)
+    return IngestResult(full_name, int(last["version"]), len(new), skipped, rows)
+
+
+def _relative_path(file_path: Column, source: SourceSpec) -> Column:
+    """``<source>/<date>/<file>`` (or ``<source>/<file>``) from the absolute URI Spark reports."""
+    tail = r"/[^/]+/[^/]+$" if source.arrival == "daily" else r"/[^/]+$"
+    return F.regexp_extract(file_path, rf"({source.name}{tail})", 1)
+
+
+def read_days(lake: Lakehouse, source: str, days: Sequence[date]) -> DataFrame:
+    """The bronze rows of a daily source for ``days`` (partition pruned)."""
+    return lake.read(LAYER, source).where(F.col(EVENT_DATE).isin(list(days)))

@@ -1,0 +1,280 @@
+"""Expectation suites declared in ``conf/expectations.yaml``, run by Great Expectations 1.x.
+
+A suite is a list of Great Expectations expectations, written as GE's own ``type`` + ``kwargs``::
+
+    suites:
+      flights:
+        - type: expect_column_values_to_not_be_null
+          kwargs: {column: carrier}
+        - type: expect_column_values_to_be_between
+          kwargs: {column: dep_delay, min_value: -120, max_value: 1440}
+
+The declared suite is the single source of truth for two things:
+
+- :func:`run_suite` validates a DataFrame with Great Expectations (an ephemeral context, a Spark
+  dataframe asset, the suite, a ``ValidationDefinition``) and returns GE's result, which silver
+  keeps in ``ops.validation_results``.
+- :meth:`ExpectationSpec.failed` is the same expectation as a Spark column, true for a row GE
+  counts as unexpected. Silver uses it to say *which* rows failed *which* expectations, so they
+  can be quarantined with their reasons; :func:`check_agreement` verifies, per expectation, that
+  these row flags count exactly what GE counted.
+
+Row-level expectations follow GE's rules: a null is "missing", not unexpected, except for
+``not_be_null``; ``compound_columns_to_be_unique`` ignores rows whose columns are all null.
+``mostly`` is not accepted: the share of rejected rows a run tolerates is the validation policy's
+``max_reject_ratio``, and every unexpected row is quarantined. Table-level expectations (row
+counts, columns) have no rows to quarantine; a failure fails a STRICT run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from sparkfs.core.config import StrictModel, load_yaml
+from sparkfs.core.errors import ConfigError, SparkfsError
+
+log = logging.getLogger(__name__)
+
+# Expectation type -> the kwargs sparkfs can also evaluate per row (all others are rejected).
+ROW_LEVEL: dict[str, set[str]] = {
+    "expect_column_values_to_not_be_null": {"column"},
+    "expect_column_values_to_be_between": {"column", "min_value", "max_value", "strict_min", "strict_max"},
+    "expect_column_values_to_be_in_set": {"column", "value_set"},
+    "expect_column_values_to_not_be_in_set": {"column", "value_set"},
+    "expect_column_values_to_match_regex": {"column", "regex"},
+    "expect_column_values_to_be_unique": {"column"},
+    "expect_compound_columns_to_be_unique": {"column_list"},
+}
+TABLE_LEVEL: dict[str, set[str]] = {
+    "expect_table_row_count_to_be_between": {"min_value", "max_value"},
+    "expect_column_to_exist": {"column"},
+    "expect_table_columns_to_match_set": {"column_set", "exact_match"},
+}
+
+
+class ExpectationSpec(StrictModel):
+    """One expectation: a Great Expectations type, its kwargs, and an optional readable name."""
+
+    type: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> ExpectationSpec:
+        allowed = ROW_LEVEL.get(self.type, TABLE_LEVEL.get(self.type))
+        if allowed is None:
+            raise ValueError(
+                f"expectation type {self.type!r} is not supported; supported: "
+                f"{sorted(ROW_LEVEL) + sorted(TABLE_LEVEL)}"
+            )
+        unknown = sorted(set(self.kwargs) - allowed)
+        if unknown:
+            hint = " ('mostly' is replaced by validation.max_reject_ratio)" if "mostly" in unknown else ""
+            raise ValueError(f"{self.type}: unknown kwargs {unknown}; allowed: {sorted(allowed)}{hint}")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name quarantine rows and errors use, e.g. ``expect_column_values_to_not_be_null(carrier)``."""
+        if self.name:
+            return self.name
+        target = self.kwargs.get("column") or ",".join(self.kwargs.get("column_list", []))
+        return f"{self.type}({target})" if target else self.type
+
+    @property
+    def is_row_level(self) -> bool:
+        return self.type in ROW_LEVEL
+
+    def failed(self) -> Column:
+        """True for a row Great Expectations counts as unexpected (null for "not evaluated" is never used)."""
+        kw = self.kwargs
+        if self.type == "expect_column_values_to_not_be_null":
+            return F.col(kw["column"]).isNull()
+        if self.type == "expect_column_values_to_be_between":
+            c = F.col(kw["column"])
+            too_low = F.lit(False)
+            too_high = F.lit(False)
+            if kw.get("min_value") is not None:
+                too_low = c <= kw["min_value"] if kw.get("strict_min") else c < kw["min_value"]
+            if kw.get("max_value") is not None:
+                too_high = c >= kw["max_value"] if kw.get("strict_max") else c > kw["max_value"]
+            return c.isNotNull() & (too_low | too_high)
+        if self.type == "expect_column_values_to_be_in_set":
+            c = F.col(kw["column"])
+            return c.isNotNull() & ~c.isin(list(kw["value_set"]))
+        if self.type == "expect_column_values_to_not_be_in_set":
+            c = F.col(kw["column"])
+            return c.isNotNull() & c.isin(list(kw["value_set"]))
+        if self.type == "expect_column_values_to_match_regex":
+            c = F.col(kw["column"])
+            return c.isNotNull() & ~c.rlike(kw["regex"])
+        if self.type == "expect_column_values_to_be_unique":
+            c = F.col(kw["column"])
+            return c.isNotNull() & (F.count(F.lit(1)).over(Window.partitionBy(c)) > 1)
+        if self.type == "expect_compound_columns_to_be_unique":
+            cols = [F.col(c) for c in kw["column_list"]]
+            any_present = F.lit(False)
+            for c in cols:
+                any_present = any_present | c.isNotNull()
+            return any_present & (F.count(F.lit(1)).over(Window.partitionBy(*cols)) > 1)
+        raise SparkfsError(f"{self.type} is a table-level expectation: it has no failing rows")
+
+    def to_gx(self) -> Any:
+        """The Great Expectations expectation object (validates the kwargs)."""
+        import great_expectations as gx
+
+        cls_name = "".join(part.capitalize() for part in self.type.split("_"))
+        cls = getattr(gx.expectations, cls_name, None)
+        if cls is None:
+            raise ConfigError(f"Great Expectations has no expectation {self.type!r} ({cls_name})")
+        return cls(**self.kwargs, meta={"sparkfs_label": self.label})
+
+
+class SuitesFile(StrictModel):
+    """``conf/expectations.yaml``: expectation suites by name."""
+
+    suites: dict[str, list[ExpectationSpec]]
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> SuitesFile:
+        for name, specs in self.suites.items():
+            labels = [s.label for s in specs]
+            dupes = sorted({x for x in labels if labels.count(x) > 1})
+            if dupes:
+                raise ValueError(f"suite {name!r}: expectations {dupes} appear twice; give them distinct 'name's")
+        return self
+
+
+def load_suites(path: Path | str) -> dict[str, list[ExpectationSpec]]:
+    """Read ``conf/expectations.yaml``; each expectation is also built as a GE object to check its kwargs."""
+    suites = load_yaml(path, SuitesFile).suites
+    for name, specs in suites.items():
+        for spec in specs:
+            try:
+                spec.to_gx()
+            except Exception as exc:  # GE raises pydantic errors for bad kwargs
+                raise ConfigError(f"{path}: suite {name!r}, {spec.label}: {exc}") from exc
+    return suites
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    label: str
+    type: str
+    success: bool
+    unexpected_count: int | None  # None for table-level expectations
+    observed_value: Any
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    """Great Expectations' verdict on one batch."""
+
+    suite: str
+    success: bool
+    element_count: int
+    outcomes: list[ExpectationOutcome]
+    result_json: str  # GE's full validation result, as JSON
+
+    def failed(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+
+def run_suite(df: DataFrame, suite_name: str, specs: Sequence[ExpectationSpec]) -> SuiteResult:
+    """Validate ``df`` with Great Expectations against the declared suite; return GE's result.
+
+    Uses an ephemeral GE context (no files, analytics off), a Spark dataframe asset and a
+    ``ValidationDefinition``. Cache ``df`` first: GE computes each metric with its own Spark job.
+
+    Example: ``run_suite(candidate_df, "flights", suites["flights"]).failed()``.
+    """
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+        ),
+    )
+    batch = (
+        context.data_sources.add_spark(name="sparkfs")
+        .add_dataframe_asset(name=suite_name)
+        .add_batch_definition_whole_dataframe("batch")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=[s.to_gx() for s in specs]))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(data=batch, suite=suite, name=f"{suite_name}_validation")
+    )
+    result = definition.run(batch_parameters={"dataframe": df}, result_format="BASIC")
+    by_label = {s.label: s for s in specs}
+    outcomes = []
+    element_count = 0
+    for r in result.results:
+        config = r.expectation_config
+        assert config is not None
+        label = (config.meta or {}).get("sparkfs_label", config.type)
+        spec = by_label.get(label)
+        res = r.result or {}
+        element_count = max(element_count, int(res.get("element_count") or 0))
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            raise SparkfsError(
+                f"Great Expectations could not evaluate {label} on suite {suite_name!r}: "
+                f"{r.exception_info.get('exception_message')}"
+            )
+        outcomes.append(
+            ExpectationOutcome(
+                label=label,
+                type=config.type,
+                success=bool(r.success),
+                # GE reports no unexpected_count for an empty batch: nothing is unexpected there.
+                unexpected_count=(
+                    int(res.get("unexpected_count") or 0) if spec and spec.is_row_level else None
+                ),
+                observed_value=res.get("observed_value"),
+            )
+        )
+    order = {s.label: i for i, s in enumerate(specs)}
+    outcomes.sort(key=lambda o: order.get(o.label, len(order)))
+    return SuiteResult(
+        suite=suite_name,
+        success=bool(result.success),
+        element_count=element_count,
+        outcomes=outcomes,
+        result_json=json.dumps(result.to_json_dict(), default=str, sort_keys=True),
+    )
+
+
+def check_agreement(result: SuiteResult, row_counts: Mapping[str, int]) -> None:
+    """Fail when sparkfs' row flags and GE disagree on how many rows an expectation rejects.
+
+    ``row_counts`` maps an expectation's label to the number of rows its :meth:`ExpectationSpec.failed`
+    flags. A difference means the quarantine would not match GE's verdict, so nothing is written.
+    """
+    disagree = [
+        f"{o.label}: Great Expectations counted {o.unexpected_count}, the row flags {row_counts.get(o.label, 0)}"
+        for o in result.outcomes
+        if o.unexpected_count is not None and o.unexpected_count != row_counts.get(o.label, 0)
+    ]
+    if disagree:
+        raise SparkfsError(
+            f"suite {result.suite!r}: the per-row checks disagree with Great Expectations, so rows "
+            f"cannot be quarantined reliably: {disagree}"
+        )

@@ -1,0 +1,162 @@
+"""The feature pipeline: bronze -> silver -> gold for a window of event dates.
+
+``sparkfs run features --date D`` and ``sparkfs backfill features --start S --end E`` call
+:func:`run_pipeline` with a :class:`~sparkfs.core.runs.RunWindow`; a daily run is a window of one day,
+and a backfill processes its whole window in one pass through the same code. What runs is
+declared in ``conf/``:
+
+- ``conf/pipeline.yaml`` -- where raw data lands, the raw ``sources`` (bronze), the ``silver``
+  tables (types, conforming function, keys, suite) and the ``validation`` policy;
+- ``conf/expectations.yaml`` -- the Great Expectations suites silver validates with;
+- ``conf/feature_tables.yaml`` -- the gold feature tables.
+
+Each stage (``upstream``, ``bronze.<source>``, ``silver.<table>``, ``gold.<table>``) records its row
+counts in/out, rejected rows, duration and the Delta version it wrote in ``ops.run_records``.
+Every write is idempotent, so re-running a day or a range changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from sparkfs.core.config import StrictModel, import_ref, load_yaml
+from sparkfs.core.errors import ConfigError
+from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.runs import RunRecorder, RunWindow, StageRecord
+from sparkfs.features.bronze import SourceSpec, ingest
+from sparkfs.features.expectations import ExpectationSpec, load_suites
+from sparkfs.features.feature_tables import (
+    FeatureTableSpec,
+    compute,
+    load_feature_tables,
+    write_feature_table,
+)
+from sparkfs.features.silver import SilverSpec, ValidationPolicy, refine
+
+log = logging.getLogger(__name__)
+
+PIPELINE_FILE = "pipeline.yaml"
+
+
+class PipelineConfig(StrictModel):
+    """``conf/pipeline.yaml``."""
+
+    landing_dir: str = "landing"  # relative to storage.data_dir, or absolute
+    upstream: str | None = Field(None, pattern=r"^[\w.]+:\w+$")  # simulates deliveries (examples)
+    expectations_file: str = "expectations.yaml"
+    feature_tables_file: str = "feature_tables.yaml"
+    validation: ValidationPolicy = ValidationPolicy()
+    sources: list[SourceSpec] = Field(min_length=1)
+    silver: list[SilverSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sources_known(self) -> PipelineConfig:
+        known = {s.name for s in self.sources}
+        unknown = sorted({t.source for t in self.silver} - known)
+        if unknown:
+            raise ValueError(f"silver tables read sources {unknown} that 'sources' does not declare ({sorted(known)})")
+        return self
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The pipeline's whole declaration, loaded and cross-checked."""
+
+    config: PipelineConfig
+    suites: dict[str, list[ExpectationSpec]]
+    feature_tables: list[FeatureTableSpec]
+    landing_dir: Path
+
+    def source(self, name: str) -> SourceSpec:
+        return next(s for s in self.config.sources if s.name == name)
+
+
+def load_pipeline(conf_dir: Path | str, data_path: Path) -> Pipeline:
+    """Load ``pipeline.yaml`` and the suites and feature tables it names; check they fit together."""
+    conf_dir = Path(conf_dir)
+    config = load_yaml(conf_dir / PIPELINE_FILE, PipelineConfig)
+    suites = load_suites(conf_dir / config.expectations_file)
+    missing = sorted({t.expectations for t in config.silver} - set(suites))
+    if missing:
+        raise ConfigError(
+            f"{conf_dir / PIPELINE_FILE}: silver tables use suites {missing} that "
+            f"{config.expectations_file} does not define (it has {sorted(suites)})"
+        )
+    tables = load_feature_tables(conf_dir / config.feature_tables_file)
+    landing = Path(config.landing_dir).expanduser()
+    return Pipeline(config, suites, tables, landing if landing.is_absolute() else data_path / landing)
+
+
+def run_pipeline(lake: Lakehouse, pipeline: Pipeline, window: RunWindow, run: RunRecorder) -> None:
+    """Run every stage for ``window``, recording each in ``run``."""
+    days = list(window.days())
+    spark = lake.spark
+    if pipeline.config.upstream:
+        with _stage(run, spark, "upstream") as st:
+            st.rows_out = _upstream(pipeline.config.upstream)(pipeline.landing_dir, days)
+            st.details["landing_dir"] = str(pipeline.landing_dir)
+
+    for source in pipeline.config.sources:
+        with _stage(run, spark, f"bronze.{source.name}") as st:
+            ingested = ingest(lake, source, pipeline.landing_dir, days, run.run_id)
+            st.table_name, st.table_version = ingested.table, ingested.version
+            st.rows_out = ingested.rows_written
+            st.details |= {"files_new": ingested.files_new, "files_skipped": ingested.files_skipped}
+
+    for spec in pipeline.config.silver:
+        with _stage(run, spark, f"silver.{spec.name}") as st:
+            daily = pipeline.source(spec.source).arrival == "daily"
+            refined = refine(
+                lake, spec, pipeline.suites[spec.expectations], pipeline.config.validation,
+                days if daily else None, run.run_id,
+            )
+            st.table_name = refined.table
+            st.rows_in, st.rows_out, st.rows_rejected = refined.rows_in, refined.rows_out, refined.rows_rejected
+            st.details |= {
+                "skipped_up_to_date": refined.skipped,
+                "rows_superseded": refined.rows_superseded,
+                "rejects_by_expectation": refined.rejects_by_expectation,
+            }
+            if refined.merge:
+                st.table_version = refined.merge.version
+                st.details |= {"inserted": refined.merge.rows_inserted, "updated": refined.merge.rows_updated}
+            if refined.quarantine:
+                st.details["quarantine_version"] = refined.quarantine.version
+
+    for table in pipeline.feature_tables:
+        with _stage(run, spark, f"gold.{table.name}") as st:
+            rows_df = compute(lake, table, window.start, window.end).persist()
+            try:
+                merged = write_feature_table(lake, table, rows_df)
+            finally:
+                rows_df.unpersist()
+            st.table_name, st.table_version = merged.table, merged.version
+            st.rows_in, st.rows_out = merged.source_rows, merged.rows_inserted + merged.rows_updated
+            st.details |= {"inserted": merged.rows_inserted, "updated": merged.rows_updated}
+
+
+def _upstream(ref: str) -> Callable[[Path, list[date]], int]:
+    fn: Callable[[Path, list[date]], int] = import_ref(ref, f"{PIPELINE_FILE}: upstream")
+    return fn
+
+
+@contextmanager
+def _stage(run: RunRecorder, spark: object, name: str) -> Iterator[StageRecord]:
+    """A recorded stage whose name also labels its Spark jobs (console progress, Spark UI)."""
+    context = getattr(spark, "sparkContext", None)
+    if context is not None:
+        context.setJobDescription(f"{run.job} {name}")
+    try:
+        with run.stage(name) as record:
+            yield record
+    finally:
+        if context is not None:
+            context.setJobDescription(None)
+

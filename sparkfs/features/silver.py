@@ -1,0 +1,348 @@
+"""Silver: typed, conformed, deduplicated, validated -- write, audit, publish.
+
+For a run window, :func:`refine` turns the window's bronze rows of one source into silver:
+
+1. **Type** -- each raw string column declared in the spec's ``schema`` is cast with
+   ``try_cast``; a value that does not parse fails the row (reason ``parse(<column>)``) instead
+   of silently becoming null.
+2. **Conform** -- the source's own function (``conform: module:function``) derives the
+   conformed columns (e.g. UTC instants from local clock times).
+3. **Deduplicate** -- an upstream may deliver a row again (a corrected file): for each key, only
+   the rows of its latest delivery (``_ingested_at``) are kept; older deliveries are superseded,
+   counted, and stay in bronze. Two rows with one key *in the same delivery* are not resolved
+   by guessing: the uniqueness expectation rejects both.
+4. **Audit** -- the suite declared in ``conf/expectations.yaml`` runs in Great Expectations; the
+   same expectations evaluated per row give each row the labels of the expectations it fails.
+   GE's full result goes to ``ops.validation_results``.
+5. **Quarantine** -- failing rows are MERGEd into ``silver.<name>_quarantine`` with
+   ``_failed_expectations`` (array of labels), the raw values (``_raw``, JSON) and ``_run_id``
+   (the run that first quarantined them with these reasons). Nothing is silently dropped.
+6. **Policy** -- STRICT fails the run (after quarantining) when the rejected share passes
+   ``max_reject_ratio`` or a table-level expectation fails, with the expectations and counts
+   in the message; WARN logs and goes on.
+7. **Publish** -- the good rows are MERGEd into ``silver.<name>`` on its keys (re-running a day
+   changes nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from functools import reduce
+from typing import Any, Literal
+
+from pydantic import Field
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkfs.core.checks import require_columns
+from sparkfs.core.config import StrictModel, import_ref
+from sparkfs.core.errors import ValidationFailedError
+from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.merge import MergeResult, merge_upsert
+from sparkfs.features import bronze
+from sparkfs.features.expectations import ExpectationSpec, SuiteResult, check_agreement, run_suite
+
+log = logging.getLogger(__name__)
+
+LAYER = "silver"
+FAILED = "_failed_expectations"
+RAW = "_raw"
+LINEAGE_COLUMNS = ("_record_id", "_ingested_at", "_source_file")
+# Silver table property: the bronze version a once-delivered source was last refined from.
+SOURCE_VERSION_PROPERTY = "sparkfs.source_version"
+VALIDATION_TABLE = ("ops", "validation_results")
+
+VALIDATION_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("table_name", T.StringType(), False),
+        T.StructField("suite", T.StringType(), False),
+        T.StructField("window_start", T.DateType(), True),
+        T.StructField("window_end", T.DateType(), True),
+        T.StructField("validated_at", T.TimestampType(), False),
+        T.StructField("success", T.BooleanType(), False),
+        T.StructField("rows_evaluated", T.LongType(), False),
+        T.StructField("rows_rejected", T.LongType(), False),
+        T.StructField("failed_expectations", T.StringType(), True),
+        T.StructField("result", T.StringType(), False),
+    ]
+)
+
+# The names the spec's ``schema`` may use, and the Spark types they cast to.
+TYPES = {
+    "string": T.StringType(),
+    "int": T.IntegerType(),
+    "long": T.LongType(),
+    "double": T.DoubleType(),
+    "boolean": T.BooleanType(),
+    "date": T.DateType(),
+    "timestamp": T.TimestampType(),
+}
+
+
+class ValidationPolicy(StrictModel):
+    """``validation`` in ``conf/pipeline.yaml``: what a run does with rejected rows."""
+
+    policy: Literal["strict", "warn"] = "strict"
+    max_reject_ratio: float = Field(0.01, ge=0.0, le=1.0)
+
+
+class SilverSpec(StrictModel):
+    """One silver table, as declared in ``conf/pipeline.yaml`` under ``silver``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    source: str
+    description: str
+    schema_: dict[str, Literal["string", "int", "long", "double", "boolean", "date", "timestamp"]] = Field(
+        alias="schema", min_length=1
+    )
+    conform: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
+    keys: list[str] = Field(min_length=1)
+    partition_by: str | None = None
+    expectations: str
+
+    def conform_fn(self) -> Callable[[DataFrame], DataFrame]:
+        if self.conform is None:
+            return lambda df: df
+        fn: Callable[[DataFrame], DataFrame] = import_ref(self.conform, f"silver {self.name!r}: conform")
+        return fn
+
+    @property
+    def quarantine(self) -> str:
+        return f"{self.name}_quarantine"
+
+
+@dataclass
+class RefineResult:
+    """What one silver refinement read, rejected and wrote."""
+
+    table: str
+    rows_in: int = 0
+    rows_superseded: int = 0
+    rows_rejected: int = 0
+    rows_out: int = 0
+    rejects_by_expectation: dict[str, int] = field(default_factory=dict)
+    merge: MergeResult | None = None
+    quarantine: MergeResult | None = None
+    skipped: bool = False
+
+
+def typed(bronze_df: DataFrame, schema: Mapping[str, str], what: str) -> DataFrame:
+    """Cast the declared raw columns; add ``_parse_failures``: the columns whose value did not parse.
+
+    Raw columns not in ``schema`` are left out (they stay in bronze); lineage columns are kept.
+    """
+    require_columns(bronze_df, list(schema), what)
+    casts = {c: F.col(c).try_cast(TYPES[t]) for c, t in schema.items()}
+    failures = [F.when(F.col(c).isNotNull() & casts[c].isNull(), F.lit(f"parse({c})")) for c in schema]
+    raw = F.to_json(F.struct(*[F.col(c) for c in bronze_df.columns if not c.startswith("_") and c != bronze.EVENT_DATE]))
+    return bronze_df.select(
+        *[casts[c].alias(c) for c in schema],
+        *LINEAGE_COLUMNS,
+        raw.alias(RAW),
+        F.filter(F.array(*failures), lambda x: x.isNotNull()).alias("_parse_failures"),
+    )
+
+
+def latest_delivery(df: DataFrame, keys: Sequence[str]) -> DataFrame:
+    """Keep, per key, the rows of the latest delivery (max ``_ingested_at``); rows with a null key stay.
+
+    All rows sharing the latest ``_ingested_at`` are kept, so duplicates within one delivery
+    reach validation (and are rejected there), never silently reduced to one.
+    """
+    has_keys = reduce(lambda acc, k: acc & F.col(k).isNotNull(), keys, F.lit(True))
+    latest = F.max("_ingested_at").over(Window.partitionBy(*keys))
+    # Spark allows a window function in a projection, not in a filter: flag, filter, drop.
+    flag = "_sparkfs_is_latest"
+    return df.withColumn(flag, ~has_keys | (F.col("_ingested_at") == latest)).where(flag).drop(flag)
+
+
+def with_failures(df: DataFrame, specs: Sequence[ExpectationSpec]) -> DataFrame:
+    """Add ``_failed_expectations``: the labels of the row-level expectations the row fails (+ parse failures)."""
+    flags = [F.when(s.failed(), F.lit(s.label)) for s in specs if s.is_row_level]
+    failed = F.filter(F.array(*flags), lambda x: x.isNotNull()) if flags else F.array().cast("array<string>")
+    return df.withColumn(FAILED, F.concat(F.col("_parse_failures"), failed)).drop("_parse_failures")
+
+
+def refine(
+    lake: Lakehouse,
+    spec: SilverSpec,
+    suite: Sequence[ExpectationSpec],
+    policy: ValidationPolicy,
+    days: Sequence[date] | None,
+    run_id: str,
+) -> RefineResult:
+    """Refine the bronze rows of ``spec.source`` for ``days`` (None: a once-delivered source) into silver.
+
+    Raises :class:`~sparkfs.errors.ValidationFailedError` under a STRICT policy when the share of
+    rejected rows passes ``policy.max_reject_ratio`` or a table-level expectation fails -- after
+    the rejected rows are in quarantine and GE's result is saved, so nothing is lost.
+
+    Example: ``refine(lake, flights_spec, suites["flights"], policy, [date(2013, 4, 1)], run.run_id)``.
+    """
+    full_name = lake.name(LAYER, spec.name)
+    result = RefineResult(full_name)
+    if days is None:
+        bronze_version = lake.version(bronze.LAYER, spec.source)
+        if lake.exists(LAYER, spec.name) and lake.properties(LAYER, spec.name).get(
+            SOURCE_VERSION_PROPERTY
+        ) == str(bronze_version):
+            log.info("silver %s: up to date with bronze v%d", full_name, bronze_version)
+            result.skipped = True
+            return result
+        bronze_df = lake.read(bronze.LAYER, spec.source)
+    else:
+        bronze_df = bronze.read_days(lake, spec.source, days)
+
+    typed_df = typed(bronze_df, spec.schema_, f"bronze {lake.name(bronze.LAYER, spec.source)}")
+    conformed = spec.conform_fn()(typed_df)
+    require_columns(conformed, [*spec.keys, *([spec.partition_by] if spec.partition_by else [])],
+                    f"the conformed rows of silver {spec.name!r}")
+    candidate = latest_delivery(conformed, spec.keys).persist()
+    try:
+        result.rows_in = bronze_df.count()
+        evaluated = candidate.count()
+        result.rows_superseded = result.rows_in - evaluated
+        suite_result = run_suite(candidate.drop(RAW, "_parse_failures"), spec.expectations, suite)
+        flagged = with_failures(candidate, suite).persist()
+        try:
+            labels = [s.label for s in suite if s.is_row_level] + [f"parse({c})" for c in spec.schema_]
+            counts = _failure_counts(flagged, labels)
+            check_agreement(suite_result, counts)
+            rejected = flagged.where(F.size(FAILED) > 0)
+            result.rows_rejected = int(counts.pop("_any", 0))
+            result.rejects_by_expectation = {k: v for k, v in counts.items() if v}
+            if result.rows_rejected:
+                result.quarantine = _quarantine(lake, spec, rejected, run_id)
+            _save_validation(lake, spec, suite_result, result, days, run_id)
+            _apply_policy(spec, policy, suite_result, result, evaluated)
+            good = flagged.where(F.size(FAILED) == 0).drop(FAILED, RAW)
+            result.merge = _publish(lake, spec, good)
+            result.rows_out = result.merge.source_rows
+        finally:
+            flagged.unpersist()
+    finally:
+        candidate.unpersist()
+    if days is None:
+        _set_property(lake, spec.name, SOURCE_VERSION_PROPERTY, str(bronze_version))
+    return result
+
+
+def _failure_counts(flagged: DataFrame, labels: Sequence[str]) -> dict[str, int]:
+    """Rows flagged per label, plus ``_any``: rows failing anything (one pass over the batch)."""
+    names = [*labels, "_any"]
+    counts = [F.count_if(F.array_contains(FAILED, label)) for label in labels]
+    row = flagged.select(*counts, F.count_if(F.size(FAILED) > 0)).first()
+    assert row is not None
+    return {name: int(row[i]) for i, name in enumerate(names)}
+
+
+def _quarantine(lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, run_id: str) -> MergeResult:
+    """MERGE rejected rows into the quarantine table on ``_record_id``.
+
+    A row already quarantined with the same reasons keeps its original ``_run_id``, so a rerun
+    changes nothing; new reasons (a changed suite) update the row and its run id.
+    """
+    rows = rejected.withColumn("_run_id", F.lit(run_id))
+    if lake.exists(LAYER, spec.quarantine):
+        earlier = lake.read(LAYER, spec.quarantine).select(
+            "_record_id", F.col(FAILED).alias("_earlier_failed"), F.col("_run_id").alias("_earlier_run_id")
+        )
+        rows = (
+            rows.join(earlier, "_record_id", "left")
+            .withColumn(
+                "_run_id",
+                F.when(F.col("_earlier_failed") == F.col(FAILED), F.col("_earlier_run_id")).otherwise(F.col("_run_id")),
+            )
+            .drop("_earlier_failed", "_earlier_run_id")
+        )
+    lake.create(
+        LAYER, spec.quarantine, rows.schema,
+        comment=f"Rows of silver {spec.name!r} that failed validation, with the failed expectations",
+        column_comments={
+            FAILED: "labels of the expectations the row failed (parse(<col>): the raw value did not parse)",
+            RAW: "the row's raw values as they arrived in bronze (JSON)",
+            "_run_id": "the run that first quarantined the row with these reasons",
+        },
+    )
+    return merge_upsert(lake, LAYER, spec.quarantine, rows, keys=["_record_id"])
+
+
+def _publish(lake: Lakehouse, spec: SilverSpec, good: DataFrame) -> MergeResult:
+    lake.create(
+        LAYER, spec.name, good.schema,
+        partition_by=[spec.partition_by] if spec.partition_by else [],
+        comment=spec.description,
+    )
+    return merge_upsert(
+        lake, LAYER, spec.name, good, keys=spec.keys, partition_by=spec.partition_by
+    )
+
+
+def _apply_policy(
+    spec: SilverSpec, policy: ValidationPolicy, suite_result: SuiteResult, result: RefineResult, evaluated: int
+) -> None:
+    ratio = result.rows_rejected / evaluated if evaluated else 0.0
+    table_failures = [o for o in suite_result.failed() if o.unexpected_count is None]
+    problems = []
+    if ratio > policy.max_reject_ratio:
+        per = ", ".join(f"{label}: {n}" for label, n in sorted(result.rejects_by_expectation.items()))
+        problems.append(
+            f"{result.rows_rejected} of {evaluated} rows rejected ({ratio:.2%}), above the limit "
+            f"max_reject_ratio={policy.max_reject_ratio:.2%}; rows failing each expectation: {per}"
+        )
+    for o in table_failures:
+        problems.append(f"table-level expectation {o.label} failed (observed {o.observed_value!r})")
+    if not problems:
+        return
+    message = (
+        f"validation of silver {spec.name!r} (suite {spec.expectations!r}) failed: " + "; ".join(problems)
+        + f". Rejected rows are in silver {spec.quarantine!r}; nothing was published."
+    )
+    if policy.policy == "strict":
+        raise ValidationFailedError(message)
+    log.warning("%s (policy WARN: publishing the good rows)", message.replace("nothing was published.", ""))
+
+
+def _save_validation(
+    lake: Lakehouse,
+    spec: SilverSpec,
+    suite_result: SuiteResult,
+    result: RefineResult,
+    days: Sequence[date] | None,
+    run_id: str,
+) -> None:
+    layer, table = VALIDATION_TABLE
+    lake.create(layer, table, VALIDATION_SCHEMA, comment="Great Expectations results of every silver validation")
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "table_name": result.table,
+        "suite": suite_result.suite,
+        "window_start": min(days) if days else None,
+        "window_end": max(days) if days else None,
+        "validated_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        "success": suite_result.success,
+        "rows_evaluated": suite_result.element_count,
+        "rows_rejected": result.rows_rejected,
+        "failed_expectations": json.dumps(
+            {o.label: o.unexpected_count for o in suite_result.failed()}, sort_keys=True
+        ),
+        "result": suite_result.result_json,
+    }
+    df = lake.spark.createDataFrame([row], VALIDATION_SCHEMA)
+    df.write.format("delta").mode("append").saveAsTable(lake.name(layer, table))
+
+
+def _set_property(lake: Lakehouse, table: str, key: str, value: str) -> None:
+    """Record ``key=value`` on a silver table (one small commit; only when it changes)."""
+    if lake.properties(LAYER, table).get(key) == value:
+        return
+    lake.spark.sql(
+        f"ALTER TABLE {lake.name(LAYER, table)} SET TBLPROPERTIES ('{key}' = '{value}')"
+    )
+

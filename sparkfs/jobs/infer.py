@@ -1,0 +1,53 @@
+"""``sparkfs run infer``: score a day's spine with the model behind the alias, MERGE the predictions."""
+
+from __future__ import annotations
+
+from sparkfs.core.errors import ConfigError, TrainingServingSkewError
+from sparkfs.core.runs import RunWindow, record_run
+from sparkfs.jobs.context import JobContext
+from sparkfs.ml.assembly import build_features, build_spine
+from sparkfs.ml.config import load_training_config
+from sparkfs.ml.score import load_scoring_model, predict_and_merge
+from sparkfs.ml.skew import skew_check
+
+
+def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
+    """``sparkfs run infer --date D``: score the flights scheduled on D with the model behind the
+    alias and MERGE the predictions (a range scores every day in it, in one pass).
+
+    With ``inference.skew_check`` on, the skew check runs first and a difference stops the run
+    before any prediction is written.
+    """
+    if window is None:
+        raise ConfigError("infer needs a date: sparkfs run infer --date YYYY-MM-DD (or --start/--end)")
+    config = load_training_config(ctx.settings)
+    lake = ctx.lake
+    params = {"start": window.start, "end": window.end, "model": config.model_name, "alias": config.alias}
+    with record_run(lake, "infer", params) as run:
+        with run.stage("resolve_model") as stage:
+            model = load_scoring_model(ctx.settings, config.model_name, config.alias)
+            stage.details.update(model=model.name, version=model.version)
+        if config.inference.skew_check:  # before anything is written
+            with run.stage("skew_check") as stage:
+                report = skew_check(lake, config, model, config.inference.skew_sample_rows)
+                stage.rows_in = report.rows_compared
+                stage.details["report"] = report.describe()
+                if not report.identical:
+                    raise TrainingServingSkewError(report.describe())
+        with run.stage("features") as stage:
+            spine_df = build_spine(lake, config, window.start, window.end, labelled=False)
+            features = build_features(lake, config, spine_df, label=None)
+            versions = features.spec.table_versions()
+            stage.details["table_versions"] = versions
+        with run.stage("predict") as stage:
+            result = predict_and_merge(lake, features.df, model, config, versions)
+            stage.table_name, stage.table_version = result.merge.table, result.merge.version
+            stage.rows_in, stage.rows_out = result.merge.source_rows, result.merge.rows_inserted
+            stage.details["rows_updated"] = result.merge.rows_updated
+    merge = result.merge
+    print(
+        f"\n{merge.table}: scored {merge.source_rows} flights of {window} with {model.name} "
+        f"version {model.version} (@{model.alias}); inserted {merge.rows_inserted}, updated "
+        f"{merge.rows_updated} (Delta version {merge.version})"
+        + (f"\n{report.describe()}" if config.inference.skew_check else "")
+    )

@@ -1,0 +1,186 @@
+"""``conf/training.yaml`` as typed config: features, split, XGBoost, baseline, gate, inference.
+
+Loaded once with :func:`load_training_config` (through :func:`sparkfs.config.load_yaml`: env
+vars expanded, unknown keys and wrong types rejected with the file and key). Durations are
+written ``30d``, ``3h``, ``15m`` or ``10s``.
+
+Example::
+
+    config = load_training_config(settings)
+    config.split.gap, config.feature_columns     # timedelta(days=30), ['dep_hour', ...]
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, PlainSerializer
+
+from sparkfs.core.config import Settings, StrictModel, load_yaml
+
+TRAINING_CONF = "training.yaml"
+PREDICTION_TS = "prediction_ts"
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_duration(value: Any) -> Any:
+    """``"30d"``, ``"3h"``, ``"15m"``, ``"10s"`` -> timedelta; ISO 8601 (``"P30D"``) and other
+    values pass on to pydantic."""
+    if isinstance(value, str) and not value.startswith("P"):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"expected a duration like '30d', '3h', '15m' or '10s', found {value!r}")
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    return value
+
+
+def format_duration(value: timedelta) -> str:
+    """The inverse of :func:`parse_duration`: the largest whole unit (``"30d"``, ``"90m"``)."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")
+]
+MetricName = Literal["roc_auc", "pr_auc", "log_loss", "f1"]
+
+
+class FeaturesConfig(StrictModel):
+    """The model's input columns and how they are preprocessed."""
+
+    numeric: list[str]
+    categorical: list[str] = Field(default_factory=list)
+    scale: bool = False  # trees do not need it; on for models that do
+    min_category_count: int = Field(1, ge=1)
+
+
+class SplitConfig(StrictModel):
+    """Durations counted back from the end of the training window: ``train | gap | validation |
+    gap | test``. ``gap`` must be at least ``longest_feature_window``."""
+
+    validation: Duration = timedelta(days=45)
+    test: Duration = timedelta(days=45)
+    gap: Duration = timedelta(days=30)
+
+
+class XGBoostConfig(StrictModel):
+    params: dict[str, float | int | str] = Field(default_factory=dict)
+    num_boost_round: int = Field(500, ge=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+
+
+class BaselineConfig(StrictModel):
+    """The baseline the model must beat: the train split's positive rate per ``column`` value,
+    shrunk towards the overall rate by ``smoothing`` pseudo-rows."""
+
+    column: str
+    smoothing: float = Field(20.0, ge=0)
+
+
+class EvaluationConfig(StrictModel):
+    bootstrap: int = Field(200, ge=0)
+    slice_bootstrap: int = Field(100, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    slices: list[str] = Field(default_factory=list)  # columns whose values are evaluated apart
+    seed: int = 7
+
+
+class GateConfig(StrictModel):
+    """Register only if the model beats the baseline on ``metric`` by ``min_margin`` and no slice
+    of at least ``min_slice_rows`` rows is below ``slice_floor`` on ``slice_metric``."""
+
+    metric: MetricName = "roc_auc"
+    min_margin: float = 0.02
+    slice_metric: MetricName = "roc_auc"
+    slice_floor: float = 0.55
+    min_slice_rows: int = Field(300, ge=1)
+
+
+class InferenceConfig(StrictModel):
+    table: str  # in the ml layer
+    # Spine columns copied onto each prediction row (for slicing and monitoring).
+    context_columns: list[str] = Field(default_factory=list)
+    skew_check: bool = False
+    skew_sample_rows: int = Field(200, ge=1)
+
+
+class LabelConfig(StrictModel):
+    """The label is ``column > above`` as 0/1; a null ``column`` (a cancelled flight) stays null."""
+
+    column: str
+    above: float
+
+
+class SpineConfig(StrictModel):
+    """Where the spine comes from: one row per entity and prediction time."""
+
+    layer: str
+    table: str
+    # Source column holding the event date (prunes partitions); None: the date of ``timestamp``.
+    date_column: str | None = None
+    # Source columns copied onto the spine besides keys and timestamp (lookup keys, features).
+    columns: list[str] = Field(default_factory=list)
+    label: LabelConfig
+    # Features are looked up as of ``timestamp - prediction_lead`` (the spine column
+    # ``prediction_ts``): the model predicts that long before departure, and events of the flight
+    # itself (an early departure) cannot leak into its own features.
+    prediction_lead: Duration = timedelta(0)
+
+
+class LookupConfig(StrictModel):
+    """One :class:`~sparkfs.point_in_time.FeatureLookup` on a gold feature table."""
+
+    table: str
+    lookup_key: list[str] | dict[str, str]  # spine columns; {table key: spine column} if renamed
+    timestamp_lookup_key: str | None = None
+    features: list[str] | None = None
+    lookback: Duration | None = None
+    prefix: str | None = None
+    known_at: str | None = None
+
+
+class TrainingConfig(StrictModel):
+    """``conf/training.yaml``: what to train on, how to split, evaluate, gate and register."""
+
+    model_name: str
+    alias: str = "champion"
+    experiment: str | None = None  # default: mlflow.experiment from sparkfs.yaml
+    keys: list[str]
+    timestamp: str
+    label: str
+    start: date  # the default training window; `sparkfs run train --start S --end E` overrides it
+    end: date
+    longest_feature_window: Duration = timedelta(days=30)
+    max_rows: int = Field(1_000_000, ge=100)
+    features: FeaturesConfig
+    split: SplitConfig = SplitConfig()
+    xgboost: XGBoostConfig = XGBoostConfig()
+    baseline: BaselineConfig
+    evaluation: EvaluationConfig = EvaluationConfig()
+    gate: GateConfig = GateConfig()
+    inference: InferenceConfig
+    spine: SpineConfig
+    lookups: list[LookupConfig] = Field(default_factory=list)
+
+    @property
+    def lookup_timestamp(self) -> str:
+        """The spine column the point-in-time lookups use."""
+        return PREDICTION_TS if self.spine.prediction_lead else self.timestamp
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.features.numeric, *self.features.categorical]
+
+
+def load_training_config(settings: Settings, path: Path | str | None = None) -> TrainingConfig:
+    """Read ``<conf_dir>/training.yaml`` (or ``path``) into a :class:`TrainingConfig`."""
+    return load_yaml(path or Path(settings.conf_dir) / TRAINING_CONF, TrainingConfig)

@@ -1,0 +1,175 @@
+"""Logging a training run to MLflow: params, metrics, plots, lineage, the packaged model.
+
+One function, :func:`log_training_run`, writes everything a later reader (a person in the MLflow
+UI, the skew check, a rebuild of the training set) needs about the run, and registers the model
+under its alias only when the gate passed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import roc_curve
+
+from sparkfs import __version__
+from sparkfs.ml.assembly import SPEC_ARTIFACT, SPINE_ARTIFACT
+from sparkfs.ml.collect import SplitFrames
+from sparkfs.ml.config import TrainingConfig
+from sparkfs.ml.evaluation import Evaluation, GateResult, SliceEvaluation, slices_table
+from sparkfs.ml.fit import DEFAULT_XGB_PARAMS
+from sparkfs.ml.model import PROBABILITY, PackagedModel, model_signature
+from sparkfs.ml.splits import SplitBoundaries
+from sparkfs.ml.tracking import register_with_alias
+from sparkfs.pit.spec import TrainingSetSpec
+
+
+@dataclass(frozen=True)
+class HoldoutResults:
+    """How the model and the baseline did on the test split, and what the gate decided."""
+
+    scored: pd.DataFrame  # the test rows with the model's probability
+    model: Evaluation
+    baseline: Evaluation
+    slices: list[SliceEvaluation]
+    gate: GateResult
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    model_uri: str
+    registered_version: str | None
+
+
+def log_training_run(
+    *,
+    model: PackagedModel,
+    frames: SplitFrames,
+    results: HoldoutResults,
+    config: TrainingConfig,
+    name: str,
+    boundaries: SplitBoundaries,
+    spec: TrainingSetSpec,
+    spine_source: Mapping[str, Any] | None,
+    start: date,
+    end: date,
+) -> LoggedRun:
+    """One MLflow run: params, row counts, test / baseline / slice metrics, plots, the training-set
+    spec and spine (lineage), the gate's verdict, every read table's Delta version as a tag, and
+    the pyfunc with its signature. Registers ``name@alias`` only when the gate passed."""
+    label, gate, booster = config.label, results.gate, model.booster
+    table_versions = {**spec.table_versions(), **_spine_version(spine_source)}
+    with mlflow.start_run(run_name=f"train-{end.isoformat()}") as run:
+        mlflow.log_params({
+            "model_name": name, "alias": config.alias, "label": label,
+            "features_numeric": ",".join(config.features.numeric),
+            "features_categorical": ",".join(config.features.categorical),
+            "window_start": start.isoformat(), "window_end": end.isoformat(),
+            "gap": str(config.split.gap), "max_rows": config.max_rows,
+            "threshold": round(model.threshold, 6), "best_iteration": booster.num_boosted_rounds() - 1,
+            "baseline": f"positive rate by {config.baseline.column}",
+            "gate": json.dumps(config.gate.model_dump()),
+            **{f"xgb_{k}": v for k, v in {**DEFAULT_XGB_PARAMS, **config.xgboost.params}.items()},
+            **boundaries.as_params(),
+        })
+        mlflow.log_metrics({f"rows_{k}": float(v) for k, v in frames.counts.items()})
+        mlflow.log_metrics(results.model.flat("test"))
+        mlflow.log_metrics(results.baseline.flat("baseline"))
+        mlflow.log_metrics({
+            _metric_key(f"slice_{s.column}_{s.value}_{m}"): v
+            for s in results.slices for m, v in s.evaluation.metrics.items() if np.isfinite(v)
+        })
+        mlflow.log_table(slices_table(results.slices), "evaluation/slice_metrics.json")
+        for file, figure in _plots(results.scored, label, booster).items():
+            mlflow.log_figure(figure, f"plots/{file}")
+        mlflow.log_dict(spec.to_dict(), SPEC_ARTIFACT)
+        mlflow.log_dict({**(spine_source or {}), "start": start.isoformat(), "end": end.isoformat()},
+                        SPINE_ARTIFACT)
+        mlflow.log_dict({"passed": gate.passed, "reasons": gate.reasons, "checks": gate.checks},
+                        "evaluation/gate.json")
+        lineage_tags = {
+            "sparkfs.version": __version__,
+            "sparkfs.gate": "passed" if gate.passed else "failed",
+            **{f"sparkfs.table_version.{t}": str(v) for t, v in table_versions.items()},
+        }
+        if gate.reasons:
+            lineage_tags["sparkfs.gate_reasons"] = "; ".join(gate.reasons)[:4900]
+        mlflow.set_tags(lineage_tags)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            signature=model_signature(config.features.numeric, config.features.categorical),
+            input_example=frames.train[config.feature_columns].head(5),
+            pip_requirements=_pip_requirements(),
+        )
+        registered: str | None = None
+        if gate.passed:
+            version = register_with_alias(
+                info.model_uri, name, config.alias,
+                tags={**lineage_tags, "sparkfs.run_id": run.info.run_id},
+            )
+            registered = str(version.version)
+            mlflow.set_tag("sparkfs.registered_version", registered)
+    return LoggedRun(run.info.run_id, info.model_uri, registered)
+
+
+def _spine_version(spine_source: Mapping[str, Any] | None) -> dict[str, int]:
+    """The spine table's Delta version, when the spine was read from a table."""
+    if spine_source and isinstance(spine_source.get("table"), str) and isinstance(spine_source.get("version"), int):
+        return {spine_source["table"]: spine_source["version"]}
+    return {}
+
+
+def _metric_key(text: str) -> str:
+    """MLflow metric names allow letters, digits, ``_ - . /`` and spaces."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned from the running environment (no slow requirement inference at log time)."""
+    import sklearn
+
+    return [
+        f"mlflow=={mlflow.__version__}", f"xgboost=={xgb.__version__}", f"pandas=={pd.__version__}",
+        f"numpy=={np.__version__}", f"scikit-learn=={sklearn.__version__}", f"sparkfs=={__version__}",
+    ]
+
+
+def _plots(test: pd.DataFrame, label: str, booster: xgb.Booster) -> dict[str, Figure]:
+    y, p = test[label].to_numpy(), test[PROBABILITY].to_numpy()
+    roc = Figure(figsize=(5, 5))
+    ax = roc.subplots()
+    fpr, tpr, _ = roc_curve(y, p)
+    ax.plot(fpr, tpr, label="model")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test split)")
+    ax.legend(loc="lower right")
+
+    calibration = Figure(figsize=(5, 5))
+    ax = calibration.subplots()
+    observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
+    ax.plot(predicted, observed, marker="o", label="model")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    ax.set(xlabel="mean predicted probability", ylabel="observed late rate",
+           title="Calibration (test split, deciles)")
+    ax.legend(loc="upper left")
+
+    importance = Figure(figsize=(6, 6))
+    ax = importance.subplots()
+    gains = booster.get_score(importance_type="gain")
+    ordered = sorted(gains.items(), key=lambda kv: kv[1])[-25:]
+    ax.barh([k for k, _ in ordered], [v for _, v in ordered])
+    ax.set(xlabel="average gain per split", title="Feature importance (gain)")
+    importance.tight_layout()
+    return {"roc.png": roc, "calibration.png": calibration, "feature_importance.png": importance}

@@ -1,0 +1,222 @@
+"""Batch inference: score a day's spine with the model behind an alias, MERGE the predictions.
+
+The features are looked up with the same point-in-time code training used, scored inside Spark
+by the packaged pyfunc (an MLflow ``spark_udf``: the rows never come to the driver), and MERGEd
+into ``<ml schema>.<inference.table>`` keyed by the spine keys + timestamp and partitioned by
+``event_date``. Each row carries the model name and version and the Delta version of every
+feature table it was built from. Scores are deterministic and the rows hold no run timestamp,
+so re-running a date updates nothing.
+
+Example::
+
+    model = load_scoring_model(settings, "flight_delay", "champion")
+    check_feature_schema(features_df, model, feature_columns)
+    scored_df = score(features_df, model, keep=["flight_id", "sched_dep_ts", "carrier"])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import mlflow
+from mlflow.models import get_model_info
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkfs.core.checks import require_columns
+from sparkfs.core.config import Settings
+from sparkfs.core.errors import (
+    FeatureSchemaMismatchError,
+    SchemaMismatchError,
+)
+from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.merge import MergeResult, merge_upsert
+from sparkfs.ml.assembly import build_features
+from sparkfs.ml.config import TrainingConfig
+from sparkfs.ml.model import PREDICTION, PROBABILITY
+from sparkfs.ml.tracking import configure_mlflow, model_by_alias, registered_model_name
+
+log = logging.getLogger(__name__)
+
+EVENT_DATE = "event_date"
+MODEL_NAME = "model_name"
+MODEL_VERSION = "model_version"
+FEATURE_VERSIONS = "feature_versions"
+
+# MLflow signature type -> (Spark types it accepts, the Spark type it is cast to for scoring).
+_ACCEPTS: dict[str, tuple[tuple[type[T.DataType], ...], T.DataType]] = {
+    "double": ((T.NumericType,), T.DoubleType()),
+    "float": ((T.NumericType,), T.FloatType()),
+    "long": ((T.IntegralType,), T.LongType()),
+    "integer": ((T.ByteType, T.ShortType, T.IntegerType), T.IntegerType()),
+    "string": ((T.StringType,), T.StringType()),
+    "boolean": ((T.BooleanType,), T.BooleanType()),
+    "datetime": ((T.TimestampType, T.TimestampNTZType, T.DateType), T.TimestampType()),
+}
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A registered model version resolved from ``name@alias``, pinned by version."""
+
+    name: str
+    alias: str
+    version: str
+    run_id: str | None
+    inputs: list[tuple[str, str]]  # (column, MLflow type) from the signature, in order
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        # Pinned to the version resolved once, so a concurrent alias move cannot mix versions.
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [c for c, _ in self.inputs]
+
+
+def load_scoring_model(settings: Settings, name: str, alias: str) -> ScoringModel:
+    """Resolve ``name@alias`` in the configured registry; a missing model or alias is a
+    :class:`~sparkfs.errors.ModelNotFoundError` naming the aliases that exist."""
+    configure_mlflow(settings)
+    full_name = registered_model_name(settings, name)
+    version = model_by_alias(full_name, alias)
+    signature = get_model_info(f"models:/{full_name}/{version.version}").signature
+    if signature is None or signature.inputs is None:
+        raise SchemaMismatchError(f"model {full_name} version {version.version} has no signature")
+    inputs = [(spec.name, spec.type.name) for spec in signature.inputs.inputs]
+    return ScoringModel(full_name, alias, str(version.version), version.run_id, inputs, dict(version.tags))
+
+
+def check_feature_schema(
+    df: DataFrame, model: ScoringModel, feature_columns: Sequence[str] | None = None
+) -> None:
+    """Raise :class:`FeatureSchemaMismatchError` when the features do not fit the signature.
+
+    Missing: a signature column ``df`` lacks. Mistyped: a column whose Spark type cannot be cast
+    to the signature type without changing its meaning (e.g. a string where a double is
+    expected). Extra: a column in ``feature_columns`` (the features the inference path built)
+    that the model does not take, i.e. the feature config changed since the model was trained.
+    """
+    types = dict(df.dtypes)
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    missing = [c for c in model.input_columns if c not in fields]
+    mistyped = []
+    for column, mlflow_type in model.inputs:
+        if column in fields and not isinstance(fields[column], _ACCEPTS[mlflow_type][0]):
+            mistyped.append(f"{column}: signature {mlflow_type}, features {types[column]}")
+    extra = sorted(set(feature_columns or ()) - set(model.input_columns))
+    if missing or mistyped or extra:
+        raise FeatureSchemaMismatchError(
+            f"features do not match the signature of {model.name} version {model.version} "
+            f"(@{model.alias}): missing {missing}, extra {extra}, mistyped {mistyped}; "
+            f"the signature expects {[f'{c}: {t}' for c, t in model.inputs]}"
+        )
+
+
+def score(df: DataFrame, model: ScoringModel, keep: Sequence[str]) -> DataFrame:
+    """``keep`` columns + ``probability`` + ``prediction``, computed inside Spark by the pyfunc.
+
+    Features are cast to the signature types first (e.g. an integer column to double), after
+    :func:`check_feature_schema` has made sure the cast is meaningful.
+    """
+    check_feature_schema(df, model)
+    require_columns(df, keep, "the rows to score")
+    predict = mlflow.pyfunc.spark_udf(
+        df.sparkSession, model.uri,
+        result_type=f"{PROBABILITY} double, {PREDICTION} int", env_manager="local",
+    )
+    inputs: list[Column] = [F.col(c).cast(_ACCEPTS[t][1]).alias(c) for c, t in model.inputs]
+    scored = df.withColumn("_sparkfs_score", predict(F.struct(*inputs)))
+    return scored.select(
+        *keep,
+        F.col(f"_sparkfs_score.{PROBABILITY}").alias(PROBABILITY),
+        F.col(f"_sparkfs_score.{PREDICTION}").alias(PREDICTION),
+    )
+
+
+def with_model_lineage(
+    scored_df: DataFrame, model: ScoringModel, timestamp: str, feature_versions: Mapping[str, int]
+) -> DataFrame:
+    """Add ``event_date`` (the date of ``timestamp``, UTC), the model name and version, and the
+    feature tables' Delta versions as a JSON object with sorted keys (comparable across runs)."""
+    return scored_df.select(
+        "*",
+        F.to_date(F.col(timestamp)).alias(EVENT_DATE),
+        F.lit(model.name).alias(MODEL_NAME),
+        F.lit(model.version).alias(MODEL_VERSION),
+        F.lit(json.dumps(dict(feature_versions), sort_keys=True)).alias(FEATURE_VERSIONS),
+    )
+
+
+def write_predictions(
+    lake: Lakehouse, predictions_df: DataFrame, table: str, keys: Sequence[str]
+) -> MergeResult:
+    """Create the predictions table on first use, then MERGE on ``keys`` (partition-pruned by
+    ``event_date``). Re-running the same rows inserts and updates nothing."""
+    lake.create(
+        "ml", table, predictions_df.schema, partition_by=[EVENT_DATE],
+        comment="Batch predictions: one row per scored spine row, with model and feature versions",
+        column_comments={
+            PROBABILITY: "predicted probability of the positive label",
+            PREDICTION: "1 when probability >= the model's threshold (chosen on validation)",
+            MODEL_VERSION: "registered model version that scored the row",
+            FEATURE_VERSIONS: "JSON {feature table: Delta version} the features were read from",
+        },
+    )
+    return merge_upsert(lake, "ml", table, predictions_df, keys, partition_by=EVENT_DATE)
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    model: ScoringModel
+    merge: MergeResult
+    feature_versions: dict[str, int]
+
+
+def predict_and_merge(
+    lake: Lakehouse,
+    features_df: DataFrame,
+    model: ScoringModel,
+    config: TrainingConfig,
+    feature_versions: Mapping[str, int],
+) -> InferenceResult:
+    """Check the features against the signature, score them in Spark, and MERGE the predictions
+    (keys + timestamp + context columns + probability, prediction, lineage) into the table.
+
+    The scored rows are persisted once, so the model runs once per row however many passes the
+    MERGE makes over its source.
+    """
+    check_feature_schema(features_df, model, config.feature_columns)
+    keep = list(dict.fromkeys([*config.keys, config.timestamp, *config.inference.context_columns]))
+    scored = score(features_df, model, keep)
+    predictions = with_model_lineage(scored, model, config.timestamp, feature_versions).persist()
+    try:
+        merged = write_predictions(lake, predictions, config.inference.table, [*config.keys, config.timestamp])
+    finally:
+        predictions.unpersist()
+    return InferenceResult(model, merged, dict(feature_versions))
+
+
+def score_batch(
+    lake: Lakehouse, settings: Settings, spine_df: DataFrame, config: TrainingConfig,
+    *, alias: str | None = None,
+) -> DataFrame:
+    """Score a spine the way batch inference does, without writing anything: look up its features
+    with the training set's point-in-time code, and score them with ``model_name@alias``.
+
+    Returns the spine's columns + ``probability`` + ``prediction``.
+
+    Example::
+
+        scored_df = score_batch(lake, settings, spine_df, config)   # the @champion by default
+    """
+    model = load_scoring_model(settings, config.model_name, alias or config.alias)
+    features = build_features(lake, config, spine_df, label=None)
+    check_feature_schema(features.df, model, config.feature_columns)
+    return score(features.df, model, keep=spine_df.columns)
