@@ -12,9 +12,14 @@ problems (empty when the bundle is fine), each naming the file, the key and what
 - :func:`entry_point_problems`, :func:`file_problems`, :func:`cron_problems`,
   :func:`task_problems`, :func:`reference_problems`, :func:`target_problems` -- what the schema
   cannot see: entry points in ``pyproject.toml`` that import, files that exist, Quartz cron
-  syntax, ``depends_on`` / environment keys inside one job, ``${var.*}`` and
+  syntax and time zones, ``depends_on`` / environment keys inside one job, ``${var.*}`` and
   ``{{job.parameters.*}}`` references; :func:`wheel_dependency_problems` -- the wheel does not
   pull in a second Spark on Databricks.
+
+Cron schedules are checked by ``croniter`` (:func:`parse_quartz` translates Quartz's days of the
+week and checks by rule what croniter does not know of Quartz: the field count, the ``?`` rule,
+step and ``L``/``W``/``#`` limits, ``L-n`` and ``LW``), time zones by ``zoneinfo``, and
+``depends_on`` cycles by ``graphlib.TopologicalSorter``.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -369,48 +377,62 @@ def cron_problems(bundle: Bundle) -> list[str]:
 
 
 @dataclass(frozen=True)
-class QuartzField:
-    """The values one field allows (``None``: ``?``, no constraint), plus Quartz's special forms
-    kept as written (``L``, ``L-3``, ``15W``, ``LW`` for days of month; ``5L``, ``6#3`` for days
-    of week)."""
-
-    values: frozenset[int] | None
-    special: str | None = None
-
-
-@dataclass(frozen=True)
 class QuartzCron:
-    seconds: QuartzField
-    minutes: QuartzField
-    hours: QuartzField
-    days_of_month: QuartzField
-    months: QuartzField
-    days_of_week: QuartzField  # 1 = SUN ... 7 = SAT
-    years: QuartzField | None  # None: no year field (every year)
+    """A Quartz expression that croniter accepted, and its croniter form.
+
+    The croniter form keeps Quartz's field order (seconds first, year last), so it is read with
+    ``second_at_beginning=True``. ``quartz_only`` is a day-of-month form croniter has no form for
+    (``L-n``, ``LW``): checked here by rule, with ``L`` in its place for croniter's check, so
+    :meth:`runs` cannot compute that schedule.
+    """
+
+    quartz: str
+    croniter: str
+    quartz_only: str | None = None
+
+    def runs(self, start: datetime, count: int) -> list[datetime]:
+        """The next ``count`` times the schedule fires after ``start`` (fewer if a year field
+        ends it first)."""
+        if self.quartz_only:
+            raise ValueError(f"'{self.quartz}': croniter cannot compute '{self.quartz_only}'")
+        times = croniter(self.croniter, start, second_at_beginning=True)
+        runs: list[datetime] = []
+        try:
+            while len(runs) < count:
+                runs.append(times.get_next(datetime))
+        except CroniterBadDateError:  # no next time: past the last year
+            pass
+        return runs
 
 
-MONTHS = {m: i for i, m in enumerate(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1)}
-WEEKDAYS = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"], 1)}
-# name, low, high, names
-_FIELDS: list[tuple[str, int, int, dict[str, int]]] = [
-    ("seconds", 0, 59, {}), ("minutes", 0, 59, {}), ("hours", 0, 23, {}),
-    ("day-of-month", 1, 31, {}), ("month", 1, 12, MONTHS), ("day-of-week", 1, 7, WEEKDAYS),
-    ("year", 1970, 2099, {}),
-]
+DAY_OF_MONTH, DAY_OF_WEEK = 3, 5
+# name, how many values (Quartz rejects a larger step; croniter would just fire once), what it takes
+_FIELDS: tuple[tuple[str, int, str], ...] = (
+    ("seconds", 60, "0-59"),
+    ("minutes", 60, "0-59"),
+    ("hours", 24, "0-23"),
+    ("day-of-month", 31, "1-31, L, L-n, LW, nW or ?"),
+    ("month", 12, "1-12 or JAN-DEC"),
+    ("day-of-week", 7, "1-7 (1 = SUN) or SUN-SAT, L, nL, n#k or ?"),
+    ("year", 130, "1970-2099"),
+)
+WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")  # croniter's 0-6
 
 
 def parse_quartz(expression: str) -> QuartzCron:
-    """Parse a Quartz cron expression (the syntax of Databricks job schedules).
+    """Check a Quartz cron expression (the syntax of Databricks job schedules) with croniter.
 
-    Fields: ``sec min hour day-of-month month day-of-week [year]``; each field is ``*``, a value,
-    a range ``a-b`` (Quartz wraps ``22-2`` past the end), a step ``a/n``, ``*/n`` or ``a-b/n``,
-    or a comma list of those. Months take ``JAN``..``DEC``, days of week ``SUN``..``SAT`` (1..7).
-    Exactly one of day-of-month and day-of-week is ``?``. Day-of-month also takes ``L``,
-    ``L-n``, ``nW`` and ``LW``; day-of-week ``L``, ``nL`` and ``n#k`` (k = 1..5) -- each alone,
-    not in a list. Raises ``ValueError`` naming the field and what is wrong.
+    Fields: ``sec min hour day-of-month month day-of-week [year]``. croniter checks each field's
+    values, ranges, steps, lists and names, ``?``, ``L``, ``nW`` and ``n#k``. What Quartz says
+    and croniter does not is checked or translated here: 6 or 7 fields; exactly one of
+    day-of-month and day-of-week is ``?``; no step larger than its field; ``L``/``W``/``#`` forms
+    alone in their field; days of week 1-7 from SUN (croniter: 0-6), ``L`` alone = SAT and
+    ``nL`` = croniter's ``Ln``. Raises ``ValueError`` naming the field and what is wrong.
 
-    >>> parse_quartz("0 0 6 * * ?").hours.values
-    frozenset({6})
+    >>> parse_quartz("0 0 8 ? * MON").croniter
+    '0 0 8 ? * MON'
+    >>> parse_quartz("0 0 8 ? * 2-6").croniter
+    '0 0 8 ? * 1-5'
     """
     parts = expression.split()
     if len(parts) not in (6, 7):
@@ -418,92 +440,90 @@ def parse_quartz(expression: str) -> QuartzCron:
             f"'{expression}' has {len(parts)} fields; Quartz needs 6 or 7: "
             f"seconds minutes hours day-of-month month day-of-week [year]"
         )
-    dom, dow = parts[3], parts[5]
+    dom, dow = parts[DAY_OF_MONTH], parts[DAY_OF_WEEK]
     if (dom == "?") == (dow == "?"):
         raise ValueError(
             f"'{expression}': exactly one of day-of-month ('{dom}') and day-of-week ('{dow}') must be '?'"
         )
-    fields = []
-    for text, (name, low, high, names) in zip(parts, _FIELDS, strict=False):
+    fields, quartz_only = list(parts), None
+    for index, text in enumerate(parts):
+        name, size, allowed = _FIELDS[index]
         try:
-            fields.append(_parse_field(text, name, low, high, names))
+            for step in re.findall(r"/(\d+)", text):
+                if int(step) > size:
+                    raise ValueError(f"step '{step}' is larger than the field's {size} values")
+            if index == DAY_OF_MONTH:
+                fields[index], quartz_only = _day_of_month(text)
+            elif index == DAY_OF_WEEK:
+                fields[index] = _day_of_week(text)
         except ValueError as exc:
             raise ValueError(f"'{expression}': {name} field '{text}': {exc}") from None
-    seconds, minutes, hours, days_of_month, months, days_of_week = fields[:6]
-    years = fields[6] if len(fields) == 7 else None
-    return QuartzCron(seconds, minutes, hours, days_of_month, months, days_of_week, years)
+        # Each field alone, the others '*': croniter's message names neither the field nor the
+        # expression as written (it quotes its own reordered, lower-cased copy).
+        probe = ["*"] * len(parts)
+        probe[index] = fields[index]
+        reason = _croniter_rejects(" ".join(probe))
+        if reason is not None:
+            why = f"; croniter: {reason}" if reason else ""
+            raise ValueError(f"'{expression}': {name} field '{text}' is not valid ({name}: {allowed}){why}")
+    translated = " ".join(fields)
+    reason = _croniter_rejects(translated)
+    if reason is not None:  # no field alone is wrong, but croniter rejects them together
+        raise ValueError(f"'{expression}': croniter rejects it (as '{translated}'): {reason}")
+    return QuartzCron(expression, translated, quartz_only)
 
 
-def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> QuartzField:
+def _croniter_rejects(expression: str) -> str | None:
+    """None when croniter accepts the expression (seconds first), else its reason ('' if it
+    gives none beyond quoting the expression)."""
+    try:
+        croniter.expand(expression, second_at_beginning=True)
+    except CroniterError as exc:
+        # croniter's messages start with '[<expression>]' and count fields from minutes (0).
+        reason = re.sub(r"^\[[^\]]*\]\s*|\s*in field \d+", "", str(exc))
+        return reason.removeprefix("is not acceptable").strip(" ,.")
+    return None
+
+
+def _day_of_month(text: str) -> tuple[str, str | None]:
+    """The croniter form of a day-of-month field, and the Quartz form croniter cannot compute."""
     upper = text.upper()
-    if upper == "?":
-        if name not in ("day-of-month", "day-of-week"):
-            raise ValueError("'?' is allowed only in day-of-month and day-of-week")
-        return QuartzField(None)
-    if name == "day-of-month" and ("L" in upper or "W" in upper):
-        return _day_of_month_special(upper)
-    if name == "day-of-week" and ("#" in upper or re.fullmatch(r"L|\w+L", upper)):
-        return _day_of_week_special(upper)
-    values: set[int] = set()
-    for item in text.split(","):
-        values |= _parse_item(item, low, high, names)
-    return QuartzField(frozenset(values))
-
-
-def _parse_item(item: str, low: int, high: int, names: dict[str, int]) -> set[int]:
-    if not item:
-        raise ValueError("empty list item")
-    base, slash, step_text = item.partition("/")
-    step = 1
-    if slash:
-        if not step_text.isdigit() or not 1 <= int(step_text) <= high - low + 1:
-            raise ValueError(f"step '{step_text}' must be a whole number from 1 to {high - low + 1}")
-        step = int(step_text)
-    if base == "*":
-        start, end = low, high
-    elif "-" in base:
-        first, _, last = base.partition("-")
-        start, end = _value(first, low, high, names), _value(last, low, high, names)
-    else:
-        start = _value(base, low, high, names)
-        end = high if slash else start  # "5/15" = from 5 to the end, every 15
-    span = (end - start) % (high - low + 1)  # a range like 22-2 wraps past the end (Quartz)
-    return {low + (start - low + k) % (high - low + 1) for k in range(0, span + 1, step)}
-
-
-def _value(text: str, low: int, high: int, names: dict[str, int]) -> int:
-    if text.upper() in names:  # Quartz reads names in any case
-        return names[text.upper()]
-    if not text.isdigit():
-        valid = f"{low}-{high}" + (f" or {'/'.join(names)}" if names else "")
-        raise ValueError(f"'{text}' is not a value ({valid})")
-    value = int(text)
-    if not low <= value <= high:
-        raise ValueError(f"{value} is out of range {low}-{high}")
-    return value
-
-
-def _day_of_month_special(text: str) -> QuartzField:
-    match = re.fullmatch(r"L(?:-(\d+))?|LW|(\d+)W", text)
+    if "L" not in upper and "W" not in upper:
+        return text, None
+    match = re.fullmatch(r"L|L-(\d+)|LW|\d+W", upper)
     if not match:
         raise ValueError("L / W forms are 'L', 'L-n', 'LW' or 'nW', alone (not in a list or range)")
-    if match.group(1) and not 1 <= int(match.group(1)) <= 30:
+    if match[1] is not None and not 1 <= int(match[1]) <= 30:
         raise ValueError(f"offset in '{text}' must be 1-30")
-    if match.group(2) and not 1 <= int(match.group(2)) <= 31:
-        raise ValueError(f"day in '{text}' must be 1-31")
-    return QuartzField(None, special=text)
+    if match[1] is not None or upper == "LW":
+        # croniter knows the last day (L) but not n days before it (L-n) nor the last weekday
+        # (LW): it checks the other fields with L standing in.
+        return "L", text
+    return text, None
 
 
-def _day_of_week_special(text: str) -> QuartzField:
-    if text == "L":
-        return QuartzField(frozenset({7}), special="L")  # alone, L means the last day: SAT
-    match = re.fullmatch(r"(\w+)(?:#(\d+)|L)", text)
-    if not match:
+def _day_of_week(text: str) -> str:
+    """The croniter form of a day-of-week field: Quartz numbers the days 1-7 from SUN, croniter
+    0-6 (and reads 7 as SUN too), so each day number is shifted and checked to be 1-7."""
+    upper = text.upper()
+    if ("L" in upper or "#" in upper) and not re.fullmatch(r"L|\w+L|\w+#\d+", upper):
         raise ValueError("'#' and 'L' forms are 'n#k', 'nL' or 'L', alone (not in a list or range)")
-    day = _value(match.group(1), 1, 7, WEEKDAYS)
-    if match.group(2) is not None and not 1 <= int(match.group(2)) <= 5:
-        raise ValueError(f"'#{match.group(2)}' must be 1-5 (the n-th such weekday of the month)")
-    return QuartzField(frozenset({day}), special=text)
+    if upper == "L":
+        return "6"  # alone, L is the last day of the week: SAT
+
+    def shift(match: re.Match[str]) -> str:
+        day = int(match[0])
+        if not 1 <= day <= 7:
+            raise ValueError(f"{day} is out of range 1-7 (1 = SUN ... 7 = SAT)")
+        return str(day - 1)
+
+    # Day numbers only: not a step (after '/') nor the k of 'n#k'.
+    shifted = re.sub(r"(?<![#/\d])\d+", shift, upper)
+    last = re.fullmatch(r"(\w+)L", shifted)
+    if last:  # Quartz 'nL' (the month's last n-day) is croniter's 'Ln', which takes a number
+        day = last[1]
+        return f"L{WEEKDAYS.index(day)}" if day in WEEKDAYS else f"L{day}"
+    return shifted
 
 
 # --- tasks, references, targets ---------------------------------------------------------------------
@@ -550,25 +570,15 @@ def _compute_problems(task: dict[str, Any], envs: set[Any], clusters: set[Any], 
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-
-    def visit(node: str, path: list[str]) -> list[str] | None:
-        state[node] = 1
-        for dep in graph.get(node, []):
-            if state.get(dep) == 1:
-                return [*path[path.index(dep):], dep] if dep in path else [*path, dep]
-            if dep in graph and state.get(dep) is None:
-                found = visit(dep, [*path, dep])
-                if found:
-                    return found
-        state[node] = 2
-        return None
-
-    for start in graph:
-        if state.get(start) is None:
-            found = visit(start, [start])
-            if found:
-                return found
+    """A ``depends_on`` cycle as [task, a task it depends on, ..., task], or None."""
+    # Dependencies on unknown tasks are reported on their own; here they would be new nodes.
+    known = {task: [dep for dep in deps if dep in graph] for task, deps in graph.items()}
+    try:
+        TopologicalSorter(known).prepare()
+    except CycleError as exc:
+        # args[1] lists each node before a node that depends on it: reversed, it reads
+        # "depends on" from left to right.
+        return list(reversed(exc.args[1]))
     return None
 
 

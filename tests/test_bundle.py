@@ -4,9 +4,12 @@ Quartz cron, task dependencies, references; and that each check fails on a broke
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from sparkfs.jobs import JOBS
 from sparkfs.jobs.context import add_common_arguments, settings_from_args, window_from_args
 
 DAILY, TRAINING = "resources/daily.yml", "resources/training.yml"
+START = datetime(2026, 1, 1)  # where the schedules' runs are computed from (a Thursday)
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +81,8 @@ def test_known_keys_match_cli_schema(schema: dict[str, Any]) -> None:
 
 def test_daily_job_runs_features_then_inference_at_six(bundle: bc.Bundle) -> None:
     job = daily(bundle)
-    cron = bc.parse_quartz(job["schedule"]["quartz_cron_expression"])
-    assert (cron.seconds.values, cron.minutes.values, cron.hours.values) == ({0}, {0}, {6})
-    assert cron.days_of_month.values == frozenset(range(1, 32)) and cron.days_of_week.values is None
-    assert cron.months.values == frozenset(range(1, 13))
+    runs = bc.parse_quartz(job["schedule"]["quartz_cron_expression"]).runs(START, 365)
+    assert runs == [datetime(2026, 1, 1, 6) + timedelta(days=n) for n in range(365)]  # all of 2026
     assert job["schedule"]["timezone_id"] == "UTC"
     assert task(job, "features")["python_wheel_task"]["entry_point"] == "sparkfs-features"
     assert task(job, "inference")["python_wheel_task"]["entry_point"] == "sparkfs-infer"
@@ -89,9 +91,8 @@ def test_daily_job_runs_features_then_inference_at_six(bundle: bc.Bundle) -> Non
 
 def test_training_job_runs_once_a_week(bundle: bc.Bundle) -> None:
     job = bundle.job("sparkfs_weekly_training")
-    cron = bc.parse_quartz(job["schedule"]["quartz_cron_expression"])
-    assert cron.days_of_month.values is None and len(cron.days_of_week.values or ()) == 1
-    assert len(cron.hours.values or ()) == 1
+    runs = bc.parse_quartz(job["schedule"]["quartz_cron_expression"]).runs(START, 53)
+    assert [b - a for a, b in pairwise(runs)] == [timedelta(weeks=1)] * 52
     assert [t["python_wheel_task"]["entry_point"] for t in job["tasks"]] == ["sparkfs-train"]
 
 
@@ -260,6 +261,18 @@ def test_depends_on_cycle_and_duplicate_keys(bundle: bc.Bundle) -> None:
     assert bc.task_problems(broken) == [
         f"{DAILY}: resources.jobs.sparkfs_daily: depends_on makes a cycle: features -> inference -> features"
     ]
+    publish = copy.deepcopy(task(daily(broken), "inference"))
+    publish["task_key"], publish["depends_on"] = "publish", [{"task_key": "inference"}]
+    daily(broken)["tasks"].append(publish)
+    task(daily(broken), "features")["depends_on"] = [{"task_key": "publish"}]
+    assert bc.task_problems(broken) == [  # the arrows read "depends on"
+        f"{DAILY}: resources.jobs.sparkfs_daily: depends_on makes a cycle: features -> publish -> inference -> features"
+    ]
+    daily(broken)["tasks"].remove(publish)
+    task(daily(broken), "features")["depends_on"] = [{"task_key": "features"}]
+    assert bc.task_problems(broken) == [
+        f"{DAILY}: resources.jobs.sparkfs_daily: depends_on makes a cycle: features -> features"
+    ]
     task(daily(broken), "features")["depends_on"] = []
     renamed = task(daily(broken), "inference")
     renamed["task_key"], renamed["depends_on"] = "features", []
@@ -313,6 +326,16 @@ def test_bad_cron_and_time_zone(bundle: bc.Bundle) -> None:
         f"{TRAINING}: resources.jobs.sparkfs_weekly_training.schedule.timezone_id: 'Mars/Olympus' is not "
         "a known time zone (e.g. UTC, Europe/Berlin)",
     ]
+    daily(broken)["schedule"]["quartz_cron_expression"] = "0 0 6 ? * 8"  # Quartz counts SUN-SAT 1-7
+    assert bc.cron_problems(broken)[0] == (
+        f"{DAILY}: resources.jobs.sparkfs_daily.schedule.quartz_cron_expression: '0 0 6 ? * 8': "
+        "day-of-week field '8': 8 is out of range 1-7 (1 = SUN ... 7 = SAT)"
+    )
+    daily(broken)["schedule"]["quartz_cron_expression"] = "0 0 25 * * ?"
+    assert bc.cron_problems(broken)[0].startswith(
+        f"{DAILY}: resources.jobs.sparkfs_daily.schedule.quartz_cron_expression: '0 0 25 * * ?': "
+        "hours field '25' is not valid (hours: 0-23)"
+    )
 
 
 def test_undeclared_references(bundle: bc.Bundle) -> None:
@@ -360,57 +383,81 @@ def test_wheel_requiring_spark(bundle: bc.Bundle, tmp_path: Path) -> None:
     ]
 
 
-# --- the Quartz cron parser ------------------------------------------------------------------------
+# --- Quartz cron, checked and run by croniter ----------------------------------------------------
 
-EVERY_DAY = frozenset(range(1, 32))
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # datetime.weekday() order
+
+
+def fired(expression: str, field: str, count: int = 1200) -> set[Any]:
+    """The values of one part of the first ``count`` fire times after START (fewer when a year
+    field ends the schedule)."""
+    runs = bc.parse_quartz(expression).runs(START, count)
+    assert runs, expression
+    if field == "weekday":
+        return {DAY_NAMES[t.weekday()] for t in runs}
+    return {getattr(t, field) for t in runs}
 
 
 @pytest.mark.parametrize(
     ("expression", "field", "expected"),
     [
-        ("0 0 6 * * ?", "hours", {6}),
-        ("0 0/15 * * * ?", "minutes", {0, 15, 30, 45}),
-        ("0 5/20 * * * ?", "minutes", {5, 25, 45}),
-        ("*/20 * * * * ?", "seconds", {0, 20, 40}),
-        ("0 0 22-2 * * ?", "hours", {22, 23, 0, 1, 2}),  # Quartz wraps a range past the end
-        ("0 0 9-17/4 ? * MON-FRI", "hours", {9, 13, 17}),
-        ("0 0 9 ? * MON-FRI", "days_of_week", {2, 3, 4, 5, 6}),
-        ("0 0 9 ? * mon,WED,7", "days_of_week", {2, 4, 7}),
-        ("0 0 9 ? * FRI-MON", "days_of_week", {6, 7, 1, 2}),
-        ("0 0 0 1,15 JAN-MAR,DEC ?", "months", {1, 2, 3, 12}),
-        ("0 0 0 1,15 * ?", "days_of_month", {1, 15}),
-        ("0 0 12 * * ?", "days_of_month", EVERY_DAY),
-        ("0 0 12 * * ? 2030", "years", {2030}),
-        ("0 0 12 * * ? 2026-2028", "years", {2026, 2027, 2028}),
-        ("0 0 8 ? * MON", "days_of_month", None),
+        ("0 0 6 * * ?", "hour", {6}),
+        ("0 0/15 * * * ?", "minute", {0, 15, 30, 45}),
+        ("0 5/20 * * * ?", "minute", {5, 25, 45}),
+        ("*/20 * * * * ?", "second", {0, 20, 40}),
+        ("0 0 22-2 * * ?", "hour", {22, 23, 0, 1, 2}),  # Quartz wraps a range past the end
+        ("0 0 9-17/4 ? * MON-FRI", "hour", {9, 13, 17}),
+        ("0 0 9 ? * MON-FRI", "weekday", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+        ("0 0 9 ? * 2-6", "weekday", {"Mon", "Tue", "Wed", "Thu", "Fri"}),  # 1 = SUN in Quartz
+        ("0 0 9 ? * mon,WED,7", "weekday", {"Mon", "Wed", "Sat"}),
+        ("0 0 9 ? * 1/2", "weekday", {"Sun", "Tue", "Thu", "Sat"}),  # the step is not a day
+        ("0 0 9 ? * FRI-MON", "weekday", {"Fri", "Sat", "Sun", "Mon"}),
+        ("0 0 9 ? * L", "weekday", {"Sat"}),  # alone, L is the last day of the week
+        ("0 0 0 1,15 JAN-MAR,DEC ?", "month", {1, 2, 3, 12}),
+        ("0 0 0 1,15 * ?", "day", {1, 15}),
+        ("0 0 12 * * ?", "day", set(range(1, 32))),
+        ("0 0 12 * * ? 2030", "year", {2030}),
+        ("0 0 12 * * ? 2026-2028", "year", {2026, 2027, 2028}),
+        ("0 0 8 ? * MON", "weekday", {"Mon"}),
+        ("0 0 8 ? * MON", "day", set(range(1, 32))),  # '?': any day of the month
     ],
 )
-def test_quartz_values(expression: str, field: str, expected: set[int] | None) -> None:
-    parsed = getattr(bc.parse_quartz(expression), field)
-    assert parsed.values == (None if expected is None else frozenset(expected))
-
-
-@pytest.mark.parametrize(
-    ("expression", "field", "special", "values"),
-    [
-        ("0 0 0 L * ?", "days_of_month", "L", None),
-        ("0 0 0 L-3 * ?", "days_of_month", "L-3", None),
-        ("0 0 0 15W * ?", "days_of_month", "15W", None),
-        ("0 0 0 LW * ?", "days_of_month", "LW", None),
-        ("0 0 0 ? * 6#3", "days_of_week", "6#3", {6}),
-        ("0 0 0 ? * FRI#1", "days_of_week", "FRI#1", {6}),
-        ("0 0 0 ? * 5L", "days_of_week", "5L", {5}),
-        ("0 0 0 ? * L", "days_of_week", "L", {7}),
-    ],
-)
-def test_quartz_special_days(expression: str, field: str, special: str, values: set[int] | None) -> None:
-    parsed = getattr(bc.parse_quartz(expression), field)
-    assert parsed.special == special
-    assert parsed.values == (None if values is None else frozenset(values))
+def test_quartz_runs(expression: str, field: str, expected: set[Any]) -> None:
+    assert fired(expression, field) == expected
 
 
 def test_quartz_without_year_field() -> None:
-    assert bc.parse_quartz("0 0 6 * * ?").years is None
+    assert fired("0 0 12 * * ?", "year") == {2026, 2027, 2028, 2029}
+
+
+def in_last_week(t: datetime) -> bool:
+    return (t + timedelta(weeks=1)).month != t.month
+
+
+@pytest.mark.parametrize(
+    ("expression", "fires_on"),
+    [
+        ("0 0 0 L * ?", lambda t: (t + timedelta(days=1)).day == 1),
+        ("0 0 0 15W * ?", lambda t: t.weekday() < 5 and 14 <= t.day <= 16),
+        ("0 0 0 ? * 6#3", lambda t: DAY_NAMES[t.weekday()] == "Fri" and 15 <= t.day <= 21),
+        ("0 0 0 ? * FRI#1", lambda t: DAY_NAMES[t.weekday()] == "Fri" and t.day <= 7),
+        ("0 0 0 ? * 5L", lambda t: DAY_NAMES[t.weekday()] == "Thu" and in_last_week(t)),
+        ("0 0 0 ? * FRIL", lambda t: DAY_NAMES[t.weekday()] == "Fri" and in_last_week(t)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_quartz_special_days(expression: str, fires_on: Any) -> None:
+    runs = bc.parse_quartz(expression).runs(START, 24)
+    assert all(fires_on(t) for t in runs), runs
+    assert len({(t.year, t.month) for t in runs}) == 24  # once a month
+
+
+@pytest.mark.parametrize("expression", ["0 0 0 L-3 * ?", "0 0 0 LW * ?"])
+def test_quartz_only_days_are_checked_not_run(expression: str) -> None:
+    cron = bc.parse_quartz(expression)
+    assert cron.quartz_only == expression.split()[3] and cron.croniter == "0 0 0 L * ?"
+    with pytest.raises(ValueError, match="croniter cannot compute"):
+        cron.runs(START, 1)
 
 
 @pytest.mark.parametrize(
@@ -421,26 +468,29 @@ def test_quartz_without_year_field() -> None:
         ("0 0 6 * * *", "exactly one of day-of-month ('*') and day-of-week ('*') must be '?'"),
         ("0 0 6 ? * ?", "exactly one of day-of-month ('?') and day-of-week ('?') must be '?'"),
         ("0 0 6 1 * MON", "exactly one of day-of-month ('1') and day-of-week ('MON') must be '?'"),
-        ("60 0 6 * * ?", "seconds field '60': 60 is out of range 0-59"),
-        ("0 0 24 * * ?", "hours field '24': 24 is out of range 0-23"),
-        ("0 0 6 0 * ?", "day-of-month field '0': 0 is out of range 1-31"),
-        ("0 0 6 * 13 ?", "month field '13': 13 is out of range 1-12"),
-        ("0 0 6 ? * 8", "day-of-week field '8': 8 is out of range 1-7"),
-        ("0 0 6 ? * MONDAY", "day-of-week field 'MONDAY': 'MONDAY' is not a value (1-7 or SUN/MON/TUE/WED/THU/FRI/SAT)"),
-        ("0 0 6 * JANUARY ?", "'JANUARY' is not a value (1-12 or JAN/FEB"),
-        ("0 0 6 ? * MON-", "day-of-week field 'MON-': '' is not a value"),
-        ("0 0/0 6 * * ?", "minutes field '0/0': step '0' must be a whole number from 1 to 60"),
-        ("0 0/61 6 * * ?", "step '61' must be a whole number from 1 to 60"),
-        ("0 0/x 6 * * ?", "step 'x' must be a whole number"),
-        ("0 0 6,,7 * * ?", "hours field '6,,7': empty list item"),
-        ("? 0 6 * * ?", "seconds field '?': '?' is allowed only in day-of-month and day-of-week"),
+        ("60 0 6 * * ?", "seconds field '60' is not valid (seconds: 0-59)"),
+        ("0 0 24 * * ?", "hours field '24' is not valid (hours: 0-23)"),
+        ("0 0 6 0 * ?", "day-of-month field '0' is not valid (day-of-month: 1-31"),
+        ("0 0 6 * 13 ?", "month field '13' is not valid (month: 1-12 or JAN-DEC)"),
+        ("0 0 6 ? * 8", "day-of-week field '8': 8 is out of range 1-7 (1 = SUN ... 7 = SAT)"),
+        ("0 0 6 ? * 0", "day-of-week field '0': 0 is out of range 1-7"),  # croniter's SUN
+        ("0 0 6 ? * MONDAY", "day-of-week field 'MONDAY' is not valid (day-of-week: 1-7 (1 = SUN) or SUN-SAT"),
+        ("0 0 6 * JANUARY ?", "month field 'JANUARY' is not valid (month: 1-12 or JAN-DEC)"),
+        ("0 0 6 ? * MON-", "day-of-week field 'MON-' is not valid"),
+        ("0 0/0 6 * * ?", "minutes field '0/0' is not valid (minutes: 0-59)"),
+        ("0 0/61 6 * * ?", "minutes field '0/61': step '61' is larger than the field's 60 values"),
+        ("0 0/x 6 * * ?", "minutes field '0/x' is not valid"),
+        ("0 0 6,,7 * * ?", "hours field '6,,7' is not valid"),
+        ("? 0 6 * * ?", "seconds field '?' is not valid"),
         ("0 0 6 L,15 * ?", "L / W forms are 'L', 'L-n', 'LW' or 'nW', alone"),
-        ("0 0 6 32W * ?", "day in '32W' must be 1-31"),
+        ("0 0 6 W15 * ?", "L / W forms"),  # croniter's spelling, not Quartz's
+        ("0 0 6 32W * ?", "day-of-month field '32W' is not valid"),
         ("0 0 6 L-31 * ?", "offset in 'L-31' must be 1-30"),
-        ("0 0 6 ? * 6#6", "'#6' must be 1-5"),
+        ("0 0 6 ? * 6#6", "day-of-week field '6#6' is not valid"),
         ("0 0 6 ? * 6#2,7", "'#' and 'L' forms are 'n#k', 'nL' or 'L', alone"),
+        ("0 0 6 ? * 2#1,3#2", "'#' and 'L' forms"),  # croniter takes a list; Quartz one '#'
         ("0 0 6 ? * 9L", "9 is out of range 1-7"),
-        ("0 0 6 * * ? 1969", "year field '1969': 1969 is out of range 1970-2099"),
+        ("0 0 6 * * ? 1969", "year field '1969' is not valid (year: 1970-2099)"),
         ("0 0 6 W * ?", "L / W forms"),
     ],
 )
