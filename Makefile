@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo smoke submit notebooks test lint typecheck unit clean-data
+.PHONY: setup demo smoke submit notebooks test test-fast lint typecheck unit unit-fast clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3,10),(3,11),(3,12)), "sparkfs needs Python 3.10-3.12, found " + sys.version' 
@@ -61,7 +61,13 @@ typecheck: $(STAMP)
 unit: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The fast tier: everything but the end-to-end tests (jobs, train -> infer, notebooks).
+unit-fast: setup
+	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+
 test: lint typecheck unit
+
+test-fast: lint typecheck unit-fast
 
 clean-data:
 	rm -rf .sparkfs

@@ -2,7 +2,7 @@
 
 import sys
 
-from sparkfs.jobs import main
+from sparkfs.jobs.entry_points import main
 
 if __name__ == "__main__":
     sys.exit(main("infer"))

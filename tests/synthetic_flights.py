@@ -130,10 +130,12 @@ SPEC = TrainingSetSpec(
 )
 
 
-def build_e2e(lake: Lakehouse, model_name: str, conf_dir: Path) -> JobContext:
-    """Silver ``e2e_flights`` (with ``arr_delay``), gold ``e2e_weather`` (hourly, per origin, some
-    hours missing) and ``e2e_carrier_stats`` (daily, per carrier), and ``conf_dir/training.yaml``
-    training ``model_name`` on them; returns the job context with ``conf_dir`` as its config."""
+def build_e2e(lake: Lakehouse, model_name: str, conf_dir: Path, prefix: str = "e2e") -> JobContext:
+    """Silver ``<prefix>_flights`` (with ``arr_delay``), gold ``<prefix>_weather`` (hourly, per
+    origin, some hours missing) and ``<prefix>_carrier_stats`` (daily, per carrier), and
+    ``conf_dir/training.yaml`` training ``model_name`` on them, predicting into
+    ``<prefix>_predictions``; returns the job context with ``conf_dir`` as its config. Tests that
+    change these tables pass their own ``prefix``, so no test depends on another's writes."""
     spark = lake.spark
     flights = synthetic_pandas()
     flights["arr_delay"] = flights["is_arr_delayed"].astype("float64") * 40 - 5  # 1 -> 35, 0 -> -5
@@ -141,8 +143,8 @@ def build_e2e(lake: Lakehouse, model_name: str, conf_dir: Path) -> JobContext:
         arr_delay=flights["arr_delay"].astype(object).where(flights["arr_delay"].notna(), None))
     silver = synthetic_df(spark).join(spark.createDataFrame(delays), "flight_id").drop(
         "is_arr_delayed", "wind_speed", "carrier_dep_delay_mean_7d")
-    lake.create("silver", "e2e_flights", silver.schema)
-    silver.write.format("delta").mode("append").saveAsTable(lake.name("silver", "e2e_flights"))
+    lake.create("silver", f"{prefix}_flights", silver.schema)
+    silver.write.format("delta").mode("append").saveAsTable(lake.name("silver", f"{prefix}_flights"))
 
     start = F.lit(datetime(2013, 1, 1)).cast("timestamp")
     hours = spark.range(0, 24 * 90).select(
@@ -150,32 +152,32 @@ def build_e2e(lake: Lakehouse, model_name: str, conf_dir: Path) -> JobContext:
     weather = hours.crossJoin(spark.createDataFrame([(o,) for o in ORIGINS], "origin string")).select(
         "origin", "obs_ts", (F.hash("origin", "obs_ts") % 200 / 10.0).cast("double").alias("wind_speed"),
     ).where(~((F.col("origin") == "LGA") & (F.hour("obs_ts") == 3)))  # missing observations
-    lake.create("gold", "e2e_weather", weather.schema,
+    lake.create("gold", f"{prefix}_weather", weather.schema,
                 properties={KEYS_PROPERTY: "origin", EVENT_TIME_PROPERTY: "obs_ts"},
                 comment="hourly wind at each origin airport",
                 column_comments={"wind_speed": "wind speed (mph)"})
-    weather.write.format("delta").mode("append").saveAsTable(lake.name("gold", "e2e_weather"))
+    weather.write.format("delta").mode("append").saveAsTable(lake.name("gold", f"{prefix}_weather"))
 
     days = spark.range(0, 90).select((start + F.make_interval(days=F.col("id").cast("int"))).alias("day_ts"))
     stats = days.crossJoin(spark.createDataFrame([(c,) for c in CARRIERS], "carrier string")).select(
         "carrier", "day_ts",
         (F.abs(F.hash("carrier", "day_ts")) % 300 / 10.0).cast("double").alias("dep_delay_mean_7d"),
     )
-    lake.create("gold", "e2e_carrier_stats", stats.schema,
+    lake.create("gold", f"{prefix}_carrier_stats", stats.schema,
                 properties={KEYS_PROPERTY: "carrier", EVENT_TIME_PROPERTY: "day_ts"},
                 comment="daily departure delay statistics per carrier")
-    stats.write.format("delta").mode("append").saveAsTable(lake.name("gold", "e2e_carrier_stats"))
+    stats.write.format("delta").mode("append").saveAsTable(lake.name("gold", f"{prefix}_carrier_stats"))
 
     config = synthetic_config(
         model_name,
         experiment=None,
-        spine={"table": "e2e_flights", "columns": ["carrier", "origin", "dep_hour"]},
+        spine={"table": f"{prefix}_flights", "columns": ["carrier", "origin", "dep_hour"]},
         lookups=[
-            {"table": "e2e_weather", "lookup_key": ["origin"], "features": ["wind_speed"], "lookback": "3h"},
-            {"table": "e2e_carrier_stats", "lookup_key": ["carrier"], "features": ["dep_delay_mean_7d"],
+            {"table": f"{prefix}_weather", "lookup_key": ["origin"], "features": ["wind_speed"], "lookback": "3h"},
+            {"table": f"{prefix}_carrier_stats", "lookup_key": ["carrier"], "features": ["dep_delay_mean_7d"],
              "prefix": "carrier", "lookback": "2d"},
         ],
-        inference={"table": "e2e_predictions", "skew_check": False, "skew_sample_rows": 150},
+        inference={"table": f"{prefix}_predictions", "skew_check": False, "skew_sample_rows": 150},
     )
     data = config.model_dump(mode="json", exclude_none=True)
     (conf_dir / "training.yaml").write_text(yaml.safe_dump(data))

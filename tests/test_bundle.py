@@ -16,8 +16,8 @@ from typing import Any
 import bundle_checks as bc
 import pytest
 
-from sparkfs.jobs import JOBS
 from sparkfs.jobs.context import add_common_arguments, settings_from_args, window_from_args
+from sparkfs.jobs.registry import JOBS
 
 DAILY, TRAINING = "resources/daily.yml", "resources/training.yml"
 START = datetime(2026, 1, 1)  # where the schedules' runs are computed from (a Thursday)
@@ -109,7 +109,7 @@ def test_wheel_entry_points_are_registered_jobs(bundle: bc.Bundle) -> None:
     scripts = bc.pyproject(bundle.root)["project"]["scripts"]
     for _, _, _, t in bc.wheel_tasks(bundle):
         module, _, func = scripts[t["python_wheel_task"]["entry_point"]].partition(":")
-        assert module == "sparkfs.jobs" and func in JOBS
+        assert module == "sparkfs.jobs.entry_points" and func in JOBS
 
 
 def resolve(text: str, job: dict[str, Any], target: str, b: bc.Bundle, run_date: str) -> str:
@@ -145,11 +145,11 @@ def test_task_parameters_parse_into_settings(bundle: bc.Bundle, target: str) -> 
 
 def test_entry_point_failure_exits_nonzero(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A python_wheel_task calls the function itself: a failed job must raise, not return 1."""
-    from sparkfs import jobs
+    from sparkfs.jobs import entry_points
 
     monkeypatch.setattr(sys, "argv", ["sparkfs-smoke", "--env", "nowhere", "--date", "2013-01-01"])
     with pytest.raises(SystemExit) as exc:
-        jobs.smoke()
+        entry_points.smoke()
     assert exc.value.code == 1
     assert "unknown environment 'nowhere'" in capsys.readouterr().err
 
@@ -222,14 +222,14 @@ def test_missing_entry_point(bundle: bc.Bundle) -> None:
 def test_entry_point_that_does_not_import(bundle: bc.Bundle, tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "sparkfs"\n[project.scripts]\n'
-        '"sparkfs-features" = "sparkfs.nowhere:features"\n"sparkfs-infer" = "sparkfs.jobs:no_such_function"\n'
-        '"sparkfs-train" = "sparkfs.jobs:JOBS"\n'
+        '"sparkfs-features" = "sparkfs.nowhere:features"\n"sparkfs-infer" = "sparkfs.jobs.entry_points:no_such_function"\n'
+        '"sparkfs-train" = "sparkfs.jobs.registry:JOBS"\n'
     )
     problems = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
     assert len(problems) == 3
     assert "'sparkfs-features' = sparkfs.nowhere:features does not import: No module named 'sparkfs.nowhere'" in problems[0]
-    assert "'sparkfs-infer' = sparkfs.jobs:no_such_function does not import" in problems[1]
-    assert "'sparkfs-train' = sparkfs.jobs:JOBS is not callable" in problems[2]
+    assert "'sparkfs-infer' = sparkfs.jobs.entry_points:no_such_function does not import" in problems[1]
+    assert "'sparkfs-train' = sparkfs.jobs.registry:JOBS is not callable" in problems[2]
 
 
 def test_wrong_package_name(bundle: bc.Bundle) -> None:

@@ -3,6 +3,8 @@ and the training-serving skew comparison."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from datetime import date
 from pathlib import Path
@@ -153,19 +155,23 @@ E2E_DAY = date(2013, 3, 20)
 
 
 @pytest.fixture(scope="module")
-def e2e(lake: Lakehouse, tmp_path_factory: pytest.TempPathFactory) -> JobContext:
-    return build_e2e(lake, E2E_MODEL, tmp_path_factory.mktemp("e2e_conf"))
+def e2e(lake: Lakehouse, tmp_path_factory: pytest.TempPathFactory) -> tuple[JobContext, str]:
+    """The e2e tables with a model trained on them by ``train_job``, and what the job printed."""
+    ctx = build_e2e(lake, E2E_MODEL, tmp_path_factory.mktemp("e2e_conf"))
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        train_job(ctx, None)
+    return ctx, printed.getvalue()
 
 
-def test_train_job_then_infer_job_end_to_end(e2e: JobContext, capsys) -> None:
-    train_job(e2e, None)
-    out = capsys.readouterr().out
-    assert f"registered {E2E_MODEL} version 1 as @champion" in out
+@pytest.mark.e2e
+def test_train_job_then_infer_job_end_to_end(e2e: tuple[JobContext, str], capsys) -> None:
+    ctx, trained = e2e
+    assert f"registered {E2E_MODEL} version 1 as @champion" in trained
 
-    infer_job(e2e, RunWindow(E2E_DAY, E2E_DAY))
+    infer_job(ctx, RunWindow(E2E_DAY, E2E_DAY))
     out = capsys.readouterr().out
     assert f"with {E2E_MODEL} version 1 (@champion)" in out
-    lake = e2e.lake
+    lake = ctx.lake
     predictions = lake.read("ml", "e2e_predictions")
     first = predictions.orderBy(*KEYS).collect()
     day_flights = lake.read("silver", "e2e_flights").where(F.to_date("sched_dep_ts") == F.lit(E2E_DAY))
@@ -178,31 +184,38 @@ def test_train_job_then_infer_job_end_to_end(e2e: JobContext, capsys) -> None:
     # test_scores_in_spark_equal_the_pyfunc_and_rerun_changes_nothing.
 
 
-def test_skew_check_catches_features_changed_since_training(e2e: JobContext) -> None:
+@pytest.mark.e2e
+def test_skew_check_catches_features_changed_since_training(
+    lake: Lakehouse, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     from sparkfs.core.merge import merge_upsert
     from sparkfs.ml.config import load_training_config
     from sparkfs.ml.score import load_scoring_model
     from sparkfs.ml.skew import skew_check
 
-    lake, config = e2e.lake, load_training_config(e2e.settings)
-    model = load_scoring_model(e2e.settings, E2E_MODEL, "champion")
+    # Tables and a model of its own: the correction below must not reach other tests.
+    ctx = build_e2e(lake, "skew_delay", tmp_path_factory.mktemp("skew_conf"), prefix="skew")
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_job(ctx, None)
+        infer_job(ctx, RunWindow(E2E_DAY, E2E_DAY))
+    config = load_training_config(ctx.settings)
+    model = load_scoring_model(ctx.settings, "skew_delay", "champion")
     report = skew_check(lake, config, model, 150)
     assert report.identical, report.describe()
     assert report.rows_compared == 150
-    before = lake.read("ml", "e2e_predictions").orderBy(*KEYS).collect()
+    before = lake.read("ml", "skew_predictions").orderBy(*KEYS).collect()
 
     # A late correction to January's JFK weather: the model was trained on the old values.
-    corrected = lake.read("gold", "e2e_weather").where(
+    corrected = lake.read("gold", "skew_weather").where(
         (F.col("origin") == "JFK") & (F.month("obs_ts") == 1)
     ).withColumn("wind_speed", F.col("wind_speed") + 1.0)
-    merge_upsert(lake, "gold", "e2e_weather", corrected, ["origin", "obs_ts"])
-    checking = JobContext(e2e.settings, e2e.spark, lake)
-    conf = Path(e2e.settings.conf_dir) / "training.yaml"
+    merge_upsert(lake, "gold", "skew_weather", corrected, ["origin", "obs_ts"])
+    conf = Path(ctx.settings.conf_dir) / "training.yaml"
     conf.write_text(conf.read_text().replace("skew_check: false", "skew_check: true"))
     with pytest.raises(TrainingServingSkewError) as info:
-        infer_job(checking, RunWindow(E2E_DAY, E2E_DAY))
+        infer_job(ctx, RunWindow(E2E_DAY, E2E_DAY))
     text = str(info.value)
     assert "differing rows per feature {'wind_speed': " in text
     assert "'origin': 'JFK'" in text and "'origin': 'EWR'" not in text
     # The check runs before scoring: nothing was written.
-    assert lake.read("ml", "e2e_predictions").orderBy(*KEYS).collect() == before
+    assert lake.read("ml", "skew_predictions").orderBy(*KEYS).collect() == before

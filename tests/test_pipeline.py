@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -93,10 +95,19 @@ def pipeline_ctx(spark: SparkSession, settings: Settings, tmp_path_factory: pyte
     yield JobContext(private, spark, Lakehouse(spark, private))
 
 
-def test_features_job_end_to_end_and_rerun_changes_nothing(pipeline_ctx: JobContext) -> None:
-    lake = pipeline_ctx.lake
-    features_job(pipeline_ctx, RunWindow(D1, D1))
-    features_job(pipeline_ctx, RunWindow(D2, D2))
+@pytest.fixture(scope="module")
+def featured(pipeline_ctx: JobContext) -> JobContext:
+    """The features job run once for D1, then once for D2 (two daily runs), for every test here
+    that reads what it wrote."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        features_job(pipeline_ctx, RunWindow(D1, D1))
+        features_job(pipeline_ctx, RunWindow(D2, D2))
+    return pipeline_ctx
+
+
+@pytest.mark.e2e
+def test_features_job_end_to_end_and_rerun_changes_nothing(featured: JobContext) -> None:
+    pipeline_ctx, lake = featured, featured.lake
     before = {t: checksum(lake.read("gold", t)) for t in GOLD}
     versions = {t: lake.version("gold", t) for t in GOLD}
 
@@ -118,9 +129,9 @@ def test_features_job_end_to_end_and_rerun_changes_nothing(pipeline_ctx: JobCont
     assert records.where(F.col("status") != "succeeded").count() == 0
 
 
-def test_carrier_features_count_only_departed_flights(pipeline_ctx: JobContext) -> None:
-    lake = pipeline_ctx.lake
-    features_job(pipeline_ctx, RunWindow(D1, D2))
+@pytest.mark.e2e
+def test_carrier_features_count_only_departed_flights(featured: JobContext) -> None:
+    lake = featured.lake
     carrier = lake.read("gold", "carrier_delays").where(F.col("carrier") == "UA")
     actual = carrier.select("event_ts", "carrier_dep_delay_count_1d", "carrier_dep_delay_mean_1d",
                             "carrier_is_cancelled_sum_1d").orderBy("event_ts")
@@ -141,9 +152,9 @@ def test_carrier_features_count_only_departed_flights(pipeline_ctx: JobContext) 
     assert [tuple(r) for r in aa.select("carrier_dep_delay_count_1h").collect()] == [(2,)]
 
 
-def test_gold_tables_are_documented(pipeline_ctx: JobContext) -> None:
-    lake = pipeline_ctx.lake
-    features_job(pipeline_ctx, RunWindow(D1, D1))
+@pytest.mark.e2e
+def test_gold_tables_are_documented(featured: JobContext) -> None:
+    lake = featured.lake
     for table in GOLD:
         fields = lake.read("gold", table).schema.fields
         assert all(f.metadata.get("comment") for f in fields), table

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from sparkfs.core.errors import SparkfsError
 from sparkfs.core.lakehouse import checksum
-from sparkfs.jobs import JOBS, run_job
 from sparkfs.jobs.context import add_common_arguments, job_context, setup_logging
+from sparkfs.jobs.registry import JOBS, run_job
 
 
 def _setup(args: argparse.Namespace) -> int:
