@@ -66,6 +66,14 @@ class MlflowSettings(StrictModel):
 
 
 class Settings(StrictModel):
+    """``conf/sparkfs.yaml`` with its environment overlay: Spark, storage and MLflow settings.
+
+    Example::
+
+        settings = load_settings(env="local")
+        settings.storage.schemas["gold"], settings.data_path
+    """
+
     project: str = "sparkfs"
     env: str = DEFAULT_ENV
     spark: SparkSettings = SparkSettings()
@@ -201,7 +209,17 @@ def find_conf_dir(start: Path | None = None) -> Path:
 
 
 def load_settings(conf_dir: Path | str | None = None, env: str | None = None) -> Settings:
-    """Load ``sparkfs.yaml`` with the ``env/<env>.yaml`` overlay into :class:`Settings`."""
+    """Load ``sparkfs.yaml`` with the ``env/<env>.yaml`` overlay into :class:`Settings`.
+
+    ``conf_dir`` defaults to ``SPARKFS_CONF_DIR`` or the nearest ``conf/`` above the working
+    folder; ``env`` to ``SPARKFS_ENV`` or ``local``. Unknown keys and wrong types are a
+    :class:`~sparkfs.core.errors.ConfigError` naming the file and the key.
+
+    Example::
+
+        settings = load_settings()                 # ./conf, env local
+        dev = load_settings("conf", env="dev")     # Unity Catalog names, Databricks MLflow
+    """
     folder = Path(conf_dir).resolve() if conf_dir else find_conf_dir()
     env = env or os.environ.get(ENV_VAR) or DEFAULT_ENV
     overlay_path = folder / "env" / f"{env}.yaml"

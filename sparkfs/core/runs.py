@@ -26,7 +26,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunWindow:
-    """Inclusive range of event dates a run processes: one day daily, many in a backfill."""
+    """Inclusive range of event dates a run processes: one day daily, many in a backfill.
+
+    Example::
+
+        window = RunWindow(date(2013, 1, 1), date(2013, 1, 31))
+        list(window.days())[:2], str(window)     # [date(2013, 1, 1), date(2013, 1, 2)], '2013-01-01..2013-01-31'
+    """
 
     start: date
     end: date
@@ -137,7 +143,15 @@ class RunRecorder:
 
 @contextmanager
 def record_run(lake: Lakehouse, job: str, params: dict[str, Any]) -> Iterator[RunRecorder]:
-    """Time and record a job run; the stages are saved even when the run fails."""
+    """Time and record a job run; the stages are saved even when the run fails.
+
+    Example::
+
+        with record_run(lake, "my_job", {"date": day}) as run:
+            with run.stage("gold.my_table") as stage:
+                result = merge_upsert(lake, "gold", "my_table", rows_df, keys=["id", "ts"])
+                stage.rows_out, stage.table_version = result.rows_inserted, result.version
+    """
     recorder = RunRecorder(lake, job, params)
     log.info("run %s of job %s with %s", recorder.run_id, job, params)
     try:

@@ -84,7 +84,18 @@ def delta_jars_cached(ivy: Path | None = None) -> bool:
 
 
 def get_spark(settings: Settings) -> SparkSession:
-    """A Delta-enabled SparkSession for ``settings`` (the active one on Databricks)."""
+    """A Delta-enabled SparkSession for ``settings`` (the active one on Databricks).
+
+    Locally: ``spark.master`` and the other ``spark:`` settings, the session time zone UTC, and
+    Delta's jars from the local Ivy cache (resolved from Maven Central on the first start; a
+    :class:`~sparkfs.core.errors.DeltaJarsUnavailableError` says what to do when that cannot
+    happen). Java is checked first.
+
+    Example::
+
+        settings = load_settings()          # conf/ found from the working folder
+        spark = get_spark(settings)
+    """
     if on_databricks():
         return SparkSession.builder.getOrCreate()
     active = SparkSession.getActiveSession()

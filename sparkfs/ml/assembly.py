@@ -42,10 +42,16 @@ def build_spine(
     labelled: bool,
     version: int | None = None,
 ) -> DataFrame:
-    """One row per flight scheduled on ``start..end`` (UTC dates): keys, timestamp, the configured
-    spine columns and, when ``labelled``, the label (``label.column > label.above``; null stays
-    null). Training and inference both build their spine here, so they cannot disagree on it.
-    ``version`` reads the source table as of that Delta version (to rebuild a training spine).
+    """One row per entity and prediction time on ``start..end`` (dates of ``spine.date_column``,
+    else UTC dates of the timestamp), read from the configured spine table: keys, timestamp, the
+    configured spine columns and, when ``labelled``, the label (``label.column > label.above``;
+    null stays null). Training and inference both build their spine here, so they cannot
+    disagree on it. ``version`` reads the source table as of that Delta version (to rebuild a
+    training spine).
+
+    Example::
+
+        spine_df = build_spine(lake, config, date(2013, 12, 2), date(2013, 12, 2), labelled=False)
     """
     spine = config.spine
     source = lake.read(spine.layer, spine.table, version=version)
@@ -71,7 +77,13 @@ def build_features(
     """The point-in-time feature lookups of ``config`` on ``spine_df`` (the code path shared by
     training, inference and the skew check). A lookup matches feature rows with
     ``feature_ts <= t`` and, with a lookback L, ``feature_ts > t - L``, where ``t`` is the spine's
-    :attr:`~TrainingConfig.lookup_timestamp` (the scheduled departure minus the prediction lead)."""
+    :attr:`~TrainingConfig.lookup_timestamp` (the spine timestamp minus the prediction lead).
+
+    Example::
+
+        training_set = build_features(lake, config, spine_df, label=config.label)
+        training_set.df, training_set.spec.table_versions()
+    """
     lookups = [FeatureLookup(**lookup.model_dump()) for lookup in config.lookups]
     return create_training_set(lake, spine_df, lookups, label=label,
                                timestamp_key=config.lookup_timestamp)

@@ -61,7 +61,13 @@ _ACCEPTS: dict[str, tuple[tuple[type[T.DataType], ...], T.DataType]] = {
 
 @dataclass(frozen=True)
 class ScoringModel:
-    """A registered model version resolved from ``name@alias``, pinned by version."""
+    """A registered model version resolved from ``name@alias``, pinned by version.
+
+    Example::
+
+        model = load_scoring_model(settings, "flight_delay", "champion")
+        model.uri            # "models:/flight_delay/3": a later alias move does not change it
+    """
 
     name: str
     alias: str
@@ -82,7 +88,13 @@ class ScoringModel:
 
 def load_scoring_model(settings: Settings, name: str, alias: str) -> ScoringModel:
     """Resolve ``name@alias`` in the configured registry; a missing model or alias is a
-    :class:`~sparkfs.errors.ModelNotFoundError` naming the aliases that exist."""
+    :class:`~sparkfs.core.errors.ModelNotFoundError` naming the aliases that exist.
+
+    Example::
+
+        model = load_scoring_model(settings, "flight_delay", "champion")
+        model.version, model.input_columns
+    """
     configure_mlflow(settings)
     full_name = registered_model_name(settings, name)
     version = model_by_alias(full_name, alias)

@@ -62,7 +62,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """What a training run produced; ``registered_version`` is None when the gate failed."""
+    """What a training run produced; ``registered_version`` is None when the gate failed.
+
+    Example::
+
+        result = train_model(training_set.df, training_set.spec, config, settings, start=s, end=e)
+        print(result.summary())      # rows per split, test metrics with intervals, the gate
+    """
 
     run_id: str
     model_uri: str

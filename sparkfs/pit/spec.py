@@ -55,7 +55,13 @@ class LookupSpec(_Record):
 
 
 class TrainingSetSpec(_Record):
-    """How a training set was built; ``rows`` is what a rebuild must return."""
+    """How a training set was built; ``rows`` is what a rebuild must return.
+
+    Example::
+
+        spec = TrainingSetSpec.from_json(path.read_text())
+        rebuild_training_set(lake, spec).df      # the same rows, whatever was written since
+    """
 
     format: int = SPEC_FORMAT
     spine: SpineSource
