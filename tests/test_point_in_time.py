@@ -19,14 +19,15 @@ from sparkfs.core.errors import (
 )
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
 from sparkfs.core.merge import merge_upsert
-from sparkfs.pit import api as point_in_time
-from sparkfs.pit.api import (
+from sparkfs.pit import (
     FeatureLookup,
+    SpineSource,
+    TrainingSetSpec,
     as_of_join,
     create_training_set,
+    planner,
     rebuild_training_set,
 )
-from sparkfs.pit.spec import SpineSource, TrainingSetSpec
 
 UTC = timezone.utc
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -268,7 +269,7 @@ def test_as_of_join_on_dataframes_uses_the_same_join(spark, monkeypatch) -> None
             ("union", "no broadcast"), ("intervals", "no broadcast")]  # a big spine's fetch: no semi-join
     for plan, bin_size in runs:
         if bin_size == "no broadcast":
-            monkeypatch.setattr(point_in_time, "BROADCAST_MATCH_ROWS", 0)
+            monkeypatch.setattr(planner, "BROADCAST_MATCH_ROWS", 0)
             bin_size = None
         out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts",
                          lookback=timedelta(minutes=5), prefix="last", plan=plan, bin_size=bin_size)
@@ -296,7 +297,7 @@ def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monk
     plan, rows = plan_and_rows()
     assert plan == "union"
     # A wider machine (limit 25% of the rows): "HOT" holds 20 of 22 rows, so intervals split it.
-    monkeypatch.setattr(point_in_time, "HOT_KEY_TASKS", 0.5)
+    monkeypatch.setattr(planner, "HOT_KEY_TASKS", 0.5)
     hot_plan, hot_rows = plan_and_rows()
     assert hot_plan == "intervals"
     assert hot_rows == rows

@@ -1,0 +1,186 @@
+"""A feature lookup, and what it becomes once checked against its table and the spine.
+
+:class:`FeatureLookup` is what a user asks for. :func:`resolve` checks it against the feature
+table's columns and layout (keys, event time, sequence) and the spine, and returns a
+:class:`ResolvedLookup`: everything the join needs, with the names of the internal columns the
+plans add (all start with :data:`INTERNAL_PREFIX`). :func:`spine_bounds` measures the spine once
+for all lookups: its row count and the range of each spine timestamp column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkfs.core.checks import require_columns
+from sparkfs.core.errors import (
+    ColumnNameClashError,
+    LookupKeyError,
+    SchemaMismatchError,
+    SparkfsError,
+)
+
+# Every column the join adds for its own use starts with this; user columns may not.
+INTERNAL_PREFIX = "__pit"
+
+
+@dataclass(frozen=True)
+class FeatureLookup:
+    """Which features to take from which gold feature table, and how to match them to the spine.
+
+    ``lookup_key`` names the spine columns that hold the table's keys: a list of names equal to
+    the table's keys (``sparkfs.keys``), or a mapping ``{table_key: spine_column}`` when they are
+    named differently. ``timestamp_lookup_key`` is the spine's timestamp column (default: the
+    ``timestamp_key`` of :func:`create_training_set`); static tables ignore it. ``features``
+    defaults to every column that is not a key, the event time, the sequence or ``known_at``.
+    Output columns are ``<prefix>_<feature>`` (or ``<feature>`` without a prefix). ``lookback``
+    keeps rows with ``feature_ts > spine_ts - lookback`` only: the window ``(t - lookback, t]``.
+    ``known_at`` names a column of the table holding when each row was written (e.g. its ingest
+    time): rows written after the spine time do not count, so late rows do not leak.
+    """
+
+    table: str
+    lookup_key: str | Sequence[str] | Mapping[str, str]
+    timestamp_lookup_key: str | None = None
+    features: Sequence[str] | None = None
+    lookback: timedelta | None = None
+    prefix: str | None = None
+    known_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedLookup:
+    """A lookup validated against its table and the spine: everything the join needs."""
+
+    index: int
+    feature_df: DataFrame
+    key_map: tuple[tuple[str, str], ...]  # (table key, spine column)
+    event_time: str | None
+    spine_time: str | None
+    sequence: str | None
+    known_at: str | None
+    features: tuple[str, ...]
+    outputs: tuple[str, ...]
+    lookback: timedelta | None
+    what: str
+
+    def col(self, name: str) -> str:
+        """The name of this lookup's internal column ``name``."""
+        return f"{INTERNAL_PREFIX}{self.index}_{name}"
+
+    @property
+    def keys(self) -> list[str]:
+        """Internal names the plans give the key columns (the same on the spine and table side)."""
+        return [self.col(f"k{j}") for j in range(len(self.key_map))]
+
+
+def micros(delta: timedelta | None) -> int | None:
+    if delta is None:
+        return None
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def resolve(
+    lookup: FeatureLookup,
+    index: int,
+    spine_df: DataFrame,
+    feature_df: DataFrame,
+    table_keys: Sequence[str],
+    event_time: str | None,
+    sequence: str | None,
+    what: str | None,
+    taken: set[str],
+) -> ResolvedLookup:
+    """Check ``lookup`` against its table (``feature_df`` with ``table_keys``, ``event_time`` and
+    ``sequence``) and the spine; ``taken`` holds the output names already used."""
+    what = what or "the feature DataFrame"
+    lk_key = lookup.lookup_key
+    if isinstance(lk_key, Mapping):
+        key_map = {str(k): str(v) for k, v in lk_key.items()}
+    else:
+        names = [lk_key] if isinstance(lk_key, str) else list(lk_key)
+        key_map = {k: k for k in names}
+    if sorted(key_map) != sorted(table_keys):
+        raise LookupKeyError(
+            f"lookup key {sorted(key_map)} is not the key of {what}: its keys are {list(table_keys)}"
+            " (name the spine columns with a mapping {table_key: spine_column} if they differ)"
+        )
+    ordered = tuple((k, key_map[k]) for k in table_keys)
+    require_columns(feature_df, [*table_keys, *([event_time] if event_time else [])], what)
+    require_columns(spine_df, [s for _, s in ordered], "the spine")
+    ftypes, stypes = dict(feature_df.dtypes), dict(spine_df.dtypes)
+    for k, s in ordered:
+        if ftypes[k] != stypes[s]:
+            raise SchemaMismatchError(
+                f"key column types differ: spine '{s}' is {stypes[s]}, {what} '{k}' is {ftypes[k]}"
+            )
+    spine_time = lookup.timestamp_lookup_key
+    if event_time is None:
+        if lookup.lookback is not None or lookup.known_at is not None:
+            raise SparkfsError(f"{what} is a static table (no event time): lookback and known_at do not apply")
+        spine_time = None
+    else:
+        if spine_time is None:
+            raise SchemaMismatchError(
+                f"{what} has event time '{event_time}': set timestamp_lookup_key (or timestamp_key)"
+            )
+        require_columns(spine_df, [spine_time], "the spine")
+        schema = {f.name: f.dataType for f in feature_df.schema.fields}
+        spine_schema = {f.name: f.dataType for f in spine_df.schema.fields}
+        extra = [c for c in (lookup.known_at,) if c]
+        require_columns(feature_df, extra, what)
+        for col, dtype, where in [
+            (spine_time, spine_schema[spine_time], "the spine"),
+            (event_time, schema[event_time], what),
+            *[(c, schema[c], what) for c in extra],
+        ]:
+            if not isinstance(dtype, T.TimestampType):
+                raise SchemaMismatchError(
+                    f"'{col}' in {where} is {dtype.simpleString()}; point-in-time joins compare "
+                    "instants and need timestamp (TimestampType; cast timestamp_ntz with a time zone)"
+                )
+        if lookup.lookback is not None and lookup.lookback <= timedelta(0):
+            raise SparkfsError(f"lookback must be positive, got {lookup.lookback}")
+    if sequence:
+        require_columns(feature_df, [sequence], what)
+    reserved = {*table_keys, *(c for c in (event_time, sequence, lookup.known_at) if c)}
+    if lookup.features is None:
+        features = tuple(c for c in feature_df.columns if c not in reserved)
+    else:
+        features = tuple(lookup.features)
+        require_columns(feature_df, list(features), what)
+    outputs = tuple(f"{lookup.prefix}_{f}" if lookup.prefix else f for f in features)
+    clashes = sorted({o for o in outputs if o in taken or outputs.count(o) > 1})
+    if clashes:
+        raise ColumnNameClashError(
+            f"feature columns {clashes} from {what} clash with spine or earlier feature columns; "
+            "set a prefix on the FeatureLookup"
+        )
+    return ResolvedLookup(
+        index, feature_df, ordered, event_time, spine_time, sequence, lookup.known_at,
+        features, outputs, lookup.lookback, what,
+    )
+
+
+def spine_bounds(
+    spine_df: DataFrame, lookups: Sequence[ResolvedLookup]
+) -> tuple[dict[str, tuple[int, int] | None], int]:
+    """Min and max spine time (microseconds) per spine timestamp column, and the spine's row
+    count, in one aggregate job."""
+    cols = sorted({lk.spine_time for lk in lookups if lk.spine_time})
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    for i, c in enumerate(cols):
+        us = F.unix_micros(F.col(c))
+        aggs += [F.min(us).alias(f"lo{i}"), F.max(us).alias(f"hi{i}")]
+    row = spine_df.agg(*aggs).first()
+    assert row is not None
+    bounds = {
+        c: None if row[f"lo{i}"] is None else (int(row[f"lo{i}"]), int(row[f"hi{i}"]))
+        for i, c in enumerate(cols)
+    }
+    return bounds, int(row["rows"])
