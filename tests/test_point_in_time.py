@@ -302,3 +302,36 @@ def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monk
     assert hot_plan == "intervals"
     assert hot_rows == rows
     assert rows[:2] == [("HOT", at(1).replace(tzinfo=None), 0.0), ("HOT", at(6).replace(tzinfo=None), 6.0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Edges found with adversarial inputs (issue #13, item 8)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_column_names_with_dots_work_on_every_plan(lake: Lakehouse) -> None:
+    schema = T.StructType([
+        T.StructField("meta.src", T.StringType()),
+        T.StructField("t.s", T.TimestampType()),
+        T.StructField("s.q", T.LongType()),
+        T.StructField("v.x", T.DoubleType()),
+    ])
+    lake.create("gold", "pit_dots", schema, properties={
+        KEYS_PROPERTY: "meta.src", EVENT_TIME_PROPERTY: "t.s", SEQUENCE_PROPERTY: "s.q"})
+    lake.spark.createDataFrame([
+        ("a", at(0), 1, 1.5), ("a", at(0), 2, 2.5), ("a", at(5), 1, None), ("b", at(0), 1, 9.0),
+        (None, at(0), 1, 7.0),
+    ], schema).write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_dots"))
+    spine = lake.spark.createDataFrame(
+        [("a", at(1), 1), ("a", at(5), 0), ("b", at(20), 1), (None, at(1), 0), ("a", None, 1)],
+        "`meta.src` string, `at.time` timestamp, `y.label` long")
+    expected = lake.spark.createDataFrame(
+        [("a", at(1), 1, 2.5), ("a", at(5), 0, None), ("b", at(20), 1, None), (None, at(1), 0, None),
+         ("a", None, 1, None)],
+        "`meta.src` string, `at.time` timestamp, `y.label` long, `f_v.x` double")
+    order = [F.col(f"`{c}`") for c in ("meta.src", "at.time")]   # chispa's own sort would not quote
+    lookup = FeatureLookup("pit_dots", ["meta.src"], "at.time", lookback=timedelta(minutes=10), prefix="f")
+    for plan in ("union", "union-wide", "intervals"):
+        ts = create_training_set(lake, spine, [lookup], label="y.label", plan=plan)
+        assert [p.split(":")[0] for p in ts.plans.values()] == [plan]
+        assert_df_equality(ts.df.orderBy(*order), expected.orderBy(*order), ignore_nullable=True)

@@ -64,7 +64,7 @@ from sparkfs.core.errors import (
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
 from sparkfs.pit import planner
 from sparkfs.pit.checks import check_training_set
-from sparkfs.pit.columns import all_of
+from sparkfs.pit.columns import all_of, column
 from sparkfs.pit.fetch import fetch_features
 from sparkfs.pit.intervals import interval_join
 from sparkfs.pit.lookup import (
@@ -288,7 +288,7 @@ def _build(
         joined = _join_lookup(joined, lk, bounds, spine_rows, plan, micros(bin_size), plans)
     joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
     checks = check_training_set(joined, spine_rows, resolved)
-    out = joined.select(*spine_df.columns, *[o for lk in resolved for o in lk.outputs])
+    out = joined.select(*[column(c) for c in [*spine_df.columns, *(o for lk in resolved for o in lk.outputs)]])
     spec = TrainingSetSpec(
         spine=spine_spec,
         label=label,
@@ -328,9 +328,9 @@ def _join_lookup(
     Records the plan it ran (and why) in ``chosen[lk.what]``.
     """
     keys = lk.keys
-    renamed_keys = [F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)]
-    on_keys = [F.col(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
-    outputs = [F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)]
+    renamed_keys = [column(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)]
+    on_keys = [column(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
+    outputs = [column(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)]
     if lk.event_time is None:
         chosen[lk.what] = "key lookup (static table)"
         static = lk.feature_df.select(*renamed_keys, *outputs)
@@ -347,9 +347,10 @@ def _join_lookup(
     lookback = micros(lk.lookback)
 
     # Rows after the last spine time never match; with a lookback, nor do rows too old for the first.
-    relevant = F.col(lk.event_time).isNotNull() & (F.unix_micros(F.col(lk.event_time)) <= hi)
+    event_us = F.unix_micros(column(lk.event_time))
+    relevant = event_us.isNotNull() & (event_us <= hi)
     if lookback is not None:
-        relevant &= F.unix_micros(F.col(lk.event_time)) > lo - lookback
+        relevant &= event_us > lo - lookback
     feature_df = lk.feature_df.where(relevant)
 
     if plan not in planner.PLANS:

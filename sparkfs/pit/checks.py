@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.errors import DuplicateKeyError, TrainingSetInvariantError
+from sparkfs.pit.columns import column
 from sparkfs.pit.lookup import ResolvedLookup, micros
 
 
@@ -29,7 +30,7 @@ def check_training_set(
     for lk in lookups:
         if lk.event_time is None:
             continue
-        matched, spine_us = F.col(lk.col("mt")), F.unix_micros(F.col(lk.spine_time or ""))
+        matched, spine_us = F.col(lk.col("mt")), F.unix_micros(column(lk.spine_time or ""))
         aggs.append(F.count(F.when(matched > spine_us, 1)).alias(f"{lk.index}_after_spine"))
         if lk.lookback is not None:
             too_old = matched <= spine_us - F.lit(micros(lk.lookback))
@@ -45,7 +46,7 @@ def check_training_set(
         if ties:
             sample = (
                 joined.where(F.col(lk.col("tie")))
-                .select(*[s for _, s in lk.key_map], F.col(lk.spine_time or ""))
+                .select(*[column(s) for _, s in lk.key_map], column(lk.spine_time or ""))
                 .limit(3).collect()
             )
             raise DuplicateKeyError(

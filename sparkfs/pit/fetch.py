@@ -11,7 +11,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkfs.pit.columns import all_of
+from sparkfs.pit.columns import all_of, column
 from sparkfs.pit.lookup import ResolvedLookup
 
 
@@ -31,15 +31,15 @@ def fetch_features(
     keys = lk.keys
     ts, seq, mt, mq = lk.col("ts"), lk.col("seq"), lk.col("mt"), lk.col("mq")
     wide = feature_df.select(
-        *[F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
-        F.unix_micros(F.col(lk.event_time)).alias(ts),
-        *([F.col(lk.sequence).alias(seq)] if lk.sequence else []),
-        *[F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)],
+        *[column(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
+        F.unix_micros(column(lk.event_time)).alias(ts),
+        *([column(lk.sequence).alias(seq)] if lk.sequence else []),
+        *[column(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)],
     )
     if broadcast:
         matched = matched.localCheckpoint(eager=False)
         wanted = matched.where(F.col(mt).isNotNull()).select(
-            *[F.col(s).alias(k + "_m") for (_, s), k in zip(lk.key_map, keys, strict=True)],
+            *[column(s).alias(k + "_m") for (_, s), k in zip(lk.key_map, keys, strict=True)],
             F.col(mt).alias(ts + "_m"),
             *([F.col(mq).alias(seq + "_m")] if lk.sequence else []),
         ).distinct()
@@ -51,10 +51,12 @@ def fetch_features(
     # shuffles by those columns anyway.
     rows_per_match = F.count(F.lit(1)).over(Window.partitionBy(*keys, ts, *([seq] if lk.sequence else [])))
     wide = wide.withColumn(lk.col("tie"), rows_per_match > 1)
-    fetch_on = [F.col(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
+    fetch_on = [column(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
     fetch_on.append(F.col(mt) == F.col(ts))
     if lk.sequence:
         fetch_on.append(F.col(mq).eqNullSafe(F.col(seq)))
     out = matched.join(wide, all_of(fetch_on), "left")
     tie = F.coalesce(F.col(lk.col("tie")), F.lit(False)).alias(lk.col("tie"))
-    return out.select(*[c for c in matched.columns if c not in (mq,)], *lk.outputs, tie)
+    return out.select(
+        *[column(c) for c in matched.columns if c != mq], *[column(o) for o in lk.outputs], tie
+    )

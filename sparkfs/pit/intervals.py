@@ -24,7 +24,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkfs.pit.columns import all_of
+from sparkfs.pit.columns import all_of, column
 from sparkfs.pit.lookup import ResolvedLookup, micros
 from sparkfs.pit.presort import presorted
 
@@ -43,12 +43,12 @@ def validity_intervals(feature_df: DataFrame, lk: ResolvedLookup, lo: int, hi: i
     keys = lk.keys
     ts, seq, start, end = (lk.col(c) for c in ("ts", "seq", "start", "end"))
     order_cols = [ts, *([seq] if lk.sequence else [])]
-    not_null_keys = [F.col(k).isNotNull() for k, _ in lk.key_map]
+    not_null_keys = [column(k).isNotNull() for k, _ in lk.key_map]
     cols = [
-        *[F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
-        F.unix_micros(F.col(lk.event_time or "")).alias(ts),
-        *([F.col(lk.sequence).alias(seq)] if lk.sequence else []),
-        *([F.unix_micros(F.col(lk.known_at)).alias(lk.col("known"))] if lk.known_at else []),
+        *[column(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
+        F.unix_micros(column(lk.event_time or "")).alias(ts),
+        *([column(lk.sequence).alias(seq)] if lk.sequence else []),
+        *([F.unix_micros(column(lk.known_at)).alias(lk.col("known"))] if lk.known_at else []),
     ]
     df = feature_df.where(all_of(not_null_keys)).select(*cols)
     if lk.known_at:
@@ -97,7 +97,7 @@ def interval_join(
     is_fine = last_bin - first_bin < MAX_FINE_BINS
 
     spine_us, spine_bin = lk.col("sus"), lk.col("sbin")
-    spine = spine_df.withColumn(spine_us, F.unix_micros(F.col(lk.spine_time))).withColumn(
+    spine = spine_df.withColumn(spine_us, F.unix_micros(column(lk.spine_time))).withColumn(
         spine_bin, F.floor(F.col(spine_us) / size)
     )
     carried = [ts, *([seq] if lk.sequence else [])]
@@ -112,7 +112,7 @@ def interval_join(
         return df.select(*[F.col(c).alias(c + suffix) for c in cols])
 
     def key_eq(suffix: str) -> list[Column]:
-        return [F.col(s) == F.col(n + suffix) for (_, s), n in zip(lk.key_map, keys, strict=True)]
+        return [column(s) == F.col(n + suffix) for (_, s), n in zip(lk.key_map, keys, strict=True)]
 
     fine = intervals.where(is_fine).withColumn(
         lk.col("bin"), F.explode(F.sequence(first_bin, last_bin))
@@ -126,7 +126,7 @@ def interval_join(
     long_side = side(intervals.where(~is_fine), "_l", [])
     step2 = step1.join(long_side, all_of([*key_eq("_l"), in_interval("_l")]), "left")
     return step2.select(
-        *spine_df.columns,
+        *[column(c) for c in spine_df.columns],
         F.coalesce(F.col(ts + "_f"), F.col(ts + "_l")).alias(mt),
         *([F.coalesce(F.col(seq + "_f"), F.col(seq + "_l")).alias(mq)] if lk.sequence else []),
     )

@@ -24,6 +24,7 @@ from sparkfs.core.errors import (
     SchemaMismatchError,
     SparkfsError,
 )
+from sparkfs.pit.columns import column
 
 # Every column the join adds for its own use starts with this; user columns may not.
 INTERNAL_PREFIX = "__pit"
@@ -175,7 +176,7 @@ def spine_bounds(
     cols = sorted({lk.spine_time for lk in lookups if lk.spine_time})
     aggs = [F.count(F.lit(1)).alias("rows")]
     for i, c in enumerate(cols):
-        us = F.unix_micros(F.col(c))
+        us = F.unix_micros(column(c))
         aggs += [F.min(us).alias(f"lo{i}"), F.max(us).alias(f"hi{i}")]
     row = spine_df.agg(*aggs).first()
     assert row is not None

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from sparkfs.pit.columns import column
 from sparkfs.pit.lookup import ResolvedLookup
 
 PLANS = ("auto", "intervals", "union", "union-wide")
@@ -88,10 +89,13 @@ def sample_stats(
     if total == 0:
         return None, 0.0
     fraction = min(1.0, SAMPLE_ROWS / total)
-    sample = feature_df.select(*keys, F.unix_micros(F.col(event_time)).alias("ts")).sample(
-        fraction=fraction, seed=17
-    )
-    per_key = Window.partitionBy(*keys)
+    # Only names made here below: the user's names could be "ts" or hold a dot.
+    key_names = [f"k{i}" for i in range(len(keys))]
+    sample = feature_df.select(
+        *[column(k).alias(n) for k, n in zip(keys, key_names, strict=True)],
+        F.unix_micros(column(event_time)).alias("ts"),
+    ).sample(fraction=fraction, seed=17)
+    per_key = Window.partitionBy(*key_names)
     gap = F.lead("ts").over(per_key.orderBy("ts")) - F.col("ts")
     row = (
         sample.select(gap.alias("gap"), F.count(F.lit(1)).over(per_key).alias("n"))

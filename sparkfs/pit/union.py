@@ -17,7 +17,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkfs.pit.columns import all_of
+from sparkfs.pit.columns import all_of, column
 from sparkfs.pit.lookup import ResolvedLookup, micros
 from sparkfs.pit.presort import presorted
 
@@ -50,20 +50,20 @@ def union_join(
         payload = []
 
     spine_side = spine_df.select(
-        *spine_df.columns,
-        *[F.col(s).alias(k) for (_, s), k in zip(lk.key_map, keys, strict=True)],
-        F.unix_micros(F.col(lk.spine_time)).alias(ts),
+        *[column(c) for c in spine_df.columns],
+        *[column(s).alias(k) for (_, s), k in zip(lk.key_map, keys, strict=True)],
+        F.unix_micros(column(lk.spine_time)).alias(ts),
         *([F.lit(None).cast(seq_type).alias(seq)] if seq_type else []),
         F.lit(True).alias(is_spine),
         *[F.lit(None).cast(t).alias(o) for o, t in payload],
     )
-    feature_side = feature_df.where(all_of([F.col(k).isNotNull() for k, _ in lk.key_map])).select(
+    feature_side = feature_df.where(all_of([column(k).isNotNull() for k, _ in lk.key_map])).select(
         *[F.lit(None).cast(spine_types[c]).alias(c) for c in spine_df.columns],
-        *[F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
-        F.unix_micros(F.col(lk.event_time)).alias(ts),
-        *([F.col(lk.sequence).alias(seq)] if lk.sequence else []),
+        *[column(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
+        F.unix_micros(column(lk.event_time)).alias(ts),
+        *([column(lk.sequence).alias(seq)] if lk.sequence else []),
         F.lit(False).alias(is_spine),
-        *[F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True) if wide],
+        *[column(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True) if wide],
     )
     both = spine_side.unionByName(feature_side).withColumn(
         order, F.col(ts) * 2 + F.col(is_spine).cast("long")
@@ -78,19 +78,22 @@ def union_join(
             + [F.lag(F.col(c)).over(by_time).eqNullSafe(F.col(c)) for c in sort_cols]
         )
         both = both.withColumn(tie, F.coalesce(~F.col(is_spine) & previous_same, F.lit(False)))
-        row = F.struct(F.col(ts).alias("ts"), F.col(tie).alias("tie"), *[F.col(o) for o, _ in payload])
+        # Fields by position: a feature may be called "ts" or "tie" too.
+        fields = [column(o).alias(f"f{i}") for i, (o, _) in enumerate(payload)]
+        row = F.struct(F.col(ts).alias("ts"), F.col(tie).alias("tie"), *fields)
         latest = F.last(F.when(~F.col(is_spine), row), ignorenulls=True).over(running)
     else:
         row = F.struct(F.col(ts).alias("ts"), *([F.col(seq).alias("seq")] if lk.sequence else []))
         latest = F.max(F.when(~F.col(is_spine), row)).over(running)
     matched = both.withColumn(hit, latest).where(F.col(is_spine))
-    ok = F.col(ts).isNotNull() & F.col(hit).isNotNull()
+    hit_row = F.col(hit)
+    ok = F.col(ts).isNotNull() & hit_row.isNotNull()
     if lk.lookback is not None:
-        ok &= F.col(f"{hit}.ts") > F.col(ts) - F.lit(micros(lk.lookback))
+        ok &= hit_row.getField("ts") > F.col(ts) - F.lit(micros(lk.lookback))
     return matched.select(
-        *spine_df.columns,
-        F.when(ok, F.col(f"{hit}.ts")).alias(lk.col("mt")),
-        *([*[F.when(ok, F.col(f"{hit}.{o}")).alias(o) for o, _ in payload],
-           F.coalesce(F.when(ok, F.col(f"{hit}.tie")), F.lit(False)).alias(tie)] if wide
-          else [F.when(ok, F.col(f"{hit}.seq")).alias(lk.col("mq"))] if lk.sequence else []),
+        *[column(c) for c in spine_df.columns],
+        F.when(ok, hit_row.getField("ts")).alias(lk.col("mt")),
+        *([*[F.when(ok, hit_row.getField(f"f{i}")).alias(o) for i, (o, _) in enumerate(payload)],
+           F.coalesce(F.when(ok, hit_row.getField("tie")), F.lit(False)).alias(tie)] if wide
+          else [F.when(ok, hit_row.getField("seq")).alias(lk.col("mq"))] if lk.sequence else []),
     )
