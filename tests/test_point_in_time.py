@@ -335,3 +335,36 @@ def test_column_names_with_dots_work_on_every_plan(lake: Lakehouse) -> None:
         ts = create_training_set(lake, spine, [lookup], label="y.label", plan=plan)
         assert [p.split(":")[0] for p in ts.plans.values()] == [plan]
         assert_df_equality(ts.df.orderBy(*order), expected.orderBy(*order), ignore_nullable=True)
+
+
+def test_names_that_differ_only_by_case_clash_unless_spark_is_case_sensitive(spark, lake: Lakehouse) -> None:  # type: ignore[no-untyped-def]
+    spine = spark.createDataFrame([("a", at(1), 1.0), (None, at(1), None)], "k string, ts timestamp, V double")
+    prices = spark.createDataFrame([("a", at(0), 2.0), ("a", at(2), None)], "k string, ts timestamp, v double")
+    with pytest.raises(ColumnNameClashError, match=r"\['v'\] from the feature DataFrame clash.*'v' vs 'V'.*case-insensitive"):
+        as_of_join(spine, prices, ["k"], spine_time="ts", event_time="ts")
+    feature_table(lake, "pit_case", [("AA", "JFK", at(0), 1.0, 1)])
+    lake_spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", None, 0)], SPINE)
+    with pytest.raises(ColumnNameClashError, match=r"\['C_delay', 'C_flights'\].*'C_delay' vs 'c_delay'"):
+        create_training_set(lake, lake_spine, [
+            FeatureLookup("pit_case", ["carrier", "origin"], "at", prefix="c"),
+            FeatureLookup("pit_case", ["carrier", "origin"], "at", prefix="C"),
+        ])
+
+    spark.conf.set("spark.sql.caseSensitive", "true")
+    try:
+        out = as_of_join(spine, prices, ["k"], spine_time="ts", event_time="ts")
+        assert result(out.select("k", "V", "v"), ["k"]) == [(None, None, None), ("a", 1.0, 2.0)]
+    finally:
+        spark.conf.unset("spark.sql.caseSensitive")
+
+
+def test_feature_or_spine_columns_with_the_internal_prefix_are_a_clash_not_dropped(spark) -> None:  # type: ignore[no-untyped-def]
+    prices = spark.createDataFrame([("X", at(0), 1.0), ("X", at(5), None)], "ticker string, ts timestamp, __pit_x double")
+    ticks = spark.createDataFrame([("X", at(1)), ("X", None)], "ticker string, ts timestamp")
+    with pytest.raises(ColumnNameClashError, match=r"feature columns \['__pit_x'\].*reserved prefix '__pit'"):
+        as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts")
+    with pytest.raises(ColumnNameClashError, match=r"spine columns \['__PIT0_ts'\].*reserved prefix"):
+        as_of_join(ticks.withColumn("__PIT0_ts", F.lit(1)), prices, ["ticker"], spine_time="ts", event_time="ts")
+    out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts", prefix="p")
+    assert out.columns == ["ticker", "ts", "p___pit_x"]
+    assert result(out.select("p___pit_x"), ["p___pit_x"]) == [(None,), (1.0,)]

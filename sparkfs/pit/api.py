@@ -55,12 +55,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns
-from sparkfs.core.errors import (
-    ColumnNameClashError,
-    LookupKeyError,
-    SparkfsError,
-    TrainingSetInvariantError,
-)
+from sparkfs.core.errors import LookupKeyError, SparkfsError, TrainingSetInvariantError
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
 from sparkfs.pit import planner
 from sparkfs.pit.checks import check_training_set
@@ -71,6 +66,7 @@ from sparkfs.pit.lookup import (
     INTERNAL_PREFIX,
     FeatureLookup,
     ResolvedLookup,
+    check_spine_names,
     micros,
     resolve,
     spine_bounds,
@@ -214,7 +210,8 @@ def as_of_join(
     lookup = FeatureLookup(
         "<DataFrame>", keys, spine_time, features, lookback, prefix, known_at
     )
-    resolved = resolve(lookup, 0, spine_df, feature_df, table_keys, event_time, sequence, None, set())
+    check_spine_names(spine_df)
+    resolved = resolve(lookup, 0, spine_df, feature_df, table_keys, event_time, sequence, None, spine_df.columns)
     bounds, spine_rows = spine_bounds(spine_df, [resolved])
     out = _join_lookup(spine_df, resolved, bounds, spine_rows, plan, micros(bin_size), {})
     return out.drop(*[c for c in out.columns if c.startswith(INTERNAL_PREFIX)])
@@ -252,10 +249,8 @@ def _build(
         raise SparkfsError("create_training_set needs at least one FeatureLookup")
     if label is not None:
         require_columns(spine_df, [label], "the spine")
-    clash = [c for c in spine_df.columns if c.startswith(INTERNAL_PREFIX)]
-    if clash:
-        raise ColumnNameClashError(f"spine columns {clash} use the reserved prefix '{INTERNAL_PREFIX}'")
-    taken = set(spine_df.columns)
+    check_spine_names(spine_df)
+    taken = list(spine_df.columns)
     resolved: list[ResolvedLookup] = []
     for i, lookup in enumerate(lookups):
         if lookup.timestamp_lookup_key is None and timestamp_key is not None:
@@ -279,7 +274,7 @@ def _build(
                 what, taken,
             )
         )
-        taken |= set(resolved[-1].outputs)
+        taken += resolved[-1].outputs
 
     bounds, spine_rows = spine_bounds(spine_df, resolved)
     joined = spine_df

@@ -3,13 +3,15 @@
 :class:`FeatureLookup` is what a user asks for. :func:`resolve` checks it against the feature
 table's columns and layout (keys, event time, sequence) and the spine, and returns a
 :class:`ResolvedLookup`: everything the join needs, with the names of the internal columns the
-plans add (all start with :data:`INTERNAL_PREFIX`). :func:`spine_bounds` measures the spine once
-for all lookups: its row count and the range of each spine timestamp column.
+plans add (all start with :data:`INTERNAL_PREFIX`). Names are compared the way Spark compares
+them (case-insensitively unless ``spark.sql.caseSensitive``), so a clash is reported here rather
+than by Spark as an ambiguous reference. :func:`spine_bounds` measures the spine once for all
+lookups: its row count and the range of each spine timestamp column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -86,6 +88,23 @@ def micros(delta: timedelta | None) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def name_folding(df: DataFrame) -> Callable[[str], str]:
+    """How ``df``'s session tells column names apart: as they are with ``spark.sql.caseSensitive``,
+    else case-insensitively (Spark's default)."""
+    sensitive = str(df.sparkSession.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
+    return str if sensitive else str.lower
+
+
+def check_spine_names(spine_df: DataFrame) -> None:
+    """Spine columns must not look like the join's internal columns."""
+    fold = name_folding(spine_df)
+    reserved = [c for c in spine_df.columns if fold(c).startswith(fold(INTERNAL_PREFIX))]
+    if reserved:
+        raise ColumnNameClashError(
+            f"spine columns {reserved} use the reserved prefix '{INTERNAL_PREFIX}'; rename them"
+        )
+
+
 def resolve(
     lookup: FeatureLookup,
     index: int,
@@ -95,10 +114,11 @@ def resolve(
     event_time: str | None,
     sequence: str | None,
     what: str | None,
-    taken: set[str],
+    taken: Collection[str],
 ) -> ResolvedLookup:
     """Check ``lookup`` against its table (``feature_df`` with ``table_keys``, ``event_time`` and
-    ``sequence``) and the spine; ``taken`` holds the output names already used."""
+    ``sequence``) and the spine; ``taken`` holds the column names already in the output (spine
+    and earlier lookups)."""
     what = what or "the feature DataFrame"
     lk_key = lookup.lookup_key
     if isinstance(lk_key, Mapping):
@@ -156,16 +176,38 @@ def resolve(
         features = tuple(lookup.features)
         require_columns(feature_df, list(features), what)
     outputs = tuple(f"{lookup.prefix}_{f}" if lookup.prefix else f for f in features)
-    clashes = sorted({o for o in outputs if o in taken or outputs.count(o) > 1})
-    if clashes:
-        raise ColumnNameClashError(
-            f"feature columns {clashes} from {what} clash with spine or earlier feature columns; "
-            "set a prefix on the FeatureLookup"
-        )
+    _check_output_names(outputs, taken, what, name_folding(spine_df))
     return ResolvedLookup(
         index, feature_df, ordered, event_time, spine_time, sequence, lookup.known_at,
         features, outputs, lookup.lookback, what,
     )
+
+
+def _check_output_names(
+    outputs: Sequence[str], taken: Collection[str], what: str, fold: Callable[[str], str]
+) -> None:
+    """Output names must be new (compared as Spark compares them) and not look internal."""
+    internal = sorted(o for o in outputs if fold(o).startswith(fold(INTERNAL_PREFIX)))
+    if internal:
+        raise ColumnNameClashError(
+            f"feature columns {internal} from {what} use the reserved prefix '{INTERNAL_PREFIX}'; "
+            "set a prefix on the FeatureLookup"
+        )
+    seen = {fold(t): t for t in taken}
+    clashes: dict[str, str] = {}
+    for o in outputs:
+        if fold(o) in seen:
+            clashes[o] = seen[fold(o)]
+        seen[fold(o)] = o
+    if clashes:
+        differ = {o: t for o, t in clashes.items() if o != t}
+        raise ColumnNameClashError(
+            f"feature columns {sorted(clashes)} from {what} clash with spine or earlier feature "
+            "columns"
+            + (f" ({', '.join(f'{o!r} vs {t!r}' for o, t in sorted(differ.items()))}: column "
+               "names are case-insensitive unless spark.sql.caseSensitive is set)" if differ else "")
+            + "; set a prefix on the FeatureLookup"
+        )
 
 
 def spine_bounds(
