@@ -368,3 +368,18 @@ def test_feature_or_spine_columns_with_the_internal_prefix_are_a_clash_not_dropp
     out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts", prefix="p")
     assert out.columns == ["ticker", "ts", "p___pit_x"]
     assert result(out.select("p___pit_x"), ["p___pit_x"]) == [(None,), (1.0,)]
+
+
+def test_a_lookback_too_long_to_matter_is_no_lookback_and_nothing_overflows(spark) -> None:  # type: ignore[no-untyped-def]
+    first, last = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    prices = spark.createDataFrame(
+        [("X", at(0), 1.0), ("W", first, 0.5), ("Y", last, 9.0)], "ticker string, ts timestamp, price double")
+    ticks = spark.createDataFrame(
+        [("X", at(1)), ("W", last), ("Y", last), ("Y", at(0)), ("Z", at(0)), ("X", None)], "ticker string, ts timestamp")
+    # A row from year 1 seen from year 9999: only no lookback at all keeps it.
+    expected = [("W", 0.5), ("X", None), ("X", 1.0), ("Y", None), ("Y", 9.0), ("Z", None)]
+    for lookback in (timedelta.max, timedelta(days=106_000_000), datetime.max - datetime.min):
+        for plan in ("union", "union-wide", "intervals"):
+            out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts",
+                             lookback=lookback, plan=plan)
+            assert result(out.select("ticker", "price"), ["ticker", "price"]) == expected, (lookback, plan)

@@ -197,9 +197,10 @@ def as_of_join(
     ``keys`` are the feature DataFrame's key columns (present under the same names in the spine,
     or a mapping ``{feature_key: spine_column}``); ``event_time=None`` makes it a static key
     lookup. Time rule as in the module docstring: ``feature_ts <= spine_ts``, latest whole row,
-    window ``(t - lookback, t]``. Runs two small aggregate jobs (spine time range, bin size); the
-    join itself is lazy. It does not check for ties on (keys, event_time): feature tables are
-    unique by construction, and :func:`create_training_set` checks it.
+    window ``(t - lookback, t]`` (a lookback longer than Spark's timestamp range, e.g.
+    ``timedelta.max``, is no lookback). Runs two small aggregate jobs (spine time range, bin
+    size); the join itself is lazy. It does not check for ties on (keys, event_time): feature
+    tables are unique by construction, and :func:`create_training_set` checks it.
 
     Example::
 

@@ -33,7 +33,7 @@ def check_training_set(
         matched, spine_us = F.col(lk.col("mt")), F.unix_micros(column(lk.spine_time or ""))
         aggs.append(F.count(F.when(matched > spine_us, 1)).alias(f"{lk.index}_after_spine"))
         if lk.lookback is not None:
-            too_old = matched <= spine_us - F.lit(micros(lk.lookback))
+            too_old = spine_us - matched >= F.lit(micros(lk.lookback))
             aggs.append(F.count(F.when(too_old, 1)).alias(f"{lk.index}_before_lookback"))
         aggs.append(F.count(F.when(F.col(lk.col("tie")), 1)).alias(f"{lk.index}_ties"))
         aggs.append(F.count(matched).alias(f"{lk.index}_matched"))

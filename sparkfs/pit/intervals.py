@@ -75,7 +75,9 @@ def validity_intervals(feature_df: DataFrame, lk: ResolvedLookup, lo: int, hi: i
         df = df.withColumn(lk.col("next"), F.lead(F.col(start)).over(by_visible))
     caps = [F.col(lk.col("next")), F.lit(hi + 1)]
     if lookback is not None:
-        caps.append(F.col(ts) + F.lit(lookback))
+        # event_ts + lookback only where it is below hi + 1 anyway, so it never overflows a long
+        # (least() skips the nulls elsewhere).
+        caps.append(F.when(F.col(ts) <= F.lit(hi + 1 - lookback), F.col(ts) + F.lit(lookback)))
     df = df.withColumn(end, F.least(*caps))
     return df.where((F.col(end) > F.col(start)) & (F.col(end) > lo)).select(
         *keys, ts, *([seq] if lk.sequence else []), start, end

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -30,6 +30,9 @@ from sparkfs.pit.columns import column
 
 # Every column the join adds for its own use starts with this; user columns may not.
 INTERNAL_PREFIX = "__pit"
+# Spark timestamps run from year 1 to year 9999: a longer lookback cannot exclude a row, so it
+# counts as none (which also keeps ``time +- lookback`` within a long).
+LONGEST_LOOKBACK = datetime.max - datetime.min
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class FeatureLookup:
     ``timestamp_key`` of :func:`create_training_set`); static tables ignore it. ``features``
     defaults to every column that is not a key, the event time, the sequence or ``known_at``.
     Output columns are ``<prefix>_<feature>`` (or ``<feature>`` without a prefix). ``lookback``
-    keeps rows with ``feature_ts > spine_ts - lookback`` only: the window ``(t - lookback, t]``.
+    keeps rows with ``feature_ts > spine_ts - lookback`` only: the window ``(t - lookback, t]``;
+    a lookback longer than Spark's whole timestamp range (years 1 to 9999, ``LONGEST_LOOKBACK``;
+    e.g. ``timedelta.max``) excludes nothing and counts as no lookback.
     ``known_at`` names a column of the table holding when each row was written (e.g. its ingest
     time): rows written after the spine time do not count, so late rows do not leak.
     """
@@ -58,7 +63,10 @@ class FeatureLookup:
 
 @dataclass(frozen=True)
 class ResolvedLookup:
-    """A lookup validated against its table and the spine: everything the join needs."""
+    """A lookup validated against its table and the spine: everything the join needs.
+
+    ``lookback`` is None when the lookup has none or one too long to matter (``LONGEST_LOOKBACK``).
+    """
 
     index: int
     feature_df: DataFrame
@@ -141,8 +149,9 @@ def resolve(
                 f"key column types differ: spine '{s}' is {stypes[s]}, {what} '{k}' is {ftypes[k]}"
             )
     spine_time = lookup.timestamp_lookup_key
+    lookback = lookup.lookback
     if event_time is None:
-        if lookup.lookback is not None or lookup.known_at is not None:
+        if lookback is not None or lookup.known_at is not None:
             raise SparkfsError(f"{what} is a static table (no event time): lookback and known_at do not apply")
         spine_time = None
     else:
@@ -165,8 +174,10 @@ def resolve(
                     f"'{col}' in {where} is {dtype.simpleString()}; point-in-time joins compare "
                     "instants and need timestamp (TimestampType; cast timestamp_ntz with a time zone)"
                 )
-        if lookup.lookback is not None and lookup.lookback <= timedelta(0):
-            raise SparkfsError(f"lookback must be positive, got {lookup.lookback}")
+        if lookback is not None and lookback <= timedelta(0):
+            raise SparkfsError(f"lookback must be positive, got {lookback}")
+        if lookback is not None and lookback > LONGEST_LOOKBACK:
+            lookback = None
     if sequence:
         require_columns(feature_df, [sequence], what)
     reserved = {*table_keys, *(c for c in (event_time, sequence, lookup.known_at) if c)}
@@ -179,7 +190,7 @@ def resolve(
     _check_output_names(outputs, taken, what, name_folding(spine_df))
     return ResolvedLookup(
         index, feature_df, ordered, event_time, spine_time, sequence, lookup.known_at,
-        features, outputs, lookup.lookback, what,
+        features, outputs, lookback, what,
     )
 
 

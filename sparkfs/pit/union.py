@@ -88,8 +88,8 @@ def union_join(
     matched = both.withColumn(hit, latest).where(F.col(is_spine))
     hit_row = F.col(hit)
     ok = F.col(ts).isNotNull() & hit_row.isNotNull()
-    if lk.lookback is not None:
-        ok &= hit_row.getField("ts") > F.col(ts) - F.lit(micros(lk.lookback))
+    if lk.lookback is not None:  # hit.ts > ts - lookback, as a difference: hit.ts <= ts
+        ok &= F.col(ts) - hit_row.getField("ts") < F.lit(micros(lk.lookback))
     return matched.select(
         *[column(c) for c in spine_df.columns],
         F.when(ok, hit_row.getField("ts")).alias(lk.col("mt")),
