@@ -383,3 +383,31 @@ def test_a_lookback_too_long_to_matter_is_no_lookback_and_nothing_overflows(spar
             out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts",
                              lookback=lookback, plan=plan)
             assert result(out.select("ticker", "price"), ["ticker", "price"]) == expected, (lookback, plan)
+
+
+def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequence(lake: Lakehouse) -> None:
+    seq_schema = T.StructType([*FEATURES.fields, T.StructField("seq", T.LongType())])
+    lake.create("gold", "pit_tie3", FEATURES, properties={KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts"})
+    lake.create("gold", "pit_tie_seq", seq_schema, properties={
+        KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts", SEQUENCE_PROPERTY: "seq"})
+    # Written around the MERGE writer: three rows tie on (keys, ts), and on (keys, ts, seq).
+    lake.spark.createDataFrame([("AA", "JFK", at(0), float(i), i, 1) for i in range(3)]
+                               + [("AA", "JFK", at(0), 9.0, 9, 0), ("AA", "LGA", at(0), 5.0, 5, 1)], seq_schema) \
+        .write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_tie_seq"))
+    lake.read("gold", "pit_tie_seq").where(F.col("seq") == 1).drop("seq") \
+        .write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_tie3"))
+    spine = lake.spark.createDataFrame([
+        ("AA", "JFK", at(1), 0), ("AA", "JFK", at(1), 0), ("AA", "JFK", at(2), 1),  # three spine rows behind the tie
+        ("AA", "LGA", at(1), 1), ("AA", "JFK", at(-1), 0), (None, "JFK", at(1), 0), ("AA", "JFK", None, 1),
+    ], SPINE)
+    for plan in ("union", "union-wide", "intervals"):
+        with pytest.raises(DuplicateKeyError) as no_sequence:
+            create_training_set(lake, spine, [FeatureLookup("pit_tie3", ["carrier", "origin"], "at")], plan=plan)
+        assert "more than one row per (keys, ts) behind 3 spine rows, and no sequence column decides" \
+            in str(no_sequence.value), plan
+        with pytest.raises(DuplicateKeyError) as with_sequence:
+            create_training_set(lake, spine, [FeatureLookup("pit_tie_seq", ["carrier", "origin"], "at")], plan=plan)
+        message = str(with_sequence.value)
+        assert "more than one row per (keys, ts, seq) behind 3 spine rows: the rows tie on the " \
+            "sequence column 'seq' too" in message, plan
+        assert "no sequence column" not in message

@@ -3,7 +3,8 @@
 Output rows == spine rows; no matched feature time after its spine time, nor (with a lookback)
 at or before ``spine_ts - lookback``; no tie on (keys, event time[, sequence]) behind a match.
 Ties are found by the plans themselves: the fetch counts table rows per matched (keys, event
-time[, sequence]), and ``"union-wide"`` marks them in its window; both leave a ``tie`` column.
+time[, sequence]), and ``"union-wide"`` marks them in its window; both leave a ``tie`` column
+that marks each spine row behind a tie once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.errors import DuplicateKeyError, TrainingSetInvariantError
+from sparkfs.core.lakehouse import SEQUENCE_PROPERTY
 from sparkfs.pit.columns import column
 from sparkfs.pit.lookup import ResolvedLookup, micros
 
@@ -49,12 +51,7 @@ def check_training_set(
                 .select(*[column(s) for _, s in lk.key_map], column(lk.spine_time or ""))
                 .limit(3).collect()
             )
-            raise DuplicateKeyError(
-                f"{lk.what} has more than one row per (keys, {lk.event_time})"
-                + (f", {lk.sequence}" if lk.sequence else "")
-                + f" behind {ties} spine rows, and no sequence column decides; e.g. spine rows "
-                f"{[r.asDict() for r in sample]}"
-            )
+            raise DuplicateKeyError(_tie_message(lk, ties, [r.asDict() for r in sample]))
     if checks["rows"] != checks["spine_rows"]:
         static = [lk.what for lk in lookups if lk.event_time is None]
         raise TrainingSetInvariantError(
@@ -65,3 +62,16 @@ def check_training_set(
     if bad:
         raise TrainingSetInvariantError(f"point-in-time rule violated: {bad}")
     return checks
+
+
+def _tie_message(lk: ResolvedLookup, spine_rows: int, sample: list[dict[str, object]]) -> str:
+    rows = f"{spine_rows} spine row{'' if spine_rows == 1 else 's'}"
+    if lk.sequence:
+        return (
+            f"{lk.what} has more than one row per (keys, {lk.event_time}, {lk.sequence}) behind "
+            f"{rows}: the rows tie on the sequence column '{lk.sequence}' too; e.g. spine rows {sample}"
+        )
+    return (
+        f"{lk.what} has more than one row per (keys, {lk.event_time}) behind {rows}, and no "
+        f"sequence column decides (table property '{SEQUENCE_PROPERTY}'); e.g. spine rows {sample}"
+    )

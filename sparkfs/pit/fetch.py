@@ -4,6 +4,8 @@ The ``"union"`` and ``"intervals"`` plans match on the narrow columns only and h
 spine row with its matched ``(keys, event time[, sequence])``. The features come from the table
 with one equi-join on those columns, and only the matched rows are needed, at most one per spine
 row. The same join finds ties: two table rows on one matched (keys, event time[, sequence]).
+A tie makes the join return a spine row once per tied row; the ``tie`` column marks one of those
+copies, so the checks count each spine row behind a tie once.
 """
 
 from __future__ import annotations
@@ -48,9 +50,14 @@ def fetch_features(
             same.append(F.col(seq).eqNullSafe(F.col(seq + "_m")))
         wide = wide.join(F.broadcast(wanted), all_of(same), "left_semi")
     # Two fetched rows for one (keys, time[, sequence]) are a tie: counted on the side the join
-    # shuffles by those columns anyway.
-    rows_per_match = F.count(F.lit(1)).over(Window.partitionBy(*keys, ts, *([seq] if lk.sequence else [])))
-    wide = wide.withColumn(lk.col("tie"), rows_per_match > 1)
+    # shuffles by those columns anyway. Only the first of them is marked, so each spine row
+    # joined to the tied rows is marked once. One window (one sort) gives both numbers.
+    match = [*keys, ts, *([seq] if lk.sequence else [])]
+    per_match = Window.partitionBy(*match).orderBy(*match)
+    rows_per_match = F.count(F.lit(1)).over(
+        per_match.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    )
+    wide = wide.withColumn(lk.col("tie"), (rows_per_match > 1) & (F.row_number().over(per_match) == 1))
     fetch_on = [column(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
     fetch_on.append(F.col(mt) == F.col(ts))
     if lk.sequence:
