@@ -411,3 +411,16 @@ def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequen
         assert "more than one row per (keys, ts, seq) behind 3 spine rows: the rows tie on the " \
             "sequence column 'seq' too" in message, plan
         assert "no sequence column" not in message
+
+
+def test_plans_show_every_lookup_also_two_on_one_table(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_twice", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(5.25), 0), (None, "JFK", None, 0)], SPINE)
+    ts = create_training_set(lake, spine, [
+        FeatureLookup("pit_twice", ["carrier", "origin"], "at", ["delay"], prefix="now"),
+        FeatureLookup("pit_twice", ["carrier", "origin"], "at", ["delay"], lookback=timedelta(seconds=30), prefix="fresh"),
+    ], plan="union")
+    name = lake.name("gold", "pit_twice")
+    assert sorted(ts.plans) == [f"0:{name}@v1", f"1:{name}@v1"]
+    assert result(ts.df.select("at", "now_delay", "fresh_delay"), ["at"]) == [
+        (None, None, None), (at(1).replace(tzinfo=None), 1.0, None), (at(5.25).replace(tzinfo=None), 5.0, 5.0)]

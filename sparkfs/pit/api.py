@@ -89,7 +89,11 @@ FEATURE_LAYER = "gold"
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """A built training set: the rows, the spec to rebuild them, and the invariants checked."""
+    """A built training set: the rows, the spec to rebuild them, and the invariants checked.
+
+    ``plans`` says which plan joined each lookup and why, keyed ``"<index>:<table>@v<version>"``
+    (the lookup's position in the list first, so two lookups on one table both show).
+    """
 
     df: DataFrame
     spec: TrainingSetSpec
@@ -321,14 +325,14 @@ def _join_lookup(
 ) -> DataFrame:
     """Left-join one lookup's features onto the spine; adds the outputs and internal check columns.
 
-    Records the plan it ran (and why) in ``chosen[lk.what]``.
+    Records the plan it ran (and why) in ``chosen[lk.label]``.
     """
     keys = lk.keys
     renamed_keys = [column(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)]
     on_keys = [column(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
     outputs = [column(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)]
     if lk.event_time is None:
-        chosen[lk.what] = "key lookup (static table)"
+        chosen[lk.label] = "key lookup (static table)"
         static = lk.feature_df.select(*renamed_keys, *outputs)
         return spine_df.join(static, all_of(on_keys), "left").drop(*keys)
 
@@ -359,8 +363,8 @@ def _join_lookup(
     if plan == "intervals" and size is None:
         gap, _ = planner.sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
         size = max(1, gap or hi - lo + 1)
-    chosen.setdefault(lk.what, plan)
-    log.info("point-in-time join of %s: plan %s", lk.what, chosen[lk.what])
+    chosen.setdefault(lk.label, plan)
+    log.info("point-in-time join of %s: plan %s", lk.label, chosen[lk.label])
     if plan == "union-wide":
         return union_join(spine_df, feature_df, lk, hi, wide=True)
     if plan == "union":

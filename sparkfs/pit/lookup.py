@@ -89,6 +89,11 @@ class ResolvedLookup:
         """Internal names the plans give the key columns (the same on the spine and table side)."""
         return [self.col(f"k{j}") for j in range(len(self.key_map))]
 
+    @property
+    def label(self) -> str:
+        """Names this lookup among the others, also a second lookup on the same table."""
+        return f"{self.index}:{self.what}"
+
 
 def micros(delta: timedelta | None) -> int | None:
     if delta is None:

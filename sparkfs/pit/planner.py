@@ -49,7 +49,8 @@ def choose_plan(
     feature_df: DataFrame, lk: ResolvedLookup, spine_df: DataFrame, spine_rows: int, chosen: dict[str, str]
 ) -> str:
     """``plan="auto"``: intervals for ``known_at`` or a hot key, else union (narrow while the
-    spine's matches can be broadcast, wide above that). Records the reason in ``chosen``.
+    spine's matches can be broadcast, wide above that). Records the reason in
+    ``chosen[lk.label]``.
 
     A hot key is one holding more rows than ``HOT_KEY_TASKS`` tasks' fair share; with so few
     tasks running at once that the share is 100% or more (a 1- or 2-core machine), no key can,
@@ -71,7 +72,7 @@ def choose_plan(
         plan = "intervals" if hot else union
         why = (f"hottest key holds {hot_share:.1%} of the rows ({'over' if hot else 'within'} "
                f"{limit:.1%} = {HOT_KEY_TASKS} tasks' share)" + ("" if hot else f"; {matches}"))
-    chosen[lk.what] = f"{plan}: {why}"
+    chosen[lk.label] = f"{plan}: {why}"
     return plan
 
 
