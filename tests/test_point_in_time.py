@@ -424,3 +424,36 @@ def test_plans_show_every_lookup_also_two_on_one_table(lake: Lakehouse) -> None:
     assert sorted(ts.plans) == [f"0:{name}@v1", f"1:{name}@v1"]
     assert result(ts.df.select("at", "now_delay", "fresh_delay"), ["at"]) == [
         (None, None, None), (at(1).replace(tzinfo=None), 1.0, None), (at(5.25).replace(tzinfo=None), 5.0, 5.0)]
+
+
+def test_rebuild_uses_the_recorded_keys_event_time_and_sequence_not_the_current_properties(lake: Lakehouse) -> None:
+    schema = T.StructType([*FEATURES.fields, T.StructField("ts2", T.TimestampType())])
+    feature_table(lake, "pit_layout", [
+        ("AA", "JFK", at(0), 1.0, 1, at(2)),
+        ("AA", "JFK", at(0), 2.0, 2, at(0)),   # same event time: the sequence (flights) decides
+        ("AA", "LGA", at(1), 3.0, 1, at(5)),
+    ], schema, sequence="flights")
+    spine = lake.spark.createDataFrame(
+        [("AA", "JFK", at(1), 1), ("AA", "LGA", at(3), 0), ("AA", "JFK", None, 1)], SPINE)
+    first = create_training_set(
+        lake, spine, [FeatureLookup("pit_layout", ["carrier", "origin"], "at", ["delay"])], label="label")
+    before = result(first.df.select("origin", "at", "delay"), ["origin", "at"])
+    assert before == [("JFK", None, None), ("JFK", at(1).replace(tzinfo=None), 2.0),
+                      ("LGA", at(3).replace(tzinfo=None), 3.0)]
+    recorded = first.spec.lookups[0]
+    assert (recorded.event_time, recorded.sequence, recorded.lookup_key) == (
+        "ts", "flights", {"carrier": "carrier", "origin": "origin"})
+
+    # Every layout property changes; each change alone would change the rebuild's answer
+    # (other rows, a tie on (keys, ts), a lookup key that no longer fits).
+    lake.spark.sql(
+        f"ALTER TABLE {lake.name('gold', 'pit_layout')} SET TBLPROPERTIES "
+        f"('{EVENT_TIME_PROPERTY}' = 'ts2', '{SEQUENCE_PROPERTY}' = '', '{KEYS_PROPERTY}' = 'carrier')")
+    now = create_training_set(
+        lake, spine, [FeatureLookup("pit_layout", ["carrier"], "at", ["delay"])], label="label")
+    assert result(now.df.select("origin", "at", "delay"), ["origin", "at"]) == [
+        ("JFK", None, None), ("JFK", at(1).replace(tzinfo=None), 2.0), ("LGA", at(3).replace(tzinfo=None), 1.0)]
+
+    rebuilt = rebuild_training_set(lake, TrainingSetSpec.from_json(first.spec_json()), spine=spine)
+    assert result(rebuilt.df.select("origin", "at", "delay"), ["origin", "at"]) == before
+    assert rebuilt.spec == first.spec

@@ -55,8 +55,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns
-from sparkfs.core.errors import LookupKeyError, SparkfsError, TrainingSetInvariantError
-from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
+from sparkfs.core.errors import SparkfsError, TrainingSetInvariantError
+from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.pit import planner
 from sparkfs.pit.checks import check_training_set
 from sparkfs.pit.columns import all_of, column
@@ -66,6 +66,7 @@ from sparkfs.pit.lookup import (
     INTERNAL_PREFIX,
     FeatureLookup,
     ResolvedLookup,
+    TableLayout,
     check_spine_names,
     micros,
     resolve,
@@ -104,6 +105,14 @@ class TrainingSet:
         return self.spec.to_json()
 
 
+@dataclass(frozen=True)
+class _PinnedTable:
+    """A lookup's feature table as one build reads it: a Delta version and the table's layout."""
+
+    version: int
+    layout: TableLayout
+
+
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
@@ -136,8 +145,9 @@ def create_training_set(
                                  [FeatureLookup("weather", ["origin"], "sched_dep")], label="y")
     """
     spine_df, spine_spec = _read_spine(lake, spine, None)
-    versions = {lk.table: lake.version(FEATURE_LAYER, lk.table) for lk in lookups}
-    return _build(lake, spine_df, spine_spec, lookups, versions, label, timestamp_key, plan, bin_size)
+    current = {table: _current_table(lake, table) for table in dict.fromkeys(lk.table for lk in lookups)}
+    tables = [current[lk.table] for lk in lookups]
+    return _build(lake, spine_df, spine_spec, lookups, tables, label, timestamp_key, plan, bin_size)
 
 
 def rebuild_training_set(
@@ -145,9 +155,15 @@ def rebuild_training_set(
 ) -> TrainingSet:
     """Rebuild a training set from its spec: every table at the Delta version the spec recorded.
 
-    Later MERGEs and backfills do not change the result. A spine that was a table is read at its
-    recorded version; a spine that was a DataFrame must be passed again as ``spine``. ``spec`` may
-    be the typed spec or its JSON dict (as logged with a model).
+    Later MERGEs and backfills do not change the result, nor do later changes of a table's
+    ``sparkfs.*`` properties: each table is read with the keys, event time and sequence column
+    the spec recorded. A spine that was a table is read at its recorded version; a spine that was
+    a DataFrame must be passed again as ``spine``. ``spec`` may be the typed spec or its JSON dict
+    (as logged with a model).
+
+    Example::
+
+        rebuilt = rebuild_training_set(lake, TrainingSetSpec.from_json(logged_json))
     """
     if not isinstance(spec, TrainingSetSpec):
         spec = TrainingSetSpec.from_dict(spec)
@@ -172,8 +188,11 @@ def rebuild_training_set(
         )
         for lk in spec.lookups
     ]
-    versions = {lk.table: lk.version for lk in spec.lookups}
-    rebuilt = _build(lake, spine_df, spine_spec, lookups, versions, spec.label, None, "auto", None)
+    tables = [
+        _PinnedTable(lk.version, TableLayout(tuple(lk.lookup_key), lk.event_time, lk.sequence))
+        for lk in spec.lookups
+    ]
+    rebuilt = _build(lake, spine_df, spine_spec, lookups, tables, spec.label, None, "auto", None)
     if rebuilt.checks["rows"] != spec.rows:
         raise TrainingSetInvariantError(
             f"rebuilt training set has {rebuilt.checks['rows']} rows; the spec recorded {spec.rows}"
@@ -216,7 +235,8 @@ def as_of_join(
         "<DataFrame>", keys, spine_time, features, lookback, prefix, known_at
     )
     check_spine_names(spine_df)
-    resolved = resolve(lookup, 0, spine_df, feature_df, table_keys, event_time, sequence, None, spine_df.columns)
+    layout = TableLayout(tuple(table_keys), event_time, sequence)
+    resolved = resolve(lookup, 0, spine_df, feature_df, layout, None, spine_df.columns)
     bounds, spine_rows = spine_bounds(spine_df, [resolved])
     out = _join_lookup(spine_df, resolved, bounds, spine_rows, plan, micros(bin_size), {})
     return out.drop(*[c for c in out.columns if c.startswith(INTERNAL_PREFIX)])
@@ -239,12 +259,23 @@ def _read_spine(
     return lake.read(layer, table, version=pinned), source
 
 
+def _current_table(lake: Lakehouse, table: str) -> _PinnedTable:
+    """A feature table's current version, with the layout its table properties declare."""
+    version = lake.version(FEATURE_LAYER, table)
+    what = _table_what(lake, table, version)
+    return _PinnedTable(version, TableLayout.from_properties(lake.properties(FEATURE_LAYER, table), what))
+
+
+def _table_what(lake: Lakehouse, table: str, version: int) -> str:
+    return f"{lake.name(FEATURE_LAYER, table)}@v{version}"
+
+
 def _build(
     lake: Lakehouse,
     spine_df: DataFrame,
     spine_spec: SpineSource,
     lookups: Sequence[FeatureLookup],
-    versions: Mapping[str, int],
+    tables: Sequence[_PinnedTable],
     label: str | None,
     timestamp_key: str | None,
     plan: str,
@@ -257,28 +288,15 @@ def _build(
     check_spine_names(spine_df)
     taken = list(spine_df.columns)
     resolved: list[ResolvedLookup] = []
-    for i, lookup in enumerate(lookups):
+    for i, (lookup, table) in enumerate(zip(lookups, tables, strict=True)):
         if lookup.timestamp_lookup_key is None and timestamp_key is not None:
             lookup = FeatureLookup(
                 lookup.table, lookup.lookup_key, timestamp_key, lookup.features,
                 lookup.lookback, lookup.prefix, lookup.known_at,
             )
-        props = lake.properties(FEATURE_LAYER, lookup.table)
-        what = f"{lake.name(FEATURE_LAYER, lookup.table)}@v{versions[lookup.table]}"
-        if not props.get(KEYS_PROPERTY):
-            raise LookupKeyError(
-                f"{what} is not a feature table: it has no '{KEYS_PROPERTY}' table property "
-                f"(properties: {sorted(props)})"
-            )
-        table_keys = [k.strip() for k in props[KEYS_PROPERTY].split(",") if k.strip()]
-        feature_df = lake.read(FEATURE_LAYER, lookup.table, version=versions[lookup.table])
-        resolved.append(
-            resolve(
-                lookup, i, spine_df, feature_df, table_keys,
-                props.get(EVENT_TIME_PROPERTY) or None, props.get(SEQUENCE_PROPERTY) or None,
-                what, taken,
-            )
-        )
+        what = _table_what(lake, lookup.table, table.version)
+        feature_df = lake.read(FEATURE_LAYER, lookup.table, version=table.version)
+        resolved.append(resolve(lookup, i, spine_df, feature_df, table.layout, what, taken))
         taken += resolved[-1].outputs
 
     bounds, spine_rows = spine_bounds(spine_df, resolved)
@@ -296,7 +314,7 @@ def _build(
         lookups=[
             LookupSpec(
                 table=lookups[lk.index].table,
-                version=versions[lookups[lk.index].table],
+                version=tables[lk.index].version,
                 lookup_key=dict(lk.key_map),
                 timestamp_lookup_key=lk.spine_time,
                 event_time=lk.event_time,

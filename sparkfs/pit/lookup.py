@@ -1,12 +1,13 @@
 """A feature lookup, and what it becomes once checked against its table and the spine.
 
-:class:`FeatureLookup` is what a user asks for. :func:`resolve` checks it against the feature
-table's columns and layout (keys, event time, sequence) and the spine, and returns a
-:class:`ResolvedLookup`: everything the join needs, with the names of the internal columns the
-plans add (all start with :data:`INTERNAL_PREFIX`). Names are compared the way Spark compares
-them (case-insensitively unless ``spark.sql.caseSensitive``), so a clash is reported here rather
-than by Spark as an ambiguous reference. :func:`spine_bounds` measures the spine once for all
-lookups: its row count and the range of each spine timestamp column.
+:class:`FeatureLookup` is what a user asks for; :class:`TableLayout` is how its table is laid out
+(keys, event time, sequence: read from the table's properties, or from a spec on a rebuild).
+:func:`resolve` checks the lookup against the table's columns and layout and the spine, and
+returns a :class:`ResolvedLookup`: everything the join needs, with the names of the internal
+columns the plans add (all start with :data:`INTERNAL_PREFIX`). Names are compared the way Spark
+compares them (case-insensitively unless ``spark.sql.caseSensitive``), so a clash is reported here
+rather than by Spark as an ambiguous reference. :func:`spine_bounds` measures the spine once for
+all lookups: its row count and the range of each spine timestamp column.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sparkfs.core.errors import (
     SchemaMismatchError,
     SparkfsError,
 )
+from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY
 from sparkfs.pit.columns import column
 
 # Every column the join adds for its own use starts with this; user columns may not.
@@ -59,6 +61,28 @@ class FeatureLookup:
     lookback: timedelta | None = None
     prefix: str | None = None
     known_at: str | None = None
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How a feature table is laid out: its keys, event time (None: static) and sequence column."""
+
+    keys: tuple[str, ...]
+    event_time: str | None
+    sequence: str | None
+
+    @classmethod
+    def from_properties(cls, properties: Mapping[str, str], what: str) -> TableLayout:
+        """The layout a feature table declares in its table properties (``sparkfs.keys``, ...)."""
+        keys = tuple(k.strip() for k in properties.get(KEYS_PROPERTY, "").split(",") if k.strip())
+        if not keys:
+            raise LookupKeyError(
+                f"{what} is not a feature table: it has no '{KEYS_PROPERTY}' table property "
+                f"(properties: {sorted(properties)})"
+            )
+        return cls(
+            keys, properties.get(EVENT_TIME_PROPERTY) or None, properties.get(SEQUENCE_PROPERTY) or None
+        )
 
 
 @dataclass(frozen=True)
@@ -123,16 +147,14 @@ def resolve(
     index: int,
     spine_df: DataFrame,
     feature_df: DataFrame,
-    table_keys: Sequence[str],
-    event_time: str | None,
-    sequence: str | None,
+    layout: TableLayout,
     what: str | None,
     taken: Collection[str],
 ) -> ResolvedLookup:
-    """Check ``lookup`` against its table (``feature_df`` with ``table_keys``, ``event_time`` and
-    ``sequence``) and the spine; ``taken`` holds the column names already in the output (spine
-    and earlier lookups)."""
+    """Check ``lookup`` against its table (``feature_df`` laid out as ``layout``) and the spine;
+    ``taken`` holds the column names already in the output (spine and earlier lookups)."""
     what = what or "the feature DataFrame"
+    table_keys, event_time, sequence = layout.keys, layout.event_time, layout.sequence
     lk_key = lookup.lookup_key
     if isinstance(lk_key, Mapping):
         key_map = {str(k): str(v) for k, v in lk_key.items()}
