@@ -457,3 +457,14 @@ def test_rebuild_uses_the_recorded_keys_event_time_and_sequence_not_the_current_
     rebuilt = rebuild_training_set(lake, TrainingSetSpec.from_json(first.spec_json()), spine=spine)
     assert result(rebuilt.df.select("origin", "at", "delay"), ["origin", "at"]) == before
     assert rebuilt.spec == first.spec
+
+
+def test_rebuild_takes_a_plan_and_a_bin_size(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_rebuild_plan", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(6), 0), ("AA", "JFK", None, 0)], SPINE)
+    first = create_training_set(lake, spine, [FeatureLookup("pit_rebuild_plan", ["carrier", "origin"], "at", ["delay"])])
+    assert [p.split(":")[0] for p in first.plans.values()] == ["union"]
+    rebuilt = rebuild_training_set(lake, first.spec, spine, plan="intervals", bin_size=timedelta(minutes=1))
+    assert list(rebuilt.plans.values()) == ["intervals"]
+    assert result(rebuilt.df.select("at", "delay"), ["at"]) == [
+        (None, None), (at(1).replace(tzinfo=None), 1.0), (at(6).replace(tzinfo=None), 5.0)]

@@ -151,7 +151,12 @@ def create_training_set(
 
 
 def rebuild_training_set(
-    lake: Lakehouse, spec: TrainingSetSpec | Mapping[str, Any], spine: DataFrame | None = None
+    lake: Lakehouse,
+    spec: TrainingSetSpec | Mapping[str, Any],
+    spine: DataFrame | None = None,
+    *,
+    plan: str = "auto",
+    bin_size: timedelta | None = None,
 ) -> TrainingSet:
     """Rebuild a training set from its spec: every table at the Delta version the spec recorded.
 
@@ -159,7 +164,8 @@ def rebuild_training_set(
     ``sparkfs.*`` properties: each table is read with the keys, event time and sequence column
     the spec recorded. A spine that was a table is read at its recorded version; a spine that was
     a DataFrame must be passed again as ``spine``. ``spec`` may be the typed spec or its JSON dict
-    (as logged with a model).
+    (as logged with a model). ``plan`` and ``bin_size`` choose how to join, as in
+    :func:`create_training_set`; every plan returns the same rows.
 
     Example::
 
@@ -192,7 +198,7 @@ def rebuild_training_set(
         _PinnedTable(lk.version, TableLayout(tuple(lk.lookup_key), lk.event_time, lk.sequence))
         for lk in spec.lookups
     ]
-    rebuilt = _build(lake, spine_df, spine_spec, lookups, tables, spec.label, None, "auto", None)
+    rebuilt = _build(lake, spine_df, spine_spec, lookups, tables, spec.label, None, plan, bin_size)
     if rebuilt.checks["rows"] != spec.rows:
         raise TrainingSetInvariantError(
             f"rebuilt training set has {rebuilt.checks['rows']} rows; the spec recorded {spec.rows}"
