@@ -4,8 +4,8 @@ The public API lives in :mod:`sparkfs.pit.api` (the time rule is in its docstrin
 :mod:`sparkfs.pit.spec`; the other modules are the join's parts: :mod:`~sparkfs.pit.lookup`
 (resolving a lookup), :mod:`~sparkfs.pit.planner` (choosing a plan), :mod:`~sparkfs.pit.union`,
 :mod:`~sparkfs.pit.intervals` and :mod:`~sparkfs.pit.presort` (the plans),
-:mod:`~sparkfs.pit.fetch` (the matched rows' features) and :mod:`~sparkfs.pit.checks` (the
-invariants checked after a build).
+:mod:`~sparkfs.pit.fetch` (the matched rows' features), :mod:`~sparkfs.pit.checks` (the
+invariants checked after a build) and :mod:`~sparkfs.pit.columns` (column helpers).
 """
 
 from __future__ import annotations
