@@ -6,7 +6,7 @@ inputs), writes them to Parquet, and times on the same files:
 
 - ``floor``:   one shuffle + sort of both inputs by (key, time), wide rows as they are: the
                reference cost the bars are set against;
-- ``sparkfs``: :func:`sparkfs.point_in_time.as_of_join` with ``plan="auto"``, the join
+- ``sparkfs``: :func:`sparkfs.pit.as_of_join` with ``plan="auto"``, the join
   ``create_training_set`` runs (it logs which plan it chose and why);
 - ``intervals``, ``sf-union``, ``sf-wide``: the same with one plan forced (``intervals``: binned
   validity intervals; ``union``: union + window on the narrow columns, then a fetch of the matched
@@ -43,7 +43,7 @@ from pyspark.sql import functions as F
 
 from sparkfs.core.config import Settings, SparkSettings, StorageSettings
 from sparkfs.core.session import get_spark
-from sparkfs.pit.api import as_of_join
+from sparkfs.pit import as_of_join
 
 YEAR_SECONDS = 365 * 86_400
 BARS = {"sparkfs / floor": 1.3, "tempo / sparkfs": 1.5, "naive / sparkfs": 1.5, "zipf / uniform (sparkfs)": 1.5}

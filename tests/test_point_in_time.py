@@ -19,14 +19,15 @@ from sparkfs.core.errors import (
 )
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
 from sparkfs.core.merge import merge_upsert
-from sparkfs.pit import api as point_in_time
-from sparkfs.pit.api import (
+from sparkfs.pit import (
     FeatureLookup,
+    SpineSource,
+    TrainingSetSpec,
     as_of_join,
     create_training_set,
+    planner,
     rebuild_training_set,
 )
-from sparkfs.pit.spec import SpineSource, TrainingSetSpec
 
 UTC = timezone.utc
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -268,7 +269,7 @@ def test_as_of_join_on_dataframes_uses_the_same_join(spark, monkeypatch) -> None
             ("union", "no broadcast"), ("intervals", "no broadcast")]  # a big spine's fetch: no semi-join
     for plan, bin_size in runs:
         if bin_size == "no broadcast":
-            monkeypatch.setattr(point_in_time, "BROADCAST_MATCH_ROWS", 0)
+            monkeypatch.setattr(planner, "BROADCAST_MATCH_ROWS", 0)
             bin_size = None
         out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts",
                          lookback=timedelta(minutes=5), prefix="last", plan=plan, bin_size=bin_size)
@@ -296,8 +297,174 @@ def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monk
     plan, rows = plan_and_rows()
     assert plan == "union"
     # A wider machine (limit 25% of the rows): "HOT" holds 20 of 22 rows, so intervals split it.
-    monkeypatch.setattr(point_in_time, "HOT_KEY_TASKS", 0.5)
+    monkeypatch.setattr(planner, "HOT_KEY_TASKS", 0.5)
     hot_plan, hot_rows = plan_and_rows()
     assert hot_plan == "intervals"
     assert hot_rows == rows
     assert rows[:2] == [("HOT", at(1).replace(tzinfo=None), 0.0), ("HOT", at(6).replace(tzinfo=None), 6.0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Edges found with adversarial inputs (issue #13, item 8)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_column_names_with_dots_work_on_every_plan(lake: Lakehouse) -> None:
+    schema = T.StructType([
+        T.StructField("meta.src", T.StringType()),
+        T.StructField("t.s", T.TimestampType()),
+        T.StructField("s.q", T.LongType()),
+        T.StructField("v.x", T.DoubleType()),
+    ])
+    lake.create("gold", "pit_dots", schema, properties={
+        KEYS_PROPERTY: "meta.src", EVENT_TIME_PROPERTY: "t.s", SEQUENCE_PROPERTY: "s.q"})
+    lake.spark.createDataFrame([
+        ("a", at(0), 1, 1.5), ("a", at(0), 2, 2.5), ("a", at(5), 1, None), ("b", at(0), 1, 9.0),
+        (None, at(0), 1, 7.0),
+    ], schema).write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_dots"))
+    spine = lake.spark.createDataFrame(
+        [("a", at(1), 1), ("a", at(5), 0), ("b", at(20), 1), (None, at(1), 0), ("a", None, 1)],
+        "`meta.src` string, `at.time` timestamp, `y.label` long")
+    expected = lake.spark.createDataFrame(
+        [("a", at(1), 1, 2.5), ("a", at(5), 0, None), ("b", at(20), 1, None), (None, at(1), 0, None),
+         ("a", None, 1, None)],
+        "`meta.src` string, `at.time` timestamp, `y.label` long, `f_v.x` double")
+    order = [F.col(f"`{c}`") for c in ("meta.src", "at.time")]   # chispa's own sort would not quote
+    lookup = FeatureLookup("pit_dots", ["meta.src"], "at.time", lookback=timedelta(minutes=10), prefix="f")
+    for plan in ("union", "union-wide", "intervals"):
+        ts = create_training_set(lake, spine, [lookup], label="y.label", plan=plan)
+        assert [p.split(":")[0] for p in ts.plans.values()] == [plan]
+        assert_df_equality(ts.df.orderBy(*order), expected.orderBy(*order), ignore_nullable=True)
+
+
+def test_names_that_differ_only_by_case_clash_unless_spark_is_case_sensitive(spark, lake: Lakehouse) -> None:  # type: ignore[no-untyped-def]
+    spine = spark.createDataFrame([("a", at(1), 1.0), (None, at(1), None)], "k string, ts timestamp, V double")
+    prices = spark.createDataFrame([("a", at(0), 2.0), ("a", at(2), None)], "k string, ts timestamp, v double")
+    with pytest.raises(ColumnNameClashError, match=r"\['v'\] from the feature DataFrame clash.*'v' vs 'V'.*case-insensitive"):
+        as_of_join(spine, prices, ["k"], spine_time="ts", event_time="ts")
+    feature_table(lake, "pit_case", [("AA", "JFK", at(0), 1.0, 1)])
+    lake_spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", None, 0)], SPINE)
+    with pytest.raises(ColumnNameClashError, match=r"\['C_delay', 'C_flights'\].*'C_delay' vs 'c_delay'"):
+        create_training_set(lake, lake_spine, [
+            FeatureLookup("pit_case", ["carrier", "origin"], "at", prefix="c"),
+            FeatureLookup("pit_case", ["carrier", "origin"], "at", prefix="C"),
+        ])
+
+    spark.conf.set("spark.sql.caseSensitive", "true")
+    try:
+        out = as_of_join(spine, prices, ["k"], spine_time="ts", event_time="ts")
+        assert result(out.select("k", "V", "v"), ["k"]) == [(None, None, None), ("a", 1.0, 2.0)]
+    finally:
+        spark.conf.unset("spark.sql.caseSensitive")
+
+
+def test_feature_or_spine_columns_with_the_internal_prefix_are_a_clash_not_dropped(spark) -> None:  # type: ignore[no-untyped-def]
+    prices = spark.createDataFrame([("X", at(0), 1.0), ("X", at(5), None)], "ticker string, ts timestamp, __pit_x double")
+    ticks = spark.createDataFrame([("X", at(1)), ("X", None)], "ticker string, ts timestamp")
+    with pytest.raises(ColumnNameClashError, match=r"feature columns \['__pit_x'\].*reserved prefix '__pit'"):
+        as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts")
+    with pytest.raises(ColumnNameClashError, match=r"spine columns \['__PIT0_ts'\].*reserved prefix"):
+        as_of_join(ticks.withColumn("__PIT0_ts", F.lit(1)), prices, ["ticker"], spine_time="ts", event_time="ts")
+    out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts", prefix="p")
+    assert out.columns == ["ticker", "ts", "p___pit_x"]
+    assert result(out.select("p___pit_x"), ["p___pit_x"]) == [(None,), (1.0,)]
+
+
+def test_a_lookback_too_long_to_matter_is_no_lookback_and_nothing_overflows(spark) -> None:  # type: ignore[no-untyped-def]
+    first, last = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    prices = spark.createDataFrame(
+        [("X", at(0), 1.0), ("W", first, 0.5), ("Y", last, 9.0)], "ticker string, ts timestamp, price double")
+    ticks = spark.createDataFrame(
+        [("X", at(1)), ("W", last), ("Y", last), ("Y", at(0)), ("Z", at(0)), ("X", None)], "ticker string, ts timestamp")
+    # A row from year 1 seen from year 9999: only no lookback at all keeps it.
+    expected = [("W", 0.5), ("X", None), ("X", 1.0), ("Y", None), ("Y", 9.0), ("Z", None)]
+    for lookback in (timedelta.max, timedelta(days=106_000_000), datetime.max - datetime.min):
+        for plan in ("union", "union-wide", "intervals"):
+            out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts",
+                             lookback=lookback, plan=plan)
+            assert result(out.select("ticker", "price"), ["ticker", "price"]) == expected, (lookback, plan)
+
+
+def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequence(lake: Lakehouse) -> None:
+    seq_schema = T.StructType([*FEATURES.fields, T.StructField("seq", T.LongType())])
+    lake.create("gold", "pit_tie3", FEATURES, properties={KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts"})
+    lake.create("gold", "pit_tie_seq", seq_schema, properties={
+        KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts", SEQUENCE_PROPERTY: "seq"})
+    # Written around the MERGE writer: three rows tie on (keys, ts), and on (keys, ts, seq).
+    lake.spark.createDataFrame([("AA", "JFK", at(0), float(i), i, 1) for i in range(3)]
+                               + [("AA", "JFK", at(0), 9.0, 9, 0), ("AA", "LGA", at(0), 5.0, 5, 1)], seq_schema) \
+        .write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_tie_seq"))
+    lake.read("gold", "pit_tie_seq").where(F.col("seq") == 1).drop("seq") \
+        .write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_tie3"))
+    spine = lake.spark.createDataFrame([
+        ("AA", "JFK", at(1), 0), ("AA", "JFK", at(1), 0), ("AA", "JFK", at(2), 1),  # three spine rows behind the tie
+        ("AA", "LGA", at(1), 1), ("AA", "JFK", at(-1), 0), (None, "JFK", at(1), 0), ("AA", "JFK", None, 1),
+    ], SPINE)
+    for plan in ("union", "union-wide", "intervals"):
+        with pytest.raises(DuplicateKeyError) as no_sequence:
+            create_training_set(lake, spine, [FeatureLookup("pit_tie3", ["carrier", "origin"], "at")], plan=plan)
+        assert "more than one row per (keys, ts) behind 3 spine rows, and no sequence column decides" \
+            in str(no_sequence.value), plan
+        with pytest.raises(DuplicateKeyError) as with_sequence:
+            create_training_set(lake, spine, [FeatureLookup("pit_tie_seq", ["carrier", "origin"], "at")], plan=plan)
+        message = str(with_sequence.value)
+        assert "more than one row per (keys, ts, seq) behind 3 spine rows: the rows tie on the " \
+            "sequence column 'seq' too" in message, plan
+        assert "no sequence column" not in message
+
+
+def test_plans_show_every_lookup_also_two_on_one_table(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_twice", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(5.25), 0), (None, "JFK", None, 0)], SPINE)
+    ts = create_training_set(lake, spine, [
+        FeatureLookup("pit_twice", ["carrier", "origin"], "at", ["delay"], prefix="now"),
+        FeatureLookup("pit_twice", ["carrier", "origin"], "at", ["delay"], lookback=timedelta(seconds=30), prefix="fresh"),
+    ], plan="union")
+    name = lake.name("gold", "pit_twice")
+    assert sorted(ts.plans) == [f"0:{name}@v1", f"1:{name}@v1"]
+    assert result(ts.df.select("at", "now_delay", "fresh_delay"), ["at"]) == [
+        (None, None, None), (at(1).replace(tzinfo=None), 1.0, None), (at(5.25).replace(tzinfo=None), 5.0, 5.0)]
+
+
+def test_rebuild_uses_the_recorded_keys_event_time_and_sequence_not_the_current_properties(lake: Lakehouse) -> None:
+    schema = T.StructType([*FEATURES.fields, T.StructField("ts2", T.TimestampType())])
+    feature_table(lake, "pit_layout", [
+        ("AA", "JFK", at(0), 1.0, 1, at(2)),
+        ("AA", "JFK", at(0), 2.0, 2, at(0)),   # same event time: the sequence (flights) decides
+        ("AA", "LGA", at(1), 3.0, 1, at(5)),
+    ], schema, sequence="flights")
+    spine = lake.spark.createDataFrame(
+        [("AA", "JFK", at(1), 1), ("AA", "LGA", at(3), 0), ("AA", "JFK", None, 1)], SPINE)
+    first = create_training_set(
+        lake, spine, [FeatureLookup("pit_layout", ["carrier", "origin"], "at", ["delay"])], label="label")
+    before = result(first.df.select("origin", "at", "delay"), ["origin", "at"])
+    assert before == [("JFK", None, None), ("JFK", at(1).replace(tzinfo=None), 2.0),
+                      ("LGA", at(3).replace(tzinfo=None), 3.0)]
+    recorded = first.spec.lookups[0]
+    assert (recorded.event_time, recorded.sequence, recorded.lookup_key) == (
+        "ts", "flights", {"carrier": "carrier", "origin": "origin"})
+
+    # Every layout property changes; each change alone would change the rebuild's answer
+    # (other rows, a tie on (keys, ts), a lookup key that no longer fits).
+    lake.spark.sql(
+        f"ALTER TABLE {lake.name('gold', 'pit_layout')} SET TBLPROPERTIES "
+        f"('{EVENT_TIME_PROPERTY}' = 'ts2', '{SEQUENCE_PROPERTY}' = '', '{KEYS_PROPERTY}' = 'carrier')")
+    now = create_training_set(
+        lake, spine, [FeatureLookup("pit_layout", ["carrier"], "at", ["delay"])], label="label")
+    assert result(now.df.select("origin", "at", "delay"), ["origin", "at"]) == [
+        ("JFK", None, None), ("JFK", at(1).replace(tzinfo=None), 2.0), ("LGA", at(3).replace(tzinfo=None), 1.0)]
+
+    rebuilt = rebuild_training_set(lake, TrainingSetSpec.from_json(first.spec_json()), spine=spine)
+    assert result(rebuilt.df.select("origin", "at", "delay"), ["origin", "at"]) == before
+    assert rebuilt.spec == first.spec
+
+
+def test_rebuild_takes_a_plan_and_a_bin_size(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_rebuild_plan", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(6), 0), ("AA", "JFK", None, 0)], SPINE)
+    first = create_training_set(lake, spine, [FeatureLookup("pit_rebuild_plan", ["carrier", "origin"], "at", ["delay"])])
+    assert [p.split(":")[0] for p in first.plans.values()] == ["union"]
+    rebuilt = rebuild_training_set(lake, first.spec, spine, plan="intervals", bin_size=timedelta(minutes=1))
+    assert list(rebuilt.plans.values()) == ["intervals"]
+    assert result(rebuilt.df.select("at", "delay"), ["at"]) == [
+        (None, None), (at(1).replace(tzinfo=None), 1.0), (at(6).replace(tzinfo=None), 5.0)]

@@ -8,46 +8,26 @@ exclusive, upper bound inclusive, the same edge rule as the trailing-window aggr
 row comes out exactly once, also when its keys or its timestamp are null (with null features).
 Timestamps are Spark ``TimestampType`` values, i.e. instants; they are compared as instants.
 
-How the join works (one function, used by training and inference alike). Three exact plans; by
-default (``plan="auto"``) each lookup picks one:
-
-- ``"union"``: spine rows and the feature rows' narrow columns (keys, event time, sequence) are
-  unioned, shuffled and sorted by key once, and each spine row takes the (time, sequence) of the
-  last feature row before it. Then only the matched rows are fetched from the table: the matched
-  (keys, time) are broadcast and cut the table down in its scan (a broadcast semi-join), so the
-  wide feature columns are shuffled for at most one row per spine row. Measured at 0.8-1.0x a
-  bare shuffle + sort of both inputs and 1.7x faster than tempo at 1M x 10M rows
-  (``benchmarks/pit_join.py``, README). Chosen while the spine has at most ``BROADCAST_MATCH_ROWS`` rows.
-- ``"union-wide"``: the same window carrying every feature column in one struct, for spines too
-  big to broadcast their matches: one shuffle of the wide rows instead of two.
-- Both presort the rows on one long (:func:`_presorted`), so the window's own sort by (keys,
-  time) is cheap, and both put all rows of a key in one task. ``"intervals"`` does not: it is
-  chosen when the hottest key (in a sample) holds more rows than ``HOT_KEY_TASKS`` tasks' fair
-  share (``HOT_KEY_TASKS / parallelism``; never on 1 or 2 cores, where the table is not even
-  sampled), and always for ``known_at``:
-
-1. Each feature row gets its validity interval ``[event_ts, next event_ts of the same key)``, capped
-   by ``event_ts + lookback`` and by the spine's last timestamp: an SCD type 2 view derived with
-   ``lead()`` over the few narrow columns (keys, event time, sequence) only.
-2. Intervals are spread over fixed time bins (bin size estimated from a sample of the data) and the
-   spine joins them with an **equi-join on (keys, bin)** plus the range condition
-   ``start <= spine_ts < end``. Intervals of one key are disjoint, so a spine row matches at most
-   one interval, and a hot key is split over many bins instead of landing in one task.
-3. Intervals spanning more than ``MAX_FINE_BINS`` bins (sparse keys, open-ended last rows) are not
-   exploded; they take a second path joined on the keys alone, so rows never multiply without bound.
-4. The matched ``(keys, event_ts)`` then fetch the feature columns exactly as in ``"union"``.
-
-Feature rows tied on (keys, event time[, sequence]) both come back from the fetch, which counts
-them (``"union-wide"`` marks them in its window); :func:`create_training_set` raises
-``DuplicateKeyError`` for a tie behind a match.
+Feature rows tied on (keys, event time[, sequence]) cannot make an arbitrary pick:
+:func:`create_training_set` raises ``DuplicateKeyError`` for a tie behind a match.
 
 "As known at" mode (``known_at=<column>``): a row only counts once it had been written, i.e. when
 ``known_at <= spine_ts`` as well. The answer at ``t`` is the latest row by event time among the
-rows visible at ``t``; it only changes when a newly visible row is later than every row visible
-before, so the validity intervals are computed over those "record" rows and the join is the same.
-Rows with a null ``known_at`` never count. A MERGE that corrects a row in place overwrites what
-was known before; keep corrections as new rows (e.g. the append-only bronze layer, or a sequence
-column) where the old value must stay visible to earlier spine times.
+rows visible at ``t``. Rows with a null ``known_at`` never count. A MERGE that corrects a row in
+place overwrites what was known before; keep corrections as new rows (e.g. the append-only bronze
+layer, or a sequence column) where the old value must stay visible to earlier spine times.
+
+How the join works (one function, used by training and inference alike): three exact plans, and
+by default (``plan="auto"``) each lookup picks one (:mod:`sparkfs.pit.planner`):
+
+- ``"union"`` and ``"union-wide"`` (:mod:`sparkfs.pit.union`): spine and feature rows are
+  shuffled and sorted by key once, and a window gives each spine row the last feature row before
+  it; ``"union"`` moves only the narrow columns and then fetches the matched rows' features
+  (:mod:`sparkfs.pit.fetch`), ``"union-wide"`` carries the features through the window;
+- ``"intervals"`` (:mod:`sparkfs.pit.intervals`): an SCD type 2 view of the table joined as an
+  equi-join on (keys, time bin) plus a range condition, so a hot key spreads over many tasks.
+
+Each build is checked afterwards (:mod:`sparkfs.pit.checks`).
 
 Example::
 
@@ -65,83 +45,56 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import reduce
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from sparkfs.core.checks import require_columns
-from sparkfs.core.errors import (
-    ColumnNameClashError,
-    DuplicateKeyError,
-    LookupKeyError,
-    SchemaMismatchError,
-    SparkfsError,
-    TrainingSetInvariantError,
+from sparkfs.core.errors import SparkfsError, TrainingSetInvariantError
+from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.pit import planner
+from sparkfs.pit.checks import check_training_set
+from sparkfs.pit.columns import all_of, column
+from sparkfs.pit.fetch import fetch_features
+from sparkfs.pit.intervals import interval_join
+from sparkfs.pit.lookup import (
+    INTERNAL_PREFIX,
+    FeatureLookup,
+    ResolvedLookup,
+    TableLayout,
+    check_spine_names,
+    micros,
+    resolve,
+    spine_bounds,
 )
-from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
 from sparkfs.pit.spec import LookupSpec, SpineSource, TrainingSetSpec
+from sparkfs.pit.union import union_join
+
+__all__ = [
+    "FeatureLookup",
+    "TrainingSet",
+    "as_of_join",
+    "create_training_set",
+    "rebuild_training_set",
+]
 
 log = logging.getLogger(__name__)
 
 FEATURE_LAYER = "gold"
-# Intervals covering more bins than this take the keys-only path instead of being exploded.
-MAX_FINE_BINS = 8
-# The bin size is this quantile of the gaps between consecutive rows of a key (row-weighted, so
-# dense keys, where skew hurts, decide), estimated on a sample of about SAMPLE_ROWS rows.
-GAP_QUANTILE = 0.25
-SAMPLE_ROWS = 200_000
-_INTERNAL = "__pit"
-PLANS = ("auto", "intervals", "union", "union-wide")
-# "auto" takes the binned-interval plan when one key holds more rows than this many tasks' fair
-# share (so one task of a key-partitioned sort would dominate); otherwise union + window wins.
-HOT_KEY_TASKS = 2
-# Spines up to this many rows have their matched (keys, event time) broadcast, so only the matched
-# wide feature rows are shuffled (about 16 bytes + the keys per row on the driver and executors).
-BROADCAST_MATCH_ROWS = 2_000_000
-# Before a window over (keys, time), rows are sorted on one long: PRESORT_HASH_BITS of a hash of
-# the keys, then the time in steps of 2**PRESORT_STEP_BITS order units (2 per microsecond: about
-# 4 ms steps, PRESORT_TIME_BITS of them: 71 years back from the last spine time). See _presorted.
-PRESORT_HASH_BITS = 24
-PRESORT_TIME_BITS = 39
-PRESORT_STEP_BITS = 13
-
-
-@dataclass(frozen=True)
-class FeatureLookup:
-    """Which features to take from which gold feature table, and how to match them to the spine.
-
-    ``lookup_key`` names the spine columns that hold the table's keys: a list of names equal to
-    the table's keys (``sparkfs.keys``), or a mapping ``{table_key: spine_column}`` when they are
-    named differently. ``timestamp_lookup_key`` is the spine's timestamp column (default: the
-    ``timestamp_key`` of :func:`create_training_set`); static tables ignore it. ``features``
-    defaults to every column that is not a key, the event time, the sequence or ``known_at``.
-    Output columns are ``<prefix>_<feature>`` (or ``<feature>`` without a prefix). ``lookback``
-    keeps rows with ``feature_ts > spine_ts - lookback`` only: the window ``(t - lookback, t]``.
-    ``known_at`` names a column of the table holding when each row was written (e.g. its ingest
-    time): rows written after the spine time do not count, so late rows do not leak.
-    """
-
-    table: str
-    lookup_key: str | Sequence[str] | Mapping[str, str]
-    timestamp_lookup_key: str | None = None
-    features: Sequence[str] | None = None
-    lookback: timedelta | None = None
-    prefix: str | None = None
-    known_at: str | None = None
 
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """A built training set: the rows, the spec to rebuild them, and the invariants checked."""
+    """A built training set: the rows, the spec to rebuild them, and the invariants checked.
+
+    ``plans`` says which plan joined each lookup and why, keyed ``"<index>:<table>@v<version>"``
+    (the lookup's position in the list first, so two lookups on one table both show).
+    """
 
     df: DataFrame
     spec: TrainingSetSpec
@@ -153,23 +106,11 @@ class TrainingSet:
 
 
 @dataclass(frozen=True)
-class _Lookup:
-    """A lookup validated against its table and the spine: everything the join needs."""
+class _PinnedTable:
+    """A lookup's feature table as one build reads it: a Delta version and the table's layout."""
 
-    index: int
-    feature_df: DataFrame
-    key_map: tuple[tuple[str, str], ...]  # (table key, spine column)
-    event_time: str | None
-    spine_time: str | None
-    sequence: str | None
-    known_at: str | None
-    features: tuple[str, ...]
-    outputs: tuple[str, ...]
-    lookback: timedelta | None
-    what: str
-
-    def col(self, name: str) -> str:
-        return f"{_INTERNAL}{self.index}_{name}"
+    version: int
+    layout: TableLayout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,18 +145,31 @@ def create_training_set(
                                  [FeatureLookup("weather", ["origin"], "sched_dep")], label="y")
     """
     spine_df, spine_spec = _read_spine(lake, spine, None)
-    versions = {lk.table: lake.version(FEATURE_LAYER, lk.table) for lk in lookups}
-    return _build(lake, spine_df, spine_spec, lookups, versions, label, timestamp_key, plan, bin_size)
+    current = {table: _current_table(lake, table) for table in dict.fromkeys(lk.table for lk in lookups)}
+    tables = [current[lk.table] for lk in lookups]
+    return _build(lake, spine_df, spine_spec, lookups, tables, label, timestamp_key, plan, bin_size)
 
 
 def rebuild_training_set(
-    lake: Lakehouse, spec: TrainingSetSpec | Mapping[str, Any], spine: DataFrame | None = None
+    lake: Lakehouse,
+    spec: TrainingSetSpec | Mapping[str, Any],
+    spine: DataFrame | None = None,
+    *,
+    plan: str = "auto",
+    bin_size: timedelta | None = None,
 ) -> TrainingSet:
     """Rebuild a training set from its spec: every table at the Delta version the spec recorded.
 
-    Later MERGEs and backfills do not change the result. A spine that was a table is read at its
-    recorded version; a spine that was a DataFrame must be passed again as ``spine``. ``spec`` may
-    be the typed spec or its JSON dict (as logged with a model).
+    Later MERGEs and backfills do not change the result, nor do later changes of a table's
+    ``sparkfs.*`` properties: each table is read with the keys, event time and sequence column
+    the spec recorded. A spine that was a table is read at its recorded version; a spine that was
+    a DataFrame must be passed again as ``spine``. ``spec`` may be the typed spec or its JSON dict
+    (as logged with a model). ``plan`` and ``bin_size`` choose how to join, as in
+    :func:`create_training_set`; every plan returns the same rows.
+
+    Example::
+
+        rebuilt = rebuild_training_set(lake, TrainingSetSpec.from_json(logged_json))
     """
     if not isinstance(spec, TrainingSetSpec):
         spec = TrainingSetSpec.from_dict(spec)
@@ -240,8 +194,11 @@ def rebuild_training_set(
         )
         for lk in spec.lookups
     ]
-    versions = {lk.table: lk.version for lk in spec.lookups}
-    rebuilt = _build(lake, spine_df, spine_spec, lookups, versions, spec.label, None, "auto", None)
+    tables = [
+        _PinnedTable(lk.version, TableLayout(tuple(lk.lookup_key), lk.event_time, lk.sequence))
+        for lk in spec.lookups
+    ]
+    rebuilt = _build(lake, spine_df, spine_spec, lookups, tables, spec.label, None, plan, bin_size)
     if rebuilt.checks["rows"] != spec.rows:
         raise TrainingSetInvariantError(
             f"rebuilt training set has {rebuilt.checks['rows']} rows; the spec recorded {spec.rows}"
@@ -269,9 +226,10 @@ def as_of_join(
     ``keys`` are the feature DataFrame's key columns (present under the same names in the spine,
     or a mapping ``{feature_key: spine_column}``); ``event_time=None`` makes it a static key
     lookup. Time rule as in the module docstring: ``feature_ts <= spine_ts``, latest whole row,
-    window ``(t - lookback, t]``. Runs two small aggregate jobs (spine time range, bin size); the
-    join itself is lazy. It does not check for ties on (keys, event_time): feature tables are
-    unique by construction, and :func:`create_training_set` checks it.
+    window ``(t - lookback, t]`` (a lookback longer than Spark's timestamp range, e.g.
+    ``timedelta.max``, is no lookback). Runs two small aggregate jobs (spine time range, bin
+    size); the join itself is lazy. It does not check for ties on (keys, event_time): feature
+    tables are unique by construction, and :func:`create_training_set` checks it.
 
     Example::
 
@@ -282,10 +240,12 @@ def as_of_join(
     lookup = FeatureLookup(
         "<DataFrame>", keys, spine_time, features, lookback, prefix, known_at
     )
-    resolved = _resolve(lookup, 0, spine_df, feature_df, table_keys, event_time, sequence, None, set())
-    bounds, spine_rows = _spine_bounds(spine_df, [resolved])
-    out = _join_lookup(spine_df, resolved, bounds, spine_rows, plan, _micros(bin_size), {})
-    return out.drop(*[c for c in out.columns if c.startswith(_INTERNAL)])
+    check_spine_names(spine_df)
+    layout = TableLayout(tuple(table_keys), event_time, sequence)
+    resolved = resolve(lookup, 0, spine_df, feature_df, layout, None, spine_df.columns)
+    bounds, spine_rows = spine_bounds(spine_df, [resolved])
+    out = _join_lookup(spine_df, resolved, bounds, spine_rows, plan, micros(bin_size), {})
+    return out.drop(*[c for c in out.columns if c.startswith(INTERNAL_PREFIX)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,12 +265,23 @@ def _read_spine(
     return lake.read(layer, table, version=pinned), source
 
 
+def _current_table(lake: Lakehouse, table: str) -> _PinnedTable:
+    """A feature table's current version, with the layout its table properties declare."""
+    version = lake.version(FEATURE_LAYER, table)
+    what = _table_what(lake, table, version)
+    return _PinnedTable(version, TableLayout.from_properties(lake.properties(FEATURE_LAYER, table), what))
+
+
+def _table_what(lake: Lakehouse, table: str, version: int) -> str:
+    return f"{lake.name(FEATURE_LAYER, table)}@v{version}"
+
+
 def _build(
     lake: Lakehouse,
     spine_df: DataFrame,
     spine_spec: SpineSource,
     lookups: Sequence[FeatureLookup],
-    versions: Mapping[str, int],
+    tables: Sequence[_PinnedTable],
     label: str | None,
     timestamp_key: str | None,
     plan: str,
@@ -320,43 +291,28 @@ def _build(
         raise SparkfsError("create_training_set needs at least one FeatureLookup")
     if label is not None:
         require_columns(spine_df, [label], "the spine")
-    clash = [c for c in spine_df.columns if c.startswith(_INTERNAL)]
-    if clash:
-        raise ColumnNameClashError(f"spine columns {clash} use the reserved prefix '{_INTERNAL}'")
-    taken = set(spine_df.columns)
-    resolved: list[_Lookup] = []
-    for i, lookup in enumerate(lookups):
+    check_spine_names(spine_df)
+    taken = list(spine_df.columns)
+    resolved: list[ResolvedLookup] = []
+    for i, (lookup, table) in enumerate(zip(lookups, tables, strict=True)):
         if lookup.timestamp_lookup_key is None and timestamp_key is not None:
             lookup = FeatureLookup(
                 lookup.table, lookup.lookup_key, timestamp_key, lookup.features,
                 lookup.lookback, lookup.prefix, lookup.known_at,
             )
-        props = lake.properties(FEATURE_LAYER, lookup.table)
-        what = f"{lake.name(FEATURE_LAYER, lookup.table)}@v{versions[lookup.table]}"
-        if not props.get(KEYS_PROPERTY):
-            raise LookupKeyError(
-                f"{what} is not a feature table: it has no '{KEYS_PROPERTY}' table property "
-                f"(properties: {sorted(props)})"
-            )
-        table_keys = [k.strip() for k in props[KEYS_PROPERTY].split(",") if k.strip()]
-        feature_df = lake.read(FEATURE_LAYER, lookup.table, version=versions[lookup.table])
-        resolved.append(
-            _resolve(
-                lookup, i, spine_df, feature_df, table_keys,
-                props.get(EVENT_TIME_PROPERTY) or None, props.get(SEQUENCE_PROPERTY) or None,
-                what, taken,
-            )
-        )
-        taken |= set(resolved[-1].outputs)
+        what = _table_what(lake, lookup.table, table.version)
+        feature_df = lake.read(FEATURE_LAYER, lookup.table, version=table.version)
+        resolved.append(resolve(lookup, i, spine_df, feature_df, table.layout, what, taken))
+        taken += resolved[-1].outputs
 
-    bounds, spine_rows = _spine_bounds(spine_df, resolved)
+    bounds, spine_rows = spine_bounds(spine_df, resolved)
     joined = spine_df
     plans: dict[str, str] = {}
     for lk in resolved:
-        joined = _join_lookup(joined, lk, bounds, spine_rows, plan, _micros(bin_size), plans)
+        joined = _join_lookup(joined, lk, bounds, spine_rows, plan, micros(bin_size), plans)
     joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
-    checks = _check(joined, spine_rows, resolved)
-    out = joined.select(*spine_df.columns, *[o for lk in resolved for o in lk.outputs])
+    checks = check_training_set(joined, spine_rows, resolved)
+    out = joined.select(*[column(c) for c in [*spine_df.columns, *(o for lk in resolved for o in lk.outputs)]])
     spec = TrainingSetSpec(
         spine=spine_spec,
         label=label,
@@ -364,7 +320,7 @@ def _build(
         lookups=[
             LookupSpec(
                 table=lookups[lk.index].table,
-                version=versions[lookups[lk.index].table],
+                version=tables[lk.index].version,
                 lookup_key=dict(lk.key_map),
                 timestamp_lookup_key=lk.spine_time,
                 event_time=lk.event_time,
@@ -372,7 +328,7 @@ def _build(
                 known_at=lk.known_at,
                 features=list(lk.features),
                 outputs=list(lk.outputs),
-                lookback_us=_micros(lk.lookback),
+                lookback_us=micros(lk.lookback),
                 prefix=lookups[lk.index].prefix,
             )
             for lk in resolved
@@ -382,171 +338,9 @@ def _build(
     return TrainingSet(out, spec, checks, plans)
 
 
-def _check(joined: DataFrame, spine_rows: int, lookups: Sequence[_Lookup]) -> dict[str, int]:
-    """One aggregate pass over the (persisted) result: row count, time-rule and tie violations."""
-    aggs = [F.count(F.lit(1)).alias("rows")]
-    for lk in lookups:
-        if lk.event_time is None:
-            continue
-        matched, spine_us = F.col(lk.col("mt")), F.unix_micros(F.col(lk.spine_time or ""))
-        aggs.append(F.count(F.when(matched > spine_us, 1)).alias(f"{lk.index}_after_spine"))
-        if lk.lookback is not None:
-            too_old = matched <= spine_us - F.lit(_micros(lk.lookback))
-            aggs.append(F.count(F.when(too_old, 1)).alias(f"{lk.index}_before_lookback"))
-        aggs.append(F.count(F.when(F.col(lk.col("tie")), 1)).alias(f"{lk.index}_ties"))
-        aggs.append(F.count(matched).alias(f"{lk.index}_matched"))
-    row = joined.agg(*aggs).first()
-    assert row is not None
-    checks = {k: int(v) for k, v in row.asDict().items()}
-    checks["spine_rows"] = spine_rows
-    for lk in lookups:
-        ties = checks.get(f"{lk.index}_ties", 0)
-        if ties:
-            sample = (
-                joined.where(F.col(lk.col("tie")))
-                .select(*[s for _, s in lk.key_map], F.col(lk.spine_time or ""))
-                .limit(3).collect()
-            )
-            raise DuplicateKeyError(
-                f"{lk.what} has more than one row per (keys, {lk.event_time})"
-                + (f", {lk.sequence}" if lk.sequence else "")
-                + f" behind {ties} spine rows, and no sequence column decides; e.g. spine rows "
-                f"{[r.asDict() for r in sample]}"
-            )
-    if checks["rows"] != checks["spine_rows"]:
-        static = [lk.what for lk in lookups if lk.event_time is None]
-        raise TrainingSetInvariantError(
-            f"training set has {checks['rows']} rows but the spine has {checks['spine_rows']}"
-            + (f"; static tables {static} may hold duplicate keys" if static else "")
-        )
-    bad = {k: v for k, v in checks.items() if k.endswith(("after_spine", "before_lookback")) and v}
-    if bad:
-        raise TrainingSetInvariantError(f"point-in-time rule violated: {bad}")
-    return checks
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-# ---------------------------------------------------------------------------------------------
-
-
-def _resolve(
-    lookup: FeatureLookup,
-    index: int,
-    spine_df: DataFrame,
-    feature_df: DataFrame,
-    table_keys: Sequence[str],
-    event_time: str | None,
-    sequence: str | None,
-    what: str | None,
-    taken: set[str],
-) -> _Lookup:
-    what = what or "the feature DataFrame"
-    lk_key = lookup.lookup_key
-    if isinstance(lk_key, Mapping):
-        key_map = {str(k): str(v) for k, v in lk_key.items()}
-    else:
-        names = [lk_key] if isinstance(lk_key, str) else list(lk_key)
-        key_map = {k: k for k in names}
-    if sorted(key_map) != sorted(table_keys):
-        raise LookupKeyError(
-            f"lookup key {sorted(key_map)} is not the key of {what}: its keys are {list(table_keys)}"
-            " (name the spine columns with a mapping {table_key: spine_column} if they differ)"
-        )
-    ordered = tuple((k, key_map[k]) for k in table_keys)
-    require_columns(feature_df, [*table_keys, *([event_time] if event_time else [])], what)
-    require_columns(spine_df, [s for _, s in ordered], "the spine")
-    ftypes, stypes = dict(feature_df.dtypes), dict(spine_df.dtypes)
-    for k, s in ordered:
-        if ftypes[k] != stypes[s]:
-            raise SchemaMismatchError(
-                f"key column types differ: spine '{s}' is {stypes[s]}, {what} '{k}' is {ftypes[k]}"
-            )
-    spine_time = lookup.timestamp_lookup_key
-    if event_time is None:
-        if lookup.lookback is not None or lookup.known_at is not None:
-            raise SparkfsError(f"{what} is a static table (no event time): lookback and known_at do not apply")
-        spine_time = None
-    else:
-        if spine_time is None:
-            raise SchemaMismatchError(
-                f"{what} has event time '{event_time}': set timestamp_lookup_key (or timestamp_key)"
-            )
-        require_columns(spine_df, [spine_time], "the spine")
-        schema = {f.name: f.dataType for f in feature_df.schema.fields}
-        spine_schema = {f.name: f.dataType for f in spine_df.schema.fields}
-        extra = [c for c in (lookup.known_at,) if c]
-        require_columns(feature_df, extra, what)
-        for col, dtype, where in [
-            (spine_time, spine_schema[spine_time], "the spine"),
-            (event_time, schema[event_time], what),
-            *[(c, schema[c], what) for c in extra],
-        ]:
-            if not isinstance(dtype, T.TimestampType):
-                raise SchemaMismatchError(
-                    f"'{col}' in {where} is {dtype.simpleString()}; point-in-time joins compare "
-                    "instants and need timestamp (TimestampType; cast timestamp_ntz with a time zone)"
-                )
-        if lookup.lookback is not None and lookup.lookback <= timedelta(0):
-            raise SparkfsError(f"lookback must be positive, got {lookup.lookback}")
-    if sequence:
-        require_columns(feature_df, [sequence], what)
-    reserved = {*table_keys, *(c for c in (event_time, sequence, lookup.known_at) if c)}
-    if lookup.features is None:
-        features = tuple(c for c in feature_df.columns if c not in reserved)
-    else:
-        features = tuple(lookup.features)
-        require_columns(feature_df, list(features), what)
-    outputs = tuple(f"{lookup.prefix}_{f}" if lookup.prefix else f for f in features)
-    clashes = sorted({o for o in outputs if o in taken or outputs.count(o) > 1})
-    if clashes:
-        raise ColumnNameClashError(
-            f"feature columns {clashes} from {what} clash with spine or earlier feature columns; "
-            "set a prefix on the FeatureLookup"
-        )
-    return _Lookup(
-        index, feature_df, ordered, event_time, spine_time, sequence, lookup.known_at,
-        features, outputs, lookup.lookback, what,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# The join
-# ---------------------------------------------------------------------------------------------
-
-
-def _micros(delta: timedelta | None) -> int | None:
-    if delta is None:
-        return None
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _spine_bounds(
-    spine_df: DataFrame, lookups: Sequence[_Lookup]
-) -> tuple[dict[str, tuple[int, int] | None], int]:
-    """Min and max spine time (microseconds) per spine timestamp column, and the spine's row
-    count, in one aggregate job."""
-    cols = sorted({lk.spine_time for lk in lookups if lk.spine_time})
-    aggs = [F.count(F.lit(1)).alias("rows")]
-    for i, c in enumerate(cols):
-        us = F.unix_micros(F.col(c))
-        aggs += [F.min(us).alias(f"lo{i}"), F.max(us).alias(f"hi{i}")]
-    row = spine_df.agg(*aggs).first()
-    assert row is not None
-    bounds = {
-        c: None if row[f"lo{i}"] is None else (int(row[f"lo{i}"]), int(row[f"hi{i}"]))
-        for i, c in enumerate(cols)
-    }
-    return bounds, int(row["rows"])
-
-
-def _all(conditions: Sequence[Column]) -> Column:
-    return reduce(lambda a, b: a & b, conditions)
-
-
 def _join_lookup(
     spine_df: DataFrame,
-    lk: _Lookup,
+    lk: ResolvedLookup,
     bounds: Mapping[str, tuple[int, int] | None],
     spine_rows: int,
     plan: str,
@@ -555,16 +349,16 @@ def _join_lookup(
 ) -> DataFrame:
     """Left-join one lookup's features onto the spine; adds the outputs and internal check columns.
 
-    Records the plan it ran (and why) in ``chosen[lk.what]``.
+    Records the plan it ran (and why) in ``chosen[lk.label]``.
     """
-    keys = [lk.col(f"k{j}") for j in range(len(lk.key_map))]
-    renamed_keys = [F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)]
-    on_keys = [F.col(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
-    outputs = [F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)]
+    keys = lk.keys
+    renamed_keys = [column(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)]
+    on_keys = [column(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
+    outputs = [column(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)]
     if lk.event_time is None:
-        chosen[lk.what] = "key lookup (static table)"
+        chosen[lk.label] = "key lookup (static table)"
         static = lk.feature_df.select(*renamed_keys, *outputs)
-        return spine_df.join(static, _all(on_keys), "left").drop(*keys)
+        return spine_df.join(static, all_of(on_keys), "left").drop(*keys)
 
     assert lk.spine_time is not None
     span = bounds.get(lk.spine_time)
@@ -574,341 +368,32 @@ def _join_lookup(
         return spine_df.select("*", *nulls, F.lit(None).cast("long").alias(lk.col("mt")),
                                F.lit(False).alias(lk.col("tie")))
     lo, hi = span
-    lookback = _micros(lk.lookback)
-    ts, seq, mt, mq = lk.col("ts"), lk.col("seq"), lk.col("mt"), lk.col("mq")
+    lookback = micros(lk.lookback)
 
     # Rows after the last spine time never match; with a lookback, nor do rows too old for the first.
-    relevant = F.col(lk.event_time).isNotNull() & (F.unix_micros(F.col(lk.event_time)) <= hi)
+    event_us = F.unix_micros(column(lk.event_time))
+    relevant = event_us.isNotNull() & (event_us <= hi)
     if lookback is not None:
-        relevant &= F.unix_micros(F.col(lk.event_time)) > lo - lookback
+        relevant &= event_us > lo - lookback
     feature_df = lk.feature_df.where(relevant)
 
-    if plan not in PLANS:
-        raise SparkfsError(f"unknown plan {plan!r}: expected one of {PLANS}")
+    if plan not in planner.PLANS:
+        raise SparkfsError(f"unknown plan {plan!r}: expected one of {planner.PLANS}")
     if plan.startswith("union") and lk.known_at:
         raise SparkfsError(f"plan '{plan}' does not support known_at; use 'intervals' or 'auto'")
     size = bin_us
     if plan == "auto":
-        plan = _choose_plan(feature_df, lk, spine_df, spine_rows, chosen)
+        plan = planner.choose_plan(feature_df, lk, spine_df, spine_rows, chosen)
     if plan == "intervals" and size is None:
-        gap, _ = _sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
+        gap, _ = planner.sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
         size = max(1, gap or hi - lo + 1)
-    chosen.setdefault(lk.what, plan)
-    log.info("point-in-time join of %s: plan %s", lk.what, chosen[lk.what])
+    chosen.setdefault(lk.label, plan)
+    log.info("point-in-time join of %s: plan %s", lk.label, chosen[lk.label])
     if plan == "union-wide":
-        return _union_join(spine_df, feature_df, lk, keys, hi, wide=True)
+        return union_join(spine_df, feature_df, lk, hi, wide=True)
     if plan == "union":
-        matched = _union_join(spine_df, feature_df, lk, keys, hi, wide=False)
-        return _fetch(matched, feature_df, lk, keys, spine_rows)
-
-    assert size is not None
-    intervals = _intervals(feature_df, lk, keys, lo, hi)
-    start, end = F.col(lk.col("start")), F.col(lk.col("end"))
-    first_bin = F.floor(F.greatest(start, F.lit(lo)) / size)
-    last_bin = F.floor((end - 1) / size)
-    is_fine = last_bin - first_bin < MAX_FINE_BINS
-
-    spine_us, spine_bin = lk.col("sus"), lk.col("sbin")
-    spine = spine_df.withColumn(spine_us, F.unix_micros(F.col(lk.spine_time))).withColumn(
-        spine_bin, F.floor(F.col(spine_us) / size)
-    )
-    carried = [ts, *([seq] if lk.sequence else [])]
-
-    def in_interval(suffix: str) -> Column:
-        return (F.col(lk.col("start") + suffix) <= F.col(spine_us)) & (
-            F.col(spine_us) < F.col(lk.col("end") + suffix)
-        )
-
-    def side(df: DataFrame, suffix: str, extra: Sequence[str]) -> DataFrame:
-        cols = [*keys, *extra, lk.col("start"), lk.col("end"), *carried]
-        return df.select(*[F.col(c).alias(c + suffix) for c in cols])
-
-    def key_eq(suffix: str) -> list[Column]:
-        return [F.col(s) == F.col(n + suffix) for (_, s), n in zip(lk.key_map, keys, strict=True)]
-
-    fine = intervals.where(is_fine).withColumn(
-        lk.col("bin"), F.explode(F.sequence(first_bin, last_bin))
-    )
-    fine_side = side(fine, "_f", [lk.col("bin")])
-    step1 = spine.join(
-        fine_side,
-        _all([*key_eq("_f"), F.col(spine_bin) == F.col(lk.col("bin") + "_f"), in_interval("_f")]),
-        "left",
-    )
-    long_side = side(intervals.where(~is_fine), "_l", [])
-    step2 = step1.join(long_side, _all([*key_eq("_l"), in_interval("_l")]), "left")
-    matched = step2.select(
-        *spine_df.columns,
-        F.coalesce(F.col(ts + "_f"), F.col(ts + "_l")).alias(mt),
-        *([F.coalesce(F.col(seq + "_f"), F.col(seq + "_l")).alias(mq)] if lk.sequence else []),
-    )
-
-    return _fetch(matched, feature_df, lk, keys, spine_rows)
-
-
-def _fetch(
-    matched: DataFrame, feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], spine_rows: int
-) -> DataFrame:
-    """Fetch the feature columns of each spine row's matched row: an equi-join on (keys, event
-    time[, sequence]) of ``matched`` (spine columns + ``mt``/``mq``) with the table.
-
-    Only the matched rows are needed, at most one per spine row. When the spine is small enough
-    to broadcast its matches (``BROADCAST_MATCH_ROWS``), the table is first cut down to those rows
-    with a broadcast semi-join, in the scan, so the wide rows that get shuffled are the matched
-    ones, not the whole table. ``matched`` is used twice then, so it is checkpointed locally
-    (computed once, dropped with the DataFrame). Bigger spines join the whole table.
-    """
-    assert lk.event_time is not None
-    ts, seq, mt, mq = lk.col("ts"), lk.col("seq"), lk.col("mt"), lk.col("mq")
-    wide = feature_df.select(
-        *[F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
-        F.unix_micros(F.col(lk.event_time)).alias(ts),
-        *([F.col(lk.sequence).alias(seq)] if lk.sequence else []),
-        *[F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True)],
-    )
-    if spine_rows <= BROADCAST_MATCH_ROWS:
-        matched = matched.localCheckpoint(eager=False)
-        wanted = matched.where(F.col(mt).isNotNull()).select(
-            *[F.col(s).alias(k + "_m") for (_, s), k in zip(lk.key_map, keys, strict=True)],
-            F.col(mt).alias(ts + "_m"),
-            *([F.col(mq).alias(seq + "_m")] if lk.sequence else []),
-        ).distinct()
-        same = [F.col(c) == F.col(c + "_m") for c in [*keys, ts]]
-        if lk.sequence:
-            same.append(F.col(seq).eqNullSafe(F.col(seq + "_m")))
-        wide = wide.join(F.broadcast(wanted), _all(same), "left_semi")
-    # Two fetched rows for one (keys, time[, sequence]) are a tie: counted on the side the join
-    # shuffles by those columns anyway.
-    rows_per_match = F.count(F.lit(1)).over(Window.partitionBy(*keys, ts, *([seq] if lk.sequence else [])))
-    wide = wide.withColumn(lk.col("tie"), rows_per_match > 1)
-    fetch_on = [F.col(s) == F.col(n) for (_, s), n in zip(lk.key_map, keys, strict=True)]
-    fetch_on.append(F.col(mt) == F.col(ts))
-    if lk.sequence:
-        fetch_on.append(F.col(mq).eqNullSafe(F.col(seq)))
-    out = matched.join(wide, _all(fetch_on), "left")
-    tie = F.coalesce(F.col(lk.col("tie")), F.lit(False)).alias(lk.col("tie"))
-    return out.select(*[c for c in matched.columns if c not in (mq,)], *lk.outputs, tie)
-
-
-def _intervals(feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], lo: int, hi: int) -> DataFrame:
-    """The SCD type 2 view: one row per feature row that can win, with ``[start, end)`` in micros.
-
-    ``end`` is the next row's time (same key), capped by ``event_ts + lookback`` (so the lookback
-    window ``(t - L, t]`` holds) and by ``hi + 1``; rows whose interval is empty or ends before the
-    first spine time are dropped. Only narrow columns are shuffled here. Rows tied on (keys, event
-    time[, sequence]) all reach :func:`_fetch`, which reports them.
-    """
-    ts, seq, start, end = (lk.col(c) for c in ("ts", "seq", "start", "end"))
-    order_cols = [ts, *([seq] if lk.sequence else [])]
-    not_null_keys = [F.col(k).isNotNull() for k, _ in lk.key_map]
-    cols = [
-        *[F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
-        F.unix_micros(F.col(lk.event_time or "")).alias(ts),
-        *([F.col(lk.sequence).alias(seq)] if lk.sequence else []),
-        *([F.unix_micros(F.col(lk.known_at)).alias(lk.col("known"))] if lk.known_at else []),
-    ]
-    df = feature_df.where(_all(not_null_keys)).select(*cols)
-    if lk.known_at:
-        df = df.where(F.col(lk.col("known")).isNotNull())
-    df = _presorted(df, keys, F.col(ts) * 2, 2 * hi + 1)
-    by_time = Window.partitionBy(*keys).orderBy(*[F.col(c).asc_nulls_first() for c in order_cols])
-
-    lookback = _micros(lk.lookback)
-    if lk.known_at is None:
-        df = df.withColumn(start, F.col(ts)).withColumn(
-            lk.col("next"), F.lead(F.col(ts)).over(by_time)
-        )
+        matched = union_join(spine_df, feature_df, lk, hi, wide=False)
     else:
-        # Visible from max(event time, known time). A row starts an interval only if it is later
-        # (by event time, then sequence) than every row that became visible before it.
-        rank = lk.col("rank")
-        df = df.withColumn(rank, F.dense_rank().over(by_time)).withColumn(
-            start, F.greatest(F.col(ts), F.col(lk.col("known")))
-        )
-        by_visible = Window.partitionBy(*keys).orderBy(start, rank)
-        before = F.max(rank).over(by_visible.rowsBetween(Window.unboundedPreceding, -1))
-        df = df.withColumn(lk.col("before"), before)
-        df = df.where(F.col(lk.col("before")).isNull() | (F.col(rank) > F.col(lk.col("before"))))
-        df = df.withColumn(lk.col("next"), F.lead(F.col(start)).over(by_visible))
-    caps = [F.col(lk.col("next")), F.lit(hi + 1)]
-    if lookback is not None:
-        caps.append(F.col(ts) + F.lit(lookback))
-    df = df.withColumn(end, F.least(*caps))
-    return df.where((F.col(end) > F.col(start)) & (F.col(end) > lo)).select(
-        *keys, ts, *([seq] if lk.sequence else []), start, end
-    )
-
-
-def _choose_plan(
-    feature_df: DataFrame, lk: _Lookup, spine_df: DataFrame, spine_rows: int, chosen: dict[str, str]
-) -> str:
-    """``plan="auto"``: intervals for ``known_at`` or a hot key, else union (narrow while the
-    spine's matches can be broadcast, wide above that). Records the reason in ``chosen``.
-
-    A hot key is one holding more rows than ``HOT_KEY_TASKS`` tasks' fair share; with so few
-    tasks running at once that the share is 100% or more (a 1- or 2-core machine), no key can,
-    and the table is not sampled at all.
-    """
-    assert lk.event_time is not None
-    limit = HOT_KEY_TASKS / _parallelism(spine_df)
-    small = spine_rows <= BROADCAST_MATCH_ROWS
-    union = "union" if small else "union-wide"
-    matches = (f"{spine_rows:,} spine rows {'within' if small else 'over'} "
-               f"{BROADCAST_MATCH_ROWS:,}: matches {'broadcast' if small else 'not broadcast'}")
-    if lk.known_at:
-        plan, why = "intervals", "known_at needs intervals"
-    elif limit >= 1:
-        plan, why = union, f"no key can hold over {limit:.0%} of the rows; {matches}"
-    else:
-        _, hot_share = _sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
-        hot = hot_share > limit
-        plan = "intervals" if hot else union
-        why = (f"hottest key holds {hot_share:.1%} of the rows ({'over' if hot else 'within'} "
-               f"{limit:.1%} = {HOT_KEY_TASKS} tasks' share)" + ("" if hot else f"; {matches}"))
-    chosen[lk.what] = f"{plan}: {why}"
-    return plan
-
-
-def _sample_stats(
-    feature_df: DataFrame, keys: Sequence[str], event_time: str
-) -> tuple[int | None, float]:
-    """From a sample of about ``SAMPLE_ROWS`` rows: a bin size and the hottest key's share of rows.
-
-    The bin size is a low quantile (``GAP_QUANTILE``) of the gaps between a key's consecutive rows,
-    row-weighted so dense keys, where skew hurts, decide; the gaps in a sample with fraction ``p``
-    are about ``1/p`` times the real ones. Two cheap jobs (a count, windows over the sample). The
-    result chooses speed, never rows.
-    """
-    total = feature_df.count()
-    if total == 0:
-        return None, 0.0
-    fraction = min(1.0, SAMPLE_ROWS / total)
-    sample = feature_df.select(*keys, F.unix_micros(F.col(event_time)).alias("ts")).sample(
-        fraction=fraction, seed=17
-    )
-    per_key = Window.partitionBy(*keys)
-    gap = F.lead("ts").over(per_key.orderBy("ts")) - F.col("ts")
-    row = (
-        sample.select(gap.alias("gap"), F.count(F.lit(1)).over(per_key).alias("n"))
-        .agg(
-            F.percentile_approx(F.when(F.col("gap") > 0, F.col("gap")), GAP_QUANTILE).alias("q"),
-            F.max("n").alias("hot"),
-            F.count(F.lit(1)).alias("rows"),
-        )
-        .first()
-    )
-    if row is None or not row["rows"]:
-        return None, 0.0
-    gap_us = None if row["q"] is None else max(1, int(row["q"] * fraction))
-    return gap_us, float(row["hot"]) / float(row["rows"])
-
-
-def _parallelism(df: DataFrame) -> int:
-    """Tasks that run at once: the cores of a local master, else the cluster's default parallelism.
-
-    (Locally ``spark.default.parallelism`` is set to the shuffle partitions, not the cores.)
-    """
-    spark = df.sparkSession
-    try:
-        master = spark.sparkContext.master or ""
-        if master == "local":
-            return 1
-        match = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", master)
-        if match:
-            cores = match.group(1)
-            return max(1, int(cores)) if cores != "*" else os.cpu_count() or 1
-        return max(1, int(spark.sparkContext.defaultParallelism))
-    except Exception:  # Spark Connect has no SparkContext
-        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions") or 1))
-
-
-def _union_join(
-    spine_df: DataFrame, feature_df: DataFrame, lk: _Lookup, keys: Sequence[str], hi: int, *, wide: bool
-) -> DataFrame:
-    """Union + window: one shuffle and sort of both inputs by key.
-
-    Spine and feature rows are sorted together per key by ``order`` = 2 x time + (1 for a spine
-    row), so a feature row at the spine's own time comes first and counts.
-
-    ``wide=False`` (plan ``union``): only (time, sequence) travel. Each spine row takes the
-    greatest (time, sequence) of the feature rows before it, a running ``max`` (cheaper than
-    ``last``, and independent of how tied rows are ordered); :func:`_fetch` gets the features and
-    finds ties. ``wide=True`` (plan ``union-wide``): every feature column travels, and each spine
-    row takes the last feature row before it as **one struct** (whole row, no per-column
-    back-fill); a feature row with the same (time, sequence) as the feature row just before it is
-    marked as a tie (sorted last of its group, it is the one a spine row would take), so ties
-    behind a match are reported.
-    """
-    assert lk.event_time is not None and lk.spine_time is not None
-    ts, seq, is_spine, order, tie, hit = (lk.col(c) for c in ("ts", "seq", "is_spine", "order", "tie", "hit"))
-    seq_type = feature_df.schema[lk.sequence].dataType if lk.sequence else None
-    spine_types = {f.name: f.dataType for f in spine_df.schema.fields}
-    payload = [(o, feature_df.schema[f].dataType) for f, o in zip(lk.features, lk.outputs, strict=True)]
-    if not wide:  # only the matched row's (time, sequence) come out; _fetch gets its features
-        payload = []
-
-    spine_side = spine_df.select(
-        *spine_df.columns,
-        *[F.col(s).alias(k) for (_, s), k in zip(lk.key_map, keys, strict=True)],
-        F.unix_micros(F.col(lk.spine_time)).alias(ts),
-        *([F.lit(None).cast(seq_type).alias(seq)] if seq_type else []),
-        F.lit(True).alias(is_spine),
-        *[F.lit(None).cast(t).alias(o) for o, t in payload],
-    )
-    feature_side = feature_df.where(_all([F.col(k).isNotNull() for k, _ in lk.key_map])).select(
-        *[F.lit(None).cast(spine_types[c]).alias(c) for c in spine_df.columns],
-        *[F.col(k).alias(n) for (k, _), n in zip(lk.key_map, keys, strict=True)],
-        F.unix_micros(F.col(lk.event_time)).alias(ts),
-        *([F.col(lk.sequence).alias(seq)] if lk.sequence else []),
-        F.lit(False).alias(is_spine),
-        *[F.col(f).alias(o) for f, o in zip(lk.features, lk.outputs, strict=True) if wide],
-    )
-    both = spine_side.unionByName(feature_side).withColumn(
-        order, F.col(ts) * 2 + F.col(is_spine).cast("long")
-    )
-    both = _presorted(both, keys, F.col(order), 2 * hi + 1)
-    sort_cols = [order, *([seq] if lk.sequence else [])]
-    by_time = Window.partitionBy(*keys).orderBy(*[F.col(c).asc_nulls_first() for c in sort_cols])
-    running = by_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    if wide:
-        previous_same = _all(
-            [~F.lag(F.col(is_spine)).over(by_time)]
-            + [F.lag(F.col(c)).over(by_time).eqNullSafe(F.col(c)) for c in sort_cols]
-        )
-        both = both.withColumn(tie, F.coalesce(~F.col(is_spine) & previous_same, F.lit(False)))
-        row = F.struct(F.col(ts).alias("ts"), F.col(tie).alias("tie"), *[F.col(o) for o, _ in payload])
-        latest = F.last(F.when(~F.col(is_spine), row), ignorenulls=True).over(running)
-    else:
-        row = F.struct(F.col(ts).alias("ts"), *([F.col(seq).alias("seq")] if lk.sequence else []))
-        latest = F.max(F.when(~F.col(is_spine), row)).over(running)
-    matched = both.withColumn(hit, latest).where(F.col(is_spine))
-    ok = F.col(ts).isNotNull() & F.col(hit).isNotNull()
-    if lk.lookback is not None:
-        ok &= F.col(f"{hit}.ts") > F.col(ts) - F.lit(_micros(lk.lookback))
-    return matched.select(
-        *spine_df.columns,
-        F.when(ok, F.col(f"{hit}.ts")).alias(lk.col("mt")),
-        *([*[F.when(ok, F.col(f"{hit}.{o}")).alias(o) for o, _ in payload],
-           F.coalesce(F.when(ok, F.col(f"{hit}.tie")), F.lit(False)).alias(tie)] if wide
-          else [F.when(ok, F.col(f"{hit}.seq")).alias(lk.col("mq"))] if lk.sequence else []),
-    )
-
-
-def _presorted(df: DataFrame, keys: Sequence[str], order: Column, top: int) -> DataFrame:
-    """``df`` partitioned by ``keys`` the way a window over them needs, and each partition sorted
-    on one long: a hash of the keys, then ``order`` in coarse steps (values up to ``top``).
-
-    Speed only, never rows: the window still sorts by (keys, order) itself. That sort compares
-    whole rows wherever two rows share a key (most comparisons, with ~100 rows per key); a sort on
-    one long is a radix sort, and it leaves the rows in runs that are already in (keys, order)
-    order, which the window's sort (a TimSort) then only has to check: about 1.6x less time for
-    the whole union + window at 1M x 10M rows (``benchmarks/pit_join.py``). Rows whose keys
-    share the hash, or whose times share a step, are put in order by the window's sort as before.
-    """
-    span = 1 << (PRESORT_TIME_BITS + PRESORT_STEP_BITS)
-    since = F.least(F.greatest(order - F.lit(top - span + 1), F.lit(0)), F.lit(span - 1))
-    bucket = F.xxhash64(*[F.col(k) for k in keys]).bitwiseAND(F.lit((1 << PRESORT_HASH_BITS) - 1))
-    sort_key = F.shiftleft(bucket, PRESORT_TIME_BITS).bitwiseOR(
-        F.shiftright(F.coalesce(since, F.lit(0)), PRESORT_STEP_BITS)
-    )
-    return df.repartition(*keys).sortWithinPartitions(sort_key)
+        assert size is not None
+        matched = interval_join(spine_df, feature_df, lk, lo, hi, size)
+    return fetch_features(matched, feature_df, lk, broadcast=planner.broadcasts_matches(spine_rows))

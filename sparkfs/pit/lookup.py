@@ -1,0 +1,267 @@
+"""A feature lookup, and what it becomes once checked against its table and the spine.
+
+:class:`FeatureLookup` is what a user asks for; :class:`TableLayout` is how its table is laid out
+(keys, event time, sequence: read from the table's properties, or from a spec on a rebuild).
+:func:`resolve` checks the lookup against the table's columns and layout and the spine, and
+returns a :class:`ResolvedLookup`: everything the join needs, with the names of the internal
+columns the plans add (all start with :data:`INTERNAL_PREFIX`). Names are compared the way Spark
+compares them (case-insensitively unless ``spark.sql.caseSensitive``), so a clash is reported here
+rather than by Spark as an ambiguous reference. :func:`spine_bounds` measures the spine once for
+all lookups: its row count and the range of each spine timestamp column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkfs.core.checks import require_columns
+from sparkfs.core.errors import (
+    ColumnNameClashError,
+    LookupKeyError,
+    SchemaMismatchError,
+    SparkfsError,
+)
+from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY
+from sparkfs.pit.columns import column
+
+# Every column the join adds for its own use starts with this; user columns may not.
+INTERNAL_PREFIX = "__pit"
+# Spark timestamps run from year 1 to year 9999: a longer lookback cannot exclude a row, so it
+# counts as none (which also keeps ``time +- lookback`` within a long).
+LONGEST_LOOKBACK = datetime.max - datetime.min
+
+
+@dataclass(frozen=True)
+class FeatureLookup:
+    """Which features to take from which gold feature table, and how to match them to the spine.
+
+    ``lookup_key`` names the spine columns that hold the table's keys: a list of names equal to
+    the table's keys (``sparkfs.keys``), or a mapping ``{table_key: spine_column}`` when they are
+    named differently. ``timestamp_lookup_key`` is the spine's timestamp column (default: the
+    ``timestamp_key`` of :func:`create_training_set`); static tables ignore it. ``features``
+    defaults to every column that is not a key, the event time, the sequence or ``known_at``.
+    Output columns are ``<prefix>_<feature>`` (or ``<feature>`` without a prefix). ``lookback``
+    keeps rows with ``feature_ts > spine_ts - lookback`` only: the window ``(t - lookback, t]``;
+    a lookback longer than Spark's whole timestamp range (years 1 to 9999, ``LONGEST_LOOKBACK``;
+    e.g. ``timedelta.max``) excludes nothing and counts as no lookback.
+    ``known_at`` names a column of the table holding when each row was written (e.g. its ingest
+    time): rows written after the spine time do not count, so late rows do not leak.
+    """
+
+    table: str
+    lookup_key: str | Sequence[str] | Mapping[str, str]
+    timestamp_lookup_key: str | None = None
+    features: Sequence[str] | None = None
+    lookback: timedelta | None = None
+    prefix: str | None = None
+    known_at: str | None = None
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How a feature table is laid out: its keys, event time (None: static) and sequence column."""
+
+    keys: tuple[str, ...]
+    event_time: str | None
+    sequence: str | None
+
+    @classmethod
+    def from_properties(cls, properties: Mapping[str, str], what: str) -> TableLayout:
+        """The layout a feature table declares in its table properties (``sparkfs.keys``, ...)."""
+        keys = tuple(k.strip() for k in properties.get(KEYS_PROPERTY, "").split(",") if k.strip())
+        if not keys:
+            raise LookupKeyError(
+                f"{what} is not a feature table: it has no '{KEYS_PROPERTY}' table property "
+                f"(properties: {sorted(properties)})"
+            )
+        return cls(
+            keys, properties.get(EVENT_TIME_PROPERTY) or None, properties.get(SEQUENCE_PROPERTY) or None
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedLookup:
+    """A lookup validated against its table and the spine: everything the join needs.
+
+    ``lookback`` is None when the lookup has none or one too long to matter (``LONGEST_LOOKBACK``).
+    """
+
+    index: int
+    feature_df: DataFrame
+    key_map: tuple[tuple[str, str], ...]  # (table key, spine column)
+    event_time: str | None
+    spine_time: str | None
+    sequence: str | None
+    known_at: str | None
+    features: tuple[str, ...]
+    outputs: tuple[str, ...]
+    lookback: timedelta | None
+    what: str
+
+    def col(self, name: str) -> str:
+        """The name of this lookup's internal column ``name``."""
+        return f"{INTERNAL_PREFIX}{self.index}_{name}"
+
+    @property
+    def keys(self) -> list[str]:
+        """Internal names the plans give the key columns (the same on the spine and table side)."""
+        return [self.col(f"k{j}") for j in range(len(self.key_map))]
+
+    @property
+    def label(self) -> str:
+        """Names this lookup among the others, also a second lookup on the same table."""
+        return f"{self.index}:{self.what}"
+
+
+def micros(delta: timedelta | None) -> int | None:
+    if delta is None:
+        return None
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def name_folding(df: DataFrame) -> Callable[[str], str]:
+    """How ``df``'s session tells column names apart: as they are with ``spark.sql.caseSensitive``,
+    else case-insensitively (Spark's default)."""
+    sensitive = str(df.sparkSession.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
+    return str if sensitive else str.lower
+
+
+def check_spine_names(spine_df: DataFrame) -> None:
+    """Spine columns must not look like the join's internal columns."""
+    fold = name_folding(spine_df)
+    reserved = [c for c in spine_df.columns if fold(c).startswith(fold(INTERNAL_PREFIX))]
+    if reserved:
+        raise ColumnNameClashError(
+            f"spine columns {reserved} use the reserved prefix '{INTERNAL_PREFIX}'; rename them"
+        )
+
+
+def resolve(
+    lookup: FeatureLookup,
+    index: int,
+    spine_df: DataFrame,
+    feature_df: DataFrame,
+    layout: TableLayout,
+    what: str | None,
+    taken: Collection[str],
+) -> ResolvedLookup:
+    """Check ``lookup`` against its table (``feature_df`` laid out as ``layout``) and the spine;
+    ``taken`` holds the column names already in the output (spine and earlier lookups)."""
+    what = what or "the feature DataFrame"
+    table_keys, event_time, sequence = layout.keys, layout.event_time, layout.sequence
+    lk_key = lookup.lookup_key
+    if isinstance(lk_key, Mapping):
+        key_map = {str(k): str(v) for k, v in lk_key.items()}
+    else:
+        names = [lk_key] if isinstance(lk_key, str) else list(lk_key)
+        key_map = {k: k for k in names}
+    if sorted(key_map) != sorted(table_keys):
+        raise LookupKeyError(
+            f"lookup key {sorted(key_map)} is not the key of {what}: its keys are {list(table_keys)}"
+            " (name the spine columns with a mapping {table_key: spine_column} if they differ)"
+        )
+    ordered = tuple((k, key_map[k]) for k in table_keys)
+    require_columns(feature_df, [*table_keys, *([event_time] if event_time else [])], what)
+    require_columns(spine_df, [s for _, s in ordered], "the spine")
+    ftypes, stypes = dict(feature_df.dtypes), dict(spine_df.dtypes)
+    for k, s in ordered:
+        if ftypes[k] != stypes[s]:
+            raise SchemaMismatchError(
+                f"key column types differ: spine '{s}' is {stypes[s]}, {what} '{k}' is {ftypes[k]}"
+            )
+    spine_time = lookup.timestamp_lookup_key
+    lookback = lookup.lookback
+    if event_time is None:
+        if lookback is not None or lookup.known_at is not None:
+            raise SparkfsError(f"{what} is a static table (no event time): lookback and known_at do not apply")
+        spine_time = None
+    else:
+        if spine_time is None:
+            raise SchemaMismatchError(
+                f"{what} has event time '{event_time}': set timestamp_lookup_key (or timestamp_key)"
+            )
+        require_columns(spine_df, [spine_time], "the spine")
+        schema = {f.name: f.dataType for f in feature_df.schema.fields}
+        spine_schema = {f.name: f.dataType for f in spine_df.schema.fields}
+        extra = [c for c in (lookup.known_at,) if c]
+        require_columns(feature_df, extra, what)
+        for col, dtype, where in [
+            (spine_time, spine_schema[spine_time], "the spine"),
+            (event_time, schema[event_time], what),
+            *[(c, schema[c], what) for c in extra],
+        ]:
+            if not isinstance(dtype, T.TimestampType):
+                raise SchemaMismatchError(
+                    f"'{col}' in {where} is {dtype.simpleString()}; point-in-time joins compare "
+                    "instants and need timestamp (TimestampType; cast timestamp_ntz with a time zone)"
+                )
+        if lookback is not None and lookback <= timedelta(0):
+            raise SparkfsError(f"lookback must be positive, got {lookback}")
+        if lookback is not None and lookback > LONGEST_LOOKBACK:
+            lookback = None
+    if sequence:
+        require_columns(feature_df, [sequence], what)
+    reserved = {*table_keys, *(c for c in (event_time, sequence, lookup.known_at) if c)}
+    if lookup.features is None:
+        features = tuple(c for c in feature_df.columns if c not in reserved)
+    else:
+        features = tuple(lookup.features)
+        require_columns(feature_df, list(features), what)
+    outputs = tuple(f"{lookup.prefix}_{f}" if lookup.prefix else f for f in features)
+    _check_output_names(outputs, taken, what, name_folding(spine_df))
+    return ResolvedLookup(
+        index, feature_df, ordered, event_time, spine_time, sequence, lookup.known_at,
+        features, outputs, lookback, what,
+    )
+
+
+def _check_output_names(
+    outputs: Sequence[str], taken: Collection[str], what: str, fold: Callable[[str], str]
+) -> None:
+    """Output names must be new (compared as Spark compares them) and not look internal."""
+    internal = sorted(o for o in outputs if fold(o).startswith(fold(INTERNAL_PREFIX)))
+    if internal:
+        raise ColumnNameClashError(
+            f"feature columns {internal} from {what} use the reserved prefix '{INTERNAL_PREFIX}'; "
+            "set a prefix on the FeatureLookup"
+        )
+    seen = {fold(t): t for t in taken}
+    clashes: dict[str, str] = {}
+    for o in outputs:
+        if fold(o) in seen:
+            clashes[o] = seen[fold(o)]
+        seen[fold(o)] = o
+    if clashes:
+        differ = {o: t for o, t in clashes.items() if o != t}
+        raise ColumnNameClashError(
+            f"feature columns {sorted(clashes)} from {what} clash with spine or earlier feature "
+            "columns"
+            + (f" ({', '.join(f'{o!r} vs {t!r}' for o, t in sorted(differ.items()))}: column "
+               "names are case-insensitive unless spark.sql.caseSensitive is set)" if differ else "")
+            + "; set a prefix on the FeatureLookup"
+        )
+
+
+def spine_bounds(
+    spine_df: DataFrame, lookups: Sequence[ResolvedLookup]
+) -> tuple[dict[str, tuple[int, int] | None], int]:
+    """Min and max spine time (microseconds) per spine timestamp column, and the spine's row
+    count, in one aggregate job."""
+    cols = sorted({lk.spine_time for lk in lookups if lk.spine_time})
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    for i, c in enumerate(cols):
+        us = F.unix_micros(column(c))
+        aggs += [F.min(us).alias(f"lo{i}"), F.max(us).alias(f"hi{i}")]
+    row = spine_df.agg(*aggs).first()
+    assert row is not None
+    bounds = {
+        c: None if row[f"lo{i}"] is None else (int(row[f"lo{i}"]), int(row[f"hi{i}"]))
+        for i, c in enumerate(cols)
+    }
+    return bounds, int(row["rows"])
