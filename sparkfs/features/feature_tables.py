@@ -34,20 +34,20 @@ comment, column comments, and the properties ``sparkfs.keys``, ``sparkfs.event_t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel, import_ref, load_yaml
+from sparkfs.core.durations import Duration
 from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
@@ -64,8 +64,6 @@ DESCRIPTION_PROPERTY = "sparkfs.description"
 # and its MERGE updates nothing.
 ROUND_DECIMALS = 9
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _AGG_TEXT = {
     "count": "number of non-null values",
     "sum": "sum",
@@ -76,17 +74,6 @@ _AGG_TEXT = {
 }
 
 
-def parse_duration(value: object) -> timedelta:
-    """``"90s"``, ``"15m"``, ``"1h"``, ``"30d"``, ``"2w"`` (or a timedelta) -> timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"expected a duration like '1h', '30d' (units s, m, h, d, w); found {value!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class RollingAggregate(StrictModel):

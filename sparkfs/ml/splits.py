@@ -21,8 +21,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns
+from sparkfs.core.durations import format_duration
 from sparkfs.core.errors import ConfigError
-from sparkfs.ml.config import SplitConfig, format_duration
+from sparkfs.ml.config import SplitConfig
 
 SPLIT = "split"
 SPLITS = ("train", "validation", "test")
