@@ -157,3 +157,19 @@ def test_checksum_ignores_row_order_and_sees_any_changed_value(spark) -> None:
     changed = checksum(spark.createDataFrame([*rows[:2], (3, "c", 2**62)], "id int, s string, big long"))
     assert base == shuffled
     assert base[0] == changed[0] == 3 and base[1] != changed[1]
+
+
+def test_require_unique_names_duplicate_keys_with_nulls_as_a_key(spark) -> None:
+    from sparkfs.core.checks import require_unique
+
+    schema = "id long, count long, v string"  # a key column called "count" must not confuse it
+    require_unique(spark.createDataFrame([(1, 1, "a"), (1, 2, "b"), (None, 1, "c")], schema), ["id", "count"])
+    null_twice = spark.createDataFrame([(None, 1, "a"), (None, 1, "b"), (2, 1, "c")], schema)
+    with pytest.raises(
+        DuplicateKeyError,
+        match=r"^the dims has more than one row per key \['id', 'count'\] and it is joined; "
+        r"examples: \[\{'id': None, 'count': 1, 'rows': 2\}\]$",
+    ):
+        require_unique(null_twice, ["id", "count"], "the dims", hint="it is joined")
+    with pytest.raises(SchemaMismatchError, match=r"missing columns \['nope'\] in the dims"):
+        require_unique(null_twice, ["nope"], "the dims")

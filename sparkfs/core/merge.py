@@ -16,8 +16,8 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkfs.core.checks import require_columns
-from sparkfs.core.errors import DuplicateKeyError, SchemaMismatchError
+from sparkfs.core.checks import require_columns, require_unique
+from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,8 @@ def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, wha
             F.rank().over(Window.partitionBy(*keys).orderBy(F.col(sequence_by).desc_nulls_last())),
         )
         df = ranked.where(F.col("_sparkfs_rank") == 1).drop("_sparkfs_rank")
-    dupes = df.groupBy(*keys).count().where(F.col("count") > 1).limit(5).collect()
-    if dupes:
-        examples = [{k: row[k] for k in keys} | {"rows": row["count"]} for row in dupes]
-        rule = f"rows tie on {sequence_by!r}" if sequence_by else "no sequence column decides"
-        raise DuplicateKeyError(
-            f"{what} has more than one row per key {list(keys)} and {rule}; examples: {examples}"
-        )
+    rule = f"rows tie on {sequence_by!r}" if sequence_by else "no sequence column decides"
+    require_unique(df, keys, what, hint=rule)
     return df
 
 

@@ -22,8 +22,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkfs.core.checks import require_columns
-from sparkfs.core.errors import DimensionTooLargeError, DuplicateKeyError, SchemaMismatchError
+from sparkfs.core.checks import require_columns, require_unique
+from sparkfs.core.errors import DimensionTooLargeError, SchemaMismatchError
 from sparkfs.features import functions
 from sparkfs.features.functions import safe_ratio
 
@@ -563,11 +563,7 @@ def broadcast_join(
             f"{what}: the dimension has more than {max_rows} rows, the broadcast limit; "
             "join it with a plain (shuffle) join instead, or raise max_rows if it is narrow"
         )
+    # Null keys match nothing in the join, so their duplicates cannot multiply rows.
     with_keys = dim_df.where(reduce(lambda acc, k: acc & F.col(k).isNotNull(), on, F.lit(True)))
-    dupes = with_keys.groupBy(*on).count().where(F.col("count") > 1).limit(5).collect()
-    if dupes:
-        examples = [{k: row[k] for k in on} | {"rows": row["count"]} for row in dupes]
-        raise DuplicateKeyError(
-            f"{what}: the dimension has more than one row per key {on}; examples: {examples}"
-        )
+    require_unique(with_keys, on, f"{what}: the dimension")
     return df.join(F.broadcast(dim_df), on=on, how=how)
