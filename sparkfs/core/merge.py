@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns, require_unique
 from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.rows import latest_rows
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,8 @@ def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, wha
     """
     if sequence_by is not None:
         require_columns(df, [sequence_by], what)
-        ranked = df.withColumn(
-            "_sparkfs_rank",
-            F.rank().over(Window.partitionBy(*keys).orderBy(F.col(sequence_by).desc_nulls_last())),
-        )
-        df = ranked.where(F.col("_sparkfs_rank") == 1).drop("_sparkfs_rank")
+        # Tied winners are kept so that require_unique below names them as examples.
+        df = latest_rows(df, keys, [sequence_by], ties="keep", what=what)
     rule = f"rows tie on {sequence_by!r}" if sequence_by else "no sequence column decides"
     require_unique(df, keys, what, hint=rule)
     return df
