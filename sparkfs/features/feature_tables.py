@@ -46,7 +46,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.core.checks import require_columns
-from sparkfs.core.config import StrictModel, import_ref, load_yaml
+from sparkfs.core.config import Settings, StrictModel, import_ref, load_yaml
 from sparkfs.core.durations import Duration
 from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
@@ -54,6 +54,7 @@ from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.features.transformations import with_trailing_aggregates
 
 LAYER = "gold"
+FEATURE_TABLES_CONF = "feature_tables.yaml"
 OWNER_PROPERTY = "sparkfs.owner"
 TAGS_PROPERTY = "sparkfs.tags"
 DESCRIPTION_PROPERTY = "sparkfs.description"
@@ -203,6 +204,13 @@ class FeatureTablesFile(StrictModel):
 
 def load_feature_tables(path: Path | str) -> list[FeatureTableSpec]:
     return load_yaml(path, FeatureTablesFile).tables
+
+
+def declared_feature_tables(settings: Settings) -> list[FeatureTableSpec]:
+    """The feature tables of ``<conf_dir>/feature_tables.yaml``; none when the project has no
+    such file (its gold tables are then written by other code, and declare no windows)."""
+    path = Path(settings.conf_dir) / FEATURE_TABLES_CONF
+    return load_feature_tables(path) if path.exists() else []
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ class FeaturesConfig(StrictModel):
 
 class SplitConfig(StrictModel):
     """Durations counted back from the end of the training window: ``train | gap | validation |
-    gap | test``. ``gap`` must be at least ``longest_feature_window``."""
+    gap | test``. ``gap`` must be at least the longest feature window
+    (:func:`sparkfs.ml.splits.effective_feature_window`)."""
 
     validation: Duration = timedelta(days=45)
     test: Duration = timedelta(days=45)
@@ -133,7 +134,10 @@ class TrainingConfig(StrictModel):
     label: str
     start: date  # the default training window; `sparkfs run train --start S --end E` overrides it
     end: date
-    longest_feature_window: Duration = timedelta(days=30)
+    # A floor for the longest feature window, which is otherwise derived from the lookups'
+    # lookbacks and the windows of the feature tables they read (splits.effective_feature_window);
+    # it can only raise the derived value. None: the derived value alone.
+    longest_feature_window: Duration | None = None
     max_rows: int = Field(1_000_000, ge=100)
     features: FeaturesConfig
     split: SplitConfig = SplitConfig()
