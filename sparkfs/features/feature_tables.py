@@ -75,8 +75,6 @@ _AGG_TEXT = {
 }
 
 
-
-
 class RollingAggregate(StrictModel):
     """Trailing aggregates of one value column, over all (or some of) the table's windows."""
 

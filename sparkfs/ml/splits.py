@@ -62,8 +62,7 @@ class SplitBoundaries:
 
 
 def effective_feature_window(config: TrainingConfig, feature_tables: Sequence[FeatureTableSpec]) -> timedelta:
-    """How far before its lookup time a training row's features can reach: the split gap must be
-    at least this long.
+    """The longest feature window, the split gap's lower bound (see :func:`split_boundaries`).
 
     The longest of: each lookup's ``lookback``, the longest rolling window of each feature table
     a lookup reads (from ``feature_tables``, e.g. ``declared_feature_tables(settings)``; a table
