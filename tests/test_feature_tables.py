@@ -20,7 +20,6 @@ from sparkfs.features.feature_tables import (
     compute,
     ensure_feature_table,
     load_feature_tables,
-    parse_duration,
     write_feature_table,
 )
 
@@ -172,14 +171,6 @@ def test_spec_validation() -> None:
             "x",
             rolling={"windows": {"1h": "1h"}, "aggregates": [{"value": "d", "aggs": ["max"], "windows": ["7d"], "description": "d"}]},
         )
-
-
-def test_parse_duration() -> None:
-    assert parse_duration("90s") == timedelta(seconds=90)
-    assert parse_duration("30d") == timedelta(days=30)
-    assert parse_duration(" 2w ") == timedelta(weeks=2)
-    with pytest.raises(ValueError, match="expected a duration like"):
-        parse_duration("1 month")
 
 
 def test_feature_span_reads_the_longest_window_of_history() -> None:

@@ -157,3 +157,62 @@ def test_checksum_ignores_row_order_and_sees_any_changed_value(spark) -> None:
     changed = checksum(spark.createDataFrame([*rows[:2], (3, "c", 2**62)], "id int, s string, big long"))
     assert base == shuffled
     assert base[0] == changed[0] == 3 and base[1] != changed[1]
+
+
+def test_require_unique_names_duplicate_keys_with_nulls_as_a_key(spark) -> None:
+    from sparkfs.core.checks import require_unique
+
+    schema = "id long, count long, v string"  # a key column called "count" must not confuse it
+    require_unique(spark.createDataFrame([(1, 1, "a"), (1, 2, "b"), (None, 1, "c")], schema), ["id", "count"])
+    null_twice = spark.createDataFrame([(None, 1, "a"), (None, 1, "b"), (2, 1, "c")], schema)
+    with pytest.raises(
+        DuplicateKeyError,
+        match=r"^the dims has more than one row per key \['id', 'count'\] and it is joined; "
+        r"examples: \[\{'id': None, 'count': 1, 'rows': 2\}\]$",
+    ):
+        require_unique(null_twice, ["id", "count"], "the dims", hint="it is joined")
+    with pytest.raises(SchemaMismatchError, match=r"missing columns \['nope'\] in the dims"):
+        require_unique(null_twice, ["nope"], "the dims")
+
+
+def test_an_empty_batch_merges_nothing_and_reports_no_one_elses_numbers(lake: Lakehouse) -> None:
+    fresh_table(lake, "empty_batch")
+    spark = lake.spark
+    batch = spark.createDataFrame([(1, D1, 1.0, 1), (2, D1, None, 1), (None, D1, 3.0, 1)], SCHEMA)
+    first = merge_upsert(lake, "silver", "empty_batch", batch, ["id", "day"], partition_by="day")
+    assert (first.source_rows, first.rows_inserted, first.rows_updated) == (3, 3, 0)
+
+    empty = merge_upsert(lake, "silver", "empty_batch", spark.createDataFrame([], SCHEMA), ["id", "day"],
+                         partition_by="day")
+    assert (empty.source_rows, empty.rows_inserted, empty.rows_updated) == (0, 0, 0)
+    assert empty.version == first.version == lake.version("silver", "empty_batch")
+
+    rerun = merge_upsert(lake, "silver", "empty_batch", batch, ["id", "day"], partition_by="day")
+    assert (rerun.source_rows, rerun.rows_inserted, rerun.rows_updated) == (3, 0, 0)
+    last = lake.last_commit("silver", "empty_batch")
+    assert (rerun.version, last.operation) == (last.version, "MERGE")
+
+
+def test_last_commit_and_commit_after_read_typed_commits(lake: Lakehouse) -> None:
+    fresh_table(lake, "commits")
+    spark = lake.spark
+    created = lake.last_commit("silver", "commits")
+    assert (created.version, created.operation) == (0, "CREATE TABLE")
+    merged = merge_upsert(lake, "silver", "commits", spark.createDataFrame([(1, D1, 1.0, 1)], SCHEMA), ["id", "day"])
+    spark.sql(f"ALTER TABLE {lake.name('silver', 'commits')} SET TBLPROPERTIES ('sparkfs.note' = 'x')")
+
+    last = lake.last_commit("silver", "commits")
+    assert last.version == merged.version + 1 and last.operation == "SET TBLPROPERTIES"
+    merge_commit = lake.commit_after("silver", "commits", created.version, "MERGE")
+    assert merge_commit is not None
+    assert (merge_commit.version, merge_commit.metric("numTargetRowsInserted")) == (merged.version, 1)
+    assert merge_commit.metric("no_such_metric") == 0 and merge_commit.timestamp <= last.timestamp
+    assert lake.commit_after("silver", "commits", merged.version, "MERGE") is None
+
+    # An append of no rows makes no commit: nothing after the last version is a WRITE.
+    spark.createDataFrame([], SCHEMA).write.format("delta").mode("append").saveAsTable(lake.name("silver", "commits"))
+    assert lake.commit_after("silver", "commits", last.version, "WRITE") is None
+    spark.createDataFrame([(2, D2, 2.0, 1)], SCHEMA).write.format("delta").mode("append").saveAsTable(
+        lake.name("silver", "commits"))
+    write = lake.commit_after("silver", "commits", last.version, "WRITE")
+    assert write is not None and (write.version, write.metric("numOutputRows")) == (last.version + 1, 1)

@@ -16,11 +16,12 @@ from synthetic_flights import SPEC, synthetic_config, synthetic_df, synthetic_pa
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import ConfigError, GateFailedError, SchemaMismatchError
+from sparkfs.features.feature_tables import FeatureTableSpec, declared_feature_tables
 from sparkfs.ml.collect import bounded_to_pandas, collect_splits
 from sparkfs.ml.config import SplitConfig, TrainingConfig, load_training_config
 from sparkfs.ml.evaluation import Evaluation, SliceEvaluation, apply_gate, evaluate
 from sparkfs.ml.model import UNKNOWN, Preprocessor
-from sparkfs.ml.splits import split_boundaries, time_split
+from sparkfs.ml.splits import effective_feature_window, split_boundaries, time_split
 from sparkfs.ml.train import train_model
 
 GAP = timedelta(days=7)
@@ -89,6 +90,34 @@ def test_gap_shorter_than_the_longest_feature_window_is_an_error() -> None:
         split_boundaries(START, END, SPLIT, longest_feature_window=timedelta(days=30))
     with pytest.raises(ConfigError, match="too short"):
         split_boundaries(START, date(2013, 1, 31), SPLIT, longest_feature_window=GAP)
+
+
+def rolling_table(name: str, windows: dict[str, str]) -> FeatureTableSpec:
+    return FeatureTableSpec.model_validate({
+        "name": name, "description": "d", "owner": "o", "keys": ["carrier"], "event_time": "ts",
+        "build": "m:f", "columns": {"carrier": "c", "ts": "t"},
+        "rolling": {"windows": windows, "aggregates": [{"value": "v", "aggs": ["sum"], "description": "v"}]},
+    })
+
+
+def test_feature_window_is_derived_and_config_can_only_raise_it(caplog: pytest.LogCaptureFixture) -> None:
+    lookups = [{"table": "stats", "lookup_key": ["carrier"], "lookback": "30d"}]
+    config = synthetic_config("window", lookups=lookups)  # configures longest_feature_window: 7d
+    with caplog.at_level("INFO", logger="sparkfs.ml.splits"):
+        assert effective_feature_window(config, []) == timedelta(days=30)
+    assert "longest_feature_window 7d in the training config is shorter than the lookback of the 'stats' lookup: using 30d" in caplog.text
+    with pytest.raises(ConfigError, match="gap is 7d, shorter than the longest feature window 30d"):
+        split_boundaries(START, END, config.split, effective_feature_window(config, []))
+
+    # The windows of the feature tables the lookups read count too; other tables do not.
+    tables = [rolling_table("stats", {"1d": "1d", "6w": "6w"}), rolling_table("unread", {"90d": "90d"})]
+    assert effective_feature_window(config, tables) == timedelta(weeks=6)
+    raised = synthetic_config("window", lookups=lookups, longest_feature_window="60d")
+    assert effective_feature_window(raised, tables) == timedelta(days=60)
+    derived_only = synthetic_config("window", lookups=[{"table": "stats", "lookup_key": ["carrier"]}])
+    derived_only = derived_only.model_copy(update={"longest_feature_window": None})
+    assert effective_feature_window(derived_only, tables) == timedelta(weeks=6)
+    assert effective_feature_window(derived_only, []) == timedelta(0)
 
 
 def test_preprocessor_is_fitted_on_the_train_rows_only() -> None:
@@ -193,7 +222,9 @@ def test_bounded_to_pandas_caps_the_rows(spark: SparkSession) -> None:
 
 def test_training_config_file_loads_and_rejects_unknown_keys(settings: Settings, tmp_path) -> None:
     config = load_training_config(settings)
-    assert config.split.gap >= config.longest_feature_window
+    window = effective_feature_window(config, declared_feature_tables(settings))
+    assert window == timedelta(days=30)  # route_delays: a 30d lookback and 30d windows
+    assert config.split.gap >= window
     assert config.label and config.features.numeric
     bad = tmp_path / "training.yaml"
     bad.write_text("features: {numeric: [x]}\nsplit: {gap: 3 weeks}\ngate: {metrc: f1}\n")

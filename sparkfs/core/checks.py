@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
-from sparkfs.core.errors import SchemaMismatchError
+from sparkfs.core.errors import DuplicateKeyError, SchemaMismatchError
+
+# Duplicate keys named in a DuplicateKeyError: enough to find the cause, few enough to read.
+DUPLICATE_EXAMPLES = 5
 
 
 def require_columns(df: DataFrame, required: Sequence[str], what: str = "the DataFrame") -> None:
@@ -14,3 +18,30 @@ def require_columns(df: DataFrame, required: Sequence[str], what: str = "the Dat
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise SchemaMismatchError(f"missing columns {missing} in {what}; it has {sorted(df.columns)}")
+
+
+def require_unique(
+    df: DataFrame, keys: Sequence[str], what: str = "the DataFrame", *, hint: str | None = None
+) -> None:
+    """Raise :class:`DuplicateKeyError` when ``df`` has more than one row for some ``keys``.
+
+    Null is a key value like any other (two rows with a null key are duplicates), as in the
+    null-safe match of the MERGE writer; filter null keys out first where they match nothing.
+    The message names up to five duplicated keys with their row counts, and ``hint`` (why no
+    rule picks one row), e.g. ``"the batch for silver.t has more than one row per key ['id']
+    and no sequence column decides; examples: [{'id': 7, 'rows': 2}]"``. One aggregation over
+    ``df``; only the examples reach the driver.
+    """
+    keys = list(keys)
+    require_columns(df, keys, what)
+    rows = "_sparkfs_rows"  # not "count": a key column may be called that
+    dupes = (
+        df.groupBy(*keys).agg(F.count(F.lit(1)).alias(rows)).where(F.col(rows) > 1)
+        .limit(DUPLICATE_EXAMPLES).collect()
+    )
+    if dupes:
+        examples = [{k: row[k] for k in keys} | {"rows": row[rows]} for row in dupes]
+        because = f" and {hint}" if hint else ""
+        raise DuplicateKeyError(
+            f"{what} has more than one row per key {keys}{because}; examples: {examples}"
+        )

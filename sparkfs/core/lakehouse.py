@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
 from sparkfs.core.config import Settings
@@ -41,6 +42,28 @@ def checksum(df: DataFrame) -> tuple[int, int]:
     row = df.select(F.count(F.lit(1)), F.sum(F.xxhash64(*df.columns).cast("decimal(38,0)"))).first()
     assert row is not None
     return int(row[0]), int(row[1] or 0)
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of a Delta table, as its history records it.
+
+    ``metrics`` are Delta's ``operationMetrics`` as ints, e.g. ``numTargetRowsInserted`` of a
+    MERGE or ``numOutputRows`` of a WRITE; :meth:`metric` reads one, 0 when absent.
+    """
+
+    version: int
+    timestamp: datetime
+    operation: str
+    metrics: Mapping[str, int]
+
+    def metric(self, name: str) -> int:
+        return self.metrics.get(name, 0)
+
+    @classmethod
+    def from_history(cls, row: Row) -> Commit:
+        metrics = {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if v.isdigit()}
+        return cls(int(row["version"]), row["timestamp"], str(row["operation"]), metrics)
 
 
 def _quote(identifier: str) -> str:
@@ -210,9 +233,35 @@ class Lakehouse:
 
     def version(self, layer: str, table: str) -> int:
         """The table's current Delta version."""
-        history = self.table(layer, table).history(1).select("version").first()
-        assert history is not None
-        return int(history["version"])
+        return self.last_commit(layer, table).version
+
+    def last_commit(self, layer: str, table: str) -> Commit:
+        """The table's newest commit: version, time, operation and its metrics."""
+        return self.commits(layer, table, 1)[0]
+
+    def commits(self, layer: str, table: str, limit: int) -> list[Commit]:
+        """The table's ``limit`` newest commits, newest first (reads only those log entries)."""
+        history = self.table(layer, table).history(limit)
+        rows = history.select("version", "timestamp", "operation", "operationMetrics").collect()
+        return [Commit.from_history(r) for r in rows]
+
+    def commit_after(self, layer: str, table: str, version: int, operation: str) -> Commit | None:
+        """The newest ``operation`` commit (``"MERGE"``, ``"WRITE"``) after ``version``; None
+        when there is none.
+
+        A writer takes ``last_commit(...).version`` before it writes and asks this afterwards:
+        a write that changed nothing (a MERGE of an empty batch, an append of no rows) makes no
+        commit, and must not report the previous commit's numbers as its own. Commits of other
+        operations in between (another writer's OPTIMIZE, say) are skipped; two concurrent
+        writes of the same operation cannot be told apart by the history alone.
+        """
+        newest = self.last_commit(layer, table)
+        if newest.version <= version:
+            return None
+        if newest.operation == operation:
+            return newest
+        newer = self.commits(layer, table, newest.version - version)
+        return next((c for c in newer if c.version > version and c.operation == operation), None)
 
     def _require(self, layer: str, table: str) -> None:
         if not self.exists(layer, table):

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from sparkfs.core.checks import require_columns
-from sparkfs.core.errors import DuplicateKeyError, SchemaMismatchError
+from sparkfs.core.checks import require_columns, require_unique
+from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.rows import latest_rows
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ MAX_PARTITION_LIST = 1000
 
 @dataclass(frozen=True)
 class MergeResult:
+    """What one MERGE did. ``version`` is the Delta version it committed, or the table's version
+    when it committed nothing (an empty batch)."""
+
     table: str
     version: int
     source_rows: int
@@ -42,18 +46,10 @@ def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, wha
     """
     if sequence_by is not None:
         require_columns(df, [sequence_by], what)
-        ranked = df.withColumn(
-            "_sparkfs_rank",
-            F.rank().over(Window.partitionBy(*keys).orderBy(F.col(sequence_by).desc_nulls_last())),
-        )
-        df = ranked.where(F.col("_sparkfs_rank") == 1).drop("_sparkfs_rank")
-    dupes = df.groupBy(*keys).count().where(F.col("count") > 1).limit(5).collect()
-    if dupes:
-        examples = [{k: row[k] for k in keys} | {"rows": row["count"]} for row in dupes]
-        rule = f"rows tie on {sequence_by!r}" if sequence_by else "no sequence column decides"
-        raise DuplicateKeyError(
-            f"{what} has more than one row per key {list(keys)} and {rule}; examples: {examples}"
-        )
+        # Tied winners are kept so that require_unique below names them as examples.
+        df = latest_rows(df, keys, [sequence_by], ties="keep", what=what)
+    rule = f"rows tie on {sequence_by!r}" if sequence_by else "no sequence column decides"
+    require_unique(df, keys, what, hint=rule)
     return df
 
 
@@ -71,7 +67,8 @@ def merge_upsert(
 
     Keys match null-safely (``<=>``). Matched rows are updated only when a non-key value differs;
     unmatched rows are inserted; nothing is deleted. The source must have exactly the target's
-    columns (schema changes are made to the table on purpose, not by a merge).
+    columns (schema changes are made to the table on purpose, not by a merge). An empty batch
+    merges nothing and commits nothing: its result has 0 rows and the table's current version.
     """
     full_name = lake.name(layer, table)
     target = lake.table(layer, table)
@@ -85,8 +82,14 @@ def merge_upsert(
             f"missing columns {missing}; the table has {target_cols}"
         )
     source = deduplicate(source_df.select(*target_cols), keys, sequence_by, f"the batch for {full_name}")
+    read_version = lake.last_commit(layer, table).version
     source = source.persist()
     try:
+        source_rows = source.count()
+        if source_rows == 0:
+            # Delta commits nothing for a MERGE of no rows; say so instead of running it.
+            log.info("MERGE %s: empty batch, nothing merged (table stays at v%d)", full_name, read_version)
+            return MergeResult(full_name, read_version, 0, 0, 0)
         condition = _key_condition(keys)
         if partition_by:
             condition = condition & _partition_condition(source, partition_by)
@@ -95,24 +98,26 @@ def merge_upsert(
             [F.col(f"t.`{c}`").eqNullSafe(F.col(f"s.`{c}`")) for c in target_cols if c not in keys],
             F.lit(True),
         )
-        (
+        # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
+        # the table's newest commit may be another writer's.
+        metrics = (
             target.alias("t")
             .merge(source.alias("s"), condition)
             .whenMatchedUpdateAll(condition=changed)
             .whenNotMatchedInsertAll()
             .execute()
+            .first()
         )
     finally:
         source.unpersist()
-    last = target.history(1).select("version", "operationMetrics").first()
-    assert last is not None
-    metrics = last["operationMetrics"] or {}
+    assert metrics is not None
+    committed = lake.commit_after(layer, table, read_version, "MERGE")
     result = MergeResult(
         table=full_name,
-        version=int(last["version"]),
-        source_rows=int(metrics.get("numSourceRows", 0)),
-        rows_inserted=int(metrics.get("numTargetRowsInserted", 0)),
-        rows_updated=int(metrics.get("numTargetRowsUpdated", 0)),
+        version=committed.version if committed else read_version,
+        source_rows=source_rows,
+        rows_inserted=int(metrics["num_inserted_rows"]),
+        rows_updated=int(metrics["num_updated_rows"]),
     )
     log.info(
         "MERGE %s v%d: %d source rows, %d inserted, %d updated",

@@ -166,17 +166,21 @@ def ingest(
         LAYER, source.name, batch_df.schema, partition_by=partitions,
         comment=f"Raw '{source.name}' as delivered: {source.description}",
     )
+    read_version = lake.last_commit(LAYER, source.name).version
     # mergeSchema: a column the upstream added is appended to the table, not dropped.
     (
         batch_df.write.format("delta").mode("append").option("mergeSchema", "true")
         .saveAsTable(full_name)
     )
-    last = lake.table(LAYER, source.name).history(1).select("version", "operationMetrics").first()
-    assert last is not None
-    rows = int((last["operationMetrics"] or {}).get("numOutputRows", 0))
+    # An append of no rows commits nothing: then the newest commit is an earlier run's.
+    committed = lake.commit_after(LAYER, source.name, read_version, "WRITE")
+    if committed is None:
+        log.info("bronze %s: %d new files without rows, nothing appended", full_name, len(new))
+        return IngestResult(full_name, None, len(new), skipped, 0)
+    rows = committed.metric("numOutputRows")
     log.info("bronze %s v%d: %d new files (%d rows), %d already ingested",
-             full_name, last["version"], len(new), rows, skipped)
-    return IngestResult(full_name, int(last["version"]), len(new), skipped, rows)
+             full_name, committed.version, len(new), rows, skipped)
+    return IngestResult(full_name, committed.version, len(new), skipped, rows)
 
 
 def _relative_path(file_path: Column, source: SourceSpec) -> Column:

@@ -34,26 +34,27 @@ comment, column comments, and the properties ``sparkfs.keys``, ``sparkfs.event_t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.core.checks import require_columns
-from sparkfs.core.config import StrictModel, import_ref, load_yaml
+from sparkfs.core.config import Settings, StrictModel, import_ref, load_yaml
+from sparkfs.core.durations import Duration
 from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.features.transformations import with_trailing_aggregates
 
 LAYER = "gold"
+FEATURE_TABLES_CONF = "feature_tables.yaml"
 OWNER_PROPERTY = "sparkfs.owner"
 TAGS_PROPERTY = "sparkfs.tags"
 DESCRIPTION_PROPERTY = "sparkfs.description"
@@ -64,8 +65,6 @@ DESCRIPTION_PROPERTY = "sparkfs.description"
 # and its MERGE updates nothing.
 ROUND_DECIMALS = 9
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _AGG_TEXT = {
     "count": "number of non-null values",
     "sum": "sum",
@@ -74,19 +73,6 @@ _AGG_TEXT = {
     "min": "minimum",
     "max": "maximum",
 }
-
-
-def parse_duration(value: object) -> timedelta:
-    """``"90s"``, ``"15m"``, ``"1h"``, ``"30d"``, ``"2w"`` (or a timedelta) -> timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"expected a duration like '1h', '30d' (units s, m, h, d, w); found {value!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class RollingAggregate(StrictModel):
@@ -216,6 +202,13 @@ class FeatureTablesFile(StrictModel):
 
 def load_feature_tables(path: Path | str) -> list[FeatureTableSpec]:
     return load_yaml(path, FeatureTablesFile).tables
+
+
+def declared_feature_tables(settings: Settings) -> list[FeatureTableSpec]:
+    """The feature tables of ``<conf_dir>/feature_tables.yaml``; none when the project has no
+    such file (its gold tables are then written by other code, and declare no windows)."""
+    path = Path(settings.conf_dir) / FEATURE_TABLES_CONF
+    return load_feature_tables(path) if path.exists() else []
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,10 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from functools import reduce
 from typing import Any, Literal
 
 from pydantic import Field
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -44,6 +43,7 @@ from sparkfs.core.config import StrictModel, import_ref
 from sparkfs.core.errors import ValidationFailedError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
+from sparkfs.core.rows import latest_rows
 from sparkfs.features import bronze
 from sparkfs.features.expectations import ExpectationSpec, SuiteResult, check_agreement, run_suite
 
@@ -155,11 +155,9 @@ def latest_delivery(df: DataFrame, keys: Sequence[str]) -> DataFrame:
     All rows sharing the latest ``_ingested_at`` are kept, so duplicates within one delivery
     reach validation (and are rejected there), never silently reduced to one.
     """
-    has_keys = reduce(lambda acc, k: acc & F.col(k).isNotNull(), keys, F.lit(True))
-    latest = F.max("_ingested_at").over(Window.partitionBy(*keys))
-    # Spark allows a window function in a projection, not in a filter: flag, filter, drop.
-    flag = "_sparkfs_is_latest"
-    return df.withColumn(flag, ~has_keys | (F.col("_ingested_at") == latest)).where(flag).drop(flag)
+    return latest_rows(
+        df, keys, ["_ingested_at"], ties="keep", null_keys="keep", what="silver latest delivery"
+    )
 
 
 def with_failures(df: DataFrame, specs: Sequence[ExpectationSpec]) -> DataFrame:

@@ -22,8 +22,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkfs.core.checks import require_columns
-from sparkfs.core.errors import DimensionTooLargeError, DuplicateKeyError, SchemaMismatchError
+from sparkfs.core.checks import require_columns, require_unique
+from sparkfs.core.errors import DimensionTooLargeError, SchemaMismatchError
+from sparkfs.core.rows import latest_rows, tie_message
 from sparkfs.features import functions
 from sparkfs.features.functions import safe_ratio
 
@@ -196,14 +197,6 @@ class _TempColumns:
         return self.prefix + name
 
 
-def _tie_message(what: str, columns: Sequence[str], hint: str) -> Column:
-    """A runtime error message naming the tied row's values, e.g. ``key=a, ts=2024-03-01 10:00:00``."""
-    values = [
-        F.concat(F.lit(f"{c}="), F.coalesce(F.col(c).cast("string"), F.lit("NULL"))) for c in columns
-    ]
-    return F.concat(F.lit(f"DuplicateKeyError: {what}: two rows tie on ("), F.concat_ws(", ", *values), F.lit(f"); {hint}"))
-
-
 def _same(a: Column, b: Column) -> Column:
     return a.eqNullSafe(b)
 
@@ -256,7 +249,7 @@ def with_lags(
         F.lag(F.lit(True), 1).over(ordered).isNotNull(),
     )
     hint = "pass a tiebreak column that orders events with equal " + repr(order_by)
-    error = F.raise_error(_tie_message(what, [*keys, order_by, *tiebreak_cols], hint))
+    error = F.raise_error(tie_message(what, [*keys, order_by, *tiebreak_cols], hint))
     lagged = [
         F.when(on_timeline & ties_previous, error)
         .when(on_timeline, F.lag(F.col(c), n).over(ordered))
@@ -494,27 +487,13 @@ def latest_per_key(
     """
     what = "latest_per_key"
     keys = _require_keys(keys, what)
-    tiebreak_cols = [tiebreak] if tiebreak is not None else []
-    order_cols = [order_by, *tiebreak_cols]
-    require_columns(df, [*keys, *order_cols], f"the input of {what}")
-    ranked = Window.partitionBy(*keys).orderBy(*[F.col(c).desc_nulls_last() for c in order_cols])
-    rank = F.row_number().over(ranked)
-    runner_up_ties = reduce(
-        lambda acc, c: acc & _same(F.lead(F.col(c), 1).over(ranked), F.col(c)),
-        order_cols,
-        F.lead(F.lit(True), 1).over(ranked).isNotNull(),
-    )
+    order_cols = [order_by, *([tiebreak] if tiebreak is not None else [])]
     hint = (
         "the latest row is ambiguous; pass a tiebreak column"
         if tiebreak is None
         else "the tiebreak column does not tell them apart"
     )
-    error = F.raise_error(_tie_message(what, [*keys, *order_cols], hint))
-    # Spark allows window functions in a projection, not in a filter: flag, filter, drop.
-    flag = "_sparkfs_is_latest"
-    _require_new_columns(df, [flag], what)
-    is_latest = F.when((rank == 1) & runner_up_ties, error).otherwise(rank == 1)
-    return df.withColumn(flag, is_latest).where(F.col(flag)).drop(flag)
+    return latest_rows(df, keys, order_cols, ties="fail", what=what, tie_hint=hint)
 
 
 BROADCAST_MAX_ROWS = 100_000
@@ -563,11 +542,7 @@ def broadcast_join(
             f"{what}: the dimension has more than {max_rows} rows, the broadcast limit; "
             "join it with a plain (shuffle) join instead, or raise max_rows if it is narrow"
         )
+    # Null keys match nothing in the join, so their duplicates cannot multiply rows.
     with_keys = dim_df.where(reduce(lambda acc, k: acc & F.col(k).isNotNull(), on, F.lit(True)))
-    dupes = with_keys.groupBy(*on).count().where(F.col("count") > 1).limit(5).collect()
-    if dupes:
-        examples = [{k: row[k] for k in on} | {"rows": row["count"]} for row in dupes]
-        raise DuplicateKeyError(
-            f"{what}: the dimension has more than one row per key {on}; examples: {examples}"
-        )
+    require_unique(with_keys, on, f"{what}: the dimension")
     return df.join(F.broadcast(dim_df), on=on, how=how)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 from sparkfs.core.runs import RunWindow, record_run
+from sparkfs.features.feature_tables import declared_feature_tables
 from sparkfs.jobs.context import JobContext
 from sparkfs.ml.assembly import build_features, build_spine
 from sparkfs.ml.config import TrainingConfig, load_training_config
-from sparkfs.ml.splits import split_boundaries
+from sparkfs.ml.splits import effective_feature_window, split_boundaries
 from sparkfs.ml.train import train_model
 
 
@@ -28,7 +29,8 @@ def train_job(ctx: JobContext, window: RunWindow | None) -> None:
     start, end = training_window(config, window)
     lake = ctx.lake
     # Fail before the (long) training-set build if the window cannot hold the splits.
-    split_boundaries(start, end, config.split, config.longest_feature_window)
+    feature_window = effective_feature_window(config, declared_feature_tables(ctx.settings))
+    split_boundaries(start, end, config.split, feature_window)
     with record_run(lake, "train", {"start": start, "end": end, "model": config.model_name}) as run:
         with run.stage("training_set") as stage:
             layer, table = config.spine.layer, config.spine.table

@@ -2,7 +2,8 @@
 
 Loaded once with :func:`load_training_config` (through :func:`sparkfs.config.load_yaml`: env
 vars expanded, unknown keys and wrong types rejected with the file and key). Durations are
-written ``30d``, ``3h``, ``15m`` or ``10s``.
+:data:`~sparkfs.core.durations.Duration`: ``30d``, ``2w``, ``3h``, ``15m``, ``10s`` or ISO 8601
+(``P30D``), as in every conf file.
 
 Example::
 
@@ -12,45 +13,18 @@ Example::
 
 from __future__ import annotations
 
-import re
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer
+from pydantic import Field
 
 from sparkfs.core.config import Settings, StrictModel, load_yaml
+from sparkfs.core.durations import Duration
 
 TRAINING_CONF = "training.yaml"
 PREDICTION_TS = "prediction_ts"
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-
-
-def parse_duration(value: Any) -> Any:
-    """``"30d"``, ``"3h"``, ``"15m"``, ``"10s"`` -> timedelta; ISO 8601 (``"P30D"``) and other
-    values pass on to pydantic."""
-    if isinstance(value, str) and not value.startswith("P"):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"expected a duration like '30d', '3h', '15m' or '10s', found {value!r}")
-        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-    return value
-
-
-def format_duration(value: timedelta) -> str:
-    """The inverse of :func:`parse_duration`: the largest whole unit (``"30d"``, ``"90m"``)."""
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and seconds:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-Duration = Annotated[
-    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")
-]
 MetricName = Literal["roc_auc", "pr_auc", "log_loss", "f1"]
 
 
@@ -65,7 +39,8 @@ class FeaturesConfig(StrictModel):
 
 class SplitConfig(StrictModel):
     """Durations counted back from the end of the training window: ``train | gap | validation |
-    gap | test``. ``gap`` must be at least ``longest_feature_window``."""
+    gap | test``. ``gap`` must be at least the longest feature window
+    (:func:`sparkfs.ml.splits.effective_feature_window`)."""
 
     validation: Duration = timedelta(days=45)
     test: Duration = timedelta(days=45)
@@ -159,7 +134,10 @@ class TrainingConfig(StrictModel):
     label: str
     start: date  # the default training window; `sparkfs run train --start S --end E` overrides it
     end: date
-    longest_feature_window: Duration = timedelta(days=30)
+    # A floor for the longest feature window, which is otherwise derived from the lookups'
+    # lookbacks and the windows of the feature tables they read (splits.effective_feature_window);
+    # it can only raise the derived value. None: the derived value alone.
+    longest_feature_window: Duration | None = None
     max_rows: int = Field(1_000_000, ge=100)
     features: FeaturesConfig
     split: SplitConfig = SplitConfig()

@@ -14,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -21,8 +23,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns
+from sparkfs.core.durations import format_duration
 from sparkfs.core.errors import ConfigError
-from sparkfs.ml.config import SplitConfig, format_duration
+from sparkfs.features.feature_tables import FeatureTableSpec
+from sparkfs.ml.config import SplitConfig, TrainingConfig
+
+log = logging.getLogger(__name__)
 
 SPLIT = "split"
 SPLITS = ("train", "validation", "test")
@@ -53,6 +59,36 @@ class SplitBoundaries:
 
     def as_params(self) -> dict[str, str]:
         return {f"split_{k}": v.isoformat() for k, v in self.__dict__.items()}
+
+
+def effective_feature_window(config: TrainingConfig, feature_tables: Sequence[FeatureTableSpec]) -> timedelta:
+    """The longest feature window, the split gap's lower bound (see :func:`split_boundaries`).
+
+    The longest of: each lookup's ``lookback``, the longest rolling window of each feature table
+    a lookup reads (from ``feature_tables``, e.g. ``declared_feature_tables(settings)``; a table
+    not declared there has no known windows), and ``config.longest_feature_window`` when set --
+    configuration can raise the derived value, never lower it (a lower one is logged and
+    ignored).
+
+    Example: a lookup with ``lookback: 30d`` and ``longest_feature_window: 7d`` give 30 days.
+    """
+    declared = {t.name: t for t in feature_tables}
+    reaches = [(lk.lookback, f"lookback of the {lk.table!r} lookup") for lk in config.lookups if lk.lookback]
+    reaches += [
+        (declared[lk.table].history, f"longest window of feature table {lk.table!r}")
+        for lk in config.lookups
+        if lk.table in declared
+    ]
+    derived, source = max(reaches, key=lambda r: r[0], default=(timedelta(0), "no lookup"))
+    configured = config.longest_feature_window
+    if configured is None:
+        return derived
+    if configured < derived:
+        log.info(
+            "longest_feature_window %s in the training config is shorter than the %s: using %s",
+            format_duration(configured), source, format_duration(derived),
+        )
+    return max(configured, derived)
 
 
 def split_boundaries(

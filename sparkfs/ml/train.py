@@ -4,8 +4,9 @@
 label, as built by :mod:`sparkfs.ml.assembly`) and:
 
 1. splits it by time into train / validation / test with a gap at least as long as the longest
-   feature window, following the time rule ``(t - w, t]``: train is ``ts <= train_end``,
-   validation is ``train_end + gap < ts <= validation_end``, test is
+   feature window (derived from the lookups and the feature tables of ``<conf_dir>``, see
+   :func:`~sparkfs.ml.splits.effective_feature_window`), following the time rule ``(t - w, t]``:
+   train is ``ts <= train_end``, validation is ``train_end + gap < ts <= validation_end``, test is
    ``validation_end + gap < ts < end`` (see :mod:`sparkfs.ml.splits`). A validation row's window ``(t - w, t]`` with
    ``w <= gap`` then starts after the last training timestamp, so no window straddles a split;
 2. brings the labelled rows to the driver, bounded by ``max_rows`` (a seeded sample above it);
@@ -37,6 +38,7 @@ from pyspark.sql import DataFrame
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import GateFailedError
+from sparkfs.features.feature_tables import declared_feature_tables
 from sparkfs.ml.collect import SplitFrames, collect_splits
 from sparkfs.ml.config import TrainingConfig
 from sparkfs.ml.evaluation import (
@@ -53,7 +55,7 @@ from sparkfs.ml.evaluation import (
 from sparkfs.ml.fit import fit_booster
 from sparkfs.ml.mlflow_log import HoldoutResults, log_training_run
 from sparkfs.ml.model import PROBABILITY, PackagedModel, Preprocessor
-from sparkfs.ml.splits import SplitBoundaries, split_boundaries
+from sparkfs.ml.splits import SplitBoundaries, effective_feature_window, split_boundaries
 from sparkfs.ml.tracking import TrackingTarget, configure_mlflow, registered_model_name
 from sparkfs.pit.spec import TrainingSetSpec
 
@@ -161,7 +163,8 @@ def train_model(
                              start=date(2013, 1, 1), end=date(2013, 11, 30))
         result.registered_version   # "3", or None when the gate failed
     """
-    boundaries = split_boundaries(start, end, config.split, config.longest_feature_window)
+    feature_window = effective_feature_window(config, declared_feature_tables(settings))
+    boundaries = split_boundaries(start, end, config.split, feature_window)
     frames = collect_splits(training_df, config, boundaries)
     model = fit_model(frames, config)
     results = evaluate_on_test(model, frames, config)
