@@ -72,7 +72,17 @@ def _quote(identifier: str) -> str:
 
 @dataclass(frozen=True)
 class Lakehouse:
-    """Resolves logical ``(layer, table)`` names and manages Delta tables for one session."""
+    """Resolves logical ``(layer, table)`` names and manages Delta tables for one session.
+
+    Locally a layer is a schema of external Delta tables under the warehouse folder; on
+    Databricks it is a Unity Catalog ``catalog.schema``.
+
+    Example::
+
+        lake = open_lakehouse(spark, settings)
+        lake.name("gold", "carrier_delays")        # `sparkfs_gold`.`carrier_delays` locally
+        lake.read("gold", "carrier_delays", version=3), lake.version("gold", "carrier_delays")
+    """
 
     spark: SparkSession
     settings: Settings
@@ -272,7 +282,14 @@ class Lakehouse:
 
 
 def open_lakehouse(spark: SparkSession, settings: Settings) -> Lakehouse:
-    """A :class:`Lakehouse` with the tables already on disk registered by name."""
+    """A :class:`Lakehouse` with the tables already on disk registered by name, so a table a
+    ``spark-submit`` job wrote is readable by name from the next process or a notebook.
+
+    Example::
+
+        settings = load_settings()
+        lake = open_lakehouse(get_spark(settings), settings)
+    """
     lake = Lakehouse(spark, settings)
     lake.attach()
     return lake

@@ -30,7 +30,13 @@ MAX_PARTITION_LIST = 1000
 @dataclass(frozen=True)
 class MergeResult:
     """What one MERGE did. ``version`` is the Delta version it committed, or the table's version
-    when it committed nothing (an empty batch)."""
+    when it committed nothing (an empty batch).
+
+    Example::
+
+        result = merge_upsert(lake, "gold", "planes", planes_df, keys=["tailnum"])
+        result.rows_inserted, result.rows_updated, result.version
+    """
 
     table: str
     version: int
@@ -69,6 +75,12 @@ def merge_upsert(
     unmatched rows are inserted; nothing is deleted. The source must have exactly the target's
     columns (schema changes are made to the table on purpose, not by a merge). An empty batch
     merges nothing and commits nothing: its result has 0 rows and the table's current version.
+
+    Example::
+
+        result = merge_upsert(lake, "gold", "carrier_delays", day_df, keys=["carrier", "event_ts"],
+                              partition_by="event_date")
+        result.rows_inserted, result.rows_updated     # (0, 0) when the same day is merged again
     """
     full_name = lake.name(layer, table)
     target = lake.table(layer, table)

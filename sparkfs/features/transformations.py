@@ -7,6 +7,11 @@ just as a point-in-time lookup at ``t`` matches feature rows with ``feature_ts <
 
 Rows whose event time or any entity key is null are kept, never dropped: they get null features,
 because they belong to no entity's timeline.
+
+Why this module is long: it is the transformation library's one public page (windows, lags,
+ratios, calendar features, imputation, clipping, latest-per-key, broadcast joins), so a user
+finds every DataFrame -> DataFrame step in one place, as in quinn's ``transformations.py``; each
+function is short and stands alone.
 """
 
 from __future__ import annotations

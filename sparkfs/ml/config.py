@@ -124,7 +124,13 @@ class LookupConfig(StrictModel):
 
 
 class TrainingConfig(StrictModel):
-    """``conf/training.yaml``: what to train on, how to split, evaluate, gate and register."""
+    """``conf/training.yaml``: what to train on, how to split, evaluate, gate and register.
+
+    Example::
+
+        config = load_training_config(settings)
+        config.feature_columns, config.split.gap, config.lookup_timestamp
+    """
 
     model_name: str
     alias: str = "champion"
@@ -160,5 +166,11 @@ class TrainingConfig(StrictModel):
 
 
 def load_training_config(settings: Settings, path: Path | str | None = None) -> TrainingConfig:
-    """Read ``<conf_dir>/training.yaml`` (or ``path``) into a :class:`TrainingConfig`."""
+    """Read ``<conf_dir>/training.yaml`` (or ``path``) into a :class:`TrainingConfig`; unknown
+    keys and wrong types are a :class:`~sparkfs.core.errors.ConfigError` naming the file and key.
+
+    Example::
+
+        config = load_training_config(load_settings())
+    """
     return load_yaml(path or Path(settings.conf_dir) / TRAINING_CONF, TrainingConfig)

@@ -8,8 +8,8 @@ exclusive, upper bound inclusive, the same edge rule as the trailing-window aggr
 row comes out exactly once, also when its keys or its timestamp are null (with null features).
 Timestamps are Spark ``TimestampType`` values, i.e. instants; they are compared as instants.
 
-Feature rows tied on (keys, event time[, sequence]) cannot make an arbitrary pick:
-:func:`create_training_set` raises ``DuplicateKeyError`` for a tie behind a match.
+Feature rows tied on (keys, event time[, sequence]) make no arbitrary pick: a tie behind a
+match raises ``DuplicateKeyError``.
 
 "As known at" mode (``known_at=<column>``): a row only counts once it had been written, i.e. when
 ``known_at <= spine_ts`` as well. The answer at ``t`` is the latest row by event time among the
@@ -26,8 +26,7 @@ by default (``plan="auto"``) each lookup picks one (:mod:`sparkfs.pit.planner`):
   (:mod:`sparkfs.pit.fetch`), ``"union-wide"`` carries the features through the window;
 - ``"intervals"`` (:mod:`sparkfs.pit.intervals`): an SCD type 2 view of the table joined as an
   equi-join on (keys, time bin) plus a range condition, so a hot key spreads over many tasks.
-
-Each build is checked afterwards (:mod:`sparkfs.pit.checks`).
+  Each build is checked afterwards (:mod:`sparkfs.pit.checks`).
 
 Example::
 
@@ -37,8 +36,7 @@ Example::
                        lookback=timedelta(days=7), prefix="carrier")],
         label="is_delayed",
     )
-    ts.df            # spine columns + carrier_dep_delay_mean_7d
-    ts.spec          # JSON-serializable, records every table's Delta version
+    ts.df, ts.spec                            # + carrier_dep_delay_mean_7d; every Delta version
     rebuild_training_set(lake, ts.spec).df   # the same rows, after later MERGEs
 """
 
@@ -94,6 +92,10 @@ class TrainingSet:
 
     ``plans`` says which plan joined each lookup and why, keyed ``"<index>:<table>@v<version>"``
     (the lookup's position in the list first, so two lookups on one table both show).
+
+    Example::
+
+        ts = create_training_set(lake, spine_df, lookups); ts.df, ts.checks["rows"], ts.spec.to_json()
     """
 
     df: DataFrame

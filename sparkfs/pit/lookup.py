@@ -52,6 +52,12 @@ class FeatureLookup:
     e.g. ``timedelta.max``) excludes nothing and counts as no lookback.
     ``known_at`` names a column of the table holding when each row was written (e.g. its ingest
     time): rows written after the spine time do not count, so late rows do not leak.
+
+    Example::
+
+        FeatureLookup("carrier_delays", ["carrier"], "prediction_ts",
+                      ["carrier_dep_delay_mean_7d"], lookback=timedelta(days=1))
+        FeatureLookup("planes", {"tailnum": "plane_tailnum"}, prefix="plane")   # static, renamed key
     """
 
     table: str
