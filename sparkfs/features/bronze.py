@@ -102,8 +102,8 @@ def ingest(
 
     ``days`` are event dates (the run window); a once-source ignores them and takes every new
     file. A day with neither landing files nor bronze rows raises
-    :class:`~sparkfs.errors.MissingSourceDataError`; a batch without a required column raises
-    :class:`~sparkfs.errors.SchemaMismatchError` naming the missing and the present columns.
+    :class:`~sparkfs.core.errors.MissingSourceDataError`; a batch without a required column raises
+    :class:`~sparkfs.core.errors.SchemaMismatchError` naming the missing and the present columns.
 
     Example: ``ingest(lake, flights_source, Path(".sparkfs/landing"), [date(2013, 4, 1)], run.run_id)``.
     """

@@ -308,7 +308,7 @@ def write_feature_table(lake: Lakehouse, spec: FeatureTableSpec, rows_df: DataFr
     """MERGE ``rows_df`` into the feature table on (keys, event time), pruning by its partitions.
 
     A batch with two rows for one (keys, event time) raises
-    :class:`~sparkfs.errors.DuplicateKeyError` naming examples.
+    :class:`~sparkfs.core.errors.DuplicateKeyError` naming examples.
     """
     ensure_feature_table(lake, spec, rows_df.schema)
     return merge_upsert(lake, LAYER, spec.name, rows_df, spec.merge_keys, partition_by=spec.partition_by)

@@ -177,7 +177,7 @@ def refine(
 ) -> RefineResult:
     """Refine the bronze rows of ``spec.source`` for ``days`` (None: a once-delivered source) into silver.
 
-    Raises :class:`~sparkfs.errors.ValidationFailedError` under a STRICT policy when the share of
+    Raises :class:`~sparkfs.core.errors.ValidationFailedError` under a STRICT policy when the share of
     rejected rows passes ``policy.max_reject_ratio`` or a table-level expectation fails -- after
     the rejected rows are in quarantine and GE's result is saved, so nothing is lost.
 

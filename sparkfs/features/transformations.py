@@ -519,9 +519,9 @@ def broadcast_join(
     every executor, so past that a plain shuffle join, ``df.join(dim_df, on)``, is the better
     plan). The size is measured cheaply as ``dim_df.limit(max_rows + 1).count()``, which stops
     reading after ``max_rows + 1`` rows; a larger dimension raises
-    :class:`~sparkfs.errors.DimensionTooLargeError`. The dimension must be unique on ``on``
+    :class:`~sparkfs.core.errors.DimensionTooLargeError`. The dimension must be unique on ``on``
     (null keys aside, which match nothing): duplicates would multiply ``df``'s rows and raise
-    :class:`~sparkfs.errors.DuplicateKeyError`. Non-key columns present on both sides are an
+    :class:`~sparkfs.core.errors.DuplicateKeyError`. Non-key columns present on both sides are an
     error rather than an ambiguous result.
 
     ``how`` keeps every row of ``df`` (``left``), or filters it (``inner``, ``left_semi``,

@@ -112,7 +112,7 @@ class SpineConfig(StrictModel):
 
 
 class LookupConfig(StrictModel):
-    """One :class:`~sparkfs.point_in_time.FeatureLookup` on a gold feature table."""
+    """One :class:`~sparkfs.pit.FeatureLookup` on a gold feature table."""
 
     table: str
     lookup_key: list[str] | dict[str, str]  # spine columns; {table key: spine column} if renamed

@@ -1,4 +1,4 @@
-"""MLflow tracking and model registry, configured from :class:`~sparkfs.config.Settings`.
+"""MLflow tracking and model registry, configured from :class:`~sparkfs.core.config.Settings`.
 
 Locally (``mlflow.tracking_uri: null``) runs and the registry live in one SQLite file,
 ``<data_dir>/mlflow.db``, and artifacts under ``<data_dir>/mlartifacts``: nothing to start, and

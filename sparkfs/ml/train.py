@@ -10,7 +10,7 @@ label, as built by :mod:`sparkfs.ml.assembly`) and:
    ``validation_end + gap < ts < end`` (see :mod:`sparkfs.ml.splits`). A validation row's window ``(t - w, t]`` with
    ``w <= gap`` then starts after the last training timestamp, so no window straddles a split;
 2. brings the labelled rows to the driver, bounded by ``max_rows`` (a seeded sample above it);
-3. fits the :class:`~sparkfs.model.Preprocessor` on the train split only, trains XGBoost with
+3. fits the :class:`~sparkfs.ml.model.Preprocessor` on the train split only, trains XGBoost with
    early stopping on validation, picks the F1-optimal threshold on validation;
 4. scores the test split through the packaged pyfunc (the code inference runs), measures it and a
    per-carrier rate baseline with bootstrap intervals, overall and per slice;
