@@ -1,6 +1,6 @@
 """``conf/training.yaml`` as typed config: features, split, XGBoost, baseline, gate, inference.
 
-Loaded once with :func:`load_training_config` (through :func:`sparkfs.config.load_yaml`: env
+Loaded once with :func:`load_training_config` (through :func:`sparkfs.core.config.load_yaml`: env
 vars expanded, unknown keys and wrong types rejected with the file and key). Durations are
 :data:`~sparkfs.core.durations.Duration`: ``30d``, ``2w``, ``3h``, ``15m``, ``10s`` or ISO 8601
 (``P30D``), as in every conf file.
