@@ -255,3 +255,33 @@ def test_history_lines_align_and_leave_unreported_counts_blank() -> None:
     assert merge.split() == ["1", "2013-01-02", "03:04:05", "MERGE", "1,234", "0", "0"]
     assert create.split() == ["0", "2013-01-01", "00:00:00", "CREATE", "TABLE"]
     assert len(merge) == len(header)
+
+
+LOGGING = """
+import logging, sys, warnings
+from sparkfs.jobs.console import setup_logging
+setup_logging(logging.DEBUG if sys.argv[1] == "debug" else logging.INFO)
+if sys.argv[1] == "info":
+    import mlflow  # it configures its own logging at import unless told not to
+logging.getLogger("sparkfs.core.runs").info("stage done")
+logging.getLogger("sparkfs.core.runs").debug("details")
+logging.getLogger("mlflow.store").info("mlflow plumbing")
+logging.getLogger("mlflow.pyfunc").warning("mlflow pickling note")
+logging.getLogger("somelib").warning("a warning of another library")
+warnings.warn("a library's deprecation", FutureWarning)
+"""
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_log_lines_have_one_format_and_libraries_speak_only_when_verbose(level: str) -> None:
+    done = subprocess.run([sys.executable, "-c", LOGGING, level], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d sparkfs\.core\.runs: stage done", lines[0]), lines
+    assert re.search(r"^\d\d:\d\d:\d\d WARNING somelib: a warning of another library$", done.stderr, re.M)
+    verbose = level == "debug"
+    for text in ("details", "mlflow plumbing", "mlflow pickling note", "a library's deprecation"):
+        assert (text in done.stderr) == verbose, (text, done.stderr)
+    if verbose:  # MLflow's lines come through sparkfs's handler, in its format
+        assert re.search(r"^\d\d:\d\d:\d\d WARNING mlflow\.pyfunc: mlflow pickling note$", done.stderr, re.M)

@@ -62,20 +62,28 @@ def log_level(verbose: bool = False, environ: dict[str, str] | None = None) -> i
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """sparkfs's log lines on stderr at ``level``; at DEBUG the libraries speak too, else they are quiet."""
+    """sparkfs's log lines on stderr at ``level``, in one format.
+
+    At DEBUG (``-v``) the libraries speak too, at INFO, through the same handler; otherwise
+    their plumbing is quiet: MLflow, py4j, Great Expectations below ERROR, other libraries below
+    WARNING, no Python warnings from libraries and no tqdm bars.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(level)
-    if level <= logging.DEBUG:
+    verbose = level <= logging.DEBUG
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("sparkfs").setLevel(level)
+    # Read when MLflow is imported (later, by the job): without it MLflow installs a handler and
+    # format of its own and resets its level, so its lines would bypass everything above.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    if verbose:
         return
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    # Read when these libraries are imported (later, by the job), and inherited by Spark's
-    # Python workers: MLflow configures its own logger from the variable (at import it would
-    # undo the setLevel above), tqdm takes its defaults from TQDM_* variables.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    # Also read at import, and inherited by Spark's Python workers (whose output goes to the
+    # JVM's log file anyway): tqdm takes its defaults from TQDM_* variables.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
