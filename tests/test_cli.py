@@ -254,7 +254,7 @@ def test_history_lines_align_and_leave_unreported_counts_blank() -> None:
     header, merge, create = format_history(rows)
     assert merge.split() == ["1", "2013-01-02", "03:04:05", "MERGE", "1,234", "0", "0"]
     assert create.split() == ["0", "2013-01-01", "00:00:00", "CREATE", "TABLE"]
-    assert len(merge) == len(header)
+    assert len(merge) == len(header) and create == create.rstrip()
 
 
 LOGGING = """

@@ -57,5 +57,5 @@ def smoke_job(ctx: JobContext, window: RunWindow | None) -> None:
     name = result.table.replace("`", "")
     print(f"\n{name}: {rows} rows; this MERGE inserted {result.rows_inserted}, "
           f"updated {result.rows_updated} (version {result.version})")
-    print(f"Delta history (newest {len(history)}; 'sparkfs history {layer}.{table}' for all):")
+    print(f"Delta history, newest first (at most 5; 'sparkfs history {layer}.{table}' shows more):")
     print("\n".join(format_history(history)))

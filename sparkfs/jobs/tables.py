@@ -109,7 +109,7 @@ def format_tables(summaries: Sequence[TableSummary]) -> list[str]:
         lines.append(f"{s.table:<{width}}  {s.version:>7}  {s.rows:>11,}  {_size(s.size_bytes):>9}  "
                      f"{s.files:>5}  {s.last_write_utc:<19}  {s.last_operation:<12}"
                      + (f"  {s.checksum}" if s.checksum else ""))
-    return lines
+    return [line.rstrip() for line in lines]
 
 
 def history_rows(lake: Lakehouse, layer: str, table: str, limit: int | None) -> list[dict[str, Any]]:
@@ -131,7 +131,7 @@ def format_history(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         counts = [r["rows_inserted"], r["rows_updated"], r["rows_deleted"]]
         lines.append(f"  {r['version']:>7}  {r['timestamp_utc']:<19}  {r['operation']:<14}  "
                      + "  ".join(f"{'' if c is None else f'{c:,}':>10}" for c in counts))
-    return lines
+    return [line.rstrip() for line in lines]
 
 
 def suggest_table(name: str, candidates: Sequence[str]) -> str:
