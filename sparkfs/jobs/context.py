@@ -185,6 +185,7 @@ def job_context(
     try:
         # Under spark-submit or on Databricks the JVM is already running: nothing to redirect.
         if verbose or on_databricks() or "PYSPARK_GATEWAY_PORT" in os.environ:
+            log.info("starting Spark (%s)", settings.spark.master)
             spark = get_spark(settings)
         else:
             log_file = spark_log_file(settings.data_path, command)
