@@ -184,7 +184,9 @@ def job_context(
     started = time.perf_counter()
     try:
         # Under spark-submit or on Databricks the JVM is already running: nothing to redirect.
-        if verbose or on_databricks() or "PYSPARK_GATEWAY_PORT" in os.environ:
+        if on_databricks() or "PYSPARK_GATEWAY_PORT" in os.environ:
+            spark = get_spark(settings)  # the running session
+        elif verbose:
             log.info("starting Spark (%s)", settings.spark.master)
             spark = get_spark(settings)
         else:
