@@ -87,10 +87,10 @@ def setup_logging(level: int = logging.INFO) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    # Library warnings (MLflow's pickling and env_manager notes, pandas and pyspark deprecations)
-    # say nothing a user of a job can act on; sparkfs's own warnings stay.
+    # Python warnings (MLflow's pickling and env_manager notes, pandas and pyspark deprecations,
+    # a ResourceWarning when a failed JVM start leaves a pipe open) say nothing a user of a job
+    # can act on; sparkfs reports through its log lines, not warnings.
     warnings.filterwarnings("ignore")
-    warnings.filterwarnings("default", module=r"sparkfs(\.|$)")
 
 
 def spark_log_file(data_path: Path, command: str) -> Path:
