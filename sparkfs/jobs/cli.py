@@ -95,11 +95,13 @@ def _setup(args: argparse.Namespace, verbose: bool) -> int:
     """Check Java, resolve Delta's jars into the Ivy cache (first time), start Spark once."""
     from sparkfs.core.session import DELTA_PACKAGE, cached_delta_jars, check_java, ivy_dir
 
+    settings = settings_from_args(args)
+    check_environment(settings)
     java = check_java()
     if cached_delta_jars() is None:
         log.info("resolving %s and its dependencies from Maven Central into %s (first time only)",
                  DELTA_PACKAGE, ivy_dir())
-    with job_context(args, verbose=verbose, command="setup", attach=False) as ctx:
+    with job_context(settings, verbose=verbose, command="setup", attach=False) as ctx:
         jars = cached_delta_jars() or []
         print(f"ready: Java {java}, Spark {ctx.spark.version}, {DELTA_PACKAGE} ({len(jars)} jars in "
               f"{ivy_dir() / 'jars'}); tables live in {ctx.lake.warehouse}")
@@ -110,7 +112,7 @@ def _setup(args: argparse.Namespace, verbose: bool) -> int:
 
 def _tables(args: argparse.Namespace, verbose: bool) -> int:
     """Each table with its Delta version, row count, size and last write (``--checksum``: content too)."""
-    with job_context(args, verbose=verbose, command="tables", attach=False) as ctx:
+    with job_context(settings_from_args(args), verbose=verbose, command="tables", attach=False) as ctx:
         lake = ctx.lake
         summaries = [
             summarize_table(lake, layer, table, with_checksum=args.checksum)
@@ -138,7 +140,7 @@ def _history(args: argparse.Namespace, verbose: bool) -> int:
     if settings.storage.catalog is None:
         check_local_table(settings, args.table)  # before Spark starts
     limit = None if args.limit == 0 else args.limit
-    with job_context(args, verbose=verbose, command="history", attach=False) as ctx:
+    with job_context(settings, verbose=verbose, command="history", attach=False) as ctx:
         lake = ctx.lake
         layer, table = lake.resolve(args.table)
         if not lake.exists(layer, table):  # on Databricks: known only now

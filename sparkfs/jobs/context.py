@@ -166,17 +166,18 @@ def quiet_settings(settings: Settings, verbose: bool) -> Settings:
 
 @contextmanager
 def job_context(
-    args: argparse.Namespace, *, verbose: bool = False, command: str = "job", attach: bool = True
+    settings: Settings, *, verbose: bool = False, command: str = "job", attach: bool = True
 ) -> Iterator[JobContext]:
-    """Settings, a Spark session and the lakehouse for ``args``, for the ``with`` block.
+    """``settings`` (see :func:`settings_from_args`), a Spark session and the lakehouse, for the
+    ``with`` block.
 
     Unless ``verbose``, the JVM's own output (start-up, Ivy, warnings) goes to a log file under
     ``<data_dir>/logs``; an exception leaving the block carries that file's path (see
     :func:`~sparkfs.jobs.console.spark_log_of`) so the error can name it. ``attach=False`` skips
     registering every local table by name (commands that read tables by path do not need it).
     """
-    settings = quiet_settings(settings_from_args(args), verbose)
     check_environment(settings)
+    settings = quiet_settings(settings, verbose)
     from sparkfs.core.lakehouse import Lakehouse, open_lakehouse  # pyspark: only once args are good
     from sparkfs.core.session import get_spark
 

@@ -22,6 +22,7 @@ from sparkfs.jobs.context import (
     check_window,
     job_context,
     settings_from_args,
+    window_from_args,
 )
 
 if TYPE_CHECKING:
@@ -103,30 +104,27 @@ def resolve_job(name: str) -> JobFn:
     return job
 
 
-def check_job(name: str, args: argparse.Namespace) -> tuple[Job, RunWindow | None]:
-    """Everything about running ``name`` with ``args`` that can be checked before Spark starts."""
+def check_job(name: str, args: argparse.Namespace) -> Settings:
+    """Everything about running ``name`` with ``args`` that can be checked before Spark starts;
+    returns the settings to run it with."""
     job = job_named(name)
-    window = check_window(args)
-    if window is None and job.needs_dates:
+    if check_window(args) is None and job.needs_dates:
         raise UsageError(f"the {name} job needs --date YYYY-MM-DD, or --start/--end for a backfill")
     settings = settings_from_args(args)
     check_environment(settings)
     if job.check_conf is not None:
         job.check_conf(settings)
-    if window is None:
-        return job, None
-    from sparkfs.core.runs import RunWindow
-
-    return job, RunWindow(*window)
+    return settings
 
 
 def run_job(name: str, args: argparse.Namespace, *, verbose: bool = False) -> int:
     """Run job ``name``; an error prints ``error: ...`` once and returns its exit status (2: the
     command or its configuration is wrong, 1: the job failed)."""
     try:
-        _, window = check_job(name, args)
+        settings = check_job(name, args)
+        window = window_from_args(args)
         job = resolve_job(name)
-        with job_context(args, verbose=verbose, command=name) as ctx:
+        with job_context(settings, verbose=verbose, command=name) as ctx:
             job(ctx, window)
     except Exception as exc:  # every failure ends here, printed once
         return report_error(exc, verbose=verbose)
