@@ -154,7 +154,7 @@ def report_error(exc: BaseException, *, verbose: bool = False) -> int:
     else:  # not one of ours (a Spark or MLflow exception): its first line, the rest on request
         # py4j's own first line only names the JVM call ("An error occurred while calling o52.save").
         java = getattr(exc, "java_exception", None)
-        first = next((line for line in str(java or exc).splitlines() if line.strip()), "")
+        first = next((line for line in str(exc if java is None else java).splitlines() if line.strip()), "")
         text = f"{type(exc).__name__}: {first}"
         if verbose:
             import traceback
