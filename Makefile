@@ -36,6 +36,7 @@ demo: setup
 	@echo "  tables (Delta, one folder each):  $(abspath .sparkfs/warehouse)"
 	@echo "  predictions of $(DEMO_DAY):        sparkfs_ml.flight_delay_predictions"
 	@echo "  run records (rows, rejects, times): sparkfs_ops.run_records"
+	@echo "  Spark's own logs, one per command: $(abspath .sparkfs/logs)"
 	@echo "  MLflow runs, metrics, plots, registry:"
 	@echo "    $(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath .sparkfs/mlflow.db)"
 	@echo "  notebooks: notebooks/*.ipynb (see README, Notebooks)"

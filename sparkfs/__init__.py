@@ -11,8 +11,9 @@ What a notebook or a script needs, in the order data flows:
   training and scoring share), :func:`train_model`, :func:`load_scoring_model`,
   :func:`score_batch`.
 
-Importing sparkfs has no side effects and stays light: nothing starts a SparkSession until you
-call :func:`get_spark`, and the model functions (MLflow, XGBoost) are imported on first use.
+Importing sparkfs has no side effects and stays light: every name above is imported on first
+use (pyspark with the first lakehouse name, MLflow and XGBoost with the first model function),
+and nothing starts a SparkSession until you call :func:`get_spark`.
 
 Example::
 
@@ -33,39 +34,58 @@ __version__ = "0.1.0"
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from sparkfs.core.config import Settings, load_settings
-from sparkfs.core.errors import (
-    ConfigError,
-    DeltaJarsUnavailableError,
-    DuplicateKeyError,
-    EnvironmentSetupError,
-    JavaNotFoundError,
-    JavaVersionError,
-    SchemaMismatchError,
-    SparkfsError,
-    TableNotFoundError,
-)
-from sparkfs.core.lakehouse import Lakehouse, open_lakehouse
-from sparkfs.core.merge import MergeResult, merge_upsert
-from sparkfs.core.runs import RunWindow, record_run
-from sparkfs.core.session import get_spark
-from sparkfs.pit.api import (
-    FeatureLookup,
-    TrainingSet,
-    as_of_join,
-    create_training_set,
-    rebuild_training_set,
-)
-from sparkfs.pit.spec import TrainingSetSpec
-
 if TYPE_CHECKING:
+    from sparkfs.core.config import Settings, load_settings
+    from sparkfs.core.errors import (
+        ConfigError,
+        DeltaJarsUnavailableError,
+        DuplicateKeyError,
+        EnvironmentSetupError,
+        JavaNotFoundError,
+        JavaVersionError,
+        SchemaMismatchError,
+        SparkfsError,
+        TableNotFoundError,
+    )
+    from sparkfs.core.lakehouse import Lakehouse, open_lakehouse
+    from sparkfs.core.merge import MergeResult, merge_upsert
+    from sparkfs.core.runs import RunWindow, record_run
+    from sparkfs.core.session import get_spark
     from sparkfs.ml.assembly import build_features, build_spine
     from sparkfs.ml.config import TrainingConfig, load_training_config
     from sparkfs.ml.score import ScoringModel, load_scoring_model, score_batch
     from sparkfs.ml.train import TrainingResult, train_model
+    from sparkfs.pit.api import (
+        FeatureLookup,
+        TrainingSet,
+        as_of_join,
+        create_training_set,
+        rebuild_training_set,
+    )
+    from sparkfs.pit.spec import TrainingSetSpec
 
-# Imported on first use: they pull in MLflow and XGBoost, which a feature pipeline never needs.
+# Every public name is imported on first use: `import sparkfs` (and the `sparkfs` command, which
+# checks its arguments before anything else) must not pay for pyspark, MLflow or XGBoost.
+_ERRORS = ("ConfigError", "DeltaJarsUnavailableError", "DuplicateKeyError", "EnvironmentSetupError",
+           "JavaNotFoundError", "JavaVersionError", "SchemaMismatchError", "SparkfsError",
+           "TableNotFoundError")
 _LAZY = {
+    **dict.fromkeys(_ERRORS, "sparkfs.core.errors"),
+    "Settings": "sparkfs.core.config",
+    "load_settings": "sparkfs.core.config",
+    "Lakehouse": "sparkfs.core.lakehouse",
+    "open_lakehouse": "sparkfs.core.lakehouse",
+    "MergeResult": "sparkfs.core.merge",
+    "merge_upsert": "sparkfs.core.merge",
+    "RunWindow": "sparkfs.core.runs",
+    "record_run": "sparkfs.core.runs",
+    "get_spark": "sparkfs.core.session",
+    "FeatureLookup": "sparkfs.pit.api",
+    "TrainingSet": "sparkfs.pit.api",
+    "as_of_join": "sparkfs.pit.api",
+    "create_training_set": "sparkfs.pit.api",
+    "rebuild_training_set": "sparkfs.pit.api",
+    "TrainingSetSpec": "sparkfs.pit.spec",
     "TrainingConfig": "sparkfs.ml.config",
     "load_training_config": "sparkfs.ml.config",
     "build_spine": "sparkfs.ml.assembly",
@@ -84,6 +104,10 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'sparkfs' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [

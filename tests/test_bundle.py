@@ -150,7 +150,7 @@ def test_entry_point_failure_exits_nonzero(monkeypatch: pytest.MonkeyPatch, caps
     monkeypatch.setattr(sys, "argv", ["sparkfs-smoke", "--env", "nowhere", "--date", "2013-01-01"])
     with pytest.raises(SystemExit) as exc:
         entry_points.smoke()
-    assert exc.value.code == 1
+    assert exc.value.code == 2  # an unknown environment is a usage error: nothing ran
     assert "unknown environment 'nowhere'" in capsys.readouterr().err
 
 

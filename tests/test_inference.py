@@ -185,6 +185,20 @@ def test_train_job_then_infer_job_end_to_end(e2e: tuple[JobContext, str], capsys
 
 
 @pytest.mark.e2e
+def test_infer_on_a_day_without_flights_says_so_and_writes_nothing(e2e: tuple[JobContext, str], capsys) -> None:
+    ctx, _ = e2e
+    lake = ctx.lake
+    empty_day = date(2014, 6, 1)  # the synthetic flights end in 2013
+    written = lake.exists("ml", "e2e_predictions") and lake.version("ml", "e2e_predictions")
+
+    infer_job(ctx, RunWindow(empty_day, empty_day))
+
+    out = capsys.readouterr().out
+    assert f"no rows in the spine for {empty_day}" in out and "nothing scored" in out
+    assert (lake.exists("ml", "e2e_predictions") and lake.version("ml", "e2e_predictions")) == written
+
+
+@pytest.mark.e2e
 def test_skew_check_catches_features_changed_since_training(
     lake: Lakehouse, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -87,3 +87,38 @@ def test_unresolvable_delta_jars_give_a_clear_error(tmp_path: Path) -> None:
     assert "CLEAR-ERROR:" in out.stdout, out.stdout + out.stderr
     assert "could not be resolved from Maven Central" in out.stdout
     assert "make setup" in out.stdout
+
+
+class _Conf:
+    def __init__(self, jars: str) -> None:
+        self.jars = jars
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.jars if key == "spark.jars" else default
+
+
+class _ResolvedSession:
+    """What remember_delta_jars reads from a session: ``spark.jars`` as Spark set it after Ivy."""
+
+    def __init__(self, jars: str) -> None:
+        self.sparkContext = type("Context", (), {"getConf": lambda _self: _Conf(jars)})()
+
+
+def test_jars_resolved_once_are_used_as_files_until_one_goes_missing(tmp_path: Path) -> None:
+    from sparkfs.core.session import cached_delta_jars, remember_delta_jars
+
+    ivy = tmp_path / "ivy"
+    (ivy / "jars").mkdir(parents=True)
+    delta = ivy / "jars" / "io.delta_delta-spark_4.2_2.13-4.4.0.jar"
+    storage = ivy / "jars" / "io.delta_delta-storage-4.4.0.jar"
+    for jar in (delta, storage):
+        jar.write_bytes(b"PK")
+    assert cached_delta_jars(ivy) is None  # never resolved: Ivy has to run
+
+    own = tmp_path / "my own.jar"  # a user's spark.jars entry is not Delta's
+    urls = f"file://{delta},file://{storage},{own.as_uri()}"
+    assert remember_delta_jars(_ResolvedSession(urls), ivy) == [delta, storage]  # type: ignore[arg-type]
+    assert cached_delta_jars(ivy) == [delta, storage]
+
+    storage.unlink()  # a cleaned cache: resolve again rather than start without a jar
+    assert cached_delta_jars(ivy) is None

@@ -7,6 +7,11 @@ class SparkfsError(Exception):
     """Base class for every error sparkfs raises on purpose."""
 
 
+class UsageError(SparkfsError):
+    """A command was called wrong: a missing or malformed argument, an unknown job, table or
+    environment. Found before any work starts; the ``sparkfs`` command exits with status 2."""
+
+
 class ConfigError(SparkfsError):
     """A config file is missing, malformed, or has an unknown key or a wrong type."""
 

@@ -91,6 +91,20 @@ class StageRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def describe_stage(record: StageRecord) -> str:
+    """``succeeded in 3.2s; rows in 4, out 4; sparkfs_ops.smoke_events v1`` (what is unknown is left out)."""
+    counts = [f"{label} {value:,}" for label, value in
+              (("in", record.rows_in), ("out", record.rows_out), ("rejected", record.rows_rejected))
+              if value is not None]
+    parts = [f"{record.status} in {record.duration_s:.1f}s"]
+    if counts:
+        parts.append("rows " + ", ".join(counts))
+    if record.table_name:
+        version = "" if record.table_version is None else f" v{record.table_version}"
+        parts.append(f"{record.table_name.replace('`', '')}{version}")
+    return "; ".join(parts)
+
+
 @dataclass
 class RunRecorder:
     lake: Lakehouse
@@ -114,11 +128,7 @@ class RunRecorder:
             raise
         finally:
             record.duration_s = round(time.perf_counter() - start, 3)
-            log.info(
-                "[%s] %s: %s in %.1fs rows_in=%s rows_out=%s rejected=%s table=%s v%s",
-                self.job, name, record.status, record.duration_s, record.rows_in,
-                record.rows_out, record.rows_rejected, record.table_name, record.table_version,
-            )
+            log.info("[%s] %s: %s", self.job, name, describe_stage(record))
 
     def save(self) -> None:
         if not self.stages:
@@ -153,7 +163,7 @@ def record_run(lake: Lakehouse, job: str, params: dict[str, Any]) -> Iterator[Ru
                 stage.rows_out, stage.table_version = result.rows_inserted, result.version
     """
     recorder = RunRecorder(lake, job, params)
-    log.info("run %s of job %s with %s", recorder.run_id, job, params)
+    log.info("%s run %s: %s", job, recorder.run_id, ", ".join(f"{k}={v}" for k, v in params.items()))
     try:
         yield recorder
     finally:

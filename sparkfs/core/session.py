@@ -2,8 +2,15 @@
 
 On Databricks this returns the active session. Locally it builds a ``local[*]`` session with the
 Delta extension and catalog, UTC everywhere, a persistent warehouse under the project's data
-directory, and Delta's jars resolved from Maven Central into the local Ivy cache (once; later
-starts use the cache). Library code takes the session as an argument and never calls this.
+directory, and Delta's jars: resolved from Maven Central into the local Ivy cache by the first
+start (``sparkfs setup``), which also writes down which jar files that resolution chose; later
+starts put those files on the classpath directly (``spark.jars``), without Ivy and without its
+report. Spark logs through the quiet log4j2 profile shipped next to this module (the level is
+``spark.log_level``), so only warnings and errors are written from the JVM's first line on.
+Library code takes the session as an argument and never calls this.
+
+Importing this module does not import pyspark (the ``sparkfs`` command checks its arguments and
+``on_databricks()`` before it pays for that).
 """
 
 from __future__ import annotations
@@ -14,15 +21,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-from pyspark.sql import SparkSession
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import DeltaJarsUnavailableError, JavaNotFoundError, JavaVersionError
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 MIN_JAVA = 17
 DELTA_VERSION = "4.4.0"
 DELTA_PACKAGE = f"io.delta:delta-spark_4.2_2.13:{DELTA_VERSION}"
+# Spark's log4j2 defaults at ``-Dsparkfs.spark.log.level`` (see get_spark), shipped as package data.
+LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
 
 
 def on_databricks() -> bool:
@@ -83,11 +95,47 @@ def delta_jars_cached(ivy: Path | None = None) -> bool:
     return (jars / f"io.delta_delta-spark_4.2_2.13-{DELTA_VERSION}.jar").is_file()
 
 
+def jar_manifest(ivy: Path | None = None) -> Path:
+    """Where the jar files of the last Ivy resolution of :data:`DELTA_PACKAGE` are listed."""
+    return (ivy or ivy_dir()) / "sparkfs" / f"{DELTA_PACKAGE.replace(':', '_')}.jars"
+
+
+def cached_delta_jars(ivy: Path | None = None) -> list[Path] | None:
+    """The jar files a previous resolution of Delta put in the Ivy cache, when every one of them
+    is still there; None when Ivy has to resolve them (first start, or a cleaned cache)."""
+    manifest = jar_manifest(ivy)
+    if not manifest.is_file():
+        return None
+    jars = [Path(line) for line in manifest.read_text().splitlines() if line.strip()]
+    if not jars or not all(jar.is_file() for jar in jars):
+        return None
+    return jars
+
+
+def remember_delta_jars(spark: SparkSession, ivy: Path | None = None) -> list[Path]:
+    """Write down the Ivy-cache jars a resolution of ``spark.jars.packages`` put on the classpath.
+
+    Spark records them in ``spark.jars`` as ``file:`` URLs; only the ones in the Ivy cache are
+    Delta's (a user's own ``spark.jars`` stay in the settings).
+    """
+    jar_dir = (ivy or ivy_dir()).resolve() / "jars"
+    urls = spark.sparkContext.getConf().get("spark.jars", "") or ""
+    jars = [Path(unquote(urlparse(url).path)) for url in urls.split(",") if url.strip()]
+    jars = [jar for jar in jars if jar.parent.resolve() == jar_dir]
+    if jars:
+        manifest = jar_manifest(ivy)
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text("".join(f"{jar}\n" for jar in jars))
+    return jars
+
+
 def get_spark(settings: Settings) -> SparkSession:
     """A Delta-enabled SparkSession for ``settings`` (the active one on Databricks).
 
-    Locally: ``spark.master`` and the other ``spark:`` settings, the session time zone UTC, and
-    Delta's jars from the local Ivy cache (resolved from Maven Central on the first start; a
+    Locally: ``spark.master`` and the other ``spark:`` settings, the session time zone UTC, Spark's
+    log level ``spark.log_level`` from the JVM's start (console progress bars off unless
+    ``spark.conf`` turns them on), and Delta's jars from the local Ivy cache: the files a previous
+    start resolved, else resolved from Maven Central now (a
     :class:`~sparkfs.core.errors.DeltaJarsUnavailableError` says what to do when that cannot
     happen). Java is checked first.
 
@@ -96,13 +144,14 @@ def get_spark(settings: Settings) -> SparkSession:
         settings = load_settings()          # conf/ found from the working folder
         spark = get_spark(settings)
     """
+    from pyspark.sql import SparkSession
+
     if on_databricks():
         return SparkSession.builder.getOrCreate()
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     check_java()
-    from delta import configure_spark_with_delta_pip
 
     # Python workers (pandas UDFs, MLflow's spark_udf) must run this interpreter, not whatever
     # `python3` is first on PATH (often a system Python without pandas).
@@ -111,13 +160,18 @@ def get_spark(settings: Settings) -> SparkSession:
     warehouse = settings.data_path / "warehouse"
     warehouse.mkdir(parents=True, exist_ok=True)
     spark_cfg = settings.spark
+    # The driver JVM reads its log4j2 profile when it starts, before setLogLevel could run.
+    java_options = (
+        f"-Duser.timezone=UTC -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} "
+        f"-Dsparkfs.spark.log.level={spark_cfg.log_level}"
+    )
     builder = (
         SparkSession.builder.master(spark_cfg.master)
         .appName(spark_cfg.app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.driver.memory", spark_cfg.driver_memory)
         .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
@@ -125,12 +179,20 @@ def get_spark(settings: Settings) -> SparkSession:
         .config("spark.databricks.delta.snapshotPartitions", str(spark_cfg.shuffle_partitions))
         .config("spark.sql.warehouse.dir", str(warehouse))
         .config("spark.jars.ivy", str(ivy_dir()))
-        .config("spark.ui.showConsoleProgress", "true")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
     )
     for key, value in spark_cfg.conf.items():
         builder = builder.config(key, value)
-    builder = configure_spark_with_delta_pip(builder)
+    cached = cached_delta_jars()
+    if cached:
+        # The jars Ivy resolved before, as files: no resolution, no report, no network.
+        own = spark_cfg.conf.get("spark.jars", "")
+        builder = builder.config("spark.jars", ",".join([*(str(jar) for jar in cached), *filter(None, [own])]))
+    else:
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
     was_cached = delta_jars_cached()
     try:
         spark = builder.getOrCreate()
@@ -155,6 +217,8 @@ def get_spark(settings: Settings) -> SparkSession:
                 else f"; expected {DELTA_PACKAGE} from the Ivy cache {ivy_dir()}"
             )
         )
+    if not cached:
+        remember_delta_jars(spark)
     return spark
 
 

@@ -1,89 +1,235 @@
-"""The ``sparkfs`` command: ``sparkfs run <job>``, ``sparkfs backfill <job>``, ``setup``, ``tables``, ``history``."""
+"""The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``smoke``, ``setup``, ``tables``, ``history``.
+
+Arguments, dates, the environment and the configuration are checked before Spark starts, so a
+mistake costs a second, not a JVM start. Exit status: 0 done, 1 the command ran and failed, 2 it
+could not start as given (see :func:`~sparkfs.jobs.console.exit_status`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
+import logging
+import platform
 import sys
+import textwrap
 from collections.abc import Sequence
+from typing import Any
 
-from sparkfs.core.errors import SparkfsError
-from sparkfs.core.lakehouse import checksum
-from sparkfs.jobs.context import add_common_arguments, job_context, setup_logging
+from sparkfs import __version__
+from sparkfs.core.errors import UsageError
+from sparkfs.jobs.console import log_level, report_error, setup_logging
+from sparkfs.jobs.context import (
+    Parser,
+    add_common_arguments,
+    add_config_arguments,
+    add_verbose_argument,
+    check_environment,
+    job_context,
+    settings_from_args,
+)
 from sparkfs.jobs.registry import JOBS, run_job
+from sparkfs.jobs.tables import (
+    check_local_table,
+    format_history,
+    format_tables,
+    history_rows,
+    suggest_table,
+    summarize_table,
+)
+
+log = logging.getLogger("sparkfs.jobs")
+
+# Every SPARKFS_* variable the code and conf/ read (tests/test_cli.py keeps this list complete).
+ENVIRONMENT = {
+    "SPARKFS_ENV": "environment overlay conf/env/<env>.yaml, like --env (default local)",
+    "SPARKFS_CONF_DIR": "folder holding sparkfs.yaml, like --conf-dir (default: the nearest ./conf)",
+    "SPARKFS_DATA_DIR": "local lakehouse root: tables, MLflow store, Spark logs (default .sparkfs)",
+    "SPARKFS_LOG_LEVEL": "debug (= verbose, same as -v), info (default), warning or error",
+    "SPARKFS_IVY_DIR": "Ivy cache holding Delta's jars (default ~/.ivy2.5.2)",
+    "SPARKFS_SPARK_MASTER": "spark.master of the local session (default local[*])",
+    "SPARKFS_DRIVER_MEMORY": "driver memory of the local session (default 6g)",
+    "SPARKFS_CATALOG": "Unity Catalog catalog of --env dev / prod (default main / prod)",
+    "SPARKFS_LANDING_DIR": "where raw files land, relative to the data dir (default landing)",
+    "SPARKFS_GATE_MIN_MARGIN": "how much the model must beat the baseline to be registered (default 0.02)",
+    "SPARKFS_SKEW_CHECK": "true: infer first checks training/serving skew (default false)",
+    "SPARKFS_BUNDLE_SCHEMA": "tests only: the Databricks bundle JSON schema the bundle tests use",
+}
+EXIT_STATUS = ("0 done; 1 the command ran and failed; 2 it could not start as given (arguments, "
+               "unknown job, table or environment, configuration)")
+HISTORY_LIMIT = 20
 
 
-def _setup(args: argparse.Namespace) -> int:
-    """Start a session once: fills the Ivy cache with Delta's jars and checks Java."""
-    ctx = job_context(args)
-    print(f"Spark {ctx.spark.version} with Delta ready; tables live in {ctx.lake.warehouse}")
+def _epilog() -> str:
+    width = max(map(len, ENVIRONMENT))
+    lines = ["environment variables:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in ENVIRONMENT.items()]
+    return "\n".join([*lines, "", *textwrap.wrap(f"exit status: {EXIT_STATUS}", 100)])
+
+
+def _jobs_epilog() -> str:
+    width = max(map(len, JOBS))
+    lines = ["jobs (what --date means for each):"]
+    for name, job in sorted(JOBS.items()):
+        indent = " " * (width + 4)
+        lines += [f"  {name:<{width}}  {job.summary}",
+                  *textwrap.wrap(job.dates, 100, initial_indent=indent, subsequent_indent=indent)]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    def installed(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (f"sparkfs {__version__} (pyspark {installed('pyspark')}, delta-spark {installed('delta-spark')}, "
+            f"Python {platform.python_version()})")
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+def _setup(args: argparse.Namespace, verbose: bool) -> int:
+    """Check Java, resolve Delta's jars into the Ivy cache (first time), start Spark once."""
+    from sparkfs.core.session import DELTA_PACKAGE, cached_delta_jars, check_java, ivy_dir
+
+    settings = settings_from_args(args)
+    check_environment(settings)
+    java = check_java()
+    if cached_delta_jars() is None:
+        log.info("resolving %s and its dependencies from Maven Central into %s (first time only)",
+                 DELTA_PACKAGE, ivy_dir())
+    with job_context(settings, verbose=verbose, command="setup", attach=False) as ctx:
+        jars = cached_delta_jars() or []
+        print(f"ready: Java {java}, Spark {ctx.spark.version}, {DELTA_PACKAGE} ({len(jars)} jars in "
+              f"{ivy_dir() / 'jars'}); tables live in {ctx.lake.warehouse}")
     return 0
 
 
-def _tables(args: argparse.Namespace) -> int:
-    """Each local table with its Delta version, row count and content checksum."""
-    ctx = job_context(args)
-    lake = ctx.lake
-    print(f"{'table':42s} {'version':>7s} {'rows':>10s}  checksum")
-    for layer in lake.settings.storage.schemas:
-        for table in lake.tables(layer):
-            rows, digest = checksum(lake.read(layer, table))
-            print(f"{lake.name(layer, table).replace('`', ''):42s} {lake.version(layer, table):7d} {rows:10d}  {digest:x}")
+# --- tables --------------------------------------------------------------------------------------
+
+def _tables(args: argparse.Namespace, verbose: bool) -> int:
+    """Each table with its Delta version, row count, size and last write (``--checksum``: content too)."""
+    with job_context(settings_from_args(args), verbose=verbose, command="tables", attach=False) as ctx:
+        lake = ctx.lake
+        summaries = [
+            summarize_table(lake, layer, table, with_checksum=args.checksum)
+            for layer in lake.settings.storage.schemas
+            for table in lake.tables(layer)
+        ]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in summaries], indent=2))
+        return 0
+    where = lake.warehouse if lake.is_local else f"the catalog {lake.settings.storage.catalog}"
+    if not summaries:
+        print(f"no tables yet in {where}: 'sparkfs run features --date D' writes them")
+        return 0
+    print("\n".join(format_tables(summaries)))
+    print(f"{len(summaries)} tables in {where}; 'sparkfs history <table>' shows a table's writes")
     return 0
 
 
-def _history(args: argparse.Namespace) -> int:
-    """A table's Delta history: every write with its operation and rows inserted / updated."""
-    ctx = job_context(args)
-    layer, table = ctx.lake.resolve(args.table)
-    print(f"Delta history of {ctx.lake.name(layer, table).replace('`', '')}:")
-    ctx.lake.history(layer, table, args.limit).show(args.limit or 1000, truncate=False)
+# --- history -------------------------------------------------------------------------------------
+
+def _history(args: argparse.Namespace, verbose: bool) -> int:
+    """A table's Delta history, newest first: every write with its operation and rows written."""
+    settings = settings_from_args(args)
+    check_environment(settings)
+    if settings.storage.catalog is None:
+        check_local_table(settings, args.table)  # before Spark starts
+    limit = None if args.limit == 0 else args.limit
+    with job_context(settings, verbose=verbose, command="history", attach=False) as ctx:
+        lake = ctx.lake
+        layer, table = lake.resolve(args.table)
+        if not lake.exists(layer, table):  # on Databricks: known only now
+            names = [f"{lay}.{t}" for lay in lake.settings.storage.schemas for t in lake.tables(lay)]
+            raise UsageError(f"no table {args.table}; {suggest_table(f'{layer}.{table}', names)}")
+        full_name = lake.name(layer, table).replace("`", "")
+        rows = history_rows(lake, layer, table, limit)
+    if args.json:
+        print(json.dumps({"table": full_name, "history": rows}, indent=2))
+        return 0
+    print(f"Delta history of {full_name}, newest first:")
+    print("\n".join(format_history(rows)))
+    if limit is not None and len(rows) == limit:
+        print(f"  (the newest {limit}; --limit N for more, --limit 0 for all)")
     return 0
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def _run(args: argparse.Namespace, verbose: bool) -> int:
+    return run_job(args.job, args, verbose=verbose)
+
+
+def _backfill(args: argparse.Namespace, verbose: bool) -> int:
+    if args.date or not (args.start and args.end):
+        raise UsageError(f"backfill needs --start S --end E (both inclusive); for one day: "
+                         f"sparkfs run {args.job} --date D")
+    return run_job(args.job, args, verbose=verbose)
+
+
+def _smoke(args: argparse.Namespace, verbose: bool) -> int:
+    return run_job("smoke", args, verbose=verbose)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparkfs", description="Batch feature engineering on Spark + Delta")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="sparkfs", description="Batch feature engineering on Spark + Delta Lake.",
+                    epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version())
+    add_verbose_argument(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a job for one date (or a range)")
-    run.add_argument("job", choices=sorted(JOBS))
-    add_common_arguments(run)
-
-    backfill = sub.add_parser("backfill", help="run a job over --start..--end (same code as run)")
-    backfill.add_argument("job", choices=sorted(JOBS))
-    add_common_arguments(backfill)
-
-    for name, func, text in (
-        ("setup", _setup, "start Spark once: resolve Delta's jars, check Java"),
-        ("tables", _tables, "list the lakehouse's tables"),
-        ("smoke", None, "create a Delta table, MERGE into it, print its history"),
-    ):
-        p = sub.add_parser(name, help=text)
-        add_common_arguments(p)
+    def command(name: str, func: Any, text: str, *, jobs: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                           epilog=_jobs_epilog() if jobs else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
+        add_verbose_argument(p)
+        return p
 
-    history = sub.add_parser("history", help="a table's Delta history (operations, rows written)")
-    history.add_argument("table", help="<layer>.<table> or <schema>.<table>, e.g. gold.carrier_delays")
-    history.add_argument("--limit", type=int, default=None, help="newest N entries only")
-    add_common_arguments(history)
-    history.set_defaults(func=_history)
+    for name, func, text in (("run", _run, "run a job for one date (or a range)"),
+                             ("backfill", _backfill, "run a job over --start..--end (the same code as run)")):
+        p = command(name, func, text, jobs=True)
+        p.add_argument("job", metavar="JOB", help=f"one of: {', '.join(sorted(JOBS))}")
+        add_common_arguments(p)
+
+    add_common_arguments(command("smoke", _smoke, "create a Delta table, MERGE into it, print its history"))
+    add_config_arguments(command("setup", _setup, "check Java, resolve Delta's jars (once), start Spark"))
+
+    tables = command("tables", _tables, "list the tables: Delta version, rows, size, last write")
+    tables.add_argument("--checksum", action="store_true",
+                        help="add a checksum of each table's content (reads every row: slow)")
+    tables.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    add_config_arguments(tables)
+
+    history = command("history", _history, "a table's Delta history: operations, rows written")
+    history.add_argument("table", metavar="TABLE",
+                         help="<layer>.<table> or <schema>.<table>, e.g. gold.carrier_delays")
+    history.add_argument("--limit", type=int, default=HISTORY_LIMIT, metavar="N",
+                         help=f"newest N writes (default {HISTORY_LIMIT}; 0: all)")
+    history.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    add_config_arguments(history)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging()
-    args = build_parser().parse_args(argv)
-    if args.command == "backfill" and not (args.start and args.end):
-        print("error: backfill needs --start and --end", file=sys.stderr)
-        return 2
-    if args.command in ("run", "backfill"):
-        return run_job(args.job, args)
-    if args.command == "smoke":
-        return run_job("smoke", args)
+    args = build_parser().parse_args(argv)  # a usage error exits here with status 2
     try:
-        return int(args.func(args))
-    except SparkfsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        level = log_level(args.verbose)
+    except UsageError as exc:
+        return report_error(exc)
+    setup_logging(level)
+    verbose = level <= logging.DEBUG
+    try:
+        return int(args.func(args, verbose))
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # printed once, with the exit status it implies
+        return report_error(exc, verbose=verbose)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """What every job receives: settings, the session and the lakehouse, built from the arguments.
 
-The common arguments (``--env``, ``--conf-dir``, ``--catalog``, ``--date`` / ``--start --end``)
-are parsed here once for the CLI, the ``spark-submit`` scripts and the wheel entry points.
+The common arguments (``--env``, ``--conf-dir``, ``--catalog``; ``--date`` / ``--start --end`` for
+jobs) are declared here once for the CLI, the ``spark-submit`` scripts and the wheel entry points,
+and checked here before any JVM starts: a bad date, a range that ends before it starts, an
+unknown environment, a configuration that does not load, a Databricks environment on a laptop.
+Nothing in this module imports pyspark until :func:`job_context` starts Spark.
 """
 
 from __future__ import annotations
@@ -9,16 +12,28 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-
-from pyspark.sql import SparkSession
+from typing import TYPE_CHECKING, NoReturn
 
 from sparkfs.core.config import Settings, load_settings
-from sparkfs.core.errors import SparkfsError
-from sparkfs.core.lakehouse import Lakehouse, open_lakehouse
-from sparkfs.core.runs import RunWindow
-from sparkfs.core.session import get_spark
+from sparkfs.core.errors import UsageError
+from sparkfs.core.session import on_databricks
+from sparkfs.jobs.console import jvm_output_to, mark_spark_log, spark_log_file
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from sparkfs.core.lakehouse import Lakehouse
+    from sparkfs.core.runs import RunWindow
+
+log = logging.getLogger("sparkfs.jobs")
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True)
@@ -28,25 +43,86 @@ class JobContext:
     lake: Lakehouse
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with sparkfs's error format: one ``error: ...`` line and where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        message = message.removeprefix("argument ")  # "argument --date: expected ..." -> "--date: ..."
+        self.exit(2, f"error: {message}\n  '{self.prog} --help' lists what it takes\n")
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``-v``: Spark's, Ivy's and MLflow's own output too (progress bars, warnings, tracebacks).
+
+    Accepted before or after the subcommand; below the top level it does not reset the top's value.
+    """
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        default=False if top else argparse.SUPPRESS,
+                        help="show Spark's, Ivy's and MLflow's output too, and full tracebacks "
+                             "(same as SPARKFS_LOG_LEVEL=debug)")
+
+
+def parse_day(text: str) -> date:
+    """``YYYY-MM-DD`` -> date; anything else is an argument error that shows what was found."""
+    try:
+        if _DAY.fullmatch(text):
+            return date.fromisoformat(text)
+        reason = ""
+    except ValueError as exc:
+        reason = f" ({exc})"
+    raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, found {text!r}{reason}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--env``, ``--conf-dir``, ``--catalog``: which settings a command runs with."""
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--env", default=None,
+                       help="environment overlay conf/env/<env>.yaml: local (default; $SPARKFS_ENV), "
+                            "dev, prod (dev and prod are Databricks)")
+    group.add_argument("--conf-dir", default=None,
+                       help="folder holding sparkfs.yaml (default: $SPARKFS_CONF_DIR, else the nearest ./conf)")
+    group.add_argument("--catalog", default=None, help="Unity Catalog catalog (overrides storage.catalog)")
+
+
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--date`` or ``--start``/``--end``: which event dates a job processes."""
+    group = parser.add_argument_group("dates (YYYY-MM-DD)")
+    group.add_argument("--date", type=parse_day, metavar="D", help="one event date (a daily run)")
+    group.add_argument("--start", type=parse_day, metavar="S", help="first event date of a range (a backfill)")
+    group.add_argument("--end", type=parse_day, metavar="E", help="last event date of a range, inclusive")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default=None, help="environment overlay: local (default), dev, prod")
-    parser.add_argument("--conf-dir", default=None, help="folder holding sparkfs.yaml (default: ./conf)")
-    parser.add_argument("--catalog", default=None, help="Unity Catalog catalog (overrides config)")
-    parser.add_argument("--date", type=date.fromisoformat, help="run for one event date (YYYY-MM-DD)")
-    parser.add_argument("--start", type=date.fromisoformat, help="first event date of a range")
-    parser.add_argument("--end", type=date.fromisoformat, help="last event date of a range (inclusive)")
+    """Everything a job takes: the configuration and the dates."""
+    add_config_arguments(parser)
+    add_window_arguments(parser)
+
+
+def check_window(args: argparse.Namespace) -> tuple[date, date] | None:
+    """``(start, end)`` from ``--date`` or ``--start/--end``; None when neither is given."""
+    day, start, end = getattr(args, "date", None), getattr(args, "start", None), getattr(args, "end", None)
+    if day and (start or end):
+        raise UsageError("give either --date D or --start S --end E, not both")
+    if day:
+        return day, day
+    if start or end:
+        if not (start and end):
+            given, missing = ("--start", "--end") if start else ("--end", "--start")
+            raise UsageError(f"{given} needs {missing} too: a range is --start S --end E (both inclusive)")
+        if end < start:
+            raise UsageError(f"--start {start} is after --end {end}; the range must run forward")
+        return start, end
+    return None
 
 
 def window_from_args(args: argparse.Namespace) -> RunWindow | None:
-    if args.date and (args.start or args.end):
-        raise SparkfsError("give either --date or --start/--end, not both")
-    if args.date:
-        return RunWindow(args.date, args.date)
-    if args.start or args.end:
-        if not (args.start and args.end):
-            raise SparkfsError("a range needs both --start and --end")
-        return RunWindow(args.start, args.end)
-    return None
+    """The :class:`~sparkfs.core.runs.RunWindow` of ``--date`` or ``--start/--end`` (checked)."""
+    window = check_window(args)
+    if window is None:
+        return None
+    from sparkfs.core.runs import RunWindow
+
+    return RunWindow(*window)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -62,14 +138,67 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def job_context(args: argparse.Namespace) -> JobContext:
-    settings = settings_from_args(args)
-    spark = get_spark(settings)
-    return JobContext(settings, spark, open_lakehouse(spark, settings))
+def check_environment(settings: Settings) -> None:
+    """A Databricks environment (one with a Unity Catalog catalog) needs Databricks.
+
+    Locally it would start a laptop Spark that knows no such catalog and show an empty lakehouse.
+    """
+    catalog = settings.storage.catalog
+    if catalog is None or on_databricks():
+        return
+    schemas = sorted(settings.storage.schemas.values())
+    tracking = settings.mlflow.tracking_uri or "a local SQLite store"
+    raise UsageError(
+        f"environment '{settings.env}' means Databricks: tables in the Unity Catalog catalog "
+        f"'{catalog}' (schemas {', '.join(schemas)}), MLflow at '{tracking}'. This machine is not "
+        f"Databricks (DATABRICKS_RUNTIME_VERSION is not set), and a local Spark knows no such catalog.\n"
+        f"  Run it there (databricks bundle deploy -t {settings.env}, then databricks bundle run -t "
+        f"{settings.env} <job>), or drop --env / SPARKFS_ENV to use the local lakehouse in "
+        f"{settings.data_path}"
+    )
 
 
-def setup_logging() -> None:
-    level = os.environ.get("SPARKFS_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "urllib3", "alembic", "mlflow", "great_expectations"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def quiet_settings(settings: Settings, verbose: bool) -> Settings:
+    """``settings`` with Spark's console progress bars on only for ``-v`` (unless conf sets them)."""
+    conf = {"spark.ui.showConsoleProgress": "true" if verbose else "false", **settings.spark.conf}
+    return settings.model_copy(update={"spark": settings.spark.model_copy(update={"conf": conf})})
+
+
+@contextmanager
+def job_context(
+    settings: Settings, *, verbose: bool = False, command: str = "job", attach: bool = True
+) -> Iterator[JobContext]:
+    """``settings`` (see :func:`settings_from_args`), a Spark session and the lakehouse, for the
+    ``with`` block.
+
+    Unless ``verbose``, the JVM's own output (start-up, Ivy, warnings) goes to a log file under
+    ``<data_dir>/logs``; an exception leaving the block carries that file's path (see
+    :func:`~sparkfs.jobs.console.spark_log_of`) so the error can name it. ``attach=False`` skips
+    registering every local table by name (commands that read tables by path do not need it).
+    """
+    check_environment(settings)
+    settings = quiet_settings(settings, verbose)
+    from sparkfs.core.lakehouse import Lakehouse, open_lakehouse  # pyspark: only once args are good
+    from sparkfs.core.session import get_spark
+
+    log_file = None
+    started = time.perf_counter()
+    try:
+        # Under spark-submit or on Databricks the JVM is already running: nothing to redirect.
+        if on_databricks() or "PYSPARK_GATEWAY_PORT" in os.environ:
+            spark = get_spark(settings)  # the running session
+        elif verbose:
+            log.info("starting Spark (%s)", settings.spark.master)
+            spark = get_spark(settings)
+        else:
+            log_file = spark_log_file(settings.data_path, command)
+            log.info("starting Spark (%s); its own log: %s", settings.spark.master, log_file)
+            with jvm_output_to(log_file):
+                spark = get_spark(settings)
+        log.info("Spark %s ready in %.1fs", spark.version, time.perf_counter() - started)
+        lake = open_lakehouse(spark, settings) if attach else Lakehouse(spark, settings)
+        yield JobContext(settings, spark, lake)
+    except BaseException as exc:
+        if log_file is not None:
+            mark_spark_log(exc, log_file)
+        raise

@@ -3,19 +3,28 @@ the wheel's console scripts (``sparkfs-<name>``, a Databricks ``python_wheel_tas
 
 from __future__ import annotations
 
-import argparse
+import logging
 from collections.abc import Sequence
 
-from sparkfs.jobs.context import add_common_arguments, setup_logging
-from sparkfs.jobs.registry import run_job
+from sparkfs.core.errors import UsageError
+from sparkfs.jobs.console import log_level, report_error, setup_logging
+from sparkfs.jobs.context import Parser, add_common_arguments, add_verbose_argument
+from sparkfs.jobs.registry import job_named, run_job
 
 
 def main(name: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of one job (used by ``jobs/<name>.py`` and the wheel's ``sparkfs-<name>``)."""
-    setup_logging()
-    parser = argparse.ArgumentParser(prog=f"sparkfs-{name}", description=f"sparkfs {name} job")
+    job = job_named(name)
+    parser = Parser(prog=f"sparkfs-{name}", description=f"sparkfs {name} job: {job.summary}. Dates: {job.dates}.")
     add_common_arguments(parser)
-    return run_job(name, parser.parse_args(argv))
+    add_verbose_argument(parser, top=True)
+    args = parser.parse_args(argv)
+    try:
+        level = log_level(args.verbose)
+    except UsageError as exc:
+        return report_error(exc)
+    setup_logging(level)
+    return run_job(name, args, verbose=level <= logging.DEBUG)
 
 
 def run_entry_point(name: str) -> None:

@@ -16,7 +16,8 @@ def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
     alias and MERGE the predictions (a range scores every day in it, in one pass).
 
     With ``inference.skew_check`` on, the skew check runs first and a difference stops the run
-    before any prediction is written.
+    before any prediction is written. A window whose spine has no rows (no flights scheduled)
+    says so and writes nothing.
     """
     if window is None:
         raise ConfigError("infer needs a date: sparkfs run infer --date YYYY-MM-DD (or --start/--end)")
@@ -36,6 +37,11 @@ def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
                     raise TrainingServingSkewError(report.describe())
         with run.stage("features") as stage:
             spine_df = build_spine(lake, config, window.start, window.end, labelled=False)
+            if spine_df.isEmpty():  # a day with nothing scheduled: a fact to report, not an error
+                stage.rows_in = 0
+                spine = lake.name(config.spine.layer, config.spine.table).replace("`", "")
+                print(f"\nno rows in the spine for {window} ({spine}): nothing scheduled, nothing scored")
+                return
             features = build_features(lake, config, spine_df, label=None)
             versions = features.spec.table_versions()
             stage.details["table_versions"] = versions

@@ -11,6 +11,7 @@ from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.core.runs import RunWindow, record_run
 from sparkfs.jobs.context import JobContext
+from sparkfs.jobs.tables import format_history, history_rows
 
 SMOKE_TABLE = ("ops", "smoke_events")
 SMOKE_SCHEMA = T.StructType(
@@ -52,7 +53,9 @@ def smoke_job(ctx: JobContext, window: RunWindow | None) -> None:
             stage.rows_in, stage.rows_out = result.source_rows, result.rows_inserted
         layer, table = SMOKE_TABLE
         rows = lake.read(layer, table).count()
-    print(f"\n{result.table}: {rows} rows; this MERGE inserted {result.rows_inserted}, "
+    history = history_rows(lake, layer, table, limit=5)
+    name = result.table.replace("`", "")
+    print(f"\n{name}: {rows} rows; this MERGE inserted {result.rows_inserted}, "
           f"updated {result.rows_updated} (version {result.version})")
-    print("Delta history:")
-    lake.history(layer, table).show(truncate=False)
+    print(f"Delta history, newest first (at most 5; 'sparkfs history {layer}.{table}' shows more):")
+    print("\n".join(format_history(history)))

@@ -1,0 +1,287 @@
+"""The ``sparkfs`` command as a user meets it: mistakes are caught before any JVM starts, each
+error is one ``error:`` line with what to do, exit statuses follow one rule, and ``--help``
+documents the jobs and every ``SPARKFS_*`` variable.
+
+The command runs in a subprocess exactly as ``python -m sparkfs`` does; a hook at exit reports
+whether pyspark was imported and whether a JVM was started, which proves the check ran first
+(more robustly than a wall-clock bound on a busy machine). No test here starts Spark.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from sparkfs.core.errors import ConfigError, SparkfsError, UsageError
+from sparkfs.core.runs import StageRecord, describe_stage
+from sparkfs.jobs.console import log_level, mark_spark_log, report_error
+from sparkfs.jobs.tables import format_history, unsigned_hex
+
+REPO = Path(__file__).resolve().parents[1]
+# Runs the command like `python -m sparkfs`, then says what it loaded.
+RUN = """
+import atexit, runpy, sys
+def report():
+    pyspark = sys.modules.get("pyspark")
+    jvm = pyspark is not None and pyspark.SparkContext._gateway is not None
+    sys.__stderr__.write(f"\\n@@pyspark={pyspark is not None} jvm={jvm}\\n")
+atexit.register(report)
+sys.argv = ["sparkfs", *sys.argv[1:]]
+runpy.run_module("sparkfs", run_name="__main__", alter_sys=True)
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str  # stderr without the exit hook's line
+    pyspark: bool
+    jvm: bool
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.startswith("error:")]
+
+
+def sparkfs(*args: str, cwd: Path = REPO, **env: str) -> Result:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPARKFS_")}
+    environ.update(env, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True,
+                          cwd=cwd, env=environ, timeout=120)
+    hook = re.search(r"\n?@@pyspark=(\w+) jvm=(\w+)\n", done.stderr)
+    assert hook, done.stderr
+    return Result(done.returncode, done.stdout, done.stderr.replace(hook.group(0), ""),
+                  hook.group(1) == "True", hook.group(2) == "True")
+
+
+def assert_usage_error(result: Result, *expected: str) -> None:
+    """Exit status 2, exactly one ``error:`` line naming ``expected``, no traceback, no pyspark."""
+    assert result.code == 2, result
+    assert len(result.error_lines) == 1, result.err
+    for text in expected:
+        assert text in result.err, result.err
+    assert "Traceback" not in result.err
+    assert not result.pyspark and not result.jvm
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A local lakehouse with two (empty) Delta table folders: what ``history`` checks on disk."""
+    for folder in ("sparkfs_gold/carrier_delays", "sparkfs_ops/run_records"):
+        (tmp_path / "warehouse" / folder / "_delta_log").mkdir(parents=True)
+    return tmp_path
+
+
+# --- mistakes, caught before Spark ---------------------------------------------------------------
+
+def test_a_job_that_needs_a_date_says_so() -> None:
+    for job in ("features", "infer"):
+        assert_usage_error(sparkfs("run", job),
+                           f"the {job} job needs --date YYYY-MM-DD, or --start/--end for a backfill")
+
+
+def test_a_bad_date_shows_what_was_expected_and_found() -> None:
+    result = sparkfs("run", "features", "--date", "2013-13-01")
+    assert_usage_error(result, "--date: expected YYYY-MM-DD, found '2013-13-01'", "sparkfs run --help")
+    assert_usage_error(sparkfs("run", "infer", "--date", "20130101"), "found '20130101'")
+
+
+def test_a_range_must_run_forward_and_have_both_ends() -> None:
+    assert_usage_error(sparkfs("backfill", "features", "--start", "2013-02-01", "--end", "2013-01-01"),
+                       "--start 2013-02-01 is after --end 2013-01-01")
+    assert_usage_error(sparkfs("run", "infer", "--start", "2013-02-01"), "--start needs --end")
+    assert_usage_error(sparkfs("backfill", "features", "--date", "2013-01-01"),
+                       "backfill needs --start S --end E", "sparkfs run features --date D")
+
+
+def test_an_unknown_job_suggests_the_nearest() -> None:
+    assert_usage_error(sparkfs("run", "featurs", "--date", "2013-01-01"),
+                       "unknown job 'featurs'; did you mean 'features'?")
+
+
+def test_history_of_a_missing_table_suggests_one_that_exists(data_dir: Path) -> None:
+    result = sparkfs("history", "gold.carrier_delay", SPARKFS_DATA_DIR=str(data_dir))
+    assert_usage_error(result, "no table gold.carrier_delay", "did you mean gold.carrier_delays?")
+    result = sparkfs("history", "sparkfs_ops.run_record", SPARKFS_DATA_DIR=str(data_dir))
+    assert_usage_error(result, "did you mean ops.run_records?")
+
+
+def test_config_errors_come_before_spark(tmp_path: Path) -> None:
+    assert_usage_error(sparkfs("tables", "--env", "nowhere"), "unknown environment 'nowhere'",
+                       "known: ['dev', 'local', 'prod']")
+    conf = tmp_path / "conf"
+    (conf / "env").mkdir(parents=True)
+    (conf / "sparkfs.yaml").write_text("spark: [unclosed\n")
+    (conf / "env" / "local.yaml").write_text("{}\n")
+    assert_usage_error(sparkfs("tables", "--conf-dir", str(conf)), "sparkfs.yaml: not valid YAML")
+
+
+def test_a_bad_job_config_stops_the_job_before_spark(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "env").mkdir(parents=True)
+    for name in ("sparkfs.yaml", "env/local.yaml"):
+        (conf / name).write_text((REPO / "conf" / name).read_text())
+    (conf / "training.yaml").write_text((REPO / "conf" / "training.yaml").read_text() + "\nmodel_nmae: x\n")
+    result = sparkfs("run", "train", "--conf-dir", str(conf), SPARKFS_DATA_DIR=str(tmp_path / "data"))
+    assert_usage_error(result, "training.yaml: invalid configuration", "unknown key 'model_nmae'")
+
+
+def test_a_databricks_environment_on_a_laptop_says_what_it_means() -> None:
+    result = sparkfs("tables", "--env", "dev")
+    assert_usage_error(result, "environment 'dev' means Databricks", "Unity Catalog catalog 'main'",
+                       "MLflow at 'databricks'", "This machine is not Databricks",
+                       "drop --env")
+
+
+def test_commands_without_dates_reject_them() -> None:
+    for command in (["tables"], ["history", "gold.planes"], ["setup"]):
+        for option in ("--date", "--start", "--end"):
+            result = sparkfs(*command, option, "2013-01-01")
+            assert_usage_error(result, f"unrecognized arguments: {option} 2013-01-01")
+
+
+def test_log_levels_verbose_works_and_a_bad_one_is_a_clear_error() -> None:
+    assert_usage_error(sparkfs("run", "features", SPARKFS_LOG_LEVEL="verbose"), "features job needs --date")
+    assert_usage_error(sparkfs("run", "features", SPARKFS_LOG_LEVEL="loud"),
+                       "SPARKFS_LOG_LEVEL is 'loud'; expected one of debug, verbose, info")
+    assert log_level(environ={"SPARKFS_LOG_LEVEL": "Verbose"}) == logging.DEBUG
+    assert log_level(environ={}) == logging.INFO
+    assert log_level(True, environ={"SPARKFS_LOG_LEVEL": "error"}) == logging.DEBUG
+
+
+def test_a_failure_that_is_not_a_usage_error_exits_1_with_one_error_line(tmp_path: Path) -> None:
+    """Java missing: the command ran (setup) and failed; no JVM could start."""
+    result = sparkfs("setup", JAVA_HOME=str(tmp_path), SPARKFS_DATA_DIR=str(tmp_path / "data"))
+    assert result.code == 1, result
+    assert len(result.error_lines) == 1 and "JAVA_HOME" in result.error_lines[0], result.err
+    assert "Traceback" not in result.err and not result.jvm
+
+
+def test_spark_submit_script_checks_its_arguments_too() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "jobs" / "infer.py"), "--date", "2013-02-30"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --date: expected YYYY-MM-DD, found '2013-02-30'"), done.stderr
+
+
+# --- conventions ---------------------------------------------------------------------------------
+
+def test_version() -> None:
+    result = sparkfs("--version")
+    assert result.code == 0 and re.match(r"sparkfs \d+\.\d+\.\d+ \(pyspark ", result.out), result
+    assert not result.pyspark
+
+
+def test_run_help_says_what_each_job_does_and_what_its_date_means() -> None:
+    result = sparkfs("run", "--help")
+    assert result.code == 0 and not result.pyspark
+    text = " ".join(result.out.split())  # the help text wraps lines
+    for job in ("features", "infer", "train", "smoke"):
+        assert re.search(rf"\n  {job} +\S", result.out), f"{job} is not listed:\n{result.out}"
+    assert "--date D: the events of day D" in text
+    assert "--date D: the spine's rows on day D" in text
+    assert "--date D: on the configured start up to D" in text
+
+
+def environment_variables() -> set[str]:
+    """Every ``SPARKFS_*`` name the package, conf/, jobs/, notebooks/ and the tests' helpers read
+    (not the test files: they make up names on purpose)."""
+    names: set[str] = set()
+    for folder, pattern in (("sparkfs", "*.py"), ("conf", "*.yaml"), ("jobs", "*.py"),
+                            ("notebooks", "*.py"), ("tests", "*.py")):
+        for path in (REPO / folder).rglob(pattern):
+            if not path.name.startswith("test_"):
+                names |= set(re.findall(r"\bSPARKFS_[A-Z_]*[A-Z]", path.read_text()))
+    return names
+
+
+def test_every_environment_variable_is_documented_in_help_and_readme() -> None:
+    names = environment_variables()
+    assert {"SPARKFS_ENV", "SPARKFS_DATA_DIR", "SPARKFS_LOG_LEVEL"} <= names  # the scan works
+    help_text = sparkfs("--help").out
+    readme = (REPO / "README.md").read_text().split("\n## Running jobs\n", 1)[1].split("\n## ", 1)[0]
+    assert not sorted(n for n in names if n not in help_text), help_text
+    assert not sorted(n for n in names if n not in readme), "README's Running jobs section"
+
+
+# --- what errors and logs look like --------------------------------------------------------------
+
+def test_report_error_prints_once_with_the_status_of_its_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    assert report_error(UsageError("bad argument")) == 2
+    assert report_error(ConfigError("bad conf")) == 2
+    assert report_error(SparkfsError("the job failed\n  because")) == 1
+    assert capsys.readouterr().err == "error: bad argument\nerror: bad conf\nerror: the job failed\n  because\n"
+
+    failure = RuntimeError("deep down\nmore lines")
+    mark_spark_log(failure, Path("/tmp/spark.log"))
+    assert report_error(failure) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: RuntimeError: deep down\n") and "more lines" not in err
+    assert "run the command again with -v" in err and "Spark's own log: /tmp/spark.log" in err
+
+
+def test_stage_lines_leave_out_what_is_unknown() -> None:
+    record = StageRecord("merge", datetime(2013, 1, 1), table_name="`sparkfs_ops`.`smoke_events`",
+                         table_version=1, rows_in=4, rows_out=1234, status="succeeded", duration_s=3.21)
+    assert describe_stage(record) == "succeeded in 3.2s; rows in 4, out 1,234; sparkfs_ops.smoke_events v1"
+    assert describe_stage(StageRecord("upstream", datetime(2013, 1, 1), status="failed")) == "failed in 0.0s"
+
+
+def test_checksums_print_as_unsigned_hex() -> None:
+    assert unsigned_hex(-1) == "ffffffffffffffff"
+    assert unsigned_hex(-(2**64) - 1) == "ffffffffffffffff"  # a sum beyond 64 bits is folded
+    assert unsigned_hex(2**64 + 5) == "0000000000000005"
+    assert unsigned_hex(0x72E16A3D3D423120) == "72e16a3d3d423120"
+
+
+def test_history_lines_align_and_leave_unreported_counts_blank() -> None:
+    rows = [
+        {"version": 1, "timestamp_utc": "2013-01-02 03:04:05", "operation": "MERGE",
+         "rows_inserted": 1234, "rows_updated": 0, "rows_deleted": 0},
+        {"version": 0, "timestamp_utc": "2013-01-01 00:00:00", "operation": "CREATE TABLE",
+         "rows_inserted": None, "rows_updated": None, "rows_deleted": None},
+    ]
+    header, merge, create = format_history(rows)
+    assert merge.split() == ["1", "2013-01-02", "03:04:05", "MERGE", "1,234", "0", "0"]
+    assert create.split() == ["0", "2013-01-01", "00:00:00", "CREATE", "TABLE"]
+    assert len(merge) == len(header) and create == create.rstrip()
+
+
+LOGGING = """
+import logging, sys, warnings
+from sparkfs.jobs.console import setup_logging
+setup_logging(logging.DEBUG if sys.argv[1] == "debug" else logging.INFO)
+if sys.argv[1] == "info":
+    import mlflow  # it configures its own logging at import unless told not to
+logging.getLogger("sparkfs.core.runs").info("stage done")
+logging.getLogger("sparkfs.core.runs").debug("details")
+logging.getLogger("mlflow.store").info("mlflow plumbing")
+logging.getLogger("mlflow.pyfunc").warning("mlflow pickling note")
+logging.getLogger("somelib").warning("a warning of another library")
+warnings.warn("a library's deprecation", FutureWarning)
+"""
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_log_lines_have_one_format_and_libraries_speak_only_when_verbose(level: str) -> None:
+    done = subprocess.run([sys.executable, "-c", LOGGING, level], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d sparkfs\.core\.runs: stage done", lines[0]), lines
+    assert re.search(r"^\d\d:\d\d:\d\d WARNING somelib: a warning of another library$", done.stderr, re.M)
+    verbose = level == "debug"
+    for text in ("details", "mlflow plumbing", "mlflow pickling note", "a library's deprecation"):
+        assert (text in done.stderr) == verbose, (text, done.stderr)
+    if verbose:  # MLflow's lines come through sparkfs's handler, in its format
+        assert re.search(r"^\d\d:\d\d:\d\d WARNING mlflow\.pyfunc: mlflow pickling note$", done.stderr, re.M)
