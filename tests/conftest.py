@@ -24,7 +24,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         spark=SparkSettings(
             master="local[2]",
             app_name="sparkfs-tests",
-            driver_memory="2g",
+            driver_memory="4g",  # one session for ~370 tests: room for what they cache
             shuffle_partitions=2,
             log_level="ERROR",
             conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"},
@@ -43,3 +43,14 @@ def spark(settings: Settings) -> Iterator[SparkSession]:
 @pytest.fixture(scope="session")
 def lake(spark: SparkSession, settings: Settings) -> Lakehouse:
     return open_lakehouse(spark, settings)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_cached_tables() -> Iterator[None]:
+    """Training sets and MERGE batches are cached while in use; a module's leftovers must not
+    fill the shared session's heap for the modules after it. (Asks for no session: modules
+    that need none start none.)"""
+    yield
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.catalog.clearCache()

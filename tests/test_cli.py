@@ -274,8 +274,12 @@ warnings.warn("a library's deprecation", FutureWarning)
 
 @pytest.mark.parametrize("level", ["info", "debug"])
 def test_log_lines_have_one_format_and_libraries_speak_only_when_verbose(level: str) -> None:
+    # A fresh environment: a job run in this process earlier (another test) may have set the
+    # variables a quiet run sets for its children (PYTHONWARNINGS, TQDM_DISABLE).
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("PYTHONWARNINGS", "TQDM_DISABLE", "MLFLOW_CONFIGURE_LOGGING")}
     done = subprocess.run([sys.executable, "-c", LOGGING, level], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          timeout=120, env={**inherited, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert re.fullmatch(r"\d\d:\d\d:\d\d sparkfs\.core\.runs: stage done", lines[0]), lines
