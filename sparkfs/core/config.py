@@ -40,6 +40,8 @@ class SparkSettings(StrictModel):
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(8, ge=1)
     log_level: str = "WARN"
+    # Options for the local driver JVM, after the ones sparkfs sets (e.g. JIT or GC flags).
+    java_options: str = ""
     conf: dict[str, str] = Field(default_factory=dict)
 
 

@@ -163,8 +163,8 @@ def get_spark(settings: Settings) -> SparkSession:
     # The driver JVM reads its log4j2 profile when it starts, before setLogLevel could run.
     java_options = (
         f"-Duser.timezone=UTC -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} "
-        f"-Dsparkfs.spark.log.level={spark_cfg.log_level}"
-    )
+        f"-Dsparkfs.spark.log.level={spark_cfg.log_level} {spark_cfg.java_options}"
+    ).strip()
     builder = (
         SparkSession.builder.master(spark_cfg.master)
         .appName(spark_cfg.app_name)
