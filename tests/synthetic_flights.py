@@ -107,6 +107,8 @@ def synthetic_config(model_name: str, **overrides: object) -> TrainingConfig:
         evaluation={"bootstrap": 40, "slice_bootstrap": 10, "seed": 7, "slices": ["carrier", "origin"]},
         gate={"metric": "roc_auc", "min_margin": 0.02, "slice_floor": 0.5, "min_slice_rows": 60},
         spine={"layer": "silver", "table": "flights", "label": {"column": "arr_delay", "above": 15}},
+        # Features as of the row's own time: the synthetic features are already point-in-time.
+        prediction_time={"mode": "lead"},
         inference={"table": "flight_delay_predictions", "context_columns": ["carrier", "origin"]},
     )
     return TrainingConfig.model_validate(deep_merge(base, overrides))
@@ -130,11 +132,14 @@ SPEC = TrainingSetSpec(
 )
 
 
-def build_e2e(lake: Lakehouse, model_name: str, conf_dir: Path, prefix: str = "e2e") -> JobContext:
+def build_e2e(
+    lake: Lakehouse, model_name: str, conf_dir: Path, prefix: str = "e2e", **overrides: object
+) -> JobContext:
     """Silver ``<prefix>_flights`` (with ``arr_delay``), gold ``<prefix>_weather`` (hourly, per
     origin, some hours missing) and ``<prefix>_carrier_stats`` (daily, per carrier), and
     ``conf_dir/training.yaml`` training ``model_name`` on them, predicting into
-    ``<prefix>_predictions``; returns the job context with ``conf_dir`` as its config. Tests that
+    ``<prefix>_predictions`` (``overrides`` are merged into that config key by key); returns the
+    job context with ``conf_dir`` as its config. Tests that
     change these tables pass their own ``prefix``, so no test depends on another's writes."""
     spark = lake.spark
     flights = synthetic_pandas()
@@ -178,6 +183,7 @@ def build_e2e(lake: Lakehouse, model_name: str, conf_dir: Path, prefix: str = "e
              "prefix": "carrier", "lookback": "2d"},
         ],
         inference={"table": f"{prefix}_predictions", "skew_check": False, "skew_sample_rows": 150},
+        **overrides,
     )
     data = config.model_dump(mode="json", exclude_none=True)
     (conf_dir / "training.yaml").write_text(yaml.safe_dump(data))

@@ -337,7 +337,8 @@ def test_build_spine_filters_days_and_derives_the_label(spark: SparkSession, lak
     unlabelled = build_spine(lake, config, date(2013, 5, 1), date(2013, 5, 2), labelled=False)
     assert unlabelled.columns == ["flight_id", "sched_dep_ts", "carrier"]  # no label, no arr_delay
 
-    lead = synthetic_config("spine_test", spine={"table": "spine_test_flights", "prediction_lead": "90m"})
+    lead = synthetic_config("spine_test", spine={"table": "spine_test_flights"},
+                            prediction_time={"mode": "lead", "lead": "90m"})
     assert lead.lookup_timestamp == "prediction_ts"
     ahead = build_spine(lake, lead, date(2013, 5, 1), date(2013, 5, 1), labelled=False)
     times = {r.flight_id: r.prediction_ts for r in ahead.collect()}

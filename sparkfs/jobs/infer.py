@@ -5,7 +5,7 @@ from __future__ import annotations
 from sparkfs.core.errors import ConfigError, TrainingServingSkewError
 from sparkfs.core.runs import RunWindow, record_run
 from sparkfs.jobs.context import JobContext
-from sparkfs.ml.assembly import build_features, build_spine
+from sparkfs.ml.assembly import build_features, build_spine, with_model_rule
 from sparkfs.ml.config import load_training_config
 from sparkfs.ml.score import load_scoring_model, predict_and_merge
 from sparkfs.ml.skew import skew_check
@@ -28,6 +28,8 @@ def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
         with run.stage("resolve_model") as stage:
             model = load_scoring_model(ctx.settings, config.model_name, config.alias)
             stage.details.update(model=model.name, version=model.version)
+        # The spine follows the rule the model was trained and evaluated with.
+        config = with_model_rule(config, model.tags)
         if config.inference.skew_check:  # before anything is written
             with run.stage("skew_check") as stage:
                 report = skew_check(lake, config, model, config.inference.skew_sample_rows)

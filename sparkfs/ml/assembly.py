@@ -3,9 +3,13 @@ and exploration.
 
 Training, batch scoring, the skew check and the notebooks all build their rows here, so they
 cannot disagree on which flights are in the spine, when their features are looked up, or which
-feature rows match. The spine's lookup time is :attr:`~sparkfs.ml.config.TrainingConfig.lookup_timestamp`
-(the spine timestamp minus ``spine.prediction_lead``); a lookup matches feature rows with
-``feature_ts <= t`` and, with a lookback L, ``feature_ts > t - L``.
+feature rows match. The spine's lookup time ``t`` is the moment the prediction is made, by the
+one rule of ``prediction_time`` (:class:`~sparkfs.ml.config.PredictionTimeConfig`), applied here
+only (:func:`prediction_instant`): ``mode: batch`` -- the cutoff of the row's day (every flight
+of D as known at D 06:00 UTC); ``mode: lead`` -- the row's timestamp minus the lead. A lookup
+matches feature rows with ``feature_ts <= t`` and, with a lookback L, ``feature_ts > t - L``.
+A training run records its rule (:data:`PREDICTION_TIME_TAG`) and scoring uses the model's own
+(:func:`with_model_rule`), so a model is served by the rule it was evaluated under.
 
 Example::
 
@@ -16,6 +20,9 @@ Example::
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Mapping
 from datetime import date
 
 from pyspark.sql import Column, DataFrame
@@ -23,14 +30,51 @@ from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.ml.config import TrainingConfig
+from sparkfs.ml.config import PredictionTimeConfig, TrainingConfig
 from sparkfs.pit.api import FeatureLookup, TrainingSet, create_training_set
+
+log = logging.getLogger(__name__)
 
 # Where a training run logs what it was built from (MLflow artifacts), read back by scoring.
 SPEC_ARTIFACT = "lineage/training_set_spec.json"
 
 SPINE_ARTIFACT = "lineage/spine.json"
 
+# The prediction-time rule a model was trained with (JSON), on its run and registered version.
+PREDICTION_TIME_TAG = "sparkfs.prediction_time"
+
+
+def prediction_instant(rule: PredictionTimeConfig, timestamp: Column, day: Column) -> Column:
+    """The instant a row is predicted at, under ``rule``: ``mode: batch`` -- the cutoff on
+    ``day`` in the rule's time zone (``day`` 2013-06-01, cutoff 06:00 UTC -> 2013-06-01 06:00 UTC);
+    ``mode: lead`` -- ``timestamp - lead``.
+
+    Example::
+
+        spine_df.withColumn("prediction_ts", prediction_instant(rule, F.col("sched_dep_ts"),
+                                                                F.col("flight_date")))
+    """
+    if rule.mode == "lead":
+        return timestamp - F.make_dt_interval(secs=F.lit(int(rule.lead.total_seconds())))
+    cutoff = rule.cutoff
+    return F.make_timestamp(
+        F.year(day), F.month(day), F.dayofmonth(day), F.lit(cutoff.hour), F.lit(cutoff.minute),
+        F.lit(cutoff.second), F.lit(rule.timezone),
+    )
+
+
+def with_model_rule(config: TrainingConfig, tags: Mapping[str, str]) -> TrainingConfig:
+    """``config`` with the prediction-time rule a model was trained with (its
+    :data:`PREDICTION_TIME_TAG`), so scoring serves the model by the rule it was evaluated under.
+    A model without the tag (trained before the rule was recorded) keeps ``config``'s rule."""
+    recorded = tags.get(PREDICTION_TIME_TAG)
+    if recorded is None:
+        return config
+    rule = PredictionTimeConfig.model_validate(json.loads(recorded))
+    if rule != config.prediction_time:
+        log.warning("the model was trained with prediction time '%s', conf/training.yaml says '%s': "
+                    "scoring with the model's", rule.describe(), config.prediction_time.describe())
+    return config.model_copy(update={"prediction_time": rule})
 
 
 def build_spine(
@@ -49,6 +93,11 @@ def build_spine(
     disagree on it. ``version`` reads the source table as of that Delta version (to rebuild a
     training spine).
 
+    The lookup time (:attr:`~TrainingConfig.lookup_timestamp`, ``prediction_ts``) follows
+    ``config.prediction_time`` (:func:`prediction_instant`). Under ``mode: batch`` a row whose
+    timestamp is at or before its day's cutoff is left out: the batch that would score it starts
+    after it happened (a row with a null timestamp stays).
+
     Example::
 
         spine_df = build_spine(lake, config, date(2013, 12, 2), date(2013, 12, 2), labelled=False)
@@ -61,10 +110,12 @@ def build_spine(
     day = F.col(spine.date_column) if spine.date_column else F.to_date(F.col(config.timestamp))
     rows = source.where(day.between(F.lit(start), F.lit(end)))
     columns: list[Column] = [F.col(c) for c in wanted]
-    lead = int(spine.prediction_lead.total_seconds())
-    if lead:
-        columns.append((F.col(config.timestamp) - F.make_dt_interval(secs=F.lit(lead)))
-                       .alias(config.lookup_timestamp))
+    rule, timestamp = config.prediction_time, F.col(config.timestamp)
+    if config.lookup_timestamp != config.timestamp:
+        at = prediction_instant(rule, timestamp, day)
+        columns.append(at.alias(config.lookup_timestamp))
+        if rule.mode == "batch":
+            rows = rows.where(timestamp.isNull() | (timestamp > at))
     if labelled:
         label = (F.col(spine.label.column) > F.lit(spine.label.above)).cast("int")
         columns.append(label.alias(config.label))
@@ -77,7 +128,7 @@ def build_features(
     """The point-in-time feature lookups of ``config`` on ``spine_df`` (the code path shared by
     training, inference and the skew check). A lookup matches feature rows with
     ``feature_ts <= t`` and, with a lookback L, ``feature_ts > t - L``, where ``t`` is the spine's
-    :attr:`~TrainingConfig.lookup_timestamp` (the spine timestamp minus the prediction lead).
+    :attr:`~TrainingConfig.lookup_timestamp` (the prediction time, see :func:`prediction_instant`).
 
     Example::
 

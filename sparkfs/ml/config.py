@@ -13,14 +13,15 @@ Example::
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from sparkfs.core.config import Settings, StrictModel, load_yaml
-from sparkfs.core.durations import Duration
+from sparkfs.core.durations import Duration, format_duration
 
 TRAINING_CONF = "training.yaml"
 PREDICTION_TS = "prediction_ts"
@@ -95,6 +96,67 @@ class LabelConfig(StrictModel):
     above: float
 
 
+def _clock_time(value: object) -> object:
+    """A quoted ``"06:00"``: YAML reads an unquoted 6:00 as the number 360, not a time."""
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a quoted time of day like \"06:00\"; found {value!r} "
+                         "(YAML reads an unquoted 6:00 as the number 360: quote it)")
+    return value
+
+
+ClockTime = Annotated[time, BeforeValidator(_clock_time)]
+
+
+class PredictionTimeConfig(StrictModel):
+    """When a prediction is made: the spine's lookup time, one rule for training and inference.
+
+    - ``mode: batch`` -- every row of day D (the spine's ``date_column``, else the UTC date of its
+      timestamp) is scored by the batch that starts at ``cutoff`` on D in ``timezone``, with
+      features as known at that instant: the lookup time is the cutoff, whatever the row's own
+      time. A row whose timestamp is at or before its day's cutoff has happened before that
+      batch starts, and no earlier batch knows it (a day's schedule lands the evening before, after
+      the previous batch): it is left out of the spine, in training and inference alike.
+    - ``mode: lead`` -- each row is predicted ``lead`` before its own timestamp (for a service that
+      scores close to the event); ``lead: 0s`` looks features up at the timestamp itself.
+
+    Example::
+
+        PredictionTimeConfig.model_validate({"mode": "batch", "cutoff": "06:00", "timezone": "UTC"})
+    """
+
+    mode: Literal["batch", "lead"]
+    cutoff: ClockTime = time(6, 0)
+    timezone: str = "UTC"
+    lead: Duration = timedelta(0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name like 'UTC' or "
+                             "'America/New_York'") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _fields_of_the_mode(self) -> PredictionTimeConfig:
+        # Set away from its default, a field of the other mode is a misunderstanding, not a no-op.
+        other = {"batch": {"lead"}, "lead": {"cutoff", "timezone"}}[self.mode]
+        other = {f for f in other if getattr(self, f) != type(self).model_fields[f].default}
+        if other:
+            raise ValueError(f"mode {self.mode!r} does not take {sorted(other)}: batch takes cutoff and "
+                             "timezone, lead takes lead")
+        return self
+
+    def describe(self) -> str:
+        if self.mode == "batch":
+            return f"batch at {self.cutoff:%H:%M} {self.timezone}"
+        return f"lead {format_duration(self.lead)} before the event"
+
+
 class SpineConfig(StrictModel):
     """Where the spine comes from: one row per entity and prediction time."""
 
@@ -105,10 +167,6 @@ class SpineConfig(StrictModel):
     # Source columns copied onto the spine besides keys and timestamp (lookup keys, features).
     columns: list[str] = Field(default_factory=list)
     label: LabelConfig
-    # Features are looked up as of ``timestamp - prediction_lead`` (the spine column
-    # ``prediction_ts``): the model predicts that long before departure, and events of the flight
-    # itself (an early departure) cannot leak into its own features.
-    prediction_lead: Duration = timedelta(0)
 
 
 class LookupConfig(StrictModel):
@@ -153,12 +211,16 @@ class TrainingConfig(StrictModel):
     gate: GateConfig = GateConfig()
     inference: InferenceConfig
     spine: SpineConfig
+    # When predictions are made (the spine's lookup time): see PredictionTimeConfig.
+    prediction_time: PredictionTimeConfig
     lookups: list[LookupConfig] = Field(default_factory=list)
 
     @property
     def lookup_timestamp(self) -> str:
-        """The spine column the point-in-time lookups use."""
-        return PREDICTION_TS if self.spine.prediction_lead else self.timestamp
+        """The spine column the point-in-time lookups use: ``prediction_ts`` (the prediction time
+        of :class:`PredictionTimeConfig`), or the timestamp itself for ``mode: lead`` with no lead."""
+        rule = self.prediction_time
+        return self.timestamp if rule.mode == "lead" and not rule.lead else PREDICTION_TS
 
     @property
     def feature_columns(self) -> list[str]:

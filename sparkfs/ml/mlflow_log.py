@@ -23,7 +23,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 
 from sparkfs import __version__
-from sparkfs.ml.assembly import SPEC_ARTIFACT, SPINE_ARTIFACT
+from sparkfs.ml.assembly import PREDICTION_TIME_TAG, SPEC_ARTIFACT, SPINE_ARTIFACT
 from sparkfs.ml.collect import SplitFrames
 from sparkfs.ml.config import TrainingConfig
 from sparkfs.ml.evaluation import Evaluation, GateResult, SliceEvaluation, slices_table
@@ -70,6 +70,7 @@ def log_training_run(
     the pyfunc with its signature. Registers ``name@alias`` only when the gate passed."""
     label, gate, booster = config.label, results.gate, model.booster
     table_versions = {**spec.table_versions(), **_spine_version(spine_source)}
+    prediction_time = json.dumps(config.prediction_time.model_dump(mode="json"), sort_keys=True)
     with mlflow.start_run(run_name=f"train-{end.isoformat()}") as run:
         mlflow.log_params({
             "model_name": name, "alias": config.alias, "label": label,
@@ -77,6 +78,7 @@ def log_training_run(
             "features_categorical": ",".join(config.features.categorical),
             "window_start": start.isoformat(), "window_end": end.isoformat(),
             "gap": str(config.split.gap), "max_rows": config.max_rows,
+            "prediction_time": prediction_time,
             "threshold": round(model.threshold, 6), "best_iteration": booster.num_boosted_rounds() - 1,
             "baseline": f"positive rate by {config.baseline.column}",
             "gate": json.dumps(config.gate.model_dump()),
@@ -94,13 +96,15 @@ def log_training_run(
         for file, figure in _plots(results.scored, label, booster).items():
             mlflow.log_figure(figure, f"plots/{file}")
         mlflow.log_dict(spec.to_dict(), SPEC_ARTIFACT)
-        mlflow.log_dict({**(spine_source or {}), "start": start.isoformat(), "end": end.isoformat()},
-                        SPINE_ARTIFACT)
+        mlflow.log_dict({**(spine_source or {}), "start": start.isoformat(), "end": end.isoformat(),
+                         "prediction_time": json.loads(prediction_time)}, SPINE_ARTIFACT)
         mlflow.log_dict({"passed": gate.passed, "reasons": gate.reasons, "checks": gate.checks},
                         "evaluation/gate.json")
         lineage_tags = {
             "sparkfs.version": __version__,
             "sparkfs.gate": "passed" if gate.passed else "failed",
+            # The rule scoring must serve this model with (read back by assembly.with_model_rule).
+            PREDICTION_TIME_TAG: prediction_time,
             **{f"sparkfs.table_version.{t}": str(v) for t, v in table_versions.items()},
         }
         if gate.reasons:

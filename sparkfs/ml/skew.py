@@ -20,7 +20,13 @@ from pyspark.sql import functions as F
 from sparkfs.core.checks import require_columns
 from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.ml.assembly import SPEC_ARTIFACT, SPINE_ARTIFACT, build_features, build_spine
+from sparkfs.ml.assembly import (
+    SPEC_ARTIFACT,
+    SPINE_ARTIFACT,
+    build_features,
+    build_spine,
+    with_model_rule,
+)
 from sparkfs.ml.config import TrainingConfig
 from sparkfs.ml.score import ScoringModel
 from sparkfs.pit.api import rebuild_training_set
@@ -108,8 +114,10 @@ def skew_check(
     rows go through :func:`build_spine` without labels and :func:`build_features`, as
     ``infer_job`` does. A difference means code skew, or feature rows changed since training
     (late corrections). The sample is deterministic: the ``sample_rows`` flights with the
-    smallest key hash. Cost: one rebuild of the training set.
+    smallest key hash. Both sides use the model's own prediction-time rule. Cost: one rebuild of
+    the training set.
     """
+    config = with_model_rule(config, model.tags)
     if model.run_id is None:
         raise SchemaMismatchError(f"{model.name} version {model.version} has no training run")
     spec = mlflow.artifacts.load_dict(f"runs:/{model.run_id}/{SPEC_ARTIFACT}")
