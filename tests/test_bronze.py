@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+import os
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,14 @@ def test_once_source_is_not_partitioned_and_ingested_once(lake: Lakehouse, tmp_p
     table = lake.read("bronze", "bz_dim")
     assert "event_date" not in table.columns
     assert [r[0] for r in table.select("_source_file").distinct().collect()] == ["bz_dim/dim.json"]
+
+
+def test_ingested_at_is_when_the_file_landed_not_when_the_run_read_it(lake: Lakehouse, tmp_path: Path) -> None:
+    path = land(tmp_path, "bz_landed", D1, [{"id": 1, "value": 1}])
+    landed = datetime(2013, 1, 2, 5, 30, tzinfo=timezone.utc).timestamp()  # as the delivery stamped it
+    os.utime(path, (landed, landed))
+
+    ingest(lake, spec("bz_landed"), tmp_path, [D1], run_id="r1")
+
+    row = lake.read("bronze", "bz_landed").select("_ingested_at", "_source_modified").first()
+    assert row is not None and tuple(row) == (datetime(2013, 1, 2, 5, 30), datetime(2013, 1, 2, 5, 30))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from sparkfs.core.errors import SparkfsError
 from sparkfs.core.lakehouse import Lakehouse, checksum
 from sparkfs.core.runs import RunWindow
 from sparkfs.examples.flights.conform import conform_flights
-from sparkfs.examples.flights.delivery import deliver
+from sparkfs.examples.flights.delivery import SCHEDULE_COLUMNS, deliver, landing_time
 from sparkfs.features.pipeline import load_pipeline
 from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.features import features_job
@@ -48,25 +49,38 @@ def weather(day: date, hour: int, precip: float) -> dict[str, object]:
     }
 
 
-def write_lines(path: Path, rows: list[dict[str, object]]) -> None:
+def write_lines(path: Path, rows: list[dict[str, object]], landed: datetime | None = None) -> None:
+    """Newline-delimited JSON, stamped with its landing time (``landed``, UTC) when given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if landed is not None:
+        stamp = landed.replace(tzinfo=timezone.utc).timestamp()
+        os.utime(path, (stamp, stamp))
+
+
+def land_day(landing: Path, day: date, flights: list[dict[str, object]], hours: dict[int, float]) -> None:
+    """One local date as the upstream delivers it: its schedule (the flights without outcomes) the
+    evening before, its flights and weather after the day (times from the example's upstream)."""
+    folder = day.isoformat()
+    schedule = [{k: v for k, v in f.items() if k in SCHEDULE_COLUMNS} for f in flights]
+    write_lines(landing / "schedules" / folder / "schedules.json", schedule, landing_time("schedules", day))
+    write_lines(landing / "flights" / folder / "flights.json", flights, landing_time("flights", day))
+    write_lines(landing / "weather" / folder / "weather.json", [weather(day, h, p) for h, p in hours.items()],
+                landing_time("weather", day))
 
 
 def land_synthetic(landing: Path) -> None:
     """Two days of a few flights and weather hours, and tiny dimensions (the upstream's job)."""
-    write_lines(landing / "flights" / "2013-01-01" / "flights.json", [
+    land_day(landing, D1, [
         flight(D1, "AA", 1, 600, 10),
         flight(D1, "AA", 2, 600, 10, dest="MIA"),  # same carrier, same departure instant
         flight(D1, "UA", 3, 2330, 45),  # departs after midnight, local and UTC
         flight(D1, "UA", 4, 900, None),  # cancelled
-    ])
-    write_lines(landing / "flights" / "2013-01-02" / "flights.json", [
+    ], {0: 0.1, 12: 0.1, 23: 0.1})
+    land_day(landing, D2, [
         flight(D2, "AA", 1, 600, -5),
         flight(D2, "UA", 3, 700, 120),
-    ])
-    write_lines(landing / "weather" / "2013-01-01" / "weather.json", [weather(D1, h, 0.1) for h in (0, 12, 23)])
-    write_lines(landing / "weather" / "2013-01-02" / "weather.json", [weather(D2, h, 0.0) for h in (0, 12)])
+    ], {0: 0.0, 12: 0.0})
     write_lines(landing / "planes" / "planes.json", [
         {"tailnum": "N1", "year": 2004, "type": "Fixed wing multi engine", "manufacturer": "EMBRAER",
          "model": "EMB-145XR", "engines": 2, "seats": 55, "speed": None, "engine": "Turbo-fan"},
@@ -191,14 +205,52 @@ def test_features_job_needs_a_window(pipeline_ctx: JobContext) -> None:
 
 def test_repo_pipeline_conf_loads(tmp_path: Path) -> None:
     pipeline = load_pipeline(REPO / "conf", tmp_path)
-    assert [s.name for s in pipeline.config.silver] == ["flights", "weather", "planes", "airlines", "airports"]
+    assert [s.name for s in pipeline.config.silver] == [
+        "schedules", "flights", "weather", "planes", "airlines", "airports"]
     assert pipeline.landing_dir == tmp_path / "landing"
 
 
-def test_deliver_writes_a_day_once(tmp_path: Path) -> None:
-    assert deliver(tmp_path, [date(2013, 2, 1)]) == 5  # flights + weather of the day, 3 dimensions
-    lines = (tmp_path / "flights" / "2013-02-01" / "flights.json").read_text().splitlines()
-    first = json.loads(lines[0])
+def test_deliver_writes_a_day_once_stamped_with_when_it_lands(tmp_path: Path) -> None:
+    assert deliver(tmp_path, [date(2013, 2, 1)], sources=["schedules"]) == 1  # the evening before
+    assert not (tmp_path / "flights").exists()
+    assert deliver(tmp_path, [date(2013, 2, 1)]) == 5  # + flights and weather of the day, 3 dimensions
+    day = tmp_path / "flights" / "2013-02-01" / "flights.json"
+    first = json.loads(day.read_text().splitlines()[0])
     assert (first["year"], first["month"], first["day"]) == (2013, 2, 1)
     assert isinstance(first["dep_time"], int | None)
+    schedule = json.loads((tmp_path / "schedules" / "2013-02-01" / "schedules.json").read_text().splitlines()[0])
+    assert sorted(schedule) == sorted(SCHEDULE_COLUMNS)  # no dep_time, dep_delay, arr_delay, ...
+    landed = {p.relative_to(tmp_path).as_posix(): datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
+              for p in tmp_path.rglob("*.json")}
+    utc = timezone.utc
+    assert landed == {
+        "schedules/2013-02-01/schedules.json": datetime(2013, 1, 31, 18, 0, tzinfo=utc),
+        "flights/2013-02-01/flights.json": datetime(2013, 2, 2, 5, 30, tzinfo=utc),
+        "weather/2013-02-01/weather.json": datetime(2013, 2, 2, 5, 30, tzinfo=utc),
+        **{f"{d}/{d}.json": datetime(2012, 12, 31, 18, 0, tzinfo=utc) for d in ("planes", "airlines", "airports")},
+    }
     assert deliver(tmp_path, [date(2013, 2, 1)]) == 0
+
+
+@pytest.mark.e2e
+def test_schedules_reach_silver_validated_and_stamped_with_their_landing_time(featured: JobContext) -> None:
+    lake = featured.lake
+    schedules = lake.read("silver", "schedules")
+    assert not {"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"} & set(schedules.columns)
+    got = sorted(tuple(r) for r in schedules.select(
+        "flight_date", "carrier", "flight", "sched_dep_ts", "_ingested_at").collect())
+    evening_before_d1, evening_before_d2 = datetime(2012, 12, 31, 18, 0), datetime(2013, 1, 1, 18, 0)
+    assert got == [
+        (D1, "AA", 1, datetime(2013, 1, 1, 11, 0), evening_before_d1),
+        (D1, "AA", 2, datetime(2013, 1, 1, 11, 0), evening_before_d1),
+        (D1, "UA", 3, datetime(2013, 1, 2, 4, 30), evening_before_d1),
+        (D1, "UA", 4, datetime(2013, 1, 1, 14, 0), evening_before_d1),
+        (D2, "AA", 1, datetime(2013, 1, 2, 11, 0), evening_before_d2),
+        (D2, "UA", 3, datetime(2013, 1, 2, 12, 0), evening_before_d2),
+    ]
+    # Outcomes carry the time they landed (after the day), not when the test ran.
+    landed = {r[0] for r in lake.read("bronze", "flights").select("_ingested_at").distinct().collect()}
+    assert landed == {datetime(2013, 1, 2, 5, 30), datetime(2013, 1, 3, 5, 30)}
+    validated = lake.read("ops", "validation_results").where(F.col("suite") == "schedules")
+    assert {(r.window_start, r.success, r.rows_evaluated) for r in validated.collect()} == {
+        (D1, True, 4), (D2, True, 2)}

@@ -9,7 +9,11 @@ An upstream delivers newline-delimited JSON files into a landing zone::
 Every value is kept as the string it arrived as (a parse error cannot lose a value, and a type
 change upstream cannot break an append; silver does the typing), plus ingestion metadata:
 
-- ``_ingested_at`` when the run read the file, ``_run_id`` the run that appended it,
+- ``_ingested_at`` when the file *landed*: its modification time in the landing zone, which the
+  delivery sets (object stores: the upload time). Not the wall clock of the run that reads it, so
+  a backfill of last year reproduces the landing times the daily runs saw, and "what had landed by
+  06:00" means the same in history and in production. ``_run_id`` is the run that appended it
+  (its run record has the wall-clock time),
 - ``_source_file`` the path inside the landing zone, ``_source_modified`` the file's timestamp,
 - ``_record_id`` an id for the row, unique in the table, that silver and quarantine carry along,
 - ``event_date`` (daily sources only, the partition column): the date folder the file came in.
@@ -153,7 +157,7 @@ def ingest(
         )
     batch_df = raw_df.select(
         *upstream_cols,
-        F.current_timestamp().alias("_ingested_at"),
+        F.col("_source_modified").alias("_ingested_at"),  # landed, not read: see the module doc
         F.lit(run_id).alias("_run_id"),
         _relative_path(F.col("_file_path"), source).alias("_source_file"),
         "_source_modified",

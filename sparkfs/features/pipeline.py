@@ -18,10 +18,9 @@ Every write is idempotent, so re-running a day or a range changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -94,16 +93,30 @@ def load_pipeline(conf_dir: Path | str, data_path: Path) -> Pipeline:
     return Pipeline(config, suites, tables, landing if landing.is_absolute() else data_path / landing)
 
 
-def run_pipeline(lake: Lakehouse, pipeline: Pipeline, window: RunWindow, run: RunRecorder) -> None:
-    """Run every stage for ``window``, recording each in ``run``."""
+def run_pipeline(
+    lake: Lakehouse, pipeline: Pipeline, window: RunWindow, run: RunRecorder,
+    *, sources: Collection[str] | None = None,
+) -> None:
+    """Run every stage for ``window``, recording each in ``run``.
+
+    ``sources`` (names of raw sources) refreshes only those: their delivery, bronze and silver
+    tables, and no gold table (the daily job takes the next day's schedule this way, before its
+    outcomes exist).
+    """
     days = list(window.days())
     spark = lake.spark
+    names = [s.name for s in pipeline.config.sources]
+    unknown = sorted(set(sources or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"{PIPELINE_FILE} declares no sources {unknown}; it has {names}")
     if pipeline.config.upstream:
         with _stage(run, spark, "upstream") as st:
-            st.rows_out = _upstream(pipeline.config.upstream)(pipeline.landing_dir, days)
+            st.rows_out = _upstream(pipeline.config.upstream)(pipeline.landing_dir, days, sources=sources)
             st.details["landing_dir"] = str(pipeline.landing_dir)
 
     for source in pipeline.config.sources:
+        if sources is not None and source.name not in sources:
+            continue
         with _stage(run, spark, f"bronze.{source.name}") as st:
             ingested = ingest(lake, source, pipeline.landing_dir, days, run.run_id)
             st.table_name, st.table_version = ingested.table, ingested.version
@@ -111,6 +124,8 @@ def run_pipeline(lake: Lakehouse, pipeline: Pipeline, window: RunWindow, run: Ru
             st.details |= {"files_new": ingested.files_new, "files_skipped": ingested.files_skipped}
 
     for spec in pipeline.config.silver:
+        if sources is not None and spec.source not in sources:
+            continue
         with _stage(run, spark, f"silver.{spec.name}") as st:
             daily = pipeline.source(spec.source).arrival == "daily"
             refined = refine(
@@ -130,7 +145,7 @@ def run_pipeline(lake: Lakehouse, pipeline: Pipeline, window: RunWindow, run: Ru
             if refined.quarantine:
                 st.details["quarantine_version"] = refined.quarantine.version
 
-    for table in pipeline.feature_tables:
+    for table in pipeline.feature_tables if sources is None else []:
         with _stage(run, spark, f"gold.{table.name}") as st:
             rows_df = compute(lake, table, window.start, window.end).persist()
             try:
@@ -142,8 +157,12 @@ def run_pipeline(lake: Lakehouse, pipeline: Pipeline, window: RunWindow, run: Ru
             st.details |= {"inserted": merged.rows_inserted, "updated": merged.rows_updated}
 
 
-def _upstream(ref: str) -> Callable[[Path, list[date]], int]:
-    fn: Callable[[Path, list[date]], int] = import_ref(ref, f"{PIPELINE_FILE}: upstream")
+# An upstream hook: (landing dir, days, sources=None: all) -> files delivered.
+Upstream = Callable[..., int]
+
+
+def _upstream(ref: str) -> Upstream:
+    fn: Upstream = import_ref(ref, f"{PIPELINE_FILE}: upstream")
     return fn
 
 

@@ -26,15 +26,25 @@ def plus_minutes(ts: str, minutes: str) -> Column:
     return F.timestamp_micros(F.unix_micros(F.col(ts)) + (F.col(minutes) * 60_000_000).cast("long"))
 
 
+def conform_schedules(schedules_df: DataFrame) -> DataFrame:
+    """Add ``flight_date`` (local) and ``sched_dep_ts`` (the scheduled departure, a UTC instant).
+
+    Example: 2013-01-01, sched_dep_time 515 -> flight_date 2013-01-01, sched_dep_ts 10:15 UTC.
+    """
+    return (
+        schedules_df.withColumn("flight_date", local_date("year", "month", "day"))
+        .withColumn("sched_dep_ts", local_hhmm_instant("year", "month", "day", "sched_dep_time"))
+    )
+
+
 def conform_flights(flights_df: DataFrame) -> DataFrame:
-    """Add ``flight_date`` (local), ``sched_dep_ts`` and ``dep_ts`` (UTC instants), ``is_cancelled``.
+    """As :func:`conform_schedules`, plus ``dep_ts`` (UTC instant) and ``is_cancelled``.
 
     Example: 2013-01-01, sched_dep_time 515, dep_delay 2 -> sched_dep_ts 2013-01-01 10:15 UTC,
     dep_ts 10:17 UTC. A flight without ``dep_time`` was cancelled: ``dep_ts`` is null.
     """
     return (
-        flights_df.withColumn("flight_date", local_date("year", "month", "day"))
-        .withColumn("sched_dep_ts", local_hhmm_instant("year", "month", "day", "sched_dep_time"))
+        conform_schedules(flights_df)
         .withColumn("is_cancelled", F.col("dep_time").isNull())
         .withColumn("dep_ts", F.when(~F.col("is_cancelled"), plus_minutes("sched_dep_ts", "dep_delay")))
     )
