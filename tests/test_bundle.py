@@ -79,14 +79,17 @@ def test_known_keys_match_cli_schema(schema: dict[str, Any]) -> None:
 
 # --- what the jobs do ------------------------------------------------------------------------------
 
-def test_daily_job_runs_features_then_inference_at_six(bundle: bc.Bundle) -> None:
+def test_daily_job_runs_the_daily_loop_at_six_for_the_trigger_date(bundle: bc.Bundle) -> None:
     job = daily(bundle)
     runs = bc.parse_quartz(job["schedule"]["quartz_cron_expression"]).runs(START, 365)
     assert runs == [datetime(2026, 1, 1, 6) + timedelta(days=n) for n in range(365)]  # all of 2026
     assert job["schedule"]["timezone_id"] == "UTC"
-    assert task(job, "features")["python_wheel_task"]["entry_point"] == "sparkfs-features"
-    assert task(job, "inference")["python_wheel_task"]["entry_point"] == "sparkfs-infer"
-    assert task(job, "inference")["depends_on"] == [{"task_key": "features"}]
+    [loop] = job["tasks"]  # features for R-1, R's schedule, R-1's labels, predictions for R
+    assert loop["python_wheel_task"]["entry_point"] == "sparkfs-daily"
+    assert loop["python_wheel_task"]["parameters"][:2] == ["--date", "{{job.parameters.date}}"]
+    # The run date is the trigger's date; the job derives R-1 itself.
+    date_param = next(p for p in job["parameters"] if p["name"] == "date")
+    assert date_param["default"] == "{{job.trigger.time.iso_date}}"
 
 
 def test_training_job_runs_once_a_week(bundle: bc.Bundle) -> None:
@@ -168,7 +171,7 @@ def test_misspelled_job_key_fails_typed_model(bundle: bc.Bundle) -> None:
     broken = bundle.copy()
     job = daily(broken)
     job["shedule"] = job.pop("schedule")
-    task(job, "features")["python_wheel_task"]["entry_pont"] = "x"
+    task(job, "daily")["python_wheel_task"]["entry_pont"] = "x"
     problems = bc.typed_model_problems(broken)
     assert problems == [f"{DAILY}: resources.jobs.sparkfs_daily: Unexpected field 'shedule' for class Job"]
     del job["shedule"]
@@ -189,7 +192,7 @@ def test_bad_enum_and_missing_required_fail_typed_model(bundle: bc.Bundle) -> No
 
 def test_misspelled_keys_fail_schema(bundle: bc.Bundle, schema: dict[str, Any]) -> None:
     broken = bundle.copy()
-    task(daily(broken), "features")["max_retires"] = 2
+    task(daily(broken), "daily")["max_retires"] = 2
     broken.main["targets"]["prod"]["mdoe"] = "production"
     broken.main["artifacts"]["sparkfs_wheel"]["dynamic_version"] = "yes"
     assert bc.schema_problems(broken, schema) == [
@@ -211,52 +214,65 @@ def test_misspelled_top_level_and_target_keys(bundle: bc.Bundle) -> None:
 
 def test_missing_entry_point(bundle: bc.Bundle) -> None:
     broken = bundle.copy()
-    task(daily(broken), "inference")["python_wheel_task"]["entry_point"] = "sparkfs-inference"
+    task(daily(broken), "daily")["python_wheel_task"]["entry_point"] = "sparkfs-inference"
     [problem] = bc.entry_point_problems(broken)
     assert problem.startswith(
-        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[inference].python_wheel_task: entry_point "
-        "'sparkfs-inference' is not in pyproject.toml [project.scripts]; declared: ['sparkfs', 'sparkfs-features'"
+        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[daily].python_wheel_task: entry_point "
+        "'sparkfs-inference' is not in pyproject.toml [project.scripts]; declared: ['sparkfs', 'sparkfs-daily'"
     )
 
 
 def test_entry_point_that_does_not_import(bundle: bc.Bundle, tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "sparkfs"\n[project.scripts]\n'
-        '"sparkfs-features" = "sparkfs.nowhere:features"\n"sparkfs-infer" = "sparkfs.jobs.entry_points:no_such_function"\n'
-        '"sparkfs-train" = "sparkfs.jobs.registry:JOBS"\n'
+        '"sparkfs-daily" = "sparkfs.nowhere:daily"\n"sparkfs-train" = "sparkfs.jobs.registry:JOBS"\n'
     )
     problems = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
-    assert len(problems) == 3
-    assert "'sparkfs-features' = sparkfs.nowhere:features does not import: No module named 'sparkfs.nowhere'" in problems[0]
-    assert "'sparkfs-infer' = sparkfs.jobs.entry_points:no_such_function does not import" in problems[1]
-    assert "'sparkfs-train' = sparkfs.jobs.registry:JOBS is not callable" in problems[2]
+    assert len(problems) == 2
+    assert "'sparkfs-daily' = sparkfs.nowhere:daily does not import: No module named 'sparkfs.nowhere'" in problems[0]
+    assert "'sparkfs-train' = sparkfs.jobs.registry:JOBS is not callable" in problems[1]
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "sparkfs"\n[project.scripts]\n'
+        '"sparkfs-daily" = "sparkfs.jobs.entry_points:no_such_function"\n"sparkfs-train" = "sparkfs.jobs.entry_points:train"\n'
+    )
+    [problem] = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
+    assert "'sparkfs-daily' = sparkfs.jobs.entry_points:no_such_function does not import" in problem
 
 
 def test_wrong_package_name(bundle: bc.Bundle) -> None:
     broken = bundle.copy()
-    task(daily(broken), "features")["python_wheel_task"]["package_name"] = "sparkfs_jobs"
+    task(daily(broken), "daily")["python_wheel_task"]["package_name"] = "sparkfs_jobs"
     [problem] = bc.entry_point_problems(broken)
     assert "package_name 'sparkfs_jobs' is not this project ('sparkfs')" in problem
 
 
 def test_unknown_depends_on_task(bundle: bc.Bundle) -> None:
     broken = bundle.copy()
-    task(daily(broken), "inference")["depends_on"] = [{"task_key": "feature"}]
+    task(daily(broken), "daily")["depends_on"] = [{"task_key": "feature"}]
     assert bc.task_problems(broken) == [
-        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[inference].depends_on: 'feature' is not a task "
-        "of this job; tasks: ['features', 'inference']"
+        f"{DAILY}: resources.jobs.sparkfs_daily.tasks[daily].depends_on: 'feature' is not a task "
+        "of this job; tasks: ['daily']"
     ]
 
 
 def test_depends_on_a_task_of_another_job(bundle: bc.Bundle) -> None:
     broken = bundle.copy()
-    task(daily(broken), "inference")["depends_on"] = [{"task_key": "train"}]
+    task(daily(broken), "daily")["depends_on"] = [{"task_key": "train"}]
     [problem] = bc.task_problems(broken)
     assert "'train' is not a task of this job" in problem
 
 
+def two_tasks(broken: bc.Bundle) -> bc.Bundle:
+    """The daily job split into tasks ``features`` and ``inference`` (depending on it), to break."""
+    features, inference = copy.deepcopy(task(daily(broken), "daily")), copy.deepcopy(task(daily(broken), "daily"))
+    features["task_key"], inference["task_key"] = "features", "inference"
+    inference["depends_on"] = [{"task_key": "features"}]
+    daily(broken)["tasks"] = [features, inference]
+    return broken
+
+
 def test_depends_on_cycle_and_duplicate_keys(bundle: bc.Bundle) -> None:
-    broken = bundle.copy()
+    broken = two_tasks(bundle.copy())
     task(daily(broken), "features")["depends_on"] = [{"task_key": "inference"}]
     assert bc.task_problems(broken) == [
         f"{DAILY}: resources.jobs.sparkfs_daily: depends_on makes a cycle: features -> inference -> features"
@@ -281,7 +297,7 @@ def test_depends_on_cycle_and_duplicate_keys(bundle: bc.Bundle) -> None:
 
 
 def test_task_without_compute_or_with_unknown_environment(bundle: bc.Bundle) -> None:
-    broken = bundle.copy()
+    broken = two_tasks(bundle.copy())
     del task(daily(broken), "features")["environment_key"]
     task(daily(broken), "inference")["environment_key"] = "default"
     assert bc.task_problems(broken) == [
@@ -293,7 +309,7 @@ def test_task_without_compute_or_with_unknown_environment(bundle: bc.Bundle) -> 
 
 
 def test_missing_files(bundle: bc.Bundle) -> None:
-    broken = bundle.copy()
+    broken = two_tasks(bundle.copy())
     broken.main["include"] = ["resources/*.yml", "jobs/*.yaml"]
     job = daily(broken)
     job["environments"][0]["spec"]["dependencies"] = ["../build/*.whl"]
@@ -342,7 +358,7 @@ def test_undeclared_references(bundle: bc.Bundle) -> None:
     broken = bundle.copy()
     job = daily(broken)
     job["email_notifications"]["on_failure"] = ["${var.alert_mail}"]
-    params = task(job, "inference")["python_wheel_task"]["parameters"]
+    params = task(job, "daily")["python_wheel_task"]["parameters"]
     params[params.index("{{job.parameters.date}}")] = "{{job.parameters.run_date}}"
     problems = bc.reference_problems(broken)
     assert problems == [

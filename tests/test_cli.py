@@ -84,7 +84,7 @@ def data_dir(tmp_path: Path) -> Path:
 # --- mistakes, caught before Spark ---------------------------------------------------------------
 
 def test_a_job_that_needs_a_date_says_so() -> None:
-    for job in ("features", "infer"):
+    for job in ("features", "infer", "daily"):
         assert_usage_error(sparkfs("run", job),
                            f"the {job} job needs --date YYYY-MM-DD, or --start/--end for a backfill")
 
@@ -186,11 +186,12 @@ def test_run_help_says_what_each_job_does_and_what_its_date_means() -> None:
     result = sparkfs("run", "--help")
     assert result.code == 0 and not result.pyspark
     text = " ".join(result.out.split())  # the help text wraps lines
-    for job in ("features", "infer", "train", "smoke"):
+    for job in ("features", "infer", "train", "daily", "smoke"):
         assert re.search(rf"\n  {job} +\S", result.out), f"{job} is not listed:\n{result.out}"
     assert "--date D: the events of day D" in text
     assert "--date D: the spine's rows on day D" in text
     assert "--date D: on the configured start up to D" in text
+    assert "--date R: the run date (the day the scheduler starts the job; features are built for R-1" in text
 
 
 def environment_variables() -> set[str]:

@@ -107,7 +107,7 @@ def test_scores_in_spark_equal_the_pyfunc_and_rerun_changes_nothing(
     after = lake.read("ml", "test_delay_predictions").orderBy(*KEYS)
     assert_df_equality(spark.createDataFrame(before_rows, before.schema), after)
     assert after.columns == [*KEYS, "carrier", "origin", "probability", "prediction", "event_date",
-                             "model_name", "model_version", "feature_versions"]
+                             "model_name", "model_version", "feature_versions", "is_arr_delayed"]
 
     first_row = after.first()
     assert first_row["model_name"] == MODEL and first_row["model_version"] == "1"

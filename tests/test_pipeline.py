@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkfs.core.config import Settings, StorageSettings
-from sparkfs.core.errors import SparkfsError
+from sparkfs.core.errors import ConfigError, SparkfsError
 from sparkfs.core.lakehouse import Lakehouse, checksum
 from sparkfs.core.runs import RunWindow
 from sparkfs.examples.flights.conform import conform_flights
@@ -254,3 +254,10 @@ def test_schedules_reach_silver_validated_and_stamped_with_their_landing_time(fe
     validated = lake.read("ops", "validation_results").where(F.col("suite") == "schedules")
     assert {(r.window_start, r.success, r.rows_evaluated) for r in validated.collect()} == {
         (D1, True, 4), (D2, True, 2)}
+
+
+def test_pipeline_names_the_raw_source_of_a_silver_table(tmp_path: Path) -> None:
+    pipeline = load_pipeline(REPO / "conf", tmp_path)
+    assert pipeline.source_of("schedules") == "schedules"
+    with pytest.raises(ConfigError, match=r"declares no silver table 'schedule'; it has \['airlines'"):
+        pipeline.source_of("schedule")

@@ -76,6 +76,14 @@ class Pipeline:
     def source(self, name: str) -> SourceSpec:
         return next(s for s in self.config.sources if s.name == name)
 
+    def source_of(self, silver_table: str) -> str:
+        """The raw source behind ``silver_table``; a table the pipeline does not declare is a
+        :class:`~sparkfs.core.errors.ConfigError` listing the ones it does."""
+        silver = {spec.name: spec.source for spec in self.config.silver}
+        if silver_table not in silver:
+            raise ConfigError(f"{PIPELINE_FILE} declares no silver table {silver_table!r}; it has {sorted(silver)}")
+        return silver[silver_table]
+
 
 def load_pipeline(conf_dir: Path | str, data_path: Path) -> Pipeline:
     """Load ``pipeline.yaml`` and the suites and feature tables it names; check they fit together."""
@@ -95,13 +103,15 @@ def load_pipeline(conf_dir: Path | str, data_path: Path) -> Pipeline:
 
 def run_pipeline(
     lake: Lakehouse, pipeline: Pipeline, window: RunWindow, run: RunRecorder,
-    *, sources: Collection[str] | None = None,
+    *, sources: Collection[str] | None = None, gold_window: RunWindow | None = None,
 ) -> None:
     """Run every stage for ``window``, recording each in ``run``.
 
     ``sources`` (names of raw sources) refreshes only those: their delivery, bronze and silver
     tables, and no gold table (the daily job takes the next day's schedule this way, before its
-    outcomes exist).
+    outcomes exist). ``gold_window``: the event dates (UTC) the gold tables are built for, when
+    they are not ``window``'s (the daily job at R 06:00 builds R-1's silver and gold up to R:
+    a New York evening's departures fall on the next UTC date, before the cutoff).
     """
     days = list(window.days())
     spark = lake.spark
@@ -147,7 +157,8 @@ def run_pipeline(
 
     for table in pipeline.feature_tables if sources is None else []:
         with _stage(run, spark, f"gold.{table.name}") as st:
-            rows_df = compute(lake, table, window.start, window.end).persist()
+            gold = gold_window or window
+            rows_df = compute(lake, table, gold.start, gold.end).persist()
             try:
                 merged = write_feature_table(lake, table, rows_df)
             finally:

@@ -54,3 +54,7 @@ def train() -> None:
 
 def infer() -> None:
     run_entry_point("infer")
+
+
+def daily() -> None:
+    run_entry_point("daily")

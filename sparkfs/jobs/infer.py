@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from sparkfs.core.errors import ConfigError, TrainingServingSkewError
-from sparkfs.core.runs import RunWindow, record_run
+from sparkfs.core.runs import RunRecorder, RunWindow, record_run
 from sparkfs.jobs.context import JobContext
 from sparkfs.ml.assembly import build_features, build_spine, with_model_rule
-from sparkfs.ml.config import load_training_config
-from sparkfs.ml.score import load_scoring_model, predict_and_merge
+from sparkfs.ml.config import TrainingConfig, load_training_config
+from sparkfs.ml.labels import realized_labels
+from sparkfs.ml.score import InferenceResult, load_scoring_model, predict_and_merge
 from sparkfs.ml.skew import skew_check
 
 
@@ -22,40 +23,58 @@ def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
     if window is None:
         raise ConfigError("infer needs a date: sparkfs run infer --date YYYY-MM-DD (or --start/--end)")
     config = load_training_config(ctx.settings)
-    lake = ctx.lake
     params = {"start": window.start, "end": window.end, "model": config.model_name, "alias": config.alias}
-    with record_run(lake, "infer", params) as run:
-        with run.stage("resolve_model") as stage:
-            model = load_scoring_model(ctx.settings, config.model_name, config.alias)
-            stage.details.update(model=model.name, version=model.version)
-        # The spine follows the rule the model was trained and evaluated with.
-        config = with_model_rule(config, model.tags)
-        if config.inference.skew_check:  # before anything is written
-            with run.stage("skew_check") as stage:
-                report = skew_check(lake, config, model, config.inference.skew_sample_rows)
-                stage.rows_in = report.rows_compared
-                stage.details["report"] = report.describe()
-                if not report.identical:
-                    raise TrainingServingSkewError(report.describe())
-        with run.stage("features") as stage:
-            spine_df = build_spine(lake, config, window.start, window.end, labelled=False)
-            if spine_df.isEmpty():  # a day with nothing scheduled: a fact to report, not an error
-                stage.rows_in = 0
-                spine = lake.name(config.spine.layer, config.spine.table).replace("`", "")
-                print(f"\nno rows in the spine for {window} ({spine}): nothing scheduled, nothing scored")
-                return
-            features = build_features(lake, config, spine_df, label=None)
-            versions = features.spec.table_versions()
-            stage.details["table_versions"] = versions
-        with run.stage("predict") as stage:
-            result = predict_and_merge(lake, features.df, model, config, versions)
-            stage.table_name, stage.table_version = result.merge.table, result.merge.version
-            stage.rows_in, stage.rows_out = result.merge.source_rows, result.merge.rows_inserted
-            stage.details["rows_updated"] = result.merge.rows_updated
-    merge = result.merge
-    print(
-        f"\n{merge.table}: scored {merge.source_rows} flights of {window} with {model.name} "
-        f"version {model.version} (@{model.alias}); inserted {merge.rows_inserted}, updated "
-        f"{merge.rows_updated} (Delta version {merge.version})"
-        + (f"\n{report.describe()}" if config.inference.skew_check else "")
+    with record_run(ctx.lake, "infer", params) as run:
+        result = infer_stages(ctx, config, window, run)
+    print(describe_inference(result, config, window))
+
+
+def infer_stages(
+    ctx: JobContext, config: TrainingConfig, window: RunWindow, run: RunRecorder
+) -> InferenceResult | None:
+    """The inference stages of a run (the ``infer`` and ``daily`` jobs): resolve the model, the
+    skew check when configured, the spine and its features by the model's prediction-time rule,
+    scoring and the MERGE. None when the spine of ``window`` is empty (nothing scheduled)."""
+    lake = ctx.lake
+    with run.stage("resolve_model") as stage:
+        model = load_scoring_model(ctx.settings, config.model_name, config.alias)
+        stage.details.update(model=model.name, version=model.version)
+    # The spine follows the rule the model was trained and evaluated with.
+    config = with_model_rule(config, model.tags)
+    if config.inference.skew_check:  # before anything is written
+        with run.stage("skew_check") as stage:
+            report = skew_check(lake, config, model, config.inference.skew_sample_rows)
+            stage.rows_in = report.rows_compared
+            stage.details["report"] = report.describe()
+            if not report.identical:
+                raise TrainingServingSkewError(report.describe())
+    with run.stage("features") as stage:
+        spine_df = build_spine(lake, config, window.start, window.end, labelled=False)
+        if spine_df.isEmpty():  # a day with nothing scheduled: a fact to report, not an error
+            stage.rows_in = 0
+            return None
+        features = build_features(lake, config, spine_df, label=None)
+        versions = features.spec.table_versions()
+        stage.details["table_versions"] = versions
+        stage.details["prediction_time"] = config.prediction_time.describe()
+    with run.stage("predict") as stage:
+        # Outcomes that have landed already (a backtest, a late rerun) label the rows at once.
+        labels_df = realized_labels(lake, config, window.start, window.end)
+        result = predict_and_merge(lake, features.df, model, config, versions, labels_df)
+        stage.table_name, stage.table_version = result.merge.table, result.merge.version
+        stage.rows_in, stage.rows_out = result.merge.source_rows, result.merge.rows_inserted
+        stage.details["rows_updated"] = result.merge.rows_updated
+    return result
+
+
+def describe_inference(result: InferenceResult | None, config: TrainingConfig, window: RunWindow) -> str:
+    """What the console shows after inference for ``window``."""
+    if result is None:
+        spine = config.spine.serving_table or config.spine.table
+        return f"\nno rows in the spine for {window} ({config.spine.layer}.{spine}): nothing scheduled, nothing scored"
+    merge, model = result.merge, result.model
+    return (
+        f"\n{merge.table}: scored {merge.source_rows} new or changed predictions for {window} with "
+        f"{model.name} version {model.version} (@{model.alias}); inserted {merge.rows_inserted}, "
+        f"updated {merge.rows_updated} (Delta version {merge.version})"
     )

@@ -43,6 +43,15 @@ def _check_training_conf(settings: Settings) -> None:
     load_training_config(settings)
 
 
+def _check_daily_conf(settings: Settings) -> None:
+    """Both configs load, and the serving spine is a silver table of the pipeline."""
+    from sparkfs.features.pipeline import load_pipeline
+    from sparkfs.ml.config import load_training_config
+
+    spine = load_training_config(settings).spine
+    load_pipeline(settings.conf_dir, settings.data_path).source_of(spine.serving_table or spine.table)
+
+
 @dataclass(frozen=True)
 class Job:
     """A registered job: where its function lives and what ``sparkfs run --help`` says about it."""
@@ -81,6 +90,15 @@ JOBS: dict[str, Job] = {
         "--date D: the spine's rows on day D (the flights scheduled that day); --start S --end E: "
         "every day of the range (one of them is required)",
         needs_dates=True, check_conf=_check_training_conf,
+    ),
+    "daily": Job(
+        "sparkfs.jobs.daily:daily_job",
+        "the scheduled daily loop: features for the day before, today's schedule, yesterday's "
+        "labels onto its predictions, today's predictions as of the cutoff",
+        "--date R: the run date (the day the scheduler starts the job; features are built for "
+        "R-1, predictions for the flights scheduled on R); --start S --end E: each run date in "
+        "order (one of them is required)",
+        needs_dates=True, check_conf=_check_daily_conf,
     ),
 }
 

@@ -87,7 +87,9 @@ def build_spine(
     version: int | None = None,
 ) -> DataFrame:
     """One row per entity and prediction time on ``start..end`` (dates of ``spine.date_column``,
-    else UTC dates of the timestamp), read from the configured spine table: keys, timestamp, the
+    else UTC dates of the timestamp), read from the configured spine table (``labelled``: the
+    events with outcomes, ``spine.table``; else what inference scores, ``spine.serving_table``
+    when set, e.g. the schedule known before the day): keys, timestamp, the
     configured spine columns and, when ``labelled``, the label (``label.column > label.above``;
     null stays null). Training and inference both build their spine here, so they cannot
     disagree on it. ``version`` reads the source table as of that Delta version (to rebuild a
@@ -103,10 +105,11 @@ def build_spine(
         spine_df = build_spine(lake, config, date(2013, 12, 2), date(2013, 12, 2), labelled=False)
     """
     spine = config.spine
-    source = lake.read(spine.layer, spine.table, version=version)
+    table = spine.table if labelled or spine.serving_table is None else spine.serving_table
+    source = lake.read(spine.layer, table, version=version)
     wanted = list(dict.fromkeys([*config.keys, config.timestamp, *spine.columns]))
     require_columns(source, [*wanted, spine.label.column] if labelled else wanted,
-                     lake.name(spine.layer, spine.table))
+                     lake.name(spine.layer, table))
     day = F.col(spine.date_column) if spine.date_column else F.to_date(F.col(config.timestamp))
     rows = source.where(day.between(F.lit(start), F.lit(end)))
     columns: list[Column] = [F.col(c) for c in wanted]

@@ -161,7 +161,10 @@ class SpineConfig(StrictModel):
     """Where the spine comes from: one row per entity and prediction time."""
 
     layer: str
-    table: str
+    table: str  # what training reads: the events with their outcomes (the label)
+    # What inference reads (same layer): the events known before they happen (a schedule, no
+    # outcome columns). None: inference reads ``table`` too (a backtest).
+    serving_table: str | None = None
     # Source column holding the event date (prunes partitions); None: the date of ``timestamp``.
     date_column: str | None = None
     # Source columns copied onto the spine besides keys and timestamp (lookup keys, features).

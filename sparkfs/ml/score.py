@@ -37,6 +37,7 @@ from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.ml.assembly import build_features
 from sparkfs.ml.config import TrainingConfig
+from sparkfs.ml.labels import with_realized_labels
 from sparkfs.ml.model import PREDICTION, PROBABILITY
 from sparkfs.ml.tracking import configure_mlflow, model_by_alias, registered_model_name
 
@@ -197,22 +198,40 @@ def predict_and_merge(
     model: ScoringModel,
     config: TrainingConfig,
     feature_versions: Mapping[str, int],
+    labels_df: DataFrame | None = None,
 ) -> InferenceResult:
     """Check the features against the signature, score them in Spark, and MERGE the predictions
-    (keys + timestamp + context columns + probability, prediction, lineage) into the table.
+    (keys + timestamp + prediction time + context columns + probability, prediction, lineage, and
+    the realized label from ``labels_df``, null until known) into the table.
 
     The scored rows are persisted once, so the model runs once per row however many passes the
-    MERGE makes over its source.
+    MERGE makes over its source. A row scored again exactly as before (same model version, score
+    and label) is left as it is, with the feature versions it was first scored from: a rerun
+    after an idle features MERGE (a new Delta version, the same rows) changes nothing.
     """
     check_feature_schema(features_df, model, config.feature_columns)
-    keep = list(dict.fromkeys([*config.keys, config.timestamp, *config.inference.context_columns]))
+    keep = list(dict.fromkeys([*config.keys, config.timestamp, config.lookup_timestamp,
+                               *config.inference.context_columns]))
     scored = score(features_df, model, keep)
-    predictions = with_model_lineage(scored, model, config.timestamp, feature_versions).persist()
+    keys = [*config.keys, config.timestamp]
+    lineage = with_model_lineage(scored, model, config.timestamp, feature_versions)
+    predictions = _not_scored_before(lake, with_realized_labels(lineage, labels_df, config), config).persist()
     try:
-        merged = write_predictions(lake, predictions, config.inference.table, [*config.keys, config.timestamp])
+        merged = write_predictions(lake, predictions, config.inference.table, keys)
     finally:
         predictions.unpersist()
     return InferenceResult(model, merged, dict(feature_versions))
+
+
+def _not_scored_before(lake: Lakehouse, predictions_df: DataFrame, config: TrainingConfig) -> DataFrame:
+    """Drop the rows the table already holds with the same model version, score and label."""
+    table = config.inference.table
+    if not lake.exists("ml", table):
+        return predictions_df
+    same = [*config.keys, config.timestamp, MODEL_VERSION, PROBABILITY, PREDICTION, config.label]
+    held = lake.read("ml", table).where(F.col(EVENT_DATE).isin(  # the batch's partitions only
+        [r[0] for r in predictions_df.select(EVENT_DATE).distinct().collect()])).select(*same)
+    return predictions_df.join(held, on=[predictions_df[c].eqNullSafe(held[c]) for c in same], how="left_anti")
 
 
 def score_batch(
