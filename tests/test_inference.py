@@ -54,6 +54,7 @@ def model(spark: SparkSession, settings: Settings) -> ScoringModel:
     return load_scoring_model(settings.model_copy(update={"mlflow": experiment}), MODEL, "champion")
 
 
+@pytest.mark.slow
 def test_alias_resolves_to_the_registered_version_with_its_signature(model: ScoringModel) -> None:
     assert (model.name, model.alias, model.version) == (MODEL, "champion", "1")
     assert model.uri == f"models:/{MODEL}/1"
@@ -87,6 +88,7 @@ def test_schema_mismatch_lists_missing_extra_and_mistyped(spark: SparkSession, m
     check_feature_schema(synthetic_df(spark, rows=50), model, FEATURES)
 
 
+@pytest.mark.slow
 def test_scores_in_spark_equal_the_pyfunc_and_rerun_changes_nothing(
     spark: SparkSession, lake: Lakehouse, model: ScoringModel
 ) -> None:

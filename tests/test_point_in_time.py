@@ -68,6 +68,7 @@ def result(df: DataFrame, order: list[str]) -> list[tuple]:
     return [tuple(r) for r in df.orderBy(*order).collect()]
 
 
+@pytest.mark.slow
 def test_latest_whole_row_wins_with_edges_nulls_and_duplicate_spine_rows(lake: Lakehouse) -> None:
     feature_table(lake, "pit_delays", [
         ("AA", "JFK", at(0), 1.0, 10),
@@ -111,6 +112,7 @@ def test_latest_whole_row_wins_with_edges_nulls_and_duplicate_spine_rows(lake: L
     assert ts.checks["0_matched"] == 6
 
 
+@pytest.mark.slow
 def test_lookback_edge_is_exclusive_at_exactly_t_minus_w(lake: Lakehouse) -> None:
     feature_table(lake, "pit_edge", [("AA", "JFK", at(0), 1.0, 1)])
     spine = lake.spark.createDataFrame([
@@ -137,6 +139,7 @@ def test_mixed_time_zones_are_compared_as_instants(lake: Lakehouse) -> None:
     assert got == {0: 7.0, 59: None}
 
 
+@pytest.mark.slow
 def test_several_lookups_static_table_and_key_mapping(lake: Lakehouse) -> None:
     feature_table(lake, "pit_carrier", [("AA", "JFK", at(0), 2.0, 3), ("AA", "JFK", at(5), 4.0, 6)])
     planes = T.StructType([T.StructField("tailnum", T.StringType()), T.StructField("seats", T.LongType())])
@@ -157,6 +160,7 @@ def test_several_lookups_static_table_and_key_mapping(lake: Lakehouse) -> None:
     assert ts.spec.lookups[1].event_time is None
 
 
+@pytest.mark.slow
 def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) -> None:
     seq_schema = T.StructType([*FEATURES.fields, T.StructField("seq", T.LongType())])
     feature_table(lake, "pit_seq", [
@@ -176,6 +180,7 @@ def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) 
             create_training_set(lake, spine, [FeatureLookup("pit_tie", ["carrier", "origin"], "at")], plan=plan)
 
 
+@pytest.mark.slow
 def test_as_known_at_ignores_rows_written_after_the_spine_time(lake: Lakehouse) -> None:
     schema = T.StructType([*FEATURES.fields, T.StructField("ingested", T.TimestampType())])
     feature_table(lake, "pit_known", [
@@ -197,6 +202,7 @@ def test_as_known_at_ignores_rows_written_after_the_spine_time(lake: Lakehouse) 
     assert result(naive.select(minute, "delay"), ["at"]) == [(4, 3.0), (6, 5.0), (25, 9.0), (30, 9.0), (40, 9.0)]
 
 
+@pytest.mark.slow
 def test_rebuild_from_spec_after_later_merges_gives_identical_rows(lake: Lakehouse) -> None:
     feature_table(lake, "pit_repro", [("AA", "JFK", at(0), 1.0, 1), ("AA", "LGA", at(0), 2.0, 2)])
     lake.create("ml", "pit_spine", SPINE)
@@ -224,6 +230,7 @@ def test_rebuild_from_spec_after_later_merges_gives_identical_rows(lake: Lakehou
     assert rebuilt.spec == first.spec
 
 
+@pytest.mark.slow
 def test_rebuild_of_a_dataframe_spine_needs_the_spine_again(lake: Lakehouse) -> None:
     feature_table(lake, "pit_dfspine", [("AA", "JFK", at(0), 1.0, 1)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(5), 1)], SPINE)
@@ -234,6 +241,7 @@ def test_rebuild_of_a_dataframe_spine_needs_the_spine_again(lake: Lakehouse) -> 
     assert rebuild_training_set(lake, ts.spec, spine=spine).df.collect() == ts.df.collect()
 
 
+@pytest.mark.slow
 def test_clear_errors_for_bad_lookups(lake: Lakehouse) -> None:
     feature_table(lake, "pit_errors", [("AA", "JFK", at(0), 1.0, 1)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(5), 1)], SPINE)
@@ -259,6 +267,7 @@ def test_clear_errors_for_bad_lookups(lake: Lakehouse) -> None:
         build(FeatureLookup("pit_errors", ["carrier", "origin"]))
 
 
+@pytest.mark.slow
 def test_as_of_join_on_dataframes_uses_the_same_join(spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     prices = spark.createDataFrame(
         [("X", at(0), 1.0), ("X", at(2), 2.0), ("Y", at(1), 10.0)], "ticker string, ts timestamp, price double")
@@ -309,6 +318,7 @@ def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monk
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_column_names_with_dots_work_on_every_plan(lake: Lakehouse) -> None:
     schema = T.StructType([
         T.StructField("meta.src", T.StringType()),
@@ -337,6 +347,7 @@ def test_column_names_with_dots_work_on_every_plan(lake: Lakehouse) -> None:
         assert_df_equality(ts.df.orderBy(*order), expected.orderBy(*order), ignore_nullable=True)
 
 
+@pytest.mark.slow
 def test_names_that_differ_only_by_case_clash_unless_spark_is_case_sensitive(spark, lake: Lakehouse) -> None:  # type: ignore[no-untyped-def]
     spine = spark.createDataFrame([("a", at(1), 1.0), (None, at(1), None)], "k string, ts timestamp, V double")
     prices = spark.createDataFrame([("a", at(0), 2.0), ("a", at(2), None)], "k string, ts timestamp, v double")
@@ -370,6 +381,7 @@ def test_feature_or_spine_columns_with_the_internal_prefix_are_a_clash_not_dropp
     assert result(out.select("p___pit_x"), ["p___pit_x"]) == [(None,), (1.0,)]
 
 
+@pytest.mark.slow
 def test_a_lookback_too_long_to_matter_is_no_lookback_and_nothing_overflows(spark) -> None:  # type: ignore[no-untyped-def]
     first, last = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
     prices = spark.createDataFrame(
@@ -385,6 +397,7 @@ def test_a_lookback_too_long_to_matter_is_no_lookback_and_nothing_overflows(spar
             assert result(out.select("ticker", "price"), ["ticker", "price"]) == expected, (lookback, plan)
 
 
+@pytest.mark.slow
 def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequence(lake: Lakehouse) -> None:
     seq_schema = T.StructType([*FEATURES.fields, T.StructField("seq", T.LongType())])
     lake.create("gold", "pit_tie3", FEATURES, properties={KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts"})
@@ -413,6 +426,7 @@ def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequen
         assert "no sequence column" not in message
 
 
+@pytest.mark.slow
 def test_plans_show_every_lookup_also_two_on_one_table(lake: Lakehouse) -> None:
     feature_table(lake, "pit_twice", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(5.25), 0), (None, "JFK", None, 0)], SPINE)
@@ -426,6 +440,7 @@ def test_plans_show_every_lookup_also_two_on_one_table(lake: Lakehouse) -> None:
         (None, None, None), (at(1).replace(tzinfo=None), 1.0, None), (at(5.25).replace(tzinfo=None), 5.0, 5.0)]
 
 
+@pytest.mark.slow
 def test_rebuild_uses_the_recorded_keys_event_time_and_sequence_not_the_current_properties(lake: Lakehouse) -> None:
     schema = T.StructType([*FEATURES.fields, T.StructField("ts2", T.TimestampType())])
     feature_table(lake, "pit_layout", [
@@ -459,6 +474,7 @@ def test_rebuild_uses_the_recorded_keys_event_time_and_sequence_not_the_current_
     assert rebuilt.spec == first.spec
 
 
+@pytest.mark.slow
 def test_rebuild_takes_a_plan_and_a_bin_size(lake: Lakehouse) -> None:
     feature_table(lake, "pit_rebuild_plan", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(6), 0), ("AA", "JFK", None, 0)], SPINE)
