@@ -216,3 +216,20 @@ def test_last_commit_and_commit_after_read_typed_commits(lake: Lakehouse) -> Non
         lake.name("silver", "commits"))
     write = lake.commit_after("silver", "commits", last.version, "WRITE")
     assert write is not None and (write.version, write.metric("numOutputRows")) == (last.version + 1, 1)
+
+
+def test_connect_opens_the_lakehouse_of_a_conf_folder_and_data_folder(lake: Lakehouse, tmp_path) -> None:
+    import sparkfs
+
+    folder = tmp_path / "data"
+    written = folder / "warehouse" / "sparkfs_silver" / "connect_probe"  # as a job in another process would
+    lake.spark.createDataFrame([(1, D1, 1.0, 1), (2, D2, None, None)], SCHEMA).write.format("delta").save(str(written))
+
+    connected = sparkfs.connect("local", lake.settings.conf_dir, data_dir=folder)
+
+    assert connected.spark is lake.spark  # the running session, not a second one
+    assert (connected.settings.env, connected.settings.data_path) == ("local", folder.resolve())
+    assert connected.name("silver", "connect_probe") == "`sparkfs_silver`.`connect_probe`"
+    assert connected.read("silver", "connect_probe").count() == 2  # registered by name on connect
+    with pytest.raises(ConfigError, match="unknown environment 'nowhere'"):
+        sparkfs.connect("nowhere", lake.settings.conf_dir)
