@@ -289,7 +289,7 @@ def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monk
 
     def plan_and_rows() -> tuple[str, list[tuple]]:
         caplog.clear()
-        with caplog.at_level("INFO", logger="sparkfs.pit.api"):
+        with caplog.at_level("DEBUG", logger="sparkfs.pit.api"):
             out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts")
         chosen = [r.getMessage() for r in caplog.records if "plan" in r.getMessage()]
         return chosen[-1].split("plan ")[1].split(":")[0], result(out, ["ticker", "ts"])

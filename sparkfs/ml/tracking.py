@@ -16,6 +16,9 @@ a Unity Catalog model name is ``<catalog>.<ml schema>.<model>``.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -27,6 +30,8 @@ from mlflow.tracking import MlflowClient
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import ConfigError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,16 @@ def registered_model_name(settings: Settings, name: str) -> str:
 def register_with_alias(
     model_uri: str, name: str, alias: str, tags: dict[str, str] | None = None
 ) -> ModelVersion:
-    """Register ``model_uri`` as a new version of ``name`` and point ``alias`` at it."""
-    version = mlflow.register_model(model_uri, name, tags=tags)
+    """Register ``model_uri`` as a new version of ``name`` and point ``alias`` at it.
+
+    MLflow prints "Successfully registered model" and "Created version" to stderr; those lines go
+    to sparkfs's log at DEBUG instead (shown with ``-v``): the caller reports the version.
+    """
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        version = mlflow.register_model(model_uri, name, tags=tags)
+    for line in printed.getvalue().splitlines():
+        log.debug("mlflow: %s", line)
     MlflowClient().set_registered_model_alias(name, alias, version.version)
     return version
 

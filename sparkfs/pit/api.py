@@ -74,13 +74,7 @@ from sparkfs.pit.lookup import (
 from sparkfs.pit.spec import LookupSpec, SpineSource, TrainingSetSpec
 from sparkfs.pit.union import union_join
 
-__all__ = [
-    "FeatureLookup",
-    "TrainingSet",
-    "as_of_join",
-    "create_training_set",
-    "rebuild_training_set",
-]
+__all__ = ["FeatureLookup", "TrainingSet", "as_of_join", "create_training_set", "rebuild_training_set"]
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +339,8 @@ def _build(
             for lk in resolved
         ],
     )
-    log.info("training set: %d rows, checks %s, plans %s", checks["rows"], checks, plans)
+    read = (f"{lk.name} v{tables[lk.index].version} ({plans[lk.name].split(':')[0]})" for lk in resolved)
+    log.info("training set: %s rows; %s", f"{checks['rows']:,}", ", ".join(read))
     return TrainingSet(out, spec, checks, plans)
 
 
@@ -399,7 +394,7 @@ def _join_lookup(
         gap, _ = planner.sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
         size = max(1, gap or hi - lo + 1)
     chosen.setdefault(lk.label, plan)
-    log.info("point-in-time join of %s: plan %s", lk.label, chosen[lk.label])
+    log.debug("point-in-time join of %s: plan %s", lk.label, chosen[lk.label])
     if plan == "union-wide":
         return union_join(spine_df, feature_df, lk, hi, wide=True)
     if plan == "union":
