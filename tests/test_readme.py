@@ -6,7 +6,8 @@ job over two days of synthetic landing files (``land_synthetic``), and a model t
 scored on the synthetic flights (``build_e2e``), predicting into ``flight_delay_predictions``.
 The reader's ``sparkfs.connect()`` finds it through ``SPARKFS_CONF_DIR`` / ``SPARKFS_DATA_DIR``.
 
-Shell blocks are checked without a JVM: each ``sparkfs`` command line parses with the CLI's own
+YAML blocks that start with ``# conf/<file>.yaml`` are added to a copy of ``conf/`` and must
+load into the typed config. Shell blocks are checked without a JVM: each ``sparkfs`` command line parses with the CLI's own
 parser (a job it names exists), each ``make`` target is in the Makefile, each script a
 ``spark-submit`` line names exists.
 """
@@ -85,6 +86,56 @@ def test_every_shell_command_exists_without_starting_spark() -> None:
                 assert scripts and all((REPO / s).is_file() for s in scripts), words
                 checked += 1
     assert checked >= 10
+
+
+def test_every_conf_snippet_loads_into_the_typed_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparkfs.features.feature_tables import declared_feature_tables
+    from sparkfs.features.pipeline import load_pipeline
+    from sparkfs.ml.config import load_training_config
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+
+    def read(name: str) -> dict:
+        return yaml.safe_load((conf / name).read_text())
+
+    def write(name: str, data: dict) -> None:
+        (conf / name).write_text(yaml.safe_dump(data))
+
+    added = []
+    for block in code_blocks(README, "yaml"):
+        name = block.splitlines()[0].removeprefix("# conf/")
+        snippet = yaml.safe_load(block)
+        if name == "pipeline.yaml":
+            pipeline, suites = read(name), read("expectations.yaml")
+            for key in ("sources", "silver"):
+                pipeline[key] += snippet[key]
+            for table in snippet["silver"]:  # the README says to write the suite; any suite will do here
+                suites["suites"][table["expectations"]] = [
+                    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": table["keys"][0]}}]
+            write(name, pipeline)
+            write("expectations.yaml", suites)
+        elif name == "feature_tables.yaml":
+            tables = read(name)
+            tables["tables"] += snippet
+            write(name, tables)
+        elif name == "training.yaml":
+            training = read(name)
+            training["lookups"] += snippet["lookups"]
+            training["features"]["numeric"] += snippet["features"]["numeric"]
+            write(name, training)
+        else:
+            continue
+        added.append(name)
+    assert sorted(added) == ["feature_tables.yaml", "pipeline.yaml", "training.yaml"]
+
+    (tmp_path / "my_features.py").write_text("def origin_departures(lake, span):\n    raise NotImplementedError\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = load_settings(conf, "local")
+    pipeline = load_pipeline(settings.conf_dir, settings.data_path)
+    assert "gates" in [s.name for s in pipeline.config.silver]
+    assert "origin_delays" in [t.name for t in declared_feature_tables(settings)]
+    assert "origin_delays" in [lk.table for lk in load_training_config(settings).lookups]
 
 
 @pytest.fixture(scope="module")
