@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3,10),(3,11),(3,12)), "sparkfs needs Python 3.10-3.12, found " + sys.version' 
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[local,dev]"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing sparkfs and its pinned dependencies into $(VENV) (pip's output: errors only)"
+	@PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip install --quiet --quiet --upgrade pip
+	@PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip install --quiet --quiet -c constraints.txt -e ".[local,dev]"
 	@touch $(STAMP)
 
 # Installs the environment and fills the Ivy cache with Delta's jars (first Spark start).

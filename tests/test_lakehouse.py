@@ -232,3 +232,19 @@ def test_last_commit_and_commit_after_read_typed_commits(lake: Lakehouse) -> Non
         (c.version, c.operation, dict(c.metrics)) for c in expected
     ]
     assert [c.timestamp for c in read] == [c.timestamp for c in expected]
+
+def test_connect_opens_the_lakehouse_of_a_conf_folder_and_data_folder(lake: Lakehouse, tmp_path) -> None:
+    import sparkfs
+
+    folder = tmp_path / "data"
+    written = folder / "warehouse" / "sparkfs_silver" / "connect_probe"  # as a job in another process would
+    lake.spark.createDataFrame([(1, D1, 1.0, 1), (2, D2, None, None)], SCHEMA).write.format("delta").save(str(written))
+
+    connected = sparkfs.connect("local", lake.settings.conf_dir, data_dir=folder)
+
+    assert connected.spark is lake.spark  # the running session, not a second one
+    assert (connected.settings.env, connected.settings.data_path) == ("local", folder.resolve())
+    assert connected.name("silver", "connect_probe") == "`sparkfs_silver`.`connect_probe`"
+    assert connected.read("silver", "connect_probe").count() == 2  # registered by name on connect
+    with pytest.raises(ConfigError, match="unknown environment 'nowhere'"):
+        sparkfs.connect("nowhere", lake.settings.conf_dir)

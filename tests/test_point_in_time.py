@@ -109,7 +109,8 @@ def test_latest_whole_row_wins_with_edges_nulls_and_duplicate_spine_rows(lake: L
     ], "carrier string, origin string, at timestamp, label long, c_delay double, c_flights long")
     assert_df_equality(ts.df, expected, ignore_row_order=True, ignore_nullable=True)
     assert ts.checks["rows"] == ts.checks["spine_rows"] == 10
-    assert ts.checks["0_matched"] == 6
+    assert ts.checks["pit_delays.matched"] == 6
+    assert ts.checks["pit_delays.after_spine"] == ts.checks["pit_delays.before_lookback"] == 0
 
 
 @pytest.mark.slow
@@ -297,7 +298,7 @@ def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monk
 
     def plan_and_rows() -> tuple[str, list[tuple]]:
         caplog.clear()
-        with caplog.at_level("INFO", logger="sparkfs.pit.api"):
+        with caplog.at_level("DEBUG", logger="sparkfs.pit.api"):
             out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts")
         chosen = [r.getMessage() for r in caplog.records if "plan" in r.getMessage()]
         return chosen[-1].split("plan ")[1].split(":")[0], result(out, ["ticker", "ts"])
@@ -434,8 +435,13 @@ def test_plans_show_every_lookup_also_two_on_one_table(lake: Lakehouse) -> None:
         FeatureLookup("pit_twice", ["carrier", "origin"], "at", ["delay"], prefix="now"),
         FeatureLookup("pit_twice", ["carrier", "origin"], "at", ["delay"], lookback=timedelta(seconds=30), prefix="fresh"),
     ], plan="union")
-    name = lake.name("gold", "pit_twice")
-    assert sorted(ts.plans) == [f"0:{name}@v1", f"1:{name}@v1"]
+    # Checks and plans follow one rule: the table, then "<table>#2" for a second lookup on it.
+    assert list(ts.plans) == ["pit_twice", "pit_twice#2"]
+    assert {k: v for k, v in ts.checks.items() if k.startswith("pit_twice")} == {
+        "pit_twice.matched": 2, "pit_twice.after_spine": 0, "pit_twice.ties": 0,
+        "pit_twice#2.matched": 1, "pit_twice#2.after_spine": 0, "pit_twice#2.before_lookback": 0,
+        "pit_twice#2.ties": 0,
+    }
     assert result(ts.df.select("at", "now_delay", "fresh_delay"), ["at"]) == [
         (None, None, None), (at(1).replace(tzinfo=None), 1.0, None), (at(5.25).replace(tzinfo=None), 5.0, 5.0)]
 
@@ -484,3 +490,22 @@ def test_rebuild_takes_a_plan_and_a_bin_size(lake: Lakehouse) -> None:
     assert list(rebuilt.plans.values()) == ["intervals"]
     assert result(rebuilt.df.select("at", "delay"), ["at"]) == [
         (None, None), (at(1).replace(tzinfo=None), 1.0), (at(6).replace(tzinfo=None), 5.0)]
+
+
+def test_databricks_feature_engineering_names_are_accepted(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_fe", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(7), 0)], SPINE)
+    ours = FeatureLookup("pit_fe", ["carrier", "origin"], "at", ["delay"], lookback=timedelta(minutes=2))
+    fe = FeatureLookup(table_name="pit_fe", lookup_key=["carrier", "origin"], timestamp_lookup_key="at",
+                       feature_names=["delay"], lookback_window=timedelta(minutes=2))
+    assert fe == ours
+    ts = create_training_set(lake, spine, [fe], label="label")
+    assert result(ts.load_df().select("at", "delay"), ["at"]) == [
+        (at(1).replace(tzinfo=None), 1.0), (at(7).replace(tzinfo=None), None)]
+    assert ts.load_df() is ts.df
+    with pytest.raises(SparkfsError, match=r"both features= and feature_names="):
+        FeatureLookup("pit_fe", ["carrier"], features=["delay"], feature_names=["delay"])
+    with pytest.raises(SparkfsError, match=r"needs a table"):
+        FeatureLookup(lookup_key=["carrier"])
+    with pytest.raises(SparkfsError, match=r"needs a lookup_key"):
+        FeatureLookup(table_name="pit_fe")

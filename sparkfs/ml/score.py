@@ -3,7 +3,8 @@
 The features are looked up with the same point-in-time code training used, scored inside Spark
 by the packaged pyfunc (an MLflow ``spark_udf``: the rows never come to the driver), and MERGEd
 into ``<ml schema>.<inference.table>`` keyed by the spine keys + timestamp and partitioned by
-``event_date``. Each row carries the model name and version and the Delta version of every
+``score_date``, the day the row is scored for: the spine's ``date_column`` (for the flights, the
+local date ``infer --date D`` selects), so ``score_date = D`` holds every row of that run. Each row carries the model name and version and the Delta version of every
 feature table it was built from. Scores are deterministic and the rows hold no run timestamp,
 so re-running a date updates nothing.
 
@@ -42,7 +43,7 @@ from sparkfs.ml.tracking import configure_mlflow, model_by_alias, registered_mod
 
 log = logging.getLogger(__name__)
 
-EVENT_DATE = "event_date"
+SCORE_DATE = "score_date"
 MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
 FEATURE_VERSIONS = "feature_versions"
@@ -152,14 +153,20 @@ def score(df: DataFrame, model: ScoringModel, keep: Sequence[str]) -> DataFrame:
     )
 
 
+def scoring_day(config: TrainingConfig) -> Column:
+    """The day a spine row is scored for: the spine's ``date_column`` (the day ``build_spine``
+    selects rows by, e.g. a flight's local date), else the UTC date of the timestamp."""
+    day = config.spine.date_column
+    return F.col(day) if day else F.to_date(F.col(config.timestamp))
+
+
 def with_model_lineage(
-    scored_df: DataFrame, model: ScoringModel, timestamp: str, feature_versions: Mapping[str, int]
+    scored_df: DataFrame, model: ScoringModel, feature_versions: Mapping[str, int]
 ) -> DataFrame:
-    """Add ``event_date`` (the date of ``timestamp``, UTC), the model name and version, and the
-    feature tables' Delta versions as a JSON object with sorted keys (comparable across runs)."""
+    """Add the model name and version, and the feature tables' Delta versions as a JSON object
+    with sorted keys (comparable across runs)."""
     return scored_df.select(
         "*",
-        F.to_date(F.col(timestamp)).alias(EVENT_DATE),
         F.lit(model.name).alias(MODEL_NAME),
         F.lit(model.version).alias(MODEL_VERSION),
         F.lit(json.dumps(dict(feature_versions), sort_keys=True)).alias(FEATURE_VERSIONS),
@@ -170,18 +177,19 @@ def write_predictions(
     lake: Lakehouse, predictions_df: DataFrame, table: str, keys: Sequence[str]
 ) -> MergeResult:
     """Create the predictions table on first use, then MERGE on ``keys`` (partition-pruned by
-    ``event_date``). Re-running the same rows inserts and updates nothing."""
+    ``score_date``). Re-running the same rows inserts and updates nothing."""
     lake.create(
-        "ml", table, predictions_df.schema, partition_by=[EVENT_DATE],
+        "ml", table, predictions_df.schema, partition_by=[SCORE_DATE],
         comment="Batch predictions: one row per scored spine row, with model and feature versions",
         column_comments={
             PROBABILITY: "predicted probability of the positive label",
             PREDICTION: "1 when probability >= the model's threshold (chosen on validation)",
+            SCORE_DATE: "the day the row was scored for (the inference run's --date)",
             MODEL_VERSION: "registered model version that scored the row",
             FEATURE_VERSIONS: "JSON {feature table: Delta version} the features were read from",
         },
     )
-    return merge_upsert(lake, "ml", table, predictions_df, keys, partition_by=EVENT_DATE)
+    return merge_upsert(lake, "ml", table, predictions_df, keys, partition_by=SCORE_DATE)
 
 
 @dataclass(frozen=True)
@@ -199,15 +207,18 @@ def predict_and_merge(
     feature_versions: Mapping[str, int],
 ) -> InferenceResult:
     """Check the features against the signature, score them in Spark, and MERGE the predictions
-    (keys + timestamp + context columns + probability, prediction, lineage) into the table.
+    (keys + timestamp + context columns + ``score_date`` + probability, prediction, lineage) into
+    the table, partitioned by ``score_date`` (:func:`scoring_day`).
 
     The scored rows are persisted once, so the model runs once per row however many passes the
     MERGE makes over its source.
     """
     check_feature_schema(features_df, model, config.feature_columns)
-    keep = list(dict.fromkeys([*config.keys, config.timestamp, *config.inference.context_columns]))
-    scored = score(features_df, model, keep)
-    predictions = with_model_lineage(scored, model, config.timestamp, feature_versions).persist()
+    if config.spine.date_column:
+        require_columns(features_df, [config.spine.date_column], "the rows to score (spine.date_column)")
+    keep = list(dict.fromkeys([*config.keys, config.timestamp, *config.inference.context_columns, SCORE_DATE]))
+    scored = score(features_df.withColumn(SCORE_DATE, scoring_day(config)), model, keep)
+    predictions = with_model_lineage(scored, model, feature_versions).persist()
     try:
         merged = write_predictions(lake, predictions, config.inference.table, [*config.keys, config.timestamp])
     finally:

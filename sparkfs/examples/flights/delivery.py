@@ -54,7 +54,7 @@ def deliver(landing_dir: Path, days: Sequence[date]) -> int:
             frame.to_json(tmp, orient="records", lines=True)
         tmp.rename(path)
         written += 1
-    log.info("upstream delivered %d files to %s", written, landing_dir)
+    log.debug("upstream delivered %d files to %s", written, landing_dir)
     return written
 
 
