@@ -31,9 +31,6 @@ LEVELS = {
 }
 # Third-party loggers that speak at INFO about their own plumbing.
 LIBRARY_LOGGERS = ("py4j", "urllib3", "alembic", "mlflow", "great_expectations", "nannyml", "numexpr")
-# sparkfs loggers whose INFO lines repeat what a stage's own line says (rows, table, version):
-# shown with -v only. (The MERGE writer logs every MERGE; the stage that ran it reports it.)
-DETAIL_LOGGERS = ("sparkfs.core.merge",)
 KEEP_SPARK_LOGS = 20  # newest JVM log files kept under <data_dir>/logs
 
 
@@ -85,8 +82,6 @@ def setup_logging(level: int = logging.INFO) -> None:
         return
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    for name in DETAIL_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
     # Also read at import, and inherited by Spark's Python workers (whose output goes to the
     # JVM's log file anyway): tqdm takes its defaults from TQDM_* variables.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
