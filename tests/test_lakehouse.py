@@ -16,7 +16,7 @@ from sparkfs.core.errors import (
     SchemaMismatchError,
     TableNotFoundError,
 )
-from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.lakehouse import Commit, Lakehouse
 from sparkfs.core.merge import merge_upsert
 from sparkfs.jobs.smoke import SMOKE_TABLE, run_smoke
 
@@ -35,6 +35,7 @@ def fresh_table(lake: Lakehouse, name: str) -> None:
     lake.create("silver", name, SCHEMA, partition_by=["day"], comment="test table")
 
 
+@pytest.mark.slow
 def test_smoke_merge_rerun_changes_nothing(lake: Lakehouse) -> None:
     first = run_smoke(lake, D1)
     before = lake.read(*SMOKE_TABLE).orderBy("event_id")
@@ -57,6 +58,7 @@ def test_resolve_accepts_layer_or_schema_and_names_what_is_valid(lake: Lakehouse
         lake.resolve("nowhere.planes")
 
 
+@pytest.mark.slow
 def test_merge_upserts_changed_rows_and_keeps_null_keys_unique(lake: Lakehouse) -> None:
     fresh_table(lake, "upserts")
     spark = lake.spark
@@ -71,6 +73,7 @@ def test_merge_upserts_changed_rows_and_keeps_null_keys_unique(lake: Lakehouse) 
     assert_df_equality(lake.read("silver", "upserts"), expected, ignore_row_order=True, ignore_nullable=True)
 
 
+@pytest.mark.slow
 def test_merge_condition_prunes_to_the_batch_partitions(lake: Lakehouse) -> None:
     fresh_table(lake, "pruned")
     spark = lake.spark
@@ -111,6 +114,7 @@ def test_reading_a_missing_table_names_it(lake: Lakehouse) -> None:
         lake.read("gold", "no_such_table")
 
 
+@pytest.mark.slow
 def test_time_travel_reads_an_old_version(lake: Lakehouse) -> None:
     fresh_table(lake, "travel")
     spark = lake.spark
@@ -120,6 +124,7 @@ def test_time_travel_reads_an_old_version(lake: Lakehouse) -> None:
     assert lake.read("silver", "travel").first()["value"] == 2.0  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_a_table_written_here_is_read_by_name_in_another_process(lake: Lakehouse) -> None:
     fresh_table(lake, "shared")
     merge_upsert(lake, "silver", "shared", lake.spark.createDataFrame(
@@ -175,6 +180,7 @@ def test_require_unique_names_duplicate_keys_with_nulls_as_a_key(spark) -> None:
         require_unique(null_twice, ["nope"], "the dims")
 
 
+@pytest.mark.slow
 def test_an_empty_batch_merges_nothing_and_reports_no_one_elses_numbers(lake: Lakehouse) -> None:
     fresh_table(lake, "empty_batch")
     spark = lake.spark
@@ -193,6 +199,7 @@ def test_an_empty_batch_merges_nothing_and_reports_no_one_elses_numbers(lake: La
     assert (rerun.version, last.operation) == (last.version, "MERGE")
 
 
+@pytest.mark.slow
 def test_last_commit_and_commit_after_read_typed_commits(lake: Lakehouse) -> None:
     fresh_table(lake, "commits")
     spark = lake.spark
@@ -216,3 +223,28 @@ def test_last_commit_and_commit_after_read_typed_commits(lake: Lakehouse) -> Non
         lake.name("silver", "commits"))
     write = lake.commit_after("silver", "commits", last.version, "WRITE")
     assert write is not None and (write.version, write.metric("numOutputRows")) == (last.version + 1, 1)
+
+    # Locally the commits are read from the _delta_log files: the same as Delta's own history.
+    history = lake.table("silver", "commits").history().collect()
+    expected = [Commit.from_history(row) for row in history]
+    read = lake.commits("silver", "commits", len(history))
+    assert [(c.version, c.operation, dict(c.metrics)) for c in read] == [
+        (c.version, c.operation, dict(c.metrics)) for c in expected
+    ]
+    assert [c.timestamp for c in read] == [c.timestamp for c in expected]
+
+def test_connect_opens_the_lakehouse_of_a_conf_folder_and_data_folder(lake: Lakehouse, tmp_path) -> None:
+    import sparkfs
+
+    folder = tmp_path / "data"
+    written = folder / "warehouse" / "sparkfs_silver" / "connect_probe"  # as a job in another process would
+    lake.spark.createDataFrame([(1, D1, 1.0, 1), (2, D2, None, None)], SCHEMA).write.format("delta").save(str(written))
+
+    connected = sparkfs.connect("local", lake.settings.conf_dir, data_dir=folder)
+
+    assert connected.spark is lake.spark  # the running session, not a second one
+    assert (connected.settings.env, connected.settings.data_path) == ("local", folder.resolve())
+    assert connected.name("silver", "connect_probe") == "`sparkfs_silver`.`connect_probe`"
+    assert connected.read("silver", "connect_probe").count() == 2  # registered by name on connect
+    with pytest.raises(ConfigError, match="unknown environment 'nowhere'"):
+        sparkfs.connect("nowhere", lake.settings.conf_dir)

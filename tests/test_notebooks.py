@@ -69,6 +69,7 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
         yield patch
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "notebook, parameters",
     [
@@ -95,6 +96,7 @@ def test_parameters_must_exist_in_the_parameters_cell() -> None:
         _runner().set_parameters(notebook, {"NOPE": "1"})
 
 
+@pytest.mark.slow
 def test_feature_tables_read_their_documentation_from_delta(project: explore.Project) -> None:
     tables = explore.feature_tables(project.lake).set_index("table")
     assert tables.loc["e2e_weather", "keys"] == "origin"
@@ -113,6 +115,7 @@ def test_histograms_count_every_non_null_value(spark: SparkSession) -> None:
     assert h["bin_start"].iloc[0] == 0.0 and h["bin_end"].iloc[-1] == pytest.approx(10.0)
 
 
+@pytest.mark.slow
 def test_one_flight_gets_the_latest_feature_row_at_or_before_its_time(project: explore.Project) -> None:
     flight = explore.pick_flight(project, DAY)
     assert str(flight["sched_dep_ts"].date()) == DAY
@@ -131,6 +134,7 @@ def test_one_flight_gets_the_latest_feature_row_at_or_before_its_time(project: e
         assert (timeline["minutes_after_lookup"] > 0).any()  # rows after t are shown, not used
 
 
+@pytest.mark.slow
 def test_champion_summary_and_scores(project: explore.Project) -> None:
     model = explore.champion(project)
     assert (model.name, model.alias) == (MODEL, "champion")

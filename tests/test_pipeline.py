@@ -261,3 +261,25 @@ def test_pipeline_names_the_raw_source_of_a_silver_table(tmp_path: Path) -> None
     assert pipeline.source_of("schedules") == "schedules"
     with pytest.raises(ConfigError, match=r"declares no silver table 'schedule'; it has \['airlines'"):
         pipeline.source_of("schedule")
+
+
+def test_features_summary_is_one_line_per_layer() -> None:
+    from sparkfs.core.runs import StageRecord
+    from sparkfs.jobs.features import summary
+
+    now = datetime(2013, 1, 2)
+    stages = [
+        StageRecord("upstream", now, rows_out=4, duration_s=1.0),
+        StageRecord("bronze.flights", now, rows_out=6, duration_s=2.0),
+        StageRecord("bronze.planes", now, rows_out=0, duration_s=0.5),
+        StageRecord("silver.flights", now, rows_in=6, rows_out=5, rows_rejected=1, duration_s=3.0),
+        StageRecord("gold.carrier_delays", now, rows_in=5, rows_out=5, duration_s=4.25),
+    ]
+    assert summary(stages, RunWindow(D1, D2), "abc").splitlines() == [
+        "",
+        "features 2013-01-01..2013-01-02 (run abc): 10.8s",
+        "  upstream rows out 4, 1.0s",
+        "  bronze   2 tables, rows out 6, 2.5s",
+        "  silver   1 table, rows out 5, 1 rejected, 3.0s",
+        "  gold     1 table, rows out 5, 4.2s",
+    ]

@@ -68,6 +68,7 @@ def result(df: DataFrame, order: list[str]) -> list[tuple]:
     return [tuple(r) for r in df.orderBy(*order).collect()]
 
 
+@pytest.mark.slow
 def test_latest_whole_row_wins_with_edges_nulls_and_duplicate_spine_rows(lake: Lakehouse) -> None:
     feature_table(lake, "pit_delays", [
         ("AA", "JFK", at(0), 1.0, 10),
@@ -108,9 +109,11 @@ def test_latest_whole_row_wins_with_edges_nulls_and_duplicate_spine_rows(lake: L
     ], "carrier string, origin string, at timestamp, label long, c_delay double, c_flights long")
     assert_df_equality(ts.df, expected, ignore_row_order=True, ignore_nullable=True)
     assert ts.checks["rows"] == ts.checks["spine_rows"] == 10
-    assert ts.checks["0_matched"] == 6
+    assert ts.checks["pit_delays.matched"] == 6
+    assert ts.checks["pit_delays.after_spine"] == ts.checks["pit_delays.before_lookback"] == 0
 
 
+@pytest.mark.slow
 def test_lookback_edge_is_exclusive_at_exactly_t_minus_w(lake: Lakehouse) -> None:
     feature_table(lake, "pit_edge", [("AA", "JFK", at(0), 1.0, 1)])
     spine = lake.spark.createDataFrame([
@@ -137,6 +140,7 @@ def test_mixed_time_zones_are_compared_as_instants(lake: Lakehouse) -> None:
     assert got == {0: 7.0, 59: None}
 
 
+@pytest.mark.slow
 def test_several_lookups_static_table_and_key_mapping(lake: Lakehouse) -> None:
     feature_table(lake, "pit_carrier", [("AA", "JFK", at(0), 2.0, 3), ("AA", "JFK", at(5), 4.0, 6)])
     planes = T.StructType([T.StructField("tailnum", T.StringType()), T.StructField("seats", T.LongType())])
@@ -157,6 +161,7 @@ def test_several_lookups_static_table_and_key_mapping(lake: Lakehouse) -> None:
     assert ts.spec.lookups[1].event_time is None
 
 
+@pytest.mark.slow
 def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) -> None:
     seq_schema = T.StructType([*FEATURES.fields, T.StructField("seq", T.LongType())])
     feature_table(lake, "pit_seq", [
@@ -176,6 +181,7 @@ def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) 
             create_training_set(lake, spine, [FeatureLookup("pit_tie", ["carrier", "origin"], "at")], plan=plan)
 
 
+@pytest.mark.slow
 def test_as_known_at_ignores_rows_written_after_the_spine_time(lake: Lakehouse) -> None:
     schema = T.StructType([*FEATURES.fields, T.StructField("ingested", T.TimestampType())])
     feature_table(lake, "pit_known", [
@@ -197,6 +203,7 @@ def test_as_known_at_ignores_rows_written_after_the_spine_time(lake: Lakehouse) 
     assert result(naive.select(minute, "delay"), ["at"]) == [(4, 3.0), (6, 5.0), (25, 9.0), (30, 9.0), (40, 9.0)]
 
 
+@pytest.mark.slow
 def test_rebuild_from_spec_after_later_merges_gives_identical_rows(lake: Lakehouse) -> None:
     feature_table(lake, "pit_repro", [("AA", "JFK", at(0), 1.0, 1), ("AA", "LGA", at(0), 2.0, 2)])
     lake.create("ml", "pit_spine", SPINE)
@@ -224,6 +231,7 @@ def test_rebuild_from_spec_after_later_merges_gives_identical_rows(lake: Lakehou
     assert rebuilt.spec == first.spec
 
 
+@pytest.mark.slow
 def test_rebuild_of_a_dataframe_spine_needs_the_spine_again(lake: Lakehouse) -> None:
     feature_table(lake, "pit_dfspine", [("AA", "JFK", at(0), 1.0, 1)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(5), 1)], SPINE)
@@ -234,6 +242,7 @@ def test_rebuild_of_a_dataframe_spine_needs_the_spine_again(lake: Lakehouse) -> 
     assert rebuild_training_set(lake, ts.spec, spine=spine).df.collect() == ts.df.collect()
 
 
+@pytest.mark.slow
 def test_clear_errors_for_bad_lookups(lake: Lakehouse) -> None:
     feature_table(lake, "pit_errors", [("AA", "JFK", at(0), 1.0, 1)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(5), 1)], SPINE)
@@ -259,6 +268,7 @@ def test_clear_errors_for_bad_lookups(lake: Lakehouse) -> None:
         build(FeatureLookup("pit_errors", ["carrier", "origin"]))
 
 
+@pytest.mark.slow
 def test_as_of_join_on_dataframes_uses_the_same_join(spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     prices = spark.createDataFrame(
         [("X", at(0), 1.0), ("X", at(2), 2.0), ("Y", at(1), 10.0)], "ticker string, ts timestamp, price double")
@@ -288,7 +298,7 @@ def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monk
 
     def plan_and_rows() -> tuple[str, list[tuple]]:
         caplog.clear()
-        with caplog.at_level("INFO", logger="sparkfs.pit.api"):
+        with caplog.at_level("DEBUG", logger="sparkfs.pit.api"):
             out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts")
         chosen = [r.getMessage() for r in caplog.records if "plan" in r.getMessage()]
         return chosen[-1].split("plan ")[1].split(":")[0], result(out, ["ticker", "ts"])
@@ -309,6 +319,7 @@ def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monk
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_column_names_with_dots_work_on_every_plan(lake: Lakehouse) -> None:
     schema = T.StructType([
         T.StructField("meta.src", T.StringType()),
@@ -337,6 +348,7 @@ def test_column_names_with_dots_work_on_every_plan(lake: Lakehouse) -> None:
         assert_df_equality(ts.df.orderBy(*order), expected.orderBy(*order), ignore_nullable=True)
 
 
+@pytest.mark.slow
 def test_names_that_differ_only_by_case_clash_unless_spark_is_case_sensitive(spark, lake: Lakehouse) -> None:  # type: ignore[no-untyped-def]
     spine = spark.createDataFrame([("a", at(1), 1.0), (None, at(1), None)], "k string, ts timestamp, V double")
     prices = spark.createDataFrame([("a", at(0), 2.0), ("a", at(2), None)], "k string, ts timestamp, v double")
@@ -370,6 +382,7 @@ def test_feature_or_spine_columns_with_the_internal_prefix_are_a_clash_not_dropp
     assert result(out.select("p___pit_x"), ["p___pit_x"]) == [(None,), (1.0,)]
 
 
+@pytest.mark.slow
 def test_a_lookback_too_long_to_matter_is_no_lookback_and_nothing_overflows(spark) -> None:  # type: ignore[no-untyped-def]
     first, last = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
     prices = spark.createDataFrame(
@@ -385,6 +398,7 @@ def test_a_lookback_too_long_to_matter_is_no_lookback_and_nothing_overflows(spar
             assert result(out.select("ticker", "price"), ["ticker", "price"]) == expected, (lookback, plan)
 
 
+@pytest.mark.slow
 def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequence(lake: Lakehouse) -> None:
     seq_schema = T.StructType([*FEATURES.fields, T.StructField("seq", T.LongType())])
     lake.create("gold", "pit_tie3", FEATURES, properties={KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts"})
@@ -413,6 +427,7 @@ def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequen
         assert "no sequence column" not in message
 
 
+@pytest.mark.slow
 def test_plans_show_every_lookup_also_two_on_one_table(lake: Lakehouse) -> None:
     feature_table(lake, "pit_twice", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(5.25), 0), (None, "JFK", None, 0)], SPINE)
@@ -420,12 +435,18 @@ def test_plans_show_every_lookup_also_two_on_one_table(lake: Lakehouse) -> None:
         FeatureLookup("pit_twice", ["carrier", "origin"], "at", ["delay"], prefix="now"),
         FeatureLookup("pit_twice", ["carrier", "origin"], "at", ["delay"], lookback=timedelta(seconds=30), prefix="fresh"),
     ], plan="union")
-    name = lake.name("gold", "pit_twice")
-    assert sorted(ts.plans) == [f"0:{name}@v1", f"1:{name}@v1"]
+    # Checks and plans follow one rule: the table, then "<table>#2" for a second lookup on it.
+    assert list(ts.plans) == ["pit_twice", "pit_twice#2"]
+    assert {k: v for k, v in ts.checks.items() if k.startswith("pit_twice")} == {
+        "pit_twice.matched": 2, "pit_twice.after_spine": 0, "pit_twice.ties": 0,
+        "pit_twice#2.matched": 1, "pit_twice#2.after_spine": 0, "pit_twice#2.before_lookback": 0,
+        "pit_twice#2.ties": 0,
+    }
     assert result(ts.df.select("at", "now_delay", "fresh_delay"), ["at"]) == [
         (None, None, None), (at(1).replace(tzinfo=None), 1.0, None), (at(5.25).replace(tzinfo=None), 5.0, 5.0)]
 
 
+@pytest.mark.slow
 def test_rebuild_uses_the_recorded_keys_event_time_and_sequence_not_the_current_properties(lake: Lakehouse) -> None:
     schema = T.StructType([*FEATURES.fields, T.StructField("ts2", T.TimestampType())])
     feature_table(lake, "pit_layout", [
@@ -459,6 +480,7 @@ def test_rebuild_uses_the_recorded_keys_event_time_and_sequence_not_the_current_
     assert rebuilt.spec == first.spec
 
 
+@pytest.mark.slow
 def test_rebuild_takes_a_plan_and_a_bin_size(lake: Lakehouse) -> None:
     feature_table(lake, "pit_rebuild_plan", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(6), 0), ("AA", "JFK", None, 0)], SPINE)
@@ -468,3 +490,22 @@ def test_rebuild_takes_a_plan_and_a_bin_size(lake: Lakehouse) -> None:
     assert list(rebuilt.plans.values()) == ["intervals"]
     assert result(rebuilt.df.select("at", "delay"), ["at"]) == [
         (None, None), (at(1).replace(tzinfo=None), 1.0), (at(6).replace(tzinfo=None), 5.0)]
+
+
+def test_databricks_feature_engineering_names_are_accepted(lake: Lakehouse) -> None:
+    feature_table(lake, "pit_fe", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(7), 0)], SPINE)
+    ours = FeatureLookup("pit_fe", ["carrier", "origin"], "at", ["delay"], lookback=timedelta(minutes=2))
+    fe = FeatureLookup(table_name="pit_fe", lookup_key=["carrier", "origin"], timestamp_lookup_key="at",
+                       feature_names=["delay"], lookback_window=timedelta(minutes=2))
+    assert fe == ours
+    ts = create_training_set(lake, spine, [fe], label="label")
+    assert result(ts.load_df().select("at", "delay"), ["at"]) == [
+        (at(1).replace(tzinfo=None), 1.0), (at(7).replace(tzinfo=None), None)]
+    assert ts.load_df() is ts.df
+    with pytest.raises(SparkfsError, match=r"both features= and feature_names="):
+        FeatureLookup("pit_fe", ["carrier"], features=["delay"], feature_names=["delay"])
+    with pytest.raises(SparkfsError, match=r"needs a table"):
+        FeatureLookup(lookup_key=["carrier"])
+    with pytest.raises(SparkfsError, match=r"needs a lookup_key"):
+        FeatureLookup(table_name="pit_fe")

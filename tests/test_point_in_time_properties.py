@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import duckdb
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import SparkSession
@@ -90,6 +91,7 @@ def oracle(spine: list[tuple], features: list[tuple], lookback: timedelta | None
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), features=feature_rows, lookback=st.sampled_from(LOOKBACKS), bin_size=bin_sizes,
        plan=st.sampled_from(["intervals", "intervals", "union", "union-wide"]))
+@pytest.mark.slow
 def test_as_of_join_matches_duckdb_asof(spark: SparkSession, data: st.DataObject, features: list[tuple],
                                         lookback: timedelta | None, bin_size: timedelta, plan: str) -> None:
     spine = data.draw(spine_rows(features, lookback))

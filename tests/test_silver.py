@@ -80,6 +80,7 @@ def reasons_df(lake: Lakehouse, rows: list[tuple[int | None, list[str]]]) -> Dat
     return lake.spark.createDataFrame(rows, "id int, _failed_expectations array<string>")
 
 
+@pytest.mark.slow
 def test_bad_rows_go_to_quarantine_with_reasons_and_good_rows_publish(lake: Lakehouse, tmp_path: Path) -> None:
     spec = bronze_with(lake, tmp_path, "sv_warn", BAD_BATCH)
     policy = ValidationPolicy(policy="warn", max_reject_ratio=0.0)
@@ -111,6 +112,7 @@ def test_bad_rows_go_to_quarantine_with_reasons_and_good_rows_publish(lake: Lake
     assert json.loads(row["result"])["success"] is False
 
 
+@pytest.mark.slow
 def test_rerun_changes_neither_silver_nor_quarantine(lake: Lakehouse, tmp_path: Path) -> None:
     spec = bronze_with(lake, tmp_path, "sv_rerun", BAD_BATCH)
     policy = ValidationPolicy(policy="warn", max_reject_ratio=0.0)
@@ -125,6 +127,7 @@ def test_rerun_changes_neither_silver_nor_quarantine(lake: Lakehouse, tmp_path: 
     assert run_ids == {"run-1"}
 
 
+@pytest.mark.slow
 def test_strict_policy_fails_above_the_threshold_after_quarantining(lake: Lakehouse, tmp_path: Path) -> None:
     spec = bronze_with(lake, tmp_path, "sv_strict", BAD_BATCH)
     policy = ValidationPolicy(policy="strict", max_reject_ratio=0.5)
@@ -139,6 +142,7 @@ def test_strict_policy_fails_above_the_threshold_after_quarantining(lake: Lakeho
     assert not lake.exists("silver", "sv_strict")  # nothing published: the first batch never created it
 
 
+@pytest.mark.slow
 def test_strict_policy_below_the_threshold_publishes(lake: Lakehouse, tmp_path: Path) -> None:
     rows = [{"id": i, "carrier": "AA", "value": i} for i in range(1, 20)] + [{"id": None, "carrier": "AA", "value": 1}]
     spec = bronze_with(lake, tmp_path, "sv_strict_ok", rows)
@@ -162,6 +166,7 @@ def test_latest_delivery_supersedes_and_keeps_same_delivery_duplicates(lake: Lak
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
 
 
+@pytest.mark.slow
 def test_a_corrected_delivery_updates_silver(lake: Lakehouse, tmp_path: Path) -> None:
     spec = bronze_with(lake, tmp_path, "sv_fix", [{"id": 1, "carrier": "AA", "value": 5}])
     policy = ValidationPolicy(policy="strict", max_reject_ratio=0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from datetime import date, datetime, timedelta
 
 import mlflow
@@ -14,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from synthetic_flights import SPEC, synthetic_config, synthetic_df, synthetic_pandas
 
-from sparkfs.core.config import Settings
+from sparkfs.core.config import Settings, StorageSettings
 from sparkfs.core.errors import ConfigError, GateFailedError, SchemaMismatchError
 from sparkfs.features.feature_tables import FeatureTableSpec, declared_feature_tables
 from sparkfs.ml.collect import bounded_to_pandas, collect_splits
@@ -22,6 +24,7 @@ from sparkfs.ml.config import SplitConfig, TrainingConfig, load_training_config
 from sparkfs.ml.evaluation import Evaluation, SliceEvaluation, apply_gate, evaluate
 from sparkfs.ml.model import UNKNOWN, Preprocessor
 from sparkfs.ml.splits import effective_feature_window, split_boundaries, time_split
+from sparkfs.ml.tracking import configure_mlflow
 from sparkfs.ml.train import train_model
 
 GAP = timedelta(days=7)
@@ -266,6 +269,26 @@ def test_train_registers_a_model_that_beats_the_baseline(trained, settings: Sett
     assert mlflow.artifacts.load_dict(f"runs:/{result.run_id}/lineage/training_set_spec.json") == SPEC.to_dict()
 
 
+def test_the_run_logs_its_training_set_as_inputs_and_the_version_says_what_it_is(trained) -> None:
+    result, config = trained
+    client = MlflowClient()
+    inputs = client.get_run(result.run_id).inputs.dataset_inputs
+    by_context = {tag.value: i.dataset for i in inputs for tag in i.tags if tag.key == "mlflow.data.context"}
+    assert sorted(by_context) == ["test", "train", "validation"]
+    for split, dataset in by_context.items():
+        assert dataset.name == f"{config.model_name}-{split}"
+        assert dataset.source_type == "sparkfs_training_set"
+        assert json.loads(dataset.source) == {"training_set_spec": SPEC.to_dict()}
+        assert json.loads(dataset.profile)["num_rows"] == result.counts[f"{split}_rows"]
+
+    version = client.get_model_version(config.model_name, result.registered_version)
+    text = version.description
+    assert text.startswith("Predicts is_arr_delayed: 1 when arr_delay > 15, per (flight_id) at sched_dep_ts")
+    assert f"Trained on 2013-01-01 00:00 to {result.boundaries.train_end:%Y-%m-%d %H:%M} UTC " \
+           f"({result.counts['train_rows']} rows)" in text
+    assert f"Gate passed: roc_auc: model {result.model.metrics['roc_auc']:.4f} vs baseline" in text
+
+
 def test_registered_pyfunc_carries_the_transforms_fitted_on_train(trained) -> None:
     result, config = trained
     loaded = mlflow.pyfunc.load_model(f"models:/{config.model_name}@champion")
@@ -360,3 +383,23 @@ def test_collected_splits_do_not_depend_on_the_row_order_of_the_training_set(spa
     for name in ("train", "validation", "test"):
         pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name))
     assert first.counts == second.counts
+
+
+def test_artifacts_stay_in_the_data_folder_and_a_moved_store_is_refused(settings: Settings, tmp_path) -> None:
+    here = settings.model_copy(update={"storage": StorageSettings(data_dir=str(tmp_path / "here"))})
+    moved = settings.model_copy(update={"storage": StorageSettings(data_dir=str(tmp_path / "moved"))})
+    try:
+        target = configure_mlflow(here, "artifacts-where")
+        assert target.artifact_location == (tmp_path / "here" / "mlartifacts" / "artifacts-where").as_uri()
+        assert configure_mlflow(here, "artifacts-where").experiment_id == target.experiment_id  # reused
+        shutil.copytree(tmp_path / "here", tmp_path / "moved")
+        with pytest.raises(ConfigError) as info:
+            configure_mlflow(moved, "artifacts-where")
+        text = str(info.value)
+        assert f"keeps its artifacts in {tmp_path / 'here' / 'mlartifacts' / 'artifacts-where'}" in text
+        assert "new runs would write into the old folder" in text
+        # A new experiment in the moved store is created under the moved folder.
+        fresh = configure_mlflow(moved, "artifacts-new")
+        assert fresh.artifact_location == (tmp_path / "moved" / "mlartifacts" / "artifacts-new").as_uri()
+    finally:
+        configure_mlflow(settings)  # the session's store again, for the tests after this one

@@ -100,7 +100,7 @@ def merge_upsert(
         source_rows = source.count()
         if source_rows == 0:
             # Delta commits nothing for a MERGE of no rows; say so instead of running it.
-            log.info("MERGE %s: empty batch, nothing merged (table stays at v%d)", full_name, read_version)
+            log.debug("MERGE %s: empty batch, nothing merged (table stays at v%d)", full_name, read_version)
             return MergeResult(full_name, read_version, 0, 0, 0)
         condition = _key_condition(keys)
         if partition_by:
@@ -131,7 +131,8 @@ def merge_upsert(
         rows_inserted=int(metrics["num_inserted_rows"]),
         rows_updated=int(metrics["num_updated_rows"]),
     )
-    log.info(
+    # DEBUG: the stage that ran the MERGE reports its rows; this line is for `-v`.
+    log.debug(
         "MERGE %s v%d: %d source rows, %d inserted, %d updated",
         full_name, result.version, result.source_rows, result.rows_inserted, result.rows_updated,
     )

@@ -118,7 +118,7 @@ class RunRecorder:
         record = StageRecord(stage=name, started_at=datetime.now(timezone.utc).replace(tzinfo=None))
         self.stages.append(record)
         start = time.perf_counter()
-        log.info("[%s] %s: started", self.job, name)
+        log.debug("[%s] %s: started", self.job, name)
         try:
             yield record
             record.status = "succeeded"

@@ -134,7 +134,7 @@ def ingest(
     new = {rel: path for rel, path in available.items() if rel not in seen and rel not in empty}
     skipped = len(available) - len(new) - len(empty)
     if not new:
-        log.info("bronze %s: %d files already ingested, nothing new", full_name, skipped)
+        log.debug("bronze %s: %d files already ingested, nothing new", full_name, skipped)
         return IngestResult(full_name, None, 0, skipped, 0)
 
     raw_df = (
@@ -179,10 +179,10 @@ def ingest(
     # An append of no rows commits nothing: then the newest commit is an earlier run's.
     committed = lake.commit_after(LAYER, source.name, read_version, "WRITE")
     if committed is None:
-        log.info("bronze %s: %d new files without rows, nothing appended", full_name, len(new))
+        log.debug("bronze %s: %d new files without rows, nothing appended", full_name, len(new))
         return IngestResult(full_name, None, len(new), skipped, 0)
     rows = committed.metric("numOutputRows")
-    log.info("bronze %s v%d: %d new files (%d rows), %d already ingested",
+    log.debug("bronze %s v%d: %d new files (%d rows), %d already ingested",
              full_name, committed.version, len(new), rows, skipped)
     return IngestResult(full_name, committed.version, len(new), skipped, rows)
 

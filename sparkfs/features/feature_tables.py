@@ -294,7 +294,8 @@ def ensure_feature_table(lake: Lakehouse, spec: FeatureTableSpec, schema: T.Stru
     if new:
         cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()} COMMENT {_sql_str(docs[f.name])}" for f in new)
         lake.spark.sql(f"ALTER TABLE {full_name} ADD COLUMNS ({cols})")
-    changed = {k: v for k, v in spec.properties().items() if lake.properties(LAYER, spec.name).get(k) != v}
+    current_properties = lake.properties(LAYER, spec.name)
+    changed = {k: v for k, v in spec.properties().items() if current_properties.get(k) != v}
     if changed:
         pairs = ", ".join(f"{_sql_str(k)} = {_sql_str(v)}" for k, v in changed.items())
         lake.spark.sql(f"ALTER TABLE {full_name} SET TBLPROPERTIES ({pairs})")

@@ -190,7 +190,7 @@ def refine(
         if lake.exists(LAYER, spec.name) and lake.properties(LAYER, spec.name).get(
             SOURCE_VERSION_PROPERTY
         ) == str(bronze_version):
-            log.info("silver %s: up to date with bronze v%d", full_name, bronze_version)
+            log.debug("silver %s: up to date with bronze v%d", full_name, bronze_version)
             result.skipped = True
             return result
         bronze_df = lake.read(bronze.LAYER, spec.source)

@@ -195,7 +195,9 @@ def job_context(
             log.info("starting Spark (%s); its own log: %s", settings.spark.master, log_file)
             with jvm_output_to(log_file):
                 spark = get_spark(settings)
-        log.info("Spark %s ready in %.1fs", spark.version, time.perf_counter() - started)
+        # Quiet: the "starting" line is enough (the job's own lines follow); -v says when it is up.
+        log.log(logging.INFO if verbose else logging.DEBUG,
+                "Spark %s ready in %.1fs", spark.version, time.perf_counter() - started)
         lake = open_lakehouse(spark, settings) if attach else Lakehouse(spark, settings)
         yield JobContext(settings, spark, lake)
     except BaseException as exc:

@@ -22,11 +22,27 @@ def features_job(ctx: JobContext, window: RunWindow | None) -> None:
 
 
 def summary(stages: Sequence[StageRecord], window: RunWindow, run_id: str) -> str:
-    """A table of what each stage did, for the console."""
-    lines = [f"\nfeatures {window} (run {run_id}):",
-             f"  {'stage':<24}{'rows in':>10}{'rows out':>10}{'rejected':>10}{'version':>9}{'seconds':>9}"]
+    """One line per layer: tables, rows out, rejected and seconds, summed over its stages
+    (each stage logged its own line as it finished; ``sparkfs_ops.run_records`` has them all).
+
+    Example::
+
+        features 2013-01-01..2013-03-31 (run 640ad44a): 261.3s
+          upstream rows out 183, 2.9s
+          bronze   5 tables, rows out 92,048, 64.0s
+          silver   5 tables, rows out 92,048, 0 rejected, 142.3s
+    """
+    total = sum(s.duration_s for s in stages)
+    lines = [f"\nfeatures {window} (run {run_id}): {total:.1f}s"]
+    layers: dict[str, list[StageRecord]] = {}
     for s in stages:
-        cells = [s.rows_in, s.rows_out, s.rows_rejected, s.table_version]
-        text = "".join(f"{'' if v is None else v:>10}" for v in cells[:3]) + f"{'' if cells[3] is None else cells[3]:>9}"
-        lines.append(f"  {s.stage:<24}{text}{s.duration_s:>9.1f}")
+        layers.setdefault(s.stage.split(".")[0], []).append(s)
+    for layer, records in layers.items():
+        written = sum(s.rows_out or 0 for s in records)
+        rejected = [s.rows_rejected for s in records if s.rows_rejected is not None]
+        tables = sum(1 for s in records if "." in s.stage)
+        parts = [f"{tables} table{'' if tables == 1 else 's'}, " if tables else "",
+                 f"rows out {written:,}", f", {sum(rejected):,} rejected" if rejected else "",
+                 f", {sum(s.duration_s for s in records):.1f}s"]
+        lines.append(f"  {layer:<9}{''.join(parts)}")
     return "\n".join(lines)

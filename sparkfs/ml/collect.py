@@ -77,5 +77,10 @@ def collect_splits(df: DataFrame, config: TrainingConfig, boundaries: SplitBound
                 f"the {name} split ({low} < {config.timestamp} <= {high}) needs rows of both "
                 f"classes of {config.label}; found {len(frame)} rows with classes {classes}"
             )
-    log.info("training rows: %s", counts)
+    log.info(
+        "training rows: %s usable of %s (train %s, validation %s, test %s); left out: %s in the "
+        "gaps or outside the splits, %s without a label, %s without a timestamp",
+        *(f"{counts.get(k, 0):,}" for k in ("usable", "rows", "train_rows", "validation_rows",
+                                              "test_rows", "outside_splits", "null_label", "null_timestamp")),
+    )
     return SplitFrames(frames["train"], frames["validation"], frames["test"], counts)

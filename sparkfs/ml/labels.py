@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -23,9 +23,7 @@ from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.ml.assembly import build_spine
 from sparkfs.ml.config import TrainingConfig
-
-# The predictions table's partition column (written by sparkfs.ml.score): the UTC date of the timestamp.
-EVENT_DATE = "event_date"
+from sparkfs.ml.score import SCORE_DATE, with_realized_labels
 
 
 def realized_labels(lake: Lakehouse, config: TrainingConfig, start: date, end: date) -> DataFrame:
@@ -36,17 +34,6 @@ def realized_labels(lake: Lakehouse, config: TrainingConfig, start: date, end: d
     return labelled.where(F.col(config.label).isNotNull()).select(*keys, config.label)
 
 
-def with_realized_labels(predictions_df: DataFrame, labels_df: DataFrame | None, config: TrainingConfig) -> DataFrame:
-    """``predictions_df`` with the label column (``config.label``, int): the realized label where
-    ``labels_df`` knows it, else null. An existing label column is replaced."""
-    keys = [*config.keys, config.timestamp]
-    rows = predictions_df.drop(config.label)
-    if labels_df is None:
-        return rows.withColumn(config.label, F.lit(None).cast("int"))
-    known = labels_df.select(*keys, F.col(config.label).cast("int").alias(config.label))
-    return rows.join(known, on=keys, how="left")
-
-
 def merge_labels(lake: Lakehouse, config: TrainingConfig, start: date, end: date) -> MergeResult | None:
     """MERGE the realized labels of ``start..end`` onto the predictions of those days; None when
     nothing has been predicted yet. Reads only the predictions partitions the days can be in."""
@@ -55,8 +42,9 @@ def merge_labels(lake: Lakehouse, config: TrainingConfig, start: date, end: date
         return None
     keys = [*config.keys, config.timestamp]
     labels_df = realized_labels(lake, config, start, end)
-    # A local day spans two UTC dates: read one day either side, the join keeps the day's rows.
-    days = F.col(EVENT_DATE).between(F.lit(start - timedelta(days=1)), F.lit(end + timedelta(days=1)))
+    # score_date is the spine's day (spine.date_column, else the timestamp's UTC date), the same
+    # day build_spine selects the labels by: only the partitions of start..end are read.
+    days = F.col(SCORE_DATE).between(F.lit(start), F.lit(end))
     predicted = lake.read("ml", table).where(days).join(labels_df.select(*keys), on=keys, how="left_semi")
     labelled = with_realized_labels(predicted, labels_df, config)
-    return merge_upsert(lake, "ml", table, labelled, keys, partition_by=EVENT_DATE)
+    return merge_upsert(lake, "ml", table, labelled, keys, partition_by=SCORE_DATE)

@@ -19,6 +19,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 from matplotlib.figure import Figure
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.tracking import MlflowClient
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 
@@ -43,6 +46,37 @@ class HoldoutResults:
     baseline: Evaluation
     slices: list[SliceEvaluation]
     gate: GateResult
+
+
+class TrainingSetSource(DatasetSource):
+    """Where a logged training set came from: its :class:`TrainingSetSpec` (spine, every feature
+    table and the Delta version read), so a reader of the run's inputs can rebuild it with
+    :func:`~sparkfs.pit.api.rebuild_training_set`."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self._spec = dict(spec)
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "sparkfs_training_set"
+
+    def load(self, **kwargs: Any) -> Any:
+        raise NotImplementedError("rebuild it: sparkfs.rebuild_training_set(lake, spec)")
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> TrainingSetSource:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"training_set_spec": self._spec}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> TrainingSetSource:
+        return cls(source_dict["training_set_spec"])
 
 
 @dataclass(frozen=True)
@@ -96,6 +130,7 @@ def log_training_run(
         for file, figure in _plots(results.scored, label, booster).items():
             mlflow.log_figure(figure, f"plots/{file}")
         mlflow.log_dict(spec.to_dict(), SPEC_ARTIFACT)
+        _log_training_inputs(frames, spec, name, label)
         mlflow.log_dict({**(spine_source or {}), "start": start.isoformat(), "end": end.isoformat(),
                          "prediction_time": json.loads(prediction_time)}, SPINE_ARTIFACT)
         mlflow.log_dict({"passed": gate.passed, "reasons": gate.reasons, "checks": gate.checks},
@@ -124,8 +159,43 @@ def log_training_run(
                 tags={**lineage_tags, "sparkfs.run_id": run.info.run_id},
             )
             registered = str(version.version)
+            MlflowClient().update_model_version(
+                name, registered, version_description(config, boundaries, gate, frames.counts))
             mlflow.set_tag("sparkfs.registered_version", registered)
     return LoggedRun(run.info.run_id, info.model_uri, registered)
+
+
+def _log_training_inputs(frames: SplitFrames, spec: TrainingSetSpec, name: str, label: str) -> None:
+    """The rows each split trained or was measured on, as MLflow dataset inputs (context = the
+    split), their source the training-set spec. MLflow stores a digest, schema and row count,
+    not the rows."""
+    source = TrainingSetSource(spec.to_dict())
+    for split, rows in (("train", frames.train), ("validation", frames.validation), ("test", frames.test)):
+        dataset = from_pandas(rows, source=source, targets=label, name=f"{name}-{split}")
+        mlflow.log_input(dataset, context=split)
+
+
+def version_description(
+    config: TrainingConfig, boundaries: SplitBoundaries, gate: GateResult, counts: Mapping[str, int]
+) -> str:
+    """What a registered model version predicts, the window it was trained on, and the gate.
+
+    Example::
+
+        version_description(config, boundaries, gate, frames.counts)
+        # 'Predicts is_arr_delayed: 1 when arr_delay > 15, per (carrier, flight, origin) at ...'
+    """
+    rule = config.spine.label
+    b = boundaries
+    return (
+        f"Predicts {config.label}: 1 when {rule.column} > {rule.above:g}, per "
+        f"({', '.join(config.keys)}) at {config.timestamp}, from features looked up as of "
+        f"{config.lookup_timestamp}. Trained on {b.start:%Y-%m-%d %H:%M} to "
+        f"{b.train_end:%Y-%m-%d %H:%M} UTC ({counts.get('train_rows', 0)} rows), validated to "
+        f"{b.validation_end:%Y-%m-%d %H:%M}, tested on {b.test_start:%Y-%m-%d %H:%M} to "
+        f"{b.end:%Y-%m-%d %H:%M} ({counts.get('test_rows', 0)} rows). Gate "
+        f"{'passed' if gate.passed else 'failed'}: {gate.checks[0] if gate.checks else 'no checks'}."
+    )
 
 
 def _spine_version(spine_source: Mapping[str, Any] | None) -> dict[str, int]:

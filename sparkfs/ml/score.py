@@ -3,7 +3,8 @@
 The features are looked up with the same point-in-time code training used, scored inside Spark
 by the packaged pyfunc (an MLflow ``spark_udf``: the rows never come to the driver), and MERGEd
 into ``<ml schema>.<inference.table>`` keyed by the spine keys + timestamp and partitioned by
-``event_date``. Each row carries the model name and version and the Delta version of every
+``score_date``, the day the row is scored for: the spine's ``date_column`` (for the flights, the
+local date ``infer --date D`` selects), so ``score_date = D`` holds every row of that run. Each row carries the model name and version and the Delta version of every
 feature table it was built from. Scores are deterministic and the rows hold no run timestamp,
 so re-running a date updates nothing.
 
@@ -37,13 +38,12 @@ from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.ml.assembly import build_features
 from sparkfs.ml.config import TrainingConfig
-from sparkfs.ml.labels import with_realized_labels
 from sparkfs.ml.model import PREDICTION, PROBABILITY
 from sparkfs.ml.tracking import configure_mlflow, model_by_alias, registered_model_name
 
 log = logging.getLogger(__name__)
 
-EVENT_DATE = "event_date"
+SCORE_DATE = "score_date"
 MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
 FEATURE_VERSIONS = "feature_versions"
@@ -153,36 +153,54 @@ def score(df: DataFrame, model: ScoringModel, keep: Sequence[str]) -> DataFrame:
     )
 
 
+def scoring_day(config: TrainingConfig) -> Column:
+    """The day a spine row is scored for: the spine's ``date_column`` (the day ``build_spine``
+    selects rows by, e.g. a flight's local date), else the UTC date of the timestamp."""
+    day = config.spine.date_column
+    return F.col(day) if day else F.to_date(F.col(config.timestamp))
+
+
 def with_model_lineage(
-    scored_df: DataFrame, model: ScoringModel, timestamp: str, feature_versions: Mapping[str, int]
+    scored_df: DataFrame, model: ScoringModel, feature_versions: Mapping[str, int]
 ) -> DataFrame:
-    """Add ``event_date`` (the date of ``timestamp``, UTC), the model name and version, and the
-    feature tables' Delta versions as a JSON object with sorted keys (comparable across runs)."""
+    """Add the model name and version, and the feature tables' Delta versions as a JSON object
+    with sorted keys (comparable across runs)."""
     return scored_df.select(
         "*",
-        F.to_date(F.col(timestamp)).alias(EVENT_DATE),
         F.lit(model.name).alias(MODEL_NAME),
         F.lit(model.version).alias(MODEL_VERSION),
         F.lit(json.dumps(dict(feature_versions), sort_keys=True)).alias(FEATURE_VERSIONS),
     )
 
 
+def with_realized_labels(predictions_df: DataFrame, labels_df: DataFrame | None, config: TrainingConfig) -> DataFrame:
+    """``predictions_df`` with the label column (``config.label``, int): the realized label where
+    ``labels_df`` knows it, else null. An existing label column is replaced."""
+    keys = [*config.keys, config.timestamp]
+    rows = predictions_df.drop(config.label)
+    if labels_df is None:
+        return rows.withColumn(config.label, F.lit(None).cast("int"))
+    known = labels_df.select(*keys, F.col(config.label).cast("int").alias(config.label))
+    return rows.join(known, on=keys, how="left")
+
+
 def write_predictions(
     lake: Lakehouse, predictions_df: DataFrame, table: str, keys: Sequence[str]
 ) -> MergeResult:
     """Create the predictions table on first use, then MERGE on ``keys`` (partition-pruned by
-    ``event_date``). Re-running the same rows inserts and updates nothing."""
+    ``score_date``). Re-running the same rows inserts and updates nothing."""
     lake.create(
-        "ml", table, predictions_df.schema, partition_by=[EVENT_DATE],
+        "ml", table, predictions_df.schema, partition_by=[SCORE_DATE],
         comment="Batch predictions: one row per scored spine row, with model and feature versions",
         column_comments={
             PROBABILITY: "predicted probability of the positive label",
             PREDICTION: "1 when probability >= the model's threshold (chosen on validation)",
+            SCORE_DATE: "the day the row was scored for (the inference run's --date)",
             MODEL_VERSION: "registered model version that scored the row",
             FEATURE_VERSIONS: "JSON {feature table: Delta version} the features were read from",
         },
     )
-    return merge_upsert(lake, "ml", table, predictions_df, keys, partition_by=EVENT_DATE)
+    return merge_upsert(lake, "ml", table, predictions_df, keys, partition_by=SCORE_DATE)
 
 
 @dataclass(frozen=True)
@@ -201,8 +219,9 @@ def predict_and_merge(
     labels_df: DataFrame | None = None,
 ) -> InferenceResult:
     """Check the features against the signature, score them in Spark, and MERGE the predictions
-    (keys + timestamp + prediction time + context columns + probability, prediction, lineage, and
-    the realized label from ``labels_df``, null until known) into the table.
+    (keys + timestamp + prediction time + context columns + ``score_date`` + probability,
+    prediction, lineage, and the realized label from ``labels_df``, null until known) into the
+    table, partitioned by ``score_date`` (:func:`scoring_day`).
 
     The scored rows are persisted once, so the model runs once per row however many passes the
     MERGE makes over its source. A row scored again exactly as before (same model version, score
@@ -210,11 +229,13 @@ def predict_and_merge(
     after an idle features MERGE (a new Delta version, the same rows) changes nothing.
     """
     check_feature_schema(features_df, model, config.feature_columns)
+    if config.spine.date_column:
+        require_columns(features_df, [config.spine.date_column], "the rows to score (spine.date_column)")
     keep = list(dict.fromkeys([*config.keys, config.timestamp, config.lookup_timestamp,
-                               *config.inference.context_columns]))
-    scored = score(features_df, model, keep)
+                               *config.inference.context_columns, SCORE_DATE]))
+    scored = score(features_df.withColumn(SCORE_DATE, scoring_day(config)), model, keep)
     keys = [*config.keys, config.timestamp]
-    lineage = with_model_lineage(scored, model, config.timestamp, feature_versions)
+    lineage = with_model_lineage(scored, model, feature_versions)
     predictions = _not_scored_before(lake, with_realized_labels(lineage, labels_df, config), config).persist()
     try:
         merged = write_predictions(lake, predictions, config.inference.table, keys)
@@ -229,8 +250,8 @@ def _not_scored_before(lake: Lakehouse, predictions_df: DataFrame, config: Train
     if not lake.exists("ml", table):
         return predictions_df
     same = [*config.keys, config.timestamp, MODEL_VERSION, PROBABILITY, PREDICTION, config.label]
-    held = lake.read("ml", table).where(F.col(EVENT_DATE).isin(  # the batch's partitions only
-        [r[0] for r in predictions_df.select(EVENT_DATE).distinct().collect()])).select(*same)
+    held = lake.read("ml", table).where(F.col(SCORE_DATE).isin(  # the batch's partitions only
+        [r[0] for r in predictions_df.select(SCORE_DATE).distinct().collect()])).select(*same)
     return predictions_df.join(held, on=[predictions_df[c].eqNullSafe(held[c]) for c in same], how="left_anti")
 
 

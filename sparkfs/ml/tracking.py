@@ -3,15 +3,25 @@
 Locally (``mlflow.tracking_uri: null``) runs and the registry live in one SQLite file,
 ``<data_dir>/mlflow.db``, and artifacts under ``<data_dir>/mlartifacts``: nothing to start, and
 ``mlflow ui --backend-store-uri sqlite:///<data_dir>/mlflow.db`` shows them. The experiment's
-artifact location is set explicitly, so artifacts never land relative to the current folder. On
+artifact location is set explicitly, so artifacts never land relative to the current folder.
+
+MLflow stores that location, and every run's and model version's, as an absolute path: a data
+folder that was moved or copied still points at the old one. Rather than let new runs write into
+the old folder, :func:`configure_mlflow` refuses a local store whose experiment keeps its
+artifacts outside ``<data_dir>/mlartifacts`` (:class:`~sparkfs.core.errors.ConfigError`, saying
+what to do). On
 Databricks the configured URIs are used (``databricks`` tracking, ``databricks-uc`` registry);
 a Unity Catalog model name is ``<catalog>.<ml schema>.<model>``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -19,7 +29,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sparkfs.core.config import Settings
-from sparkfs.core.errors import ModelNotFoundError
+from sparkfs.core.errors import ConfigError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,28 @@ def configure_mlflow(settings: Settings, experiment: str | None = None) -> Track
         artifact_location = location
     else:
         experiment_id, artifact_location = found.experiment_id, found.artifact_location
+        if root is not None and settings.mlflow.tracking_uri is None:
+            _check_artifacts_inside(name, artifact_location, root)
     mlflow.set_experiment(experiment_id=experiment_id)
     return TrackingTarget(tracking_uri, registry_uri, experiment_id, name, artifact_location)
+
+
+def _check_artifacts_inside(experiment: str, location: str, root: Path) -> None:
+    """A local experiment's artifacts must be under this data folder's ``mlartifacts``."""
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return
+    path = Path(unquote(parsed.path))
+    if path.resolve().is_relative_to(root.resolve()):
+        return
+    raise ConfigError(
+        f"MLflow experiment '{experiment}' in {root.parent / 'mlflow.db'} keeps its artifacts in "
+        f"{path}, outside this data folder ({root.parent}): the folder was moved or copied, and "
+        "MLflow records artifact locations as absolute paths, so new runs would write into the "
+        "old folder. Move the folder back; or keep the tables and start a new MLflow store here "
+        f"(remove {root.parent / 'mlflow.db'} and {root}; runs and registered models are lost); or "
+        "set mlflow.experiment to a new name (new runs go here; older models still point there)"
+    )
 
 
 def registered_model_name(settings: Settings, name: str) -> str:
@@ -91,8 +123,16 @@ def registered_model_name(settings: Settings, name: str) -> str:
 def register_with_alias(
     model_uri: str, name: str, alias: str, tags: dict[str, str] | None = None
 ) -> ModelVersion:
-    """Register ``model_uri`` as a new version of ``name`` and point ``alias`` at it."""
-    version = mlflow.register_model(model_uri, name, tags=tags)
+    """Register ``model_uri`` as a new version of ``name`` and point ``alias`` at it.
+
+    MLflow prints "Successfully registered model" and "Created version" to stderr; those lines go
+    to sparkfs's log at DEBUG instead (shown with ``-v``): the caller reports the version.
+    """
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        version = mlflow.register_model(model_uri, name, tags=tags)
+    for line in printed.getvalue().splitlines():
+        log.debug("mlflow: %s", line)
     MlflowClient().set_registered_model_alias(name, alias, version.version)
     return version
 

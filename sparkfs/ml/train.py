@@ -182,7 +182,7 @@ def train_model(
         boundaries=boundaries, model=results.model, baseline=results.baseline,
         slices=results.slices, gate=gate, tracking=tracking,
     )
-    log.info("training run %s: gate %s", result.run_id, "passed" if gate.passed else "failed")
+    log.debug("training run %s: gate %s", result.run_id, "passed" if gate.passed else "failed")
     if not gate.passed:
         raise GateFailedError(
             f"model not registered: the gate failed ({len(gate.reasons)} reason(s)); the run "

@@ -66,6 +66,7 @@ from sparkfs.pit.lookup import (
     ResolvedLookup,
     TableLayout,
     check_spine_names,
+    lookup_names,
     micros,
     resolve,
     spine_bounds,
@@ -73,13 +74,7 @@ from sparkfs.pit.lookup import (
 from sparkfs.pit.spec import LookupSpec, SpineSource, TrainingSetSpec
 from sparkfs.pit.union import union_join
 
-__all__ = [
-    "FeatureLookup",
-    "TrainingSet",
-    "as_of_join",
-    "create_training_set",
-    "rebuild_training_set",
-]
+__all__ = ["FeatureLookup", "TrainingSet", "as_of_join", "create_training_set", "rebuild_training_set"]
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +85,25 @@ FEATURE_LAYER = "gold"
 class TrainingSet:
     """A built training set: the rows, the spec to rebuild them, and the invariants checked.
 
-    ``plans`` says which plan joined each lookup and why, keyed ``"<index>:<table>@v<version>"``
-    (the lookup's position in the list first, so two lookups on one table both show).
+    ``checks`` (``rows`` == ``spine_rows``; per lookup with an event time ``<key>.matched``,
+    ``.after_spine``, ``.before_lookback``, ``.ties``) and ``plans`` (which plan joined a lookup,
+    and why) share one key rule (:func:`~sparkfs.pit.lookup.lookup_names`): the lookup's table,
+    ``<table>#2`` for a second lookup on it. ``load_df()`` is Databricks FE's name for ``df``.
 
     Example::
 
-        ts = create_training_set(lake, spine_df, lookups); ts.df, ts.checks["rows"], ts.spec.to_json()
+        ts = create_training_set(lake, spine_df, [FeatureLookup("carrier_delays", ["carrier"], "ts")])
+        ts.checks["rows"], ts.checks["carrier_delays.matched"], ts.plans["carrier_delays"]
+        ts.load_df()    # the rows, as ts.df
     """
 
     df: DataFrame
     spec: TrainingSetSpec
     checks: dict[str, int] = field(default_factory=dict)
     plans: dict[str, str] = field(default_factory=dict)
+
+    def load_df(self) -> DataFrame:
+        return self.df
 
     def spec_json(self) -> str:
         return self.spec.to_json()
@@ -244,7 +246,7 @@ def as_of_join(
     )
     check_spine_names(spine_df)
     layout = TableLayout(tuple(table_keys), event_time, sequence)
-    resolved = resolve(lookup, 0, spine_df, feature_df, layout, None, spine_df.columns)
+    resolved = resolve(lookup, 0, spine_df, feature_df, layout, None, spine_df.columns, "<DataFrame>")
     bounds, spine_rows = spine_bounds(spine_df, [resolved])
     out = _join_lookup(spine_df, resolved, bounds, spine_rows, plan, micros(bin_size), {})
     return out.drop(*[c for c in out.columns if c.startswith(INTERNAL_PREFIX)])
@@ -296,6 +298,7 @@ def _build(
     check_spine_names(spine_df)
     taken = list(spine_df.columns)
     resolved: list[ResolvedLookup] = []
+    names = lookup_names([lk.table for lk in lookups])
     for i, (lookup, table) in enumerate(zip(lookups, tables, strict=True)):
         if lookup.timestamp_lookup_key is None and timestamp_key is not None:
             lookup = FeatureLookup(
@@ -304,7 +307,7 @@ def _build(
             )
         what = _table_what(lake, lookup.table, table.version)
         feature_df = lake.read(FEATURE_LAYER, lookup.table, version=table.version)
-        resolved.append(resolve(lookup, i, spine_df, feature_df, table.layout, what, taken))
+        resolved.append(resolve(lookup, i, spine_df, feature_df, table.layout, what, taken, names[i]))
         taken += resolved[-1].outputs
 
     bounds, spine_rows = spine_bounds(spine_df, resolved)
@@ -336,7 +339,8 @@ def _build(
             for lk in resolved
         ],
     )
-    log.info("training set: %d rows, checks %s, plans %s", checks["rows"], checks, plans)
+    read = (f"{lk.name} v{tables[lk.index].version} ({plans[lk.name].split(':')[0]})" for lk in resolved)
+    log.info("training set: %s rows; %s", f"{checks['rows']:,}", ", ".join(read))
     return TrainingSet(out, spec, checks, plans)
 
 
@@ -390,7 +394,7 @@ def _join_lookup(
         gap, _ = planner.sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
         size = max(1, gap or hi - lo + 1)
     chosen.setdefault(lk.label, plan)
-    log.info("point-in-time join of %s: plan %s", lk.label, chosen[lk.label])
+    log.debug("point-in-time join of %s: plan %s", lk.label, chosen[lk.label])
     if plan == "union-wide":
         return union_join(spine_df, feature_df, lk, hi, wide=True)
     if plan == "union":

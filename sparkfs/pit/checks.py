@@ -25,8 +25,11 @@ def check_training_set(
 ) -> dict[str, int]:
     """One aggregate pass over the (persisted) result: row count, time-rule and tie violations.
 
-    Returns the counts (``rows``, ``spine_rows``, and per lookup ``<i>_matched``, ``<i>_ties``,
-    ...); raises :class:`DuplicateKeyError` or :class:`TrainingSetInvariantError` on a violation.
+    Returns the counts: ``rows``, ``spine_rows``, and per lookup with an event time
+    ``<name>.matched``, ``<name>.after_spine``, ``<name>.ties`` (and ``<name>.before_lookback``
+    with a lookback), where ``<name>`` is the lookup's key (its table, ``<table>#2`` for a second
+    lookup on one table: :func:`~sparkfs.pit.lookup.lookup_names`). Raises
+    :class:`DuplicateKeyError` or :class:`TrainingSetInvariantError` on a violation.
     """
     aggs = [F.count(F.lit(1)).alias("rows")]
     for lk in lookups:
@@ -41,10 +44,14 @@ def check_training_set(
         aggs.append(F.count(matched).alias(f"{lk.index}_matched"))
     row = joined.agg(*aggs).first()
     assert row is not None
-    checks = {k: int(v) for k, v in row.asDict().items()}
-    checks["spine_rows"] = spine_rows
+    counts = {k: int(v) for k, v in row.asDict().items()}
+    checks = {"rows": counts.pop("rows"), "spine_rows": spine_rows}
+    names = {str(lk.index): lk.name for lk in lookups}
+    for alias, value in counts.items():  # "<index>_<check>" -> "<name>.<check>"
+        index, _, check = alias.partition("_")
+        checks[f"{names[index]}.{check}"] = value
     for lk in lookups:
-        ties = checks.get(f"{lk.index}_ties", 0)
+        ties = checks.get(f"{lk.name}.ties", 0)
         if ties:
             sample = (
                 joined.where(F.col(lk.col("tie")))
@@ -58,7 +65,7 @@ def check_training_set(
             f"training set has {checks['rows']} rows but the spine has {checks['spine_rows']}"
             + (f"; static tables {static} may hold duplicate keys" if static else "")
         )
-    bad = {k: v for k, v in checks.items() if k.endswith(("after_spine", "before_lookback")) and v}
+    bad = {k: v for k, v in checks.items() if k.endswith((".after_spine", ".before_lookback")) and v}
     if bad:
         raise TrainingSetInvariantError(f"point-in-time rule violated: {bad}")
     return checks

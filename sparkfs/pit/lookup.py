@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -37,7 +38,7 @@ INTERNAL_PREFIX = "__pit"
 LONGEST_LOOKBACK = datetime.max - datetime.min
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class FeatureLookup:
     """Which features to take from which gold feature table, and how to match them to the spine.
 
@@ -53,11 +54,18 @@ class FeatureLookup:
     ``known_at`` names a column of the table holding when each row was written (e.g. its ingest
     time): rows written after the spine time do not count, so late rows do not leak.
 
+    Databricks Feature Engineering's names are accepted for the same concepts: ``table_name``
+    for ``table`` (a gold table's name, not a Unity Catalog path), ``feature_names`` for
+    ``features``, ``lookback_window`` for ``lookback``; ``lookup_key`` and
+    ``timestamp_lookup_key`` are already FE's. Giving both names of one argument is an error.
+
     Example::
 
         FeatureLookup("carrier_delays", ["carrier"], "prediction_ts",
                       ["carrier_dep_delay_mean_7d"], lookback=timedelta(days=1))
         FeatureLookup("planes", {"tailnum": "plane_tailnum"}, prefix="plane")   # static, renamed key
+        FeatureLookup(table_name="carrier_delays", lookup_key="carrier",       # FE's names
+                      feature_names=["carrier_dep_delay_mean_7d"], lookback_window=timedelta(days=1))
     """
 
     table: str
@@ -67,6 +75,42 @@ class FeatureLookup:
     lookback: timedelta | None = None
     prefix: str | None = None
     known_at: str | None = None
+
+    def __init__(
+        self,
+        table: str | None = None,
+        lookup_key: str | Sequence[str] | Mapping[str, str] | None = None,
+        timestamp_lookup_key: str | None = None,
+        features: Sequence[str] | None = None,
+        lookback: timedelta | None = None,
+        prefix: str | None = None,
+        known_at: str | None = None,
+        *,
+        table_name: str | None = None,
+        feature_names: Sequence[str] | None = None,
+        lookback_window: timedelta | None = None,
+    ) -> None:
+        table = _one_of("table", table, "table_name", table_name)
+        if not table:
+            raise SparkfsError("FeatureLookup needs a table: FeatureLookup('carrier_delays', ...) "
+                               "or FeatureLookup(table_name='carrier_delays', ...)")
+        if lookup_key is None:
+            raise SparkfsError(f"FeatureLookup on '{table}' needs a lookup_key (the spine's key columns)")
+        values = {
+            "table": table, "lookup_key": lookup_key, "timestamp_lookup_key": timestamp_lookup_key,
+            "features": _one_of("features", features, "feature_names", feature_names),
+            "lookback": _one_of("lookback", lookback, "lookback_window", lookback_window),
+            "prefix": prefix, "known_at": known_at,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+
+def _one_of(name: str, value: Any, fe_name: str, fe_value: Any) -> Any:
+    """The argument given under sparkfs's name or under Databricks FE's name, not both."""
+    if value is not None and fe_value is not None:
+        raise SparkfsError(f"FeatureLookup got both {name}= and {fe_name}= (the same argument): give one")
+    return fe_value if value is None else value
 
 
 @dataclass(frozen=True)
@@ -109,6 +153,7 @@ class ResolvedLookup:
     outputs: tuple[str, ...]
     lookback: timedelta | None
     what: str
+    name: str  # the lookup's key in TrainingSet.checks and .plans (see lookup_names)
 
     def col(self, name: str) -> str:
         """The name of this lookup's internal column ``name``."""
@@ -122,7 +167,24 @@ class ResolvedLookup:
     @property
     def label(self) -> str:
         """Names this lookup among the others, also a second lookup on the same table."""
-        return f"{self.index}:{self.what}"
+        return self.name
+
+
+def lookup_names(tables: Sequence[str]) -> list[str]:
+    """The keys of a training set's lookups in ``TrainingSet.checks`` and ``.plans``: the table's
+    name; the second lookup on a table ``<table>#2``, the third ``<table>#3``. A key depends only
+    on the lookups before it, so adding a lookup at the end renames none.
+
+    Example::
+
+        lookup_names(["weather", "carrier_delays", "weather"])   # ['weather', 'carrier_delays', 'weather#2']
+    """
+    seen: dict[str, int] = {}
+    names = []
+    for table in tables:
+        seen[table] = seen.get(table, 0) + 1
+        names.append(table if seen[table] == 1 else f"{table}#{seen[table]}")
+    return names
 
 
 def micros(delta: timedelta | None) -> int | None:
@@ -156,9 +218,11 @@ def resolve(
     layout: TableLayout,
     what: str | None,
     taken: Collection[str],
+    name: str | None = None,
 ) -> ResolvedLookup:
     """Check ``lookup`` against its table (``feature_df`` laid out as ``layout``) and the spine;
-    ``taken`` holds the column names already in the output (spine and earlier lookups)."""
+    ``taken`` holds the column names already in the output (spine and earlier lookups); ``name``
+    is the lookup's key among the others (default: its table)."""
     what = what or "the feature DataFrame"
     table_keys, event_time, sequence = layout.keys, layout.event_time, layout.sequence
     lk_key = lookup.lookup_key
@@ -223,7 +287,7 @@ def resolve(
     _check_output_names(outputs, taken, what, name_folding(spine_df))
     return ResolvedLookup(
         index, feature_df, ordered, event_time, spine_time, sequence, lookup.known_at,
-        features, outputs, lookback, what,
+        features, outputs, lookback, what, name or lookup.table,
     )
 
 

@@ -91,7 +91,7 @@ def deliver(landing_dir: Path, days: Sequence[date], sources: Collection[str] | 
         os.utime(tmp, (landed, landed))
         tmp.rename(path)
         written += 1
-    log.info("upstream delivered %d files to %s", written, landing_dir)
+    log.debug("upstream delivered %d files to %s", written, landing_dir)
     return written
 
 

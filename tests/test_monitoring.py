@@ -1,0 +1,142 @@
+"""Drift against a reference profile, computed in Spark, equals scipy on the same data and bins."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chi2_contingency, ks_2samp
+
+from sparkfs.core.errors import ConfigError, SchemaMismatchError
+from sparkfs.monitoring.drift import PSI_FLOOR, DriftMetric, drift
+from sparkfs.monitoring.profile import ReferenceProfile, profile_reference
+
+CARRIERS = ["AA", "B6", "DL", "UA"]
+
+
+def frame(spark: SparkSession, rng: np.random.Generator, rows: int, *, shift: float = 0.0, day: str = "d0",
+          weights: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1), null_share: float = 0.05) -> pd.DataFrame:
+    delay = rng.normal(10 + shift * 5, 5, rows).round(1)      # ties: values repeat at 0.1 steps
+    delay[rng.random(rows) < null_share] = np.nan
+    carrier = rng.choice(CARRIERS, rows, p=list(weights)).astype(object)
+    carrier[rng.random(rows) < null_share] = None
+    return pd.DataFrame({"day": day, "delay": delay, "hour": rng.integers(5, 23, rows).astype(float),
+                         "carrier": carrier})
+
+
+def to_spark(spark: SparkSession, pdf: pd.DataFrame) -> DataFrame:
+    records = [
+        tuple(None if (isinstance(v, float) and math.isnan(v)) else v for v in row)
+        for row in pdf.itertuples(index=False)
+    ]
+    return spark.createDataFrame(records, "day string, delay double, hour double, carrier string")
+
+
+def by(metrics: list[DriftMetric], chunk: str, feature: str, metric: str) -> DriftMetric:
+    found = [m for m in metrics if (m.chunk, m.feature, m.metric) == (chunk, feature, metric)]
+    assert len(found) == 1, (chunk, feature, metric, metrics)
+    return found[0]
+
+
+def numpy_psi(edges: list[float], reference: np.ndarray, current: np.ndarray) -> float:
+    """PSI written independently: numpy's searchsorted puts a value in the bin of the edges below it."""
+    def shares(values: np.ndarray) -> np.ndarray:
+        values = values[~np.isnan(values)]
+        counts = np.bincount(np.searchsorted(np.asarray(edges), values, side="left"), minlength=len(edges) + 1)
+        return np.clip(counts / counts.sum(), PSI_FLOOR, None)
+    e, a = shares(reference), shares(current)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def test_profile_bins_counts_and_round_trip(spark: SparkSession) -> None:
+    rng = np.random.default_rng(1)
+    ref = frame(spark, rng, 2000)
+    profile = profile_reference(to_spark(spark, ref), numeric=["delay", "hour"], categorical=["carrier"])
+    assert profile.rows == 2000
+    delay = profile.numeric["delay"]
+    assert len(delay.edges) == 9 and delay.edges == sorted(delay.edges)
+    # each decile bin holds about a tenth of the non-null rows, every non-null row is in one bin
+    assert sum(delay.counts) == ref["delay"].notna().sum() and delay.nulls == ref["delay"].isna().sum()
+    assert all(abs(share - 0.1) < 0.03 for share in delay.shares)
+    assert profile.categorical["carrier"].counts == ref["carrier"].value_counts().sort_index().to_dict()
+    assert ReferenceProfile.from_json(profile.to_json()) == profile
+
+
+@pytest.mark.slow
+def test_drift_equals_scipy_on_the_same_data_and_bins(spark: SparkSession) -> None:
+    rng = np.random.default_rng(7)
+    ref = frame(spark, rng, 3000)
+    same = frame(spark, rng, 800, day="same")
+    moved = frame(spark, rng, 600, day="moved", shift=0.6, weights=(0.1, 0.2, 0.3, 0.4), null_share=0.3)
+    reference_df = to_spark(spark, ref)
+    profile = profile_reference(reference_df, numeric=["delay", "hour"], categorical=["carrier"])
+    metrics = drift(to_spark(spark, pd.concat([same, moved])), profile, reference=reference_df, chunk_by="day")
+
+    for chunk, cur in (("same", same), ("moved", moved)):
+        for feature in ("delay", "hour"):
+            expected_psi = numpy_psi(profile.numeric[feature].edges, ref[feature].to_numpy(), cur[feature].to_numpy())
+            assert by(metrics, chunk, feature, "psi").value == pytest.approx(expected_psi, abs=1e-6)
+            ks = ks_2samp(ref[feature].dropna(), cur[feature].dropna(), method="asymp")
+            got = by(metrics, chunk, feature, "ks")
+            assert got.value == pytest.approx(ks.statistic, abs=1e-6)
+            assert got.p_value == pytest.approx(ks.pvalue, abs=1e-6)
+            null_change = cur[feature].isna().mean() - ref[feature].isna().mean()
+            assert by(metrics, chunk, feature, "null_share_change").value == pytest.approx(null_change, abs=1e-9)
+        ref_counts = ref["carrier"].value_counts().reindex(CARRIERS, fill_value=0)
+        cur_counts = cur["carrier"].value_counts().reindex(CARRIERS, fill_value=0)
+        assert by(metrics, chunk, "carrier", "js").value == pytest.approx(
+            jensenshannon(ref_counts, cur_counts, base=2), abs=1e-6)
+        chi2 = chi2_contingency([ref_counts.to_numpy(), cur_counts.to_numpy()])
+        got = by(metrics, chunk, "carrier", "chi2")
+        assert (got.value, got.p_value) == (pytest.approx(chi2.statistic, abs=1e-6), pytest.approx(chi2.pvalue, abs=1e-6))
+        assert by(metrics, chunk, "carrier", "js").rows == len(cur)
+
+    # The moved chunk is what the levels are for; the same-distribution chunk raises nothing.
+    assert by(metrics, "moved", "delay", "psi").level == "alert"
+    assert by(metrics, "moved", "carrier", "js").level in ("warn", "alert")
+    assert by(metrics, "moved", "carrier", "null_share_change").level == "alert"
+    assert [m for m in metrics if m.chunk == "same" and m.level != "ok"] == []
+
+
+def test_a_mean_shift_of_one_sd_is_a_psi_alert(spark: SparkSession) -> None:
+    rng = np.random.default_rng(3)
+    ref = to_spark(spark, frame(spark, rng, 3000))
+    profile = profile_reference(ref, numeric=["delay"])
+    shifted = drift(to_spark(spark, frame(spark, rng, 1000, shift=1.0)), profile)
+    psi = by(shifted, "all", "delay", "psi")
+    assert psi.value > 0.25 and psi.level == "alert"
+    ks = by(drift(to_spark(spark, frame(spark, rng, 1000, shift=1.0)), profile, reference=ref), "all", "delay", "ks")
+    assert ks.p_value is not None and ks.p_value < 0.01 and ks.value > 0.1 and ks.level == "alert"
+
+
+@pytest.mark.slow
+def test_thirty_days_drawn_from_the_reference_raise_no_alert(spark: SparkSession) -> None:
+    rng = np.random.default_rng(11)
+    ref_pdf = frame(spark, rng, 5000)
+    reference = to_spark(spark, ref_pdf)
+    profile = profile_reference(reference, numeric=["delay", "hour"], categorical=["carrier"])
+    days = pd.concat([frame(spark, rng, 500, day=f"2013-12-{d:02d}") for d in range(1, 31)])
+    metrics = drift(to_spark(spark, days), profile, reference=reference, chunk_by="day")
+    assert len({m.chunk for m in metrics}) == 30
+    assert [m for m in metrics if m.level == "alert"] == []
+    # 90 KS / chi-squared tests at p < 0.01: about one is significant by chance, with an
+    # immaterial effect, so a warning (observed with this seed: 1 warning, chi-squared, 0 alerts).
+    warnings = [m for m in metrics if m.level == "warn"]
+    assert len(warnings) <= 3 and {m.metric for m in warnings} <= {"ks", "chi2"}
+    assert max(m.value for m in metrics if m.metric == "psi") < 0.1
+
+
+def test_bad_input_is_a_clear_error(spark: SparkSession) -> None:
+    rng = np.random.default_rng(5)
+    ref = to_spark(spark, frame(spark, rng, 100))
+    with pytest.raises(ConfigError, match="at least 2 bins"):
+        profile_reference(ref, numeric=["delay"], bins=1)
+    with pytest.raises(ConfigError, match="empty"):
+        profile_reference(ref.limit(0), numeric=["delay"])
+    profile = profile_reference(ref, numeric=["delay"])
+    with pytest.raises(SchemaMismatchError, match="delay"):
+        drift(ref.drop("delay"), profile)
