@@ -20,6 +20,7 @@ from synthetic_flights import SPEC
 from test_pipeline import flight, land_day, write_lines
 
 from sparkfs.core.config import Settings, StorageSettings
+from sparkfs.core.errors import LeakageError
 from sparkfs.core.lakehouse import Lakehouse, checksum
 from sparkfs.core.runs import RunWindow
 from sparkfs.jobs.context import JobContext
@@ -27,6 +28,7 @@ from sparkfs.jobs.daily import daily_job
 from sparkfs.ml.assembly import build_features, build_spine
 from sparkfs.ml.config import TrainingConfig, load_training_config
 from sparkfs.ml.train import train_model
+from sparkfs.pit.checks import audit_feature_times
 
 REPO = Path(__file__).resolve().parents[1]
 D1, D2, D3 = date(2013, 1, 1), date(2013, 1, 2), date(2013, 1, 3)
@@ -80,9 +82,9 @@ def daily_config() -> dict[str, object]:
         "prediction_time": {"mode": "batch", "cutoff": "06:00", "timezone": "UTC"},
         "lookups": [
             {"table": "carrier_delays", "lookup_key": ["carrier"], "features": ["carrier_dep_delay_mean_1d"],
-             "lookback": "1d"},
+             "lookback": "1d", "known_at": "known_at"},
             {"table": "weather_hourly", "lookup_key": ["origin"], "features": ["temp"], "lookback": "3h",
-             "prefix": "origin"},
+             "prefix": "origin", "known_at": "known_at"},
         ],
     }
 
@@ -154,12 +156,29 @@ def test_two_daily_runs_predict_as_of_the_cutoff_label_the_next_day_and_rerun_ch
     served = build_features(lake, config, build_spine(lake, config, D2, D2, labelled=False), label=None)
     assert {r.carrier: r.carrier_dep_delay_mean_1d for r in served.df.collect()} == {"AA": 10.0, "UA": 45.0}
     assert all(v == 0 for k, v in served.checks.items() if k.endswith("_after_spine"))
+    # Each prediction records the feature rows it used; the audit proves they had landed by 06:00.
+    # D2's 00:00 local weather hour (05:00 UTC) is before the cutoff but lands with D2's weather on
+    # D3: the 04:00 UTC hour (D1's 23:00 local, landed D2 05:30) is the one used.
+    stored = lake.read("ml", "flight_delay_predictions")
+    audit = audit_feature_times(stored, "feature_times", "prediction_ts")
+    assert audit.violations == 0 and audit.counts["weather_hourly"]["used"] == 2
+    used = {r.weather for r in stored.select(F.col("feature_times")["weather_hourly"]["event_ts"].alias("weather")).collect()}
+    assert used == {datetime(2013, 1, 2, 4, 0)}
 
     run_daily(calendar, D3)  # D2's outcomes label D2's predictions; D3 is scored at its cutoff
     assert predictions(lake) == [
         (D2, "AA", 1, cutoff_d2, 0), (D2, "UA", 3, cutoff_d2, 1),
         (D3, "AA", 1, cutoff_d3, None), (D3, "UA", 3, cutoff_d3, None),
     ]
+    # Now that D2's weather has landed, D2 looked up by event time alone would use its 05:00 UTC
+    # hour, which landed after D2's cutoff: the audit fails.
+    by_event_time = config.model_copy(update={"lookups": [lk.model_copy(update={"known_at": None}) for lk in config.lookups]})
+    leaky = build_features(lake, by_event_time, build_spine(lake, by_event_time, D2, D2, labelled=False),
+                           label=None, feature_times="feature_times")
+    leaky_audit = audit_feature_times(leaky.df, "feature_times", "prediction_ts")
+    assert leaky_audit.counts["weather_hourly"]["landed_after"] == 2
+    with pytest.raises(LeakageError, match=r"weather_hourly.*landed_after"):
+        leaky_audit.raise_on_violation("D2")
     before = content(lake)
     records = lake.read("ops", "run_records").where(F.col("job") == "daily").select("run_id").distinct().count()
 

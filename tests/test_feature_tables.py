@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.core.errors import DuplicateKeyError, SchemaMismatchError
-from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
+from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, KNOWN_AT_PROPERTY, Lakehouse
 from sparkfs.features.feature_tables import (
     FeatureSpan,
     FeatureTableSpec,
@@ -24,22 +24,26 @@ from sparkfs.features.feature_tables import (
 )
 
 D = date(2013, 1, 2)
-EVENTS_SCHEMA = "carrier string, ts timestamp, delay double"
-EVENTS = [
-    ("AA", datetime(2013, 1, 1, 0, 0), 5.0),  # before the history start: never read
-    ("AA", datetime(2013, 1, 1, 23, 30), 10.0),  # history only
-    ("AA", datetime(2013, 1, 2, 0, 0), 20.0),  # at the span's start: written
-    ("AA", datetime(2013, 1, 2, 0, 30), 30.0),  # two events at one instant ...
-    ("AA", datetime(2013, 1, 2, 0, 30), None),  # ... one without a value
-    ("AA", datetime(2013, 1, 2, 1, 30), 40.0),  # exactly 1h after 00:30: those are out of its 1h window
-    ("AA", datetime(2013, 1, 3, 0, 0), 50.0),  # at the span's end: not written
-    ("UA", datetime(2013, 1, 2, 0, 30), None),
+EVENTS_SCHEMA = "carrier string, ts timestamp, delay double, _ingested_at timestamp"
+EVENTS = [  # the last column: when the event's row landed (silver's _ingested_at)
+    ("AA", datetime(2013, 1, 1, 0, 0), 5.0, datetime(2013, 1, 1, 1)),  # before the history start: never read
+    ("AA", datetime(2013, 1, 1, 23, 30), 10.0, datetime(2013, 1, 2, 0)),  # history only
+    ("AA", datetime(2013, 1, 2, 0, 0), 20.0, datetime(2013, 1, 2, 1)),  # at the span's start: written
+    ("AA", datetime(2013, 1, 2, 0, 30), 30.0, datetime(2013, 1, 2, 1)),  # two events at one instant ...
+    ("AA", datetime(2013, 1, 2, 0, 30), None, datetime(2013, 1, 2, 9)),  # ... one without a value, landed late
+    ("AA", datetime(2013, 1, 2, 1, 30), 40.0, datetime(2013, 1, 2, 2)),  # exactly 1h after 00:30: those are out of its 1h window
+    ("AA", datetime(2013, 1, 3, 0, 0), 50.0, datetime(2013, 1, 3, 1)),  # at the span's end: not written
+    ("UA", datetime(2013, 1, 2, 0, 30), None, datetime(2013, 1, 2, 3)),
 ]
 
 
 def events_builder(lake: Lakehouse, span: FeatureSpan) -> DataFrame:
     """The test builder (referenced from the spec as ``test_feature_tables:events_builder``)."""
     return lake.spark.createDataFrame(EVENTS, EVENTS_SCHEMA)
+
+
+def unlanded_builder(lake: Lakehouse, span: FeatureSpan) -> DataFrame:
+    return lake.spark.createDataFrame(EVENTS, EVENTS_SCHEMA).drop("_ingested_at")
 
 
 def static_builder(lake: Lakehouse, span: FeatureSpan) -> DataFrame:
@@ -85,18 +89,26 @@ def test_compute_rolling_window_edges_equal_timestamps_and_none(lake: Lakehouse)
 
     expected = lake.spark.createDataFrame(
         [
-            # (23:00, 00:00] and (01-01 00:00, 01-02 00:00]: the 23:30 event and itself
-            ("AA", datetime(2013, 1, 2, 0, 0), D, 2, 15.0, 2, 15.0),
-            # both 00:30 events become one row; the None is not counted
-            ("AA", datetime(2013, 1, 2, 0, 30), D, 2, 25.0, 3, 20.0),
-            # 1h window (00:30, 01:30]: the events exactly 1h earlier are out
-            ("AA", datetime(2013, 1, 2, 1, 30), D, 1, 40.0, 4, 25.0),
-            ("UA", datetime(2013, 1, 2, 0, 30), D, 0, None, 0, None),
+            # (23:00, 00:00] and (01-01 00:00, 01-02 00:00]: the 23:30 event and itself; known
+            # when the later of the two had landed
+            ("AA", datetime(2013, 1, 2, 0, 0), D, 2, 15.0, 2, 15.0, datetime(2013, 1, 2, 1)),
+            # both 00:30 events become one row; the None is not counted, but its late landing is
+            ("AA", datetime(2013, 1, 2, 0, 30), D, 2, 25.0, 3, 20.0, datetime(2013, 1, 2, 9)),
+            # 1h window (00:30, 01:30]: the events exactly 1h earlier are out; known_at is the
+            # entity's running maximum, so the late 00:30 row still counts (conservative)
+            ("AA", datetime(2013, 1, 2, 1, 30), D, 1, 40.0, 4, 25.0, datetime(2013, 1, 2, 9)),
+            ("UA", datetime(2013, 1, 2, 0, 30), D, 0, None, 0, None, datetime(2013, 1, 2, 3)),
         ],
         "carrier string, ts timestamp, event_date date, carrier_delay_count_1h long, carrier_delay_mean_1h double, "
-        "carrier_delay_count_1d long, carrier_delay_mean_1d double",
+        "carrier_delay_count_1d long, carrier_delay_mean_1d double, known_at timestamp",
     )
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_a_builder_without_landing_times_is_a_clear_error(lake: Lakehouse) -> None:
+    spec = rolling_spec("ft_unlanded", build="test_feature_tables:unlanded_builder")
+    with pytest.raises(SchemaMismatchError, match=r"must keep '_ingested_at'.*'known_at'"):
+        compute(lake, spec, D, D)
 
 
 @pytest.mark.slow
@@ -108,6 +120,7 @@ def test_write_creates_a_documented_table_and_a_rerun_changes_nothing(lake: Lake
     assert (first.rows_inserted, again.rows_inserted, again.rows_updated) == (4, 0, 0)
     props = lake.properties("gold", "ft_write")
     assert props[KEYS_PROPERTY] == "carrier" and props[EVENT_TIME_PROPERTY] == "ts"
+    assert props[KNOWN_AT_PROPERTY] == "known_at"
     assert (props["sparkfs.owner"], props["sparkfs.tags"]) == ("tests", "flights,rolling")
     comments = {f.name: f.metadata.get("comment") for f in lake.read("gold", "ft_write").schema.fields}
     assert comments["ts"] == "departure instant"

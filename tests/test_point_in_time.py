@@ -6,18 +6,25 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from chispa import assert_df_equality
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.core.errors import (
     ColumnNameClashError,
     DuplicateKeyError,
+    LeakageError,
     LookupKeyError,
     SchemaMismatchError,
     SparkfsError,
 )
-from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY, Lakehouse
+from sparkfs.core.lakehouse import (
+    EVENT_TIME_PROPERTY,
+    KEYS_PROPERTY,
+    KNOWN_AT_PROPERTY,
+    SEQUENCE_PROPERTY,
+    Lakehouse,
+)
 from sparkfs.core.merge import merge_upsert
 from sparkfs.pit import (
     FeatureLookup,
@@ -28,6 +35,7 @@ from sparkfs.pit import (
     planner,
     rebuild_training_set,
 )
+from sparkfs.pit.checks import audit_feature_times
 
 UTC = timezone.utc
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -201,6 +209,45 @@ def test_as_known_at_ignores_rows_written_after_the_spine_time(lake: Lakehouse) 
     minute = (F.col("at").cast("long") - int(T0.timestamp())) / 60
     assert result(known.select(minute, "delay"), ["at"]) == [(4, 1.0), (6, 5.0), (25, 5.0), (30, 8.0), (40, 8.0)]
     assert result(naive.select(minute, "delay"), ["at"]) == [(4, 3.0), (6, 5.0), (25, 9.0), (30, 9.0), (40, 9.0)]
+
+
+def test_feature_times_record_the_rows_used_and_the_audit_catches_rows_not_yet_landed(lake: Lakehouse) -> None:
+    schema = T.StructType([*FEATURES.fields, T.StructField("ingested", T.TimestampType())])
+    feature_table(lake, "pit_audit", [
+        ("AA", "JFK", at(0), 1.0, 1, at(0)),
+        ("AA", "JFK", at(3), 3.0, 3, at(20)),   # event at 3, landed at 20
+        ("AA", "JFK", at(5), 5.0, 5, at(5)),
+        ("AA", "JFK", at(9), 9.0, 9, None),     # landing unknown
+    ], schema)
+    lake.spark.sql(f"ALTER TABLE {lake.name('gold', 'pit_audit')} SET TBLPROPERTIES ('{KNOWN_AT_PROPERTY}' = 'ingested')")
+    spine = lake.spark.createDataFrame([("AA", "JFK", at(m), 0) for m in (4, 6, 25)] + [("UA", "JFK", at(4), 0)], SPINE)
+
+    def minutes(c: Column) -> Column:
+        return (c.cast("long") - int(T0.timestamp())) / 60
+
+    def used(ts: DataFrame) -> list[tuple]:  # (carrier, spine minute, matched event minute, its landing minute)
+        row = F.col("times")["pit_audit"]
+        return result(ts.select("carrier", minutes(F.col("at")).alias("m"), minutes(row["event_ts"]),
+                                minutes(row["known_at"])), ["carrier", "m"])
+
+    # By event time alone, on every plan: the row of minute 3 is used at minute 4 before it landed.
+    for plan in ("union", "union-wide", "intervals"):
+        naive = create_training_set(lake, spine, [FeatureLookup("pit_audit", ["carrier", "origin"], "at", ["delay"])],
+                                    plan=plan, feature_times="times")
+        assert naive.df.columns == [*SPINE.fieldNames(), "delay", "times"]
+        assert used(naive.df) == [("AA", 4, 3, 20), ("AA", 6, 5, 5), ("AA", 25, 9, None), ("UA", 4, None, None)], plan
+        audit = audit_feature_times(naive.df, "times", "at")
+        assert audit.counts == {"pit_audit": {"used": 3, "after_cutoff": 0, "landed_after": 1, "unproven": 1}}
+        with pytest.raises(LeakageError, match=r"pit_audit.*'landed_after': 1"):
+            audit.raise_on_violation("the test spine")
+    # As known at the spine time: only landed rows are used, and the audit proves it.
+    known = create_training_set(lake, spine, [FeatureLookup("pit_audit", ["carrier", "origin"], "at", ["delay"],
+                                                            known_at="ingested")], feature_times="times")
+    assert used(known.df) == [("AA", 4, 0, 0), ("AA", 6, 5, 5), ("AA", 25, 5, 5), ("UA", 4, None, None)]
+    assert audit_feature_times(known.df, "times", "at").violations == 0
+    # The audit checks event times too (the join never breaks that rule; a hand-made frame can).
+    forged = known.df.withColumn("at", F.col("at") - F.expr("INTERVAL 2 MINUTES"))
+    assert audit_feature_times(forged, "times", "at").counts["pit_audit"]["after_cutoff"] == 1
 
 
 @pytest.mark.slow

@@ -91,3 +91,7 @@ class MissingSourceDataError(SparkfsError):
 
 class ValidationFailedError(SparkfsError):
     """A STRICT validation failed: too many rows rejected, or a table-level expectation failed."""
+
+
+class LeakageError(SparkfsError):
+    """A prediction used a feature row from after its prediction time, or one that landed after it."""

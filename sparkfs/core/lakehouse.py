@@ -30,6 +30,7 @@ from sparkfs.core.session import on_databricks
 KEYS_PROPERTY = "sparkfs.keys"
 EVENT_TIME_PROPERTY = "sparkfs.event_time"
 SEQUENCE_PROPERTY = "sparkfs.sequence"
+KNOWN_AT_PROPERTY = "sparkfs.known_at"
 
 
 def checksum(df: DataFrame) -> tuple[int, int]:

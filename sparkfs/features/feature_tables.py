@@ -29,7 +29,15 @@ through :func:`write_feature_table`, the one MERGE writer on (keys, event time),
 window's partitions in the merge condition: a daily run touches one day's partition and a rerun
 inserts and updates nothing. The table carries its documentation as Delta metadata: table
 comment, column comments, and the properties ``sparkfs.keys``, ``sparkfs.event_time``,
-``sparkfs.owner``, ``sparkfs.tags``, ``sparkfs.description``.
+``sparkfs.known_at``, ``sparkfs.owner``, ``sparkfs.tags``, ``sparkfs.description``.
+
+**When a row was known.** A table with an event time also gets ``known_at``: when every input of
+the row had landed, the latest landing time (``_ingested_at``, which bronze takes from the
+delivery and silver keeps) of the entity's input rows up to the row's event time, over the
+history the run reads (at least the longest window). Builders keep ``_ingested_at`` for this. A
+lookup "as known at" (``known_at="known_at"``) then never sees a row whose inputs landed after the
+lookup time, e.g. an early-morning hour whose weather file lands the next day; the bound is
+conservative (an old row re-delivered late makes the entity's later rows known later too).
 """
 
 from __future__ import annotations
@@ -44,12 +52,13 @@ from pydantic import Field, model_validator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.window import Window
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import Settings, StrictModel, import_ref, load_yaml
 from sparkfs.core.durations import Duration
 from sparkfs.core.errors import SchemaMismatchError
-from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
+from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, KNOWN_AT_PROPERTY, Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.features.transformations import with_trailing_aggregates
 
@@ -58,6 +67,9 @@ FEATURE_TABLES_CONF = "feature_tables.yaml"
 OWNER_PROPERTY = "sparkfs.owner"
 TAGS_PROPERTY = "sparkfs.tags"
 DESCRIPTION_PROPERTY = "sparkfs.description"
+# The landing time of a silver row (bronze takes it from the delivery), and the gold column made from it.
+LANDED_AT = "_ingested_at"
+KNOWN_AT = "known_at"
 
 # Doubles are written rounded to this many decimals. Spark accumulates a window's values in the
 # order rows reach it, and among rows with equal timestamps that order is not fixed between runs,
@@ -170,12 +182,18 @@ class FeatureTableSpec(StrictModel):
             docs[self.partition_by] = f"UTC date of {self.event_time} (the partition column)"
         docs |= self.columns
         docs |= self.rolling.features() if self.rolling else {}
+        if self.event_time:
+            docs[KNOWN_AT] = (
+                f"when the row's inputs had all landed: the latest {LANDED_AT} of the entity's input "
+                f"rows up to {self.event_time} (lookups as known at a time use it)"
+            )
         return docs
 
     def properties(self) -> dict[str, str]:
         return {
             KEYS_PROPERTY: ",".join(self.keys),
             EVENT_TIME_PROPERTY: self.event_time or "",
+            KNOWN_AT_PROPERTY: KNOWN_AT if self.event_time else "",
             OWNER_PROPERTY: self.owner,
             TAGS_PROPERTY: ",".join(self.tags),
             DESCRIPTION_PROPERTY: self.description,
@@ -242,6 +260,7 @@ def compute(lake: Lakehouse, spec: FeatureTableSpec, first: date, last: date) ->
     built = spec.builder()(lake, span)
     docs = spec.documented_columns()
     inputs = {a.value for a in spec.rolling.aggregates} if spec.rolling else set()
+    inputs |= {LANDED_AT}
     undocumented = sorted(set(built.columns) - set(docs) - inputs)
     if undocumented:
         raise SchemaMismatchError(
@@ -252,8 +271,15 @@ def compute(lake: Lakehouse, spec: FeatureTableSpec, first: date, last: date) ->
         require_columns(built, list(docs), f"the rows built for {spec.name!r}")
         return built.select(*docs).transform(_rounded)
     assert spec.event_time is not None
+    if LANDED_AT not in built.columns:
+        raise SchemaMismatchError(
+            f"feature table {spec.name!r}: the builder {spec.build} must keep {LANDED_AT!r} (when each "
+            f"input row landed; silver tables carry it) so that each row's {KNOWN_AT!r} can be derived; "
+            f"it returned {built.columns}"
+        )
     ts = F.col(spec.event_time)
     built = built.where((ts > F.lit(span.history_start)) & (ts < F.lit(span.end)))
+    built = with_known_at(built, spec.keys, spec.event_time)
     if spec.rolling:
         built = spec.rolling.apply(built, spec.keys, spec.event_time)
     if spec.partition_by and spec.partition_by not in built.columns:
@@ -262,6 +288,18 @@ def compute(lake: Lakehouse, spec: FeatureTableSpec, first: date, last: date) ->
     rows = built.where(ts >= F.lit(span.start)).select(*docs).transform(_rounded)
     # Events sharing (keys, t) got identical rolling values (peers in a range frame): one row each.
     return rows.distinct() if spec.rolling else rows
+
+
+def with_known_at(events_df: DataFrame, keys: Sequence[str], event_time: str) -> DataFrame:
+    """Add :data:`KNOWN_AT`: per entity, the running maximum of :data:`LANDED_AT` up to each row's
+    event time (rows sharing it included). An upper bound of the landing time of every input a
+    trailing window ending there can hold, in one sorted pass (a sliding maximum over the longest
+    window would cost a pass per row)."""
+    up_to_t = (
+        Window.partitionBy(*keys).orderBy(F.unix_micros(F.col(event_time)).asc_nulls_last())
+        .rangeBetween(Window.unboundedPreceding, 0)
+    )
+    return events_df.withColumn(KNOWN_AT, F.max(LANDED_AT).over(up_to_t))
 
 
 def _rounded(df: DataFrame) -> DataFrame:

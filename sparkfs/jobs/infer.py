@@ -8,8 +8,9 @@ from sparkfs.jobs.context import JobContext
 from sparkfs.ml.assembly import build_features, build_spine, with_model_rule
 from sparkfs.ml.config import TrainingConfig, load_training_config
 from sparkfs.ml.labels import realized_labels
-from sparkfs.ml.score import InferenceResult, load_scoring_model, predict_and_merge
+from sparkfs.ml.score import FEATURE_TIMES, InferenceResult, load_scoring_model, predict_and_merge
 from sparkfs.ml.skew import skew_check
+from sparkfs.pit.checks import audit_feature_times
 
 
 def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
@@ -17,7 +18,9 @@ def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
     alias and MERGE the predictions (a range scores every day in it, in one pass).
 
     With ``inference.skew_check`` on, the skew check runs first and a difference stops the run
-    before any prediction is written. A window whose spine has no rows (no flights scheduled)
+    before any prediction is written. The leakage audit runs on every batch: a feature row used
+    from after a row's prediction time, or one that had not landed by then, stops the run before
+    anything is written (:class:`~sparkfs.core.errors.LeakageError`). A window whose spine has no rows (no flights scheduled)
     says so and writes nothing.
     """
     if window is None:
@@ -53,10 +56,15 @@ def infer_stages(
         if spine_df.isEmpty():  # a day with nothing scheduled: a fact to report, not an error
             stage.rows_in = 0
             return None
-        features = build_features(lake, config, spine_df, label=None)
+        features = build_features(lake, config, spine_df, label=None, feature_times=FEATURE_TIMES)
         versions = features.spec.table_versions()
         stage.details["table_versions"] = versions
         stage.details["prediction_time"] = config.prediction_time.describe()
+    with run.stage("leakage_audit") as stage:  # before anything is written
+        audit = audit_feature_times(features.df, FEATURE_TIMES, config.lookup_timestamp)
+        stage.rows_in = features.checks["rows"]
+        stage.details["audit"] = audit.counts
+        audit.raise_on_violation(f"the features of {window}")
     with run.stage("predict") as stage:
         # Outcomes that have landed already (a backtest, a late rerun) label the rows at once.
         labels_df = realized_labels(lake, config, window.start, window.end)

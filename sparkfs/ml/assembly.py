@@ -126,12 +126,15 @@ def build_spine(
 
 
 def build_features(
-    lake: Lakehouse, config: TrainingConfig, spine_df: DataFrame, *, label: str | None
+    lake: Lakehouse, config: TrainingConfig, spine_df: DataFrame, *, label: str | None,
+    feature_times: str | None = None,
 ) -> TrainingSet:
     """The point-in-time feature lookups of ``config`` on ``spine_df`` (the code path shared by
     training, inference and the skew check). A lookup matches feature rows with
     ``feature_ts <= t`` and, with a lookback L, ``feature_ts > t - L``, where ``t`` is the spine's
     :attr:`~TrainingConfig.lookup_timestamp` (the prediction time, see :func:`prediction_instant`).
+    ``feature_times`` adds the column recording which feature row each spine row used (see
+    :func:`~sparkfs.pit.api.create_training_set`), for the leakage audit.
 
     Example::
 
@@ -140,4 +143,4 @@ def build_features(
     """
     lookups = [FeatureLookup(**lookup.model_dump()) for lookup in config.lookups]
     return create_training_set(lake, spine_df, lookups, label=label,
-                               timestamp_key=config.lookup_timestamp)
+                               timestamp_key=config.lookup_timestamp, feature_times=feature_times)

@@ -47,6 +47,8 @@ SCORE_DATE = "score_date"
 MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
 FEATURE_VERSIONS = "feature_versions"
+# Which feature row each prediction used: {lookup: struct(event_ts, known_at)} (the leakage audit).
+FEATURE_TIMES = "feature_times"
 
 # MLflow signature type -> (Spark types it accepts, the Spark type it is cast to for scoring).
 _ACCEPTS: dict[str, tuple[tuple[type[T.DataType], ...], T.DataType]] = {
@@ -198,6 +200,7 @@ def write_predictions(
             SCORE_DATE: "the day the row was scored for (the inference run's --date)",
             MODEL_VERSION: "registered model version that scored the row",
             FEATURE_VERSIONS: "JSON {feature table: Delta version} the features were read from",
+            FEATURE_TIMES: "per lookup, the event time and landing time (known_at) of the feature row used",
         },
     )
     return merge_upsert(lake, "ml", table, predictions_df, keys, partition_by=SCORE_DATE)
@@ -231,8 +234,9 @@ def predict_and_merge(
     check_feature_schema(features_df, model, config.feature_columns)
     if config.spine.date_column:
         require_columns(features_df, [config.spine.date_column], "the rows to score (spine.date_column)")
+    times = [FEATURE_TIMES] if FEATURE_TIMES in features_df.columns else []
     keep = list(dict.fromkeys([*config.keys, config.timestamp, config.lookup_timestamp,
-                               *config.inference.context_columns, SCORE_DATE]))
+                               *config.inference.context_columns, SCORE_DATE, *times]))
     scored = score(features_df.withColumn(SCORE_DATE, scoring_day(config)), model, keep)
     keys = [*config.keys, config.timestamp]
     lineage = with_model_lineage(scored, model, feature_versions)

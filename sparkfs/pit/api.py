@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns
@@ -131,6 +131,7 @@ def create_training_set(
     timestamp_key: str | None = None,
     plan: str = "auto",
     bin_size: timedelta | None = None,
+    feature_times: str | None = None,
 ) -> TrainingSet:
     """Join point-in-time correct features from gold feature tables onto a spine.
 
@@ -143,6 +144,13 @@ def create_training_set(
     matched feature timestamp after (or a lookback before) its spine timestamp, no tie on
     (keys, event time) behind a match.
 
+    ``feature_times`` names a column to add that says which feature row each spine row used: a
+    map ``{lookup name: struct(event_ts, known_at)}`` over the lookups with an event time (names
+    as in ``TrainingSet.checks``), with the matched row's event time and its table's
+    ``sparkfs.known_at`` value (null when the table records none); a lookup that matched nothing
+    maps to a struct of nulls. :func:`~sparkfs.pit.checks.audit_feature_times` checks it against a
+    cutoff.
+
     Example::
 
         ts = create_training_set(lake, "ml.flight_spine",
@@ -151,7 +159,8 @@ def create_training_set(
     spine_df, spine_spec = _read_spine(lake, spine, None)
     current = {table: _current_table(lake, table) for table in dict.fromkeys(lk.table for lk in lookups)}
     tables = [current[lk.table] for lk in lookups]
-    return _build(lake, spine_df, spine_spec, lookups, tables, label, timestamp_key, plan, bin_size)
+    return _build(lake, spine_df, spine_spec, lookups, tables, label, timestamp_key, plan, bin_size,
+                  feature_times)
 
 
 def rebuild_training_set(
@@ -290,13 +299,14 @@ def _build(
     timestamp_key: str | None,
     plan: str,
     bin_size: timedelta | None,
+    feature_times: str | None = None,
 ) -> TrainingSet:
     if not lookups:
         raise SparkfsError("create_training_set needs at least one FeatureLookup")
     if label is not None:
         require_columns(spine_df, [label], "the spine")
     check_spine_names(spine_df)
-    taken = list(spine_df.columns)
+    taken = list(spine_df.columns) + ([feature_times] if feature_times else [])
     resolved: list[ResolvedLookup] = []
     names = lookup_names([lk.table for lk in lookups])
     for i, (lookup, table) in enumerate(zip(lookups, tables, strict=True)):
@@ -314,10 +324,14 @@ def _build(
     joined = spine_df
     plans: dict[str, str] = {}
     for lk in resolved:
-        joined = _join_lookup(joined, lk, bounds, spine_rows, plan, micros(bin_size), plans)
+        joined = _join_lookup(joined, _with_known_at(lk) if feature_times else lk, bounds, spine_rows,
+                              plan, micros(bin_size), plans)
     joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
     checks = check_training_set(joined, spine_rows, resolved)
-    out = joined.select(*[column(c) for c in [*spine_df.columns, *(o for lk in resolved for o in lk.outputs)]])
+    out = joined.select(
+        *[column(c) for c in [*spine_df.columns, *(o for lk in resolved for o in lk.outputs)]],
+        *([_feature_times(resolved).alias(feature_times)] if feature_times else []),
+    )
     spec = TrainingSetSpec(
         spine=spine_spec,
         label=label,
@@ -342,6 +356,27 @@ def _build(
     read = (f"{lk.name} v{tables[lk.index].version} ({plans[lk.name].split(':')[0]})" for lk in resolved)
     log.info("training set: %s rows; %s", f"{checks['rows']:,}", ", ".join(read))
     return TrainingSet(out, spec, checks, plans)
+
+
+def _with_known_at(lk: ResolvedLookup) -> ResolvedLookup:
+    """``lk`` that also fetches the matched row's ``table_known_at`` (as internal column ``kat``)."""
+    if lk.table_known_at is None:
+        return lk
+    return replace(lk, features=(*lk.features, lk.table_known_at), outputs=(*lk.outputs, lk.col("kat")))
+
+
+def _feature_times(lookups: Sequence[ResolvedLookup]) -> Column:
+    """The ``feature_times`` map of :func:`create_training_set`, from the joined internal columns."""
+    entries: list[Column] = []
+    for lk in lookups:
+        if lk.event_time is None:
+            continue
+        known = F.col(lk.col("kat")) if lk.table_known_at else F.lit(None).cast("timestamp")
+        entries += [F.lit(lk.name), F.struct(F.timestamp_micros(F.col(lk.col("mt"))).alias("event_ts"),
+                                             known.alias("known_at"))]
+    if not entries:
+        return F.create_map().cast("map<string,struct<event_ts:timestamp,known_at:timestamp>>")
+    return F.create_map(*entries)
 
 
 def _join_lookup(

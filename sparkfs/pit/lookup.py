@@ -28,7 +28,12 @@ from sparkfs.core.errors import (
     SchemaMismatchError,
     SparkfsError,
 )
-from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, SEQUENCE_PROPERTY
+from sparkfs.core.lakehouse import (
+    EVENT_TIME_PROPERTY,
+    KEYS_PROPERTY,
+    KNOWN_AT_PROPERTY,
+    SEQUENCE_PROPERTY,
+)
 from sparkfs.pit.columns import column
 
 # Every column the join adds for its own use starts with this; user columns may not.
@@ -46,7 +51,8 @@ class FeatureLookup:
     the table's keys (``sparkfs.keys``), or a mapping ``{table_key: spine_column}`` when they are
     named differently. ``timestamp_lookup_key`` is the spine's timestamp column (default: the
     ``timestamp_key`` of :func:`create_training_set`); static tables ignore it. ``features``
-    defaults to every column that is not a key, the event time, the sequence or ``known_at``.
+    defaults to every column that is not a key, the event time, the sequence or a ``known_at``
+    column (the lookup's, or the table's ``sparkfs.known_at``).
     Output columns are ``<prefix>_<feature>`` (or ``<feature>`` without a prefix). ``lookback``
     keeps rows with ``feature_ts > spine_ts - lookback`` only: the window ``(t - lookback, t]``;
     a lookback longer than Spark's whole timestamp range (years 1 to 9999, ``LONGEST_LOOKBACK``;
@@ -115,11 +121,13 @@ def _one_of(name: str, value: Any, fe_name: str, fe_value: Any) -> Any:
 
 @dataclass(frozen=True)
 class TableLayout:
-    """How a feature table is laid out: its keys, event time (None: static) and sequence column."""
+    """How a feature table is laid out: its keys, event time (None: static) and sequence column,
+    and the column saying when each row became known (``sparkfs.known_at``; None: not recorded)."""
 
     keys: tuple[str, ...]
     event_time: str | None
     sequence: str | None
+    known_at: str | None = None
 
     @classmethod
     def from_properties(cls, properties: Mapping[str, str], what: str) -> TableLayout:
@@ -131,7 +139,8 @@ class TableLayout:
                 f"(properties: {sorted(properties)})"
             )
         return cls(
-            keys, properties.get(EVENT_TIME_PROPERTY) or None, properties.get(SEQUENCE_PROPERTY) or None
+            keys, properties.get(EVENT_TIME_PROPERTY) or None, properties.get(SEQUENCE_PROPERTY) or None,
+            properties.get(KNOWN_AT_PROPERTY) or None,
         )
 
 
@@ -154,6 +163,7 @@ class ResolvedLookup:
     lookback: timedelta | None
     what: str
     name: str  # the lookup's key in TrainingSet.checks and .plans (see lookup_names)
+    table_known_at: str | None = None  # the table's own "when known" column (TableLayout.known_at)
 
     def col(self, name: str) -> str:
         """The name of this lookup's internal column ``name``."""
@@ -277,7 +287,7 @@ def resolve(
             lookback = None
     if sequence:
         require_columns(feature_df, [sequence], what)
-    reserved = {*table_keys, *(c for c in (event_time, sequence, lookup.known_at) if c)}
+    reserved = {*table_keys, *(c for c in (event_time, sequence, lookup.known_at, layout.known_at) if c)}
     if lookup.features is None:
         features = tuple(c for c in feature_df.columns if c not in reserved)
     else:
@@ -288,6 +298,7 @@ def resolve(
     return ResolvedLookup(
         index, feature_df, ordered, event_time, spine_time, sequence, lookup.known_at,
         features, outputs, lookback, what, name or lookup.table,
+        layout.known_at if event_time and layout.known_at in feature_df.columns else None,
     )
 
 

@@ -1,4 +1,7 @@
-"""Gold builders of the example: each reads silver and returns the rows of one feature table."""
+"""Gold builders of the example: each reads silver and returns the rows of one feature table.
+
+Builders of tables with an event time keep silver's landing time (``LANDED_AT``), from which each
+gold row's ``known_at`` is derived."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.features.feature_tables import FeatureSpan
+from sparkfs.features.feature_tables import LANDED_AT, FeatureSpan
 
 # Silver flights and weather are partitioned by the local (New York) date; an instant can lie a
 # calendar day off its local date (UTC offset), and a departure up to a day after its scheduled
@@ -38,7 +41,7 @@ def hourly_weather(lake: Lakehouse, span: FeatureSpan) -> DataFrame:
         lake.read("silver", "weather")
         .where(F.col("weather_date").between(F.lit(first), F.lit(last)))
         .select("origin", "time_hour", "temp", "dewp", "humid", "wind_dir", "wind_speed",
-                "wind_gust", "precip", "pressure", "visib")
+                "wind_gust", "precip", "pressure", "visib", LANDED_AT)
     )
 
 
@@ -53,6 +56,7 @@ def _departures(lake: Lakehouse, span: FeatureSpan) -> DataFrame:
             F.coalesce("dep_ts", "sched_dep_ts").alias("event_ts"),
             "dep_delay",
             F.col("is_cancelled").cast("int").alias("is_cancelled"),
+            LANDED_AT,
         )
     )
 
