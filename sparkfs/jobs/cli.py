@@ -1,4 +1,4 @@
-"""The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``smoke``, ``setup``, ``tables``, ``history``.
+"""The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``simulate``, ``smoke``, ``setup``, ``tables``, ``history``.
 
 Arguments, dates, the environment and the configuration are checked before Spark starts, so a
 mistake costs a second, not a JVM start. Exit status: 0 done, 1 the command ran and failed, 2 it
@@ -15,6 +15,7 @@ import platform
 import sys
 import textwrap
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sparkfs import __version__
@@ -27,6 +28,7 @@ from sparkfs.jobs.context import (
     add_verbose_argument,
     check_environment,
     job_context,
+    parse_day,
     settings_from_args,
 )
 from sparkfs.jobs.registry import JOBS, run_job
@@ -171,6 +173,14 @@ def _backfill(args: argparse.Namespace, verbose: bool) -> int:
     return run_job(args.job, args, verbose=verbose)
 
 
+def _simulate(args: argparse.Namespace, verbose: bool) -> int:
+    if args.days < 1:
+        raise UsageError(f"--days must be at least 1, got {args.days}")
+    run = argparse.Namespace(**vars(args), job="daily", date=None,
+                             end=args.start + timedelta(days=args.days - 1))
+    return run_job("daily", run, verbose=verbose)
+
+
 def _smoke(args: argparse.Namespace, verbose: bool) -> int:
     return run_job("smoke", args, verbose=verbose)
 
@@ -195,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, func, text, jobs=True)
         p.add_argument("job", metavar="JOB", help=f"one of: {', '.join(sorted(JOBS))}")
         add_common_arguments(p)
+
+    simulate = command("simulate", _simulate, "run the daily job day by day from --start for --days "
+                       "days, as the scheduler would (a simulated calendar; the same as backfill daily)")
+    simulate.add_argument("--start", type=parse_day, required=True, metavar="S", help="the first run date")
+    simulate.add_argument("--days", type=int, required=True, metavar="N", help="how many run dates")
+    add_config_arguments(simulate)
 
     add_common_arguments(command("smoke", _smoke, "create a Delta table, MERGE into it, print its history"))
     add_config_arguments(command("setup", _setup, "check Java, resolve Delta's jars (once), start Spark"))

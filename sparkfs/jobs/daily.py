@@ -16,26 +16,63 @@ Every step is an idempotent MERGE: a rerun of R changes no table but the run rec
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sparkfs.core.errors import ConfigError
 from sparkfs.core.runs import RunWindow, record_run
 from sparkfs.features.pipeline import Pipeline, load_pipeline, run_pipeline
 from sparkfs.jobs.context import JobContext
-from sparkfs.jobs.infer import describe_inference, infer_stages
+from sparkfs.jobs.infer import infer_stages
 from sparkfs.ml.config import TrainingConfig, load_training_config
-from sparkfs.ml.labels import merge_labels
+from sparkfs.ml.labels import RealizedDay, merge_labels, realized_day
+from sparkfs.ml.score import InferenceResult
+
+
+@dataclass(frozen=True)
+class DayResult:
+    """What one scheduled run did: the predictions of the run date, the labels merged onto the
+    day before, and how that day's predictions did."""
+
+    run_date: date
+    run_id: str
+    inference: InferenceResult | None
+    labels_merged: int
+    yesterday: RealizedDay
+    seconds: float
+
+    def line(self) -> str:
+        """One line of the console's day-by-day table (:data:`HEADER`)."""
+        inf = self.inference
+        scored = (f"{inf.merge.source_rows:>6,} (v{inf.model.version})" if inf is not None else f"{'none':>6}     ")
+        auc = f"{self.yesterday.roc_auc:.3f}" if self.yesterday.roc_auc is not None else "  -  "
+        return (f"{self.run_date}  {scored}  {self.yesterday.labelled:>9,} of {self.yesterday.predictions:<6,}"
+                f"    {auc}              {self.seconds:6.1f}s")
+
+
+HEADER = "run date    scored (model)   labelled day before   ROC AUC day before   wall"
 
 
 def daily_job(ctx: JobContext, window: RunWindow | None) -> None:
-    """The registered ``daily`` job: :func:`run_day` for the run date, or for each day of a range."""
+    """The registered ``daily`` job: :func:`run_day` for the run date, or for each day of a range
+    in order (a simulated calendar: ``sparkfs simulate``), one console line per day."""
     if window is None:
         raise ConfigError("the daily job needs the run date: sparkfs run daily --date YYYY-MM-DD")
     pipeline = load_pipeline(ctx.settings.conf_dir, ctx.settings.data_path)
     config = load_training_config(ctx.settings)
     serving_source(pipeline, config)  # checked before Spark too (registry); here for library callers
+    print(f"\ndaily runs {window} (each as the scheduler starts it, with what has landed by then)")
+    print(HEADER)
+    results = []
     for day in window.days():
-        run_day(ctx, pipeline, config, day)
+        results.append(run_day(ctx, pipeline, config, day))
+        print(results[-1].line(), flush=True)
+    scored = sum(r.inference.merge.source_rows for r in results if r.inference is not None)
+    aucs = [r.yesterday.roc_auc for r in results if r.yesterday.roc_auc is not None]
+    mean_auc = f"; mean realized ROC AUC {sum(aucs) / len(aucs):.3f} over {len(aucs)} days" if aucs else ""
+    print(f"{len(results)} run(s), {scored:,} new or changed predictions in "
+          f"{ctx.lake.name('ml', config.inference.table)}{mean_auc}")
 
 
 def serving_source(pipeline: Pipeline, config: TrainingConfig) -> str:
@@ -43,9 +80,10 @@ def serving_source(pipeline: Pipeline, config: TrainingConfig) -> str:
     return pipeline.source_of(config.spine.serving_table or config.spine.table)
 
 
-def run_day(ctx: JobContext, pipeline: Pipeline, config: TrainingConfig, run_date: date) -> None:
+def run_day(ctx: JobContext, pipeline: Pipeline, config: TrainingConfig, run_date: date) -> DayResult:
     """One scheduled run for ``run_date`` R: features for R-1, R's schedule, R-1's labels, R's
     predictions (see the module docstring); one run record ``daily`` with every stage."""
+    started = time.perf_counter()
     lake = ctx.lake
     yesterday = RunWindow(run_date - timedelta(days=1), run_date - timedelta(days=1))
     today = RunWindow(run_date, run_date)
@@ -59,7 +97,8 @@ def run_day(ctx: JobContext, pipeline: Pipeline, config: TrainingConfig, run_dat
             if merged is not None:
                 stage.table_name, stage.table_version = merged.table, merged.version
                 stage.rows_in, stage.rows_out = merged.source_rows, merged.rows_updated
+            realized = realized_day(lake, config, yesterday.start)
+            stage.details.update(labelled=realized.labelled, roc_auc=realized.roc_auc)
         result = infer_stages(ctx, config, today, run)
     labelled = merged.rows_updated if merged is not None else 0
-    print(f"\ndaily {run_date} (run {run.run_id}): features for {yesterday.start}; labels merged onto "
-          f"{labelled} predictions of {yesterday.start}" + describe_inference(result, config, today))
+    return DayResult(run_date, run.run_id, result, labelled, realized, time.perf_counter() - started)
