@@ -290,3 +290,8 @@ def test_log_lines_have_one_format_and_libraries_speak_only_when_verbose(level: 
         assert (text in done.stderr) == verbose, (text, done.stderr)
     if verbose:  # MLflow's lines come through sparkfs's handler, in its format
         assert re.search(r"^\d\d:\d\d:\d\d WARNING mlflow\.pyfunc: mlflow pickling note$", done.stderr, re.M)
+
+
+def test_simulate_needs_a_start_and_a_positive_number_of_days() -> None:
+    assert_usage_error(sparkfs("simulate", "--start", "2013-12-01", "--days", "0"), "--days must be at least 1, got 0")
+    assert_usage_error(sparkfs("simulate", "--days", "3"), "the following arguments are required: --start")
