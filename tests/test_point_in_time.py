@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
@@ -19,6 +21,7 @@ from sparkfs.core.errors import (
     SparkfsError,
 )
 from sparkfs.core.lakehouse import (
+    EVENT_DATE_PROPERTY,
     EVENT_TIME_PROPERTY,
     KEYS_PROPERTY,
     KNOWN_AT_PROPERTY,
@@ -248,6 +251,31 @@ def test_feature_times_record_the_rows_used_and_the_audit_catches_rows_not_yet_l
     # The audit checks event times too (the join never breaks that rule; a hand-made frame can).
     forged = known.df.withColumn("at", F.col("at") - F.expr("INTERVAL 2 MINUTES"))
     assert audit_feature_times(forged, "times", "at").counts["pit_audit"]["after_cutoff"] == 1
+
+
+def test_a_small_spine_reads_only_the_event_date_partitions_its_lookback_can_reach(lake: Lakehouse) -> None:
+    schema = T.StructType([*FEATURES.fields, T.StructField("event_date", T.DateType())])
+    props = {KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts", EVENT_DATE_PROPERTY: "event_date"}
+    lake.create("gold", "pit_pruned", schema, partition_by=["event_date"], properties=props)
+    old, recent = T0 - timedelta(days=30), T0 - timedelta(hours=2)
+    rows = [("AA", "JFK", t, v, 1, t.date()) for t, v in ((old, 1.0), (recent, 2.0))]
+    merge_upsert(lake, "gold", "pit_pruned", lake.spark.createDataFrame(rows, schema), ["carrier", "origin", "ts"],
+                 partition_by="event_date")
+    # Remove the old partition's files behind Delta's back: a read that touches it fails.
+    location = lake.location("gold", "pit_pruned")
+    assert location is not None
+    [old_partition] = Path(location.removeprefix("file:")).glob(f"event_date={old.date()}")
+    shutil.rmtree(old_partition)
+    spine = lake.spark.createDataFrame([("AA", "JFK", T0, 0)], SPINE)
+
+    def lookup(lookback: timedelta | None) -> list[tuple]:
+        ts = create_training_set(lake, spine, [FeatureLookup("pit_pruned", ["carrier", "origin"], "at", ["delay"],
+                                                             lookback=lookback)])
+        return result(ts.df.select("delay"), ["delay"])
+
+    assert lookup(timedelta(days=1)) == [(2.0,)]  # pruned to the dates (T0 - 1d, T0], +- a day
+    with pytest.raises(Exception, match=r"(?i)not exist|FileNotFound|FILE_NOT_EXIST"):
+        lookup(None)  # without a lookback the whole history can match, so the old partition is read
 
 
 @pytest.mark.slow

@@ -31,6 +31,8 @@ KEYS_PROPERTY = "sparkfs.keys"
 EVENT_TIME_PROPERTY = "sparkfs.event_time"
 SEQUENCE_PROPERTY = "sparkfs.sequence"
 KNOWN_AT_PROPERTY = "sparkfs.known_at"
+# A partition column holding the UTC date of the event time: point-in-time reads prune by it.
+EVENT_DATE_PROPERTY = "sparkfs.event_date"
 
 
 def checksum(df: DataFrame) -> tuple[int, int]:

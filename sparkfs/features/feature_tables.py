@@ -29,7 +29,8 @@ through :func:`write_feature_table`, the one MERGE writer on (keys, event time),
 window's partitions in the merge condition: a daily run touches one day's partition and a rerun
 inserts and updates nothing. The table carries its documentation as Delta metadata: table
 comment, column comments, and the properties ``sparkfs.keys``, ``sparkfs.event_time``,
-``sparkfs.known_at``, ``sparkfs.owner``, ``sparkfs.tags``, ``sparkfs.description``.
+``sparkfs.known_at``, ``sparkfs.event_date`` (the partition column: the UTC date of the event
+time, which point-in-time reads prune by), ``sparkfs.owner``, ``sparkfs.tags``, ``sparkfs.description``.
 
 **When a row was known.** A table with an event time also gets ``known_at``: when every input of
 the row had landed, the latest landing time (``_ingested_at``, which bronze takes from the
@@ -58,7 +59,13 @@ from sparkfs.core.checks import require_columns
 from sparkfs.core.config import Settings, StrictModel, import_ref, load_yaml
 from sparkfs.core.durations import Duration
 from sparkfs.core.errors import SchemaMismatchError
-from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, KNOWN_AT_PROPERTY, Lakehouse
+from sparkfs.core.lakehouse import (
+    EVENT_DATE_PROPERTY,
+    EVENT_TIME_PROPERTY,
+    KEYS_PROPERTY,
+    KNOWN_AT_PROPERTY,
+    Lakehouse,
+)
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.features.transformations import with_trailing_aggregates
 
@@ -194,6 +201,7 @@ class FeatureTableSpec(StrictModel):
             KEYS_PROPERTY: ",".join(self.keys),
             EVENT_TIME_PROPERTY: self.event_time or "",
             KNOWN_AT_PROPERTY: KNOWN_AT if self.event_time else "",
+            EVENT_DATE_PROPERTY: self.partition_by or "",
             OWNER_PROPERTY: self.owner,
             TAGS_PROPERTY: ",".join(self.tags),
             DESCRIPTION_PROPERTY: self.description,
@@ -282,7 +290,7 @@ def compute(lake: Lakehouse, spec: FeatureTableSpec, first: date, last: date) ->
     built = with_known_at(built, spec.keys, spec.event_time)
     if spec.rolling:
         built = spec.rolling.apply(built, spec.keys, spec.event_time)
-    if spec.partition_by and spec.partition_by not in built.columns:
+    if spec.partition_by:  # always the UTC date of the event time (sparkfs.event_date: reads prune by it)
         built = built.withColumn(spec.partition_by, F.to_date(ts))
     require_columns(built, list(docs), f"the rows built for {spec.name!r}")
     rows = built.where(ts >= F.lit(span.start)).select(*docs).transform(_rounded)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pyspark import StorageLevel
@@ -358,6 +358,15 @@ def _build(
     return TrainingSet(out, spec, checks, plans)
 
 
+def _utc_date(us: int) -> date:
+    """The UTC date of an instant in microseconds since the epoch (clamped to Spark's range)."""
+    return (datetime(1970, 1, 1) + timedelta(microseconds=max(min(us, _MAX_US), _MIN_US))).date()
+
+
+_MIN_US = int((datetime(1, 1, 2) - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+_MAX_US = int((datetime(9999, 12, 30) - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+
+
 def _with_known_at(lk: ResolvedLookup) -> ResolvedLookup:
     """``lk`` that also fetches the matched row's ``table_known_at`` (as internal column ``kat``)."""
     if lk.table_known_at is None:
@@ -412,10 +421,16 @@ def _join_lookup(
     lookback = micros(lk.lookback)
 
     # Rows after the last spine time never match; with a lookback, nor do rows too old for the first.
+    # A table partitioned by the event's UTC date is pruned to the dates that can match (a day of
+    # margin either side), so a small spine reads only the history its window needs.
     event_us = F.unix_micros(column(lk.event_time))
     relevant = event_us.isNotNull() & (event_us <= hi)
     if lookback is not None:
         relevant &= event_us > lo - lookback
+    if lk.event_date:
+        relevant &= column(lk.event_date) <= F.lit(_utc_date(hi) + timedelta(days=1))
+        if lookback is not None:
+            relevant &= column(lk.event_date) >= F.lit(_utc_date(lo - lookback) - timedelta(days=1))
     feature_df = lk.feature_df.where(relevant)
 
     if plan not in planner.PLANS:

@@ -29,6 +29,7 @@ from sparkfs.core.errors import (
     SparkfsError,
 )
 from sparkfs.core.lakehouse import (
+    EVENT_DATE_PROPERTY,
     EVENT_TIME_PROPERTY,
     KEYS_PROPERTY,
     KNOWN_AT_PROPERTY,
@@ -122,12 +123,14 @@ def _one_of(name: str, value: Any, fe_name: str, fe_value: Any) -> Any:
 @dataclass(frozen=True)
 class TableLayout:
     """How a feature table is laid out: its keys, event time (None: static) and sequence column,
-    and the column saying when each row became known (``sparkfs.known_at``; None: not recorded)."""
+    the column saying when each row became known (``sparkfs.known_at``; None: not recorded), and
+    a partition column holding the event time's UTC date (``sparkfs.event_date``: reads prune by it)."""
 
     keys: tuple[str, ...]
     event_time: str | None
     sequence: str | None
     known_at: str | None = None
+    event_date: str | None = None
 
     @classmethod
     def from_properties(cls, properties: Mapping[str, str], what: str) -> TableLayout:
@@ -140,7 +143,7 @@ class TableLayout:
             )
         return cls(
             keys, properties.get(EVENT_TIME_PROPERTY) or None, properties.get(SEQUENCE_PROPERTY) or None,
-            properties.get(KNOWN_AT_PROPERTY) or None,
+            properties.get(KNOWN_AT_PROPERTY) or None, properties.get(EVENT_DATE_PROPERTY) or None,
         )
 
 
@@ -164,6 +167,7 @@ class ResolvedLookup:
     what: str
     name: str  # the lookup's key in TrainingSet.checks and .plans (see lookup_names)
     table_known_at: str | None = None  # the table's own "when known" column (TableLayout.known_at)
+    event_date: str | None = None  # the table's UTC event-date partition column (TableLayout.event_date)
 
     def col(self, name: str) -> str:
         """The name of this lookup's internal column ``name``."""
@@ -299,6 +303,7 @@ def resolve(
         index, feature_df, ordered, event_time, spine_time, sequence, lookup.known_at,
         features, outputs, lookback, what, name or lookup.table,
         layout.known_at if event_time and layout.known_at in feature_df.columns else None,
+        layout.event_date if event_time and layout.event_date in feature_df.columns else None,
     )
 
 
