@@ -47,7 +47,7 @@ SCORE_DATE = "score_date"
 MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
 FEATURE_VERSIONS = "feature_versions"
-# Which feature row each prediction used: {lookup: struct(event_ts, known_at)} (the leakage audit).
+# Which feature row each prediction used: struct(<lookup>: struct(event_ts, known_at)) (the leakage audit).
 FEATURE_TIMES = "feature_times"
 
 # MLflow signature type -> (Spark types it accepts, the Spark type it is cast to for scoring).

@@ -145,10 +145,10 @@ def create_training_set(
     (keys, event time) behind a match.
 
     ``feature_times`` names a column to add that says which feature row each spine row used: a
-    map ``{lookup name: struct(event_ts, known_at)}`` over the lookups with an event time (names
-    as in ``TrainingSet.checks``), with the matched row's event time and its table's
+    struct with one field per lookup with an event time (named as in ``TrainingSet.checks``),
+    each ``struct(event_ts, known_at)``: the matched row's event time and its table's
     ``sparkfs.known_at`` value (null when the table records none); a lookup that matched nothing
-    maps to a struct of nulls. :func:`~sparkfs.pit.checks.audit_feature_times` checks it against a
+    gives a struct of nulls. :func:`~sparkfs.pit.checks.audit_feature_times` checks it against a
     cutoff.
 
     Example::
@@ -375,17 +375,18 @@ def _with_known_at(lk: ResolvedLookup) -> ResolvedLookup:
 
 
 def _feature_times(lookups: Sequence[ResolvedLookup]) -> Column:
-    """The ``feature_times`` map of :func:`create_training_set`, from the joined internal columns."""
-    entries: list[Column] = []
+    """The ``feature_times`` struct of :func:`create_training_set`, from the joined internal columns.
+
+    A struct (one field per lookup), not a map: rows stay comparable, so a MERGE can tell an
+    unchanged row from a changed one."""
+    fields: list[Column] = []
     for lk in lookups:
         if lk.event_time is None:
             continue
         known = F.col(lk.col("kat")) if lk.table_known_at else F.lit(None).cast("timestamp")
-        entries += [F.lit(lk.name), F.struct(F.timestamp_micros(F.col(lk.col("mt"))).alias("event_ts"),
-                                             known.alias("known_at"))]
-    if not entries:
-        return F.create_map().cast("map<string,struct<event_ts:timestamp,known_at:timestamp>>")
-    return F.create_map(*entries)
+        fields.append(F.struct(F.timestamp_micros(F.col(lk.col("mt"))).alias("event_ts"),
+                               known.alias("known_at")).alias(lk.name))
+    return F.struct(*fields)
 
 
 def _join_lookup(

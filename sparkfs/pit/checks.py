@@ -122,7 +122,11 @@ def audit_feature_times(df: DataFrame, feature_times: str, cutoff: str) -> Featu
         audit = audit_feature_times(predictions_df, "feature_times", "prediction_ts")
         audit.raise_on_violation("predictions of 2013-12-02")
     """
-    used = df.select(F.col(cutoff).alias("cutoff"), F.explode(F.col(feature_times)).alias("lookup", "row"))
+    names = [f.name for f in df.schema[feature_times].dataType.fields]  # type: ignore[attr-defined]
+    if not names:
+        return FeatureTimesAudit(cutoff, {})
+    per_lookup = F.create_map(*[part for n in names for part in (F.lit(n), F.col(feature_times)[n])])
+    used = df.select(F.col(cutoff).alias("cutoff"), F.explode(per_lookup).alias("lookup", "row"))
     event_ts, known = F.col("row.event_ts"), F.col("row.known_at")
     matched = event_ts.isNotNull()
     rows = used.groupBy("lookup").agg(
