@@ -53,7 +53,7 @@ from sparkfs.ml.evaluation import (
     metrics_summary,
 )
 from sparkfs.ml.fit import fit_booster
-from sparkfs.ml.mlflow_log import HoldoutResults, log_training_run
+from sparkfs.ml.mlflow_log import HoldoutResults, TestSplitHook, log_training_run
 from sparkfs.ml.model import PROBABILITY, PackagedModel, Preprocessor
 from sparkfs.ml.splits import SplitBoundaries, effective_feature_window, split_boundaries
 from sparkfs.ml.tracking import TrackingTarget, configure_mlflow, registered_model_name
@@ -148,13 +148,15 @@ def train_model(
     start: date,
     end: date,
     spine_source: Mapping[str, Any] | None = None,
+    on_test_split: TestSplitHook | None = None,
 ) -> TrainingResult:
     """Train, evaluate, gate, log and (if the gate passes) register; see the module docstring.
 
     ``spec`` is the training set's spec (logged as ``lineage/training_set_spec.json``, its tables'
     Delta versions as tags); ``spine_source`` says where the spine came from (e.g. the table and
     Delta version it was read at; logged as ``lineage/spine.json``), so the exact training set
-    can be rebuilt. Raises :class:`GateFailedError` (after logging the run and the model) when the
+    can be rebuilt. ``on_test_split`` is called inside the run, before registration, with the
+    scored test split (e.g. to log the monitoring reference next to the model). Raises :class:`GateFailedError` (after logging the run and the model) when the
     gate fails.
 
     Example::
@@ -173,6 +175,7 @@ def train_model(
     logged = log_training_run(
         model=model, frames=frames, results=results, config=config, name=name,
         boundaries=boundaries, spec=spec, spine_source=spine_source, start=start, end=end,
+        on_test_split=on_test_split,
     )
     gate = results.gate
     result = TrainingResult(
