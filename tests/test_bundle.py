@@ -84,7 +84,10 @@ def test_daily_job_runs_the_daily_loop_at_six_for_the_trigger_date(bundle: bc.Bu
     runs = bc.parse_quartz(job["schedule"]["quartz_cron_expression"]).runs(START, 365)
     assert runs == [datetime(2026, 1, 1, 6) + timedelta(days=n) for n in range(365)]  # all of 2026
     assert job["schedule"]["timezone_id"] == "UTC"
-    [loop] = job["tasks"]  # features for R-1, R's schedule, R-1's labels, predictions for R
+    [loop, monitor] = job["tasks"]  # features for R-1, R's schedule, R-1's labels, predictions for R
+    assert monitor["python_wheel_task"]["entry_point"] == "sparkfs-monitor"
+    assert monitor["depends_on"] == [{"task_key": "daily"}]
+    assert monitor["python_wheel_task"]["parameters"] == loop["python_wheel_task"]["parameters"]
     assert loop["python_wheel_task"]["entry_point"] == "sparkfs-daily"
     assert loop["python_wheel_task"]["parameters"][:2] == ["--date", "{{job.parameters.date}}"]
     # The run date is the trigger's date; the job derives R-1 itself.

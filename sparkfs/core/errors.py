@@ -91,3 +91,7 @@ class MissingSourceDataError(SparkfsError):
 
 class ValidationFailedError(SparkfsError):
     """A STRICT validation failed: too many rows rejected, or a table-level expectation failed."""
+
+
+class MonitoringAlertError(SparkfsError):
+    """The monitor found alert-level drift or performance loss and ``fail_on_alert`` is set."""

@@ -8,7 +8,12 @@ ended) and R's schedule has too (the evening before); R's own outcomes have not.
    before the cutoff; rows after it exist too, but no lookup as of the cutoff matches them);
 2. ``schedule R``: bronze -> silver of the serving spine's source (``spine.serving_table``) for R;
 3. ``labels R-1``: merges the realized labels of R-1 onto R-1's predictions (null until now);
-4. ``inference R``: scores the flights scheduled on R as of R's cutoff, by the model's rule.
+4. ``inference R``: scores the flights scheduled on R as of R's cutoff, by the model's rule;
+5. ``monitor R``: drift of R's predictions against the model's reference, NannyML's estimate
+   for R, the realized metrics of R-1 (labelled in step 3), alert rows (see
+   :mod:`sparkfs.jobs.monitor`); skipped when nothing was scored or the model logged no
+   reference. Alerts are written and printed here; failing on them is the ``monitor`` job's
+   (``fail_on_alert``), so a drifted day still gets its predictions.
 
 Every step is an idempotent MERGE: a rerun of R changes no table but the run records. A range
 (``sparkfs backfill daily --start S --end E``) replays the days in order, as the scheduler would.
@@ -23,8 +28,10 @@ from sparkfs.core.runs import RunWindow, record_run
 from sparkfs.features.pipeline import Pipeline, load_pipeline, run_pipeline
 from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.infer import describe_inference, infer_stages
+from sparkfs.jobs.monitor import describe_monitoring, monitor_stages
 from sparkfs.ml.config import TrainingConfig, load_training_config
 from sparkfs.ml.labels import merge_labels
+from sparkfs.monitoring.config import load_monitoring_config
 
 
 def daily_job(ctx: JobContext, window: RunWindow | None) -> None:
@@ -60,6 +67,10 @@ def run_day(ctx: JobContext, pipeline: Pipeline, config: TrainingConfig, run_dat
                 stage.table_name, stage.table_version = merged.table, merged.version
                 stage.rows_in, stage.rows_out = merged.source_rows, merged.rows_updated
         result = infer_stages(ctx, config, today, run)
+        monitored = None
+        if result is not None:
+            monitored = monitor_stages(ctx, config, load_monitoring_config(ctx.settings), run_date, run)
     labelled = merged.rows_updated if merged is not None else 0
     print(f"\ndaily {run_date} (run {run.run_id}): features for {yesterday.start}; labels merged onto "
-          f"{labelled} predictions of {yesterday.start}" + describe_inference(result, config, today))
+          f"{labelled} predictions of {yesterday.start}" + describe_inference(result, config, today)
+          + (describe_monitoring(monitored, config, run_date) if result is not None else ""))
