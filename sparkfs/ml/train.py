@@ -14,9 +14,11 @@ label, as built by :mod:`sparkfs.ml.assembly`) and:
    early stopping on validation, picks the F1-optimal threshold on validation;
 4. scores the test split through the packaged pyfunc (the code inference runs), measures it and a
    per-carrier rate baseline with bootstrap intervals, overall and per slice;
-5. applies the gate; logs params, metrics, plots, the model (signature + input example) and
+5. applies the gate, and the champion check: the challenger must beat the model behind the alias
+   on the same test rows by the gate's margin (:mod:`sparkfs.ml.champion`); logs params, metrics, plots, the model (signature + input example) and
    lineage (the training-set spec with every table's Delta version) to MLflow; registers the
-   model and moves the alias only if the gate passed, else raises :class:`GateFailedError`.
+   model and moves the alias only if the gate passed (recorded in ``ops.alias_moves``, see
+   :mod:`sparkfs.ml.aliases`), else raises :class:`GateFailedError`.
 
 Example::
 
@@ -30,15 +32,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone
 from typing import Any
 
 from pyspark.sql import DataFrame
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import GateFailedError
+from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.features.feature_tables import declared_feature_tables
+from sparkfs.ml.aliases import AliasMove, record_move, who
+from sparkfs.ml.champion import champion_check, with_champion
 from sparkfs.ml.collect import SplitFrames, collect_splits
 from sparkfs.ml.config import TrainingConfig
 from sparkfs.ml.evaluation import (
@@ -172,12 +177,19 @@ def train_model(
     results = evaluate_on_test(model, frames, config)
     tracking = configure_mlflow(settings, config.experiment)
     name = registered_model_name(settings, config.model_name)
+    champion = champion_check(model, frames.test, config, name)
+    results = replace(results, gate=with_champion(results.gate, champion))
     logged = log_training_run(
         model=model, frames=frames, results=results, config=config, name=name,
         boundaries=boundaries, spec=spec, spine_source=spine_source, start=start, end=end,
         on_test_split=on_test_split,
     )
     gate = results.gate
+    if logged.registered_version is not None:
+        record_move(Lakehouse(training_df.sparkSession, settings), AliasMove(
+            name, config.alias, champion.champion_version, logged.registered_version, "train",
+            "; ".join(gate.checks[:1] + [champion.text]), who(), datetime.now(timezone.utc).replace(tzinfo=None),
+            logged.run_id))
     result = TrainingResult(
         run_id=logged.run_id, model_uri=logged.model_uri, model_name=name, alias=config.alias,
         registered_version=logged.registered_version, threshold=model.threshold,
