@@ -271,6 +271,10 @@ def monitoring_content(lake: Lakehouse) -> dict[str, list[tuple]]:
             for name in ("drift", "performance", "alerts") if lake.exists("monitoring", name)}
 
 
+def estimate_run(ctx) -> str:
+    return str(MlflowClient().get_model_version_by_alias(E2E_MODEL, "champion").run_id)
+
+
 @pytest.mark.e2e
 def test_monitor_job_checks_a_day_against_the_reference_and_a_rerun_changes_nothing(
     lake: Lakehouse, tmp_path_factory: pytest.TempPathFactory, capsys
@@ -294,6 +298,10 @@ def test_monitor_job_checks_a_day_against_the_reference_and_a_rerun_changes_noth
     assert estimate.lower < estimate.value < estimate.upper and estimate.reference_value > 0.5
     realized = performance[("realized", "roc_auc", (DAY - timedelta(days=1)).isoformat())]
     assert realized.rows > 0 and realized.lower <= realized.value <= realized.upper
+
+    plots = {f.path for f in MlflowClient().list_artifacts(estimate_run(ctx), "monitoring/plots")}
+    assert plots == {"monitoring/plots/performance_roc_auc.png", "monitoring/plots/drift_psi_heatmap.png"}
+    assert (ctx.settings.data_path / "monitoring" / "plots" / E2E_MODEL / "v1" / "drift_psi_heatmap.png").is_file()
 
     before = monitoring_content(lake)
     monitor_job(ctx, RunWindow(DAY, DAY))

@@ -10,7 +10,10 @@ logged (:mod:`sparkfs.monitoring.reference`):
    arrived (the daily job on D merges them), next to the estimate made for it the day before;
 4. ingestion checks of the day before (D-1: the day whose outcomes D's run needed) for every
    table of ``ingestion.tables``: missing day, volume against the same weekday, landing delay;
-5. alert rows by the policy of ``conf/monitoring.yaml``; with ``fail_on_alert`` an alert makes
+5. plots of the version's last 60 days (estimated vs realized ROC AUC with bands, a PSI heatmap
+   of columns x days) saved under ``<data dir>/monitoring/plots/<model>/v<version>/`` and logged
+   to the model's training run (``monitoring/plots/``), replacing the day before's;
+6. alert rows by the policy of ``conf/monitoring.yaml``; with ``fail_on_alert`` an alert makes
    the job exit 1 after everything is written.
 
 Everything is MERGEd into ``monitoring.drift`` / ``performance`` / ``alerts`` / ``ingestion`` keyed by (model,
@@ -44,8 +47,18 @@ from sparkfs.monitoring.monitor import (
     write_report,
 )
 from sparkfs.monitoring.performance import bounded_sample
+from sparkfs.monitoring.plots import monitoring_plots, save_plots
 from sparkfs.monitoring.reference import ModelReference, load_reference
-from sparkfs.monitoring.tables import ALERTS, INGESTION, AlertRow, IngestionRow, write_rows
+from sparkfs.monitoring.tables import (
+    ALERTS,
+    DRIFT,
+    INGESTION,
+    LAYER,
+    PERFORMANCE,
+    AlertRow,
+    IngestionRow,
+    write_rows,
+)
 
 REALIZED_METRICS = ("roc_auc", "pr_auc", "f1", "log_loss")
 
@@ -107,6 +120,15 @@ def monitor_stages(ctx: JobContext, config: TrainingConfig, policy: MonitoringCo
         written = write_report(lake, report)
         stage.rows_out = sum(m.rows_inserted + m.rows_updated for m in written.values())
         stage.details["tables"] = {name: m.version for name, m in written.items()}
+    if lake.exists(LAYER, DRIFT.name) and lake.exists(LAYER, PERFORMANCE.name):
+        with run.stage("plots") as stage:
+            figures = monitoring_plots(lake.read(LAYER, PERFORMANCE.name), lake.read(LAYER, DRIFT.name),
+                                       model.name, model.version)
+            folder = ctx.settings.data_path / "monitoring" / "plots" / model.name / f"v{model.version}"
+            client = MlflowClient()
+            for path in save_plots(figures, folder):
+                client.log_artifact(model.run_id, str(path), "monitoring/plots")
+            stage.details["plots"] = str(folder)
     return MonitorResult(model, report, written)
 
 

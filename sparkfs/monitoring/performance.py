@@ -23,7 +23,9 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -109,7 +111,16 @@ def fit_estimator(
     else:
         estimator = nml.DLE(feature_column_names=list(features), y_pred=prediction, y_true=label,
                             metrics=METRICS[problem], chunk_number=1)
-    return estimator.fit(rows)
+    with _one_chunk():
+        return estimator.fit(rows)
+
+
+@contextmanager
+def _one_chunk() -> Iterator[None]:
+    """One chunk is the design here (a day is the chunk); NannyML warns about it every time."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The resulting number of chunks is too low")
+        yield
 
 
 @dataclass(frozen=True)
@@ -131,7 +142,8 @@ def estimate_performance(estimator: Any, rows: pd.DataFrame, *, total_rows: int 
     needed). ``total_rows``: the chunk's size when ``rows`` is a sample of it."""
     if rows.empty:
         return []
-    result = estimator.estimate(rows).filter(period="analysis").to_df(multilevel=False)
+    with _one_chunk():
+        result = estimator.estimate(rows).filter(period="analysis").to_df(multilevel=False)
     last = result.iloc[-1]
     method = "cbpe" if type(estimator).__name__ == "CBPE" else "dle"
     out = []
