@@ -80,7 +80,8 @@ class TrainingSetSource(DatasetSource):
 
 
 TestSplitHook = Callable[[pd.DataFrame, Evaluation], None]
-"""Called inside the training run, after the model is logged and before it is registered, with
+"""Called inside the training run of a model that passed the gate, after the model is logged and
+before it is registered, with
 the scored test split (features, label, ``probability``, ``prediction``) and its evaluation:
 where the jobs layer logs the model's monitoring reference next to the pyfunc."""
 
@@ -159,7 +160,7 @@ def log_training_run(
             input_example=frames.train[config.feature_columns].head(5),
             pip_requirements=_pip_requirements(),
         )
-        if on_test_split is not None:
+        if on_test_split is not None and gate.passed:  # a rejected model is never monitored
             scored = results.scored.assign(**{
                 PREDICTION: (results.scored[PROBABILITY] >= model.threshold).astype("int32")})
             on_test_split(scored, results.model)

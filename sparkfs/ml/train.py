@@ -14,9 +14,9 @@ label, as built by :mod:`sparkfs.ml.assembly`) and:
    early stopping on validation, picks the F1-optimal threshold on validation;
 4. scores the test split through the packaged pyfunc (the code inference runs), measures it and a
    per-carrier rate baseline with bootstrap intervals, overall and per slice;
-5. applies the gate, and the champion check: the challenger must beat the model behind the alias
-   on the same test rows by the gate's margin (:mod:`sparkfs.ml.champion`); logs params, metrics, plots, the model (signature + input example) and
-   lineage (the training-set spec with every table's Delta version) to MLflow; registers the
+5. applies the gate, and the champion check: the challenger must beat the model behind the
+   alias on the same test rows by the gate's margin (:mod:`sparkfs.ml.champion`); logs params,
+   metrics, plots, the model (signature + input example) and lineage (the training-set spec with every table's Delta version) to MLflow; registers the
    model and moves the alias only if the gate passed (recorded in ``ops.alias_moves``, see
    :mod:`sparkfs.ml.aliases`), else raises :class:`GateFailedError`.
 
@@ -161,8 +161,8 @@ def train_model(
     Delta versions as tags); ``spine_source`` says where the spine came from (e.g. the table and
     Delta version it was read at; logged as ``lineage/spine.json``), so the exact training set
     can be rebuilt. ``on_test_split`` is called inside the run, before registration, with the
-    scored test split (e.g. to log the monitoring reference next to the model). Raises :class:`GateFailedError` (after logging the run and the model) when the
-    gate fails.
+    scored test split (e.g. to log the monitoring reference next to the model). Raises
+    :class:`GateFailedError` (after logging the run and the model) when the gate fails.
 
     Example::
 
