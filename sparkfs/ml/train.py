@@ -16,9 +16,10 @@ label, as built by :mod:`sparkfs.ml.assembly`) and:
    per-carrier rate baseline with bootstrap intervals, overall and per slice;
 5. applies the gate, and the champion check: the challenger must beat the model behind the
    alias on the same test rows by the gate's margin (:mod:`sparkfs.ml.champion`); logs params,
-   metrics, plots, the model (signature + input example) and lineage (the training-set spec with every table's Delta version) to MLflow; registers the
-   model and moves the alias only if the gate passed (recorded in ``ops.alias_moves``, see
-   :mod:`sparkfs.ml.aliases`), else raises :class:`GateFailedError`.
+   metrics, plots, the model (signature + input example) and lineage (the training-set spec
+   with every table's Delta version) to MLflow; registers the model and moves the alias only
+   if the gate passed (recorded in ``ops.alias_moves``, see :mod:`sparkfs.ml.aliases`), else
+   raises :class:`GateFailedError`.
 
 Example::
 
