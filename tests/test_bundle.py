@@ -229,6 +229,7 @@ def test_entry_point_that_does_not_import(bundle: bc.Bundle, tmp_path: Path) -> 
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "sparkfs"\n[project.scripts]\n'
         '"sparkfs-daily" = "sparkfs.nowhere:daily"\n"sparkfs-train" = "sparkfs.jobs.registry:JOBS"\n'
+        '"sparkfs-monitor" = "sparkfs.jobs.entry_points:monitor"\n'
     )
     problems = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
     assert len(problems) == 2
@@ -237,6 +238,7 @@ def test_entry_point_that_does_not_import(bundle: bc.Bundle, tmp_path: Path) -> 
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "sparkfs"\n[project.scripts]\n'
         '"sparkfs-daily" = "sparkfs.jobs.entry_points:no_such_function"\n"sparkfs-train" = "sparkfs.jobs.entry_points:train"\n'
+        '"sparkfs-monitor" = "sparkfs.jobs.entry_points:monitor"\n'
     )
     [problem] = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
     assert "'sparkfs-daily' = sparkfs.jobs.entry_points:no_such_function does not import" in problem
@@ -254,7 +256,7 @@ def test_unknown_depends_on_task(bundle: bc.Bundle) -> None:
     task(daily(broken), "daily")["depends_on"] = [{"task_key": "feature"}]
     assert bc.task_problems(broken) == [
         f"{DAILY}: resources.jobs.sparkfs_daily.tasks[daily].depends_on: 'feature' is not a task "
-        "of this job; tasks: ['daily']"
+        "of this job; tasks: ['daily', 'monitor']"
     ]
 
 

@@ -55,6 +55,7 @@ ENVIRONMENT = {
     "SPARKFS_LANDING_DIR": "where raw files land, relative to the data dir (default landing)",
     "SPARKFS_GATE_MIN_MARGIN": "how much the model must beat the baseline to be registered (default 0.02)",
     "SPARKFS_SKEW_CHECK": "true: infer first checks training/serving skew (default false)",
+    "SPARKFS_FAIL_ON_ALERT": "true: the monitor job exits 1 when it writes an alert (default false)",
     "SPARKFS_BUNDLE_SCHEMA": "tests only: the Databricks bundle JSON schema the bundle tests use",
 }
 EXIT_STATUS = ("0 done; 1 the command ran and failed; 2 it could not start as given (arguments, "
