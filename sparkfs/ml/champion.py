@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import mlflow
 import pandas as pd
+from mlflow.models import get_model_info
 
 from sparkfs.ml.aliases import current_version
 from sparkfs.ml.config import TrainingConfig
@@ -35,6 +36,16 @@ class ChampionCheck:
     text: str
 
 
+def champion_inputs(name: str, alias: str) -> list[str]:
+    """The input columns of the model behind ``name@alias`` (its signature); none without one.
+    Training collects them with its splits, so the champion can score the same test rows."""
+    version = current_version(name, alias)
+    if version is None:
+        return []
+    signature = get_model_info(f"models:/{name}/{version}").signature
+    return [c.name for c in signature.inputs.inputs] if signature is not None and signature.inputs else []
+
+
 def champion_check(model: PackagedModel, test: pd.DataFrame, config: TrainingConfig, name: str) -> ChampionCheck:
     """Compare the challenger ``model`` with ``name@alias`` on the test rows (see the module doc)."""
     version = current_version(name, config.alias)
@@ -45,6 +56,8 @@ def champion_check(model: PackagedModel, test: pd.DataFrame, config: TrainingCon
     inputs = [c.name for c in schema.inputs] if schema is not None else []
     missing = [c for c in inputs if c not in test.columns]
     if missing:
+        # The feature list changed and the training set no longer holds what the champion reads:
+        # the baseline gate alone decides, and the check says so.
         return ChampionCheck(version, True, f"champion v{version}: not compared, its inputs {missing} "
                                             "are not in this training set")
     gate, ev = config.gate, config.evaluation

@@ -44,7 +44,7 @@ from sparkfs.core.errors import GateFailedError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.features.feature_tables import declared_feature_tables
 from sparkfs.ml.aliases import AliasMove, record_move, who
-from sparkfs.ml.champion import champion_check, with_champion
+from sparkfs.ml.champion import champion_check, champion_inputs, with_champion
 from sparkfs.ml.collect import SplitFrames, collect_splits
 from sparkfs.ml.config import TrainingConfig
 from sparkfs.ml.evaluation import (
@@ -173,11 +173,12 @@ def train_model(
     """
     feature_window = effective_feature_window(config, declared_feature_tables(settings))
     boundaries = split_boundaries(start, end, config.split, feature_window)
-    frames = collect_splits(training_df, config, boundaries)
-    model = fit_model(frames, config)
-    results = evaluate_on_test(model, frames, config)
     tracking = configure_mlflow(settings, config.experiment)
     name = registered_model_name(settings, config.model_name)
+    champion_columns = [c for c in champion_inputs(name, config.alias) if c in training_df.columns]
+    frames = collect_splits(training_df, config, boundaries, extra=champion_columns)
+    model = fit_model(frames, config)
+    results = evaluate_on_test(model, frames, config)
     champion = champion_check(model, frames.test, config, name)
     results = replace(results, gate=with_champion(results.gate, champion))
     logged = log_training_run(
