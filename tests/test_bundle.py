@@ -84,7 +84,10 @@ def test_daily_job_runs_the_daily_loop_at_six_for_the_trigger_date(bundle: bc.Bu
     runs = bc.parse_quartz(job["schedule"]["quartz_cron_expression"]).runs(START, 365)
     assert runs == [datetime(2026, 1, 1, 6) + timedelta(days=n) for n in range(365)]  # all of 2026
     assert job["schedule"]["timezone_id"] == "UTC"
-    [loop] = job["tasks"]  # features for R-1, R's schedule, R-1's labels, predictions for R
+    [loop, monitor] = job["tasks"]  # features for R-1, R's schedule, R-1's labels, predictions for R
+    assert monitor["python_wheel_task"]["entry_point"] == "sparkfs-monitor"
+    assert monitor["depends_on"] == [{"task_key": "daily"}]
+    assert monitor["python_wheel_task"]["parameters"] == loop["python_wheel_task"]["parameters"]
     assert loop["python_wheel_task"]["entry_point"] == "sparkfs-daily"
     assert loop["python_wheel_task"]["parameters"][:2] == ["--date", "{{job.parameters.date}}"]
     # The run date is the trigger's date; the job derives R-1 itself.
@@ -226,6 +229,7 @@ def test_entry_point_that_does_not_import(bundle: bc.Bundle, tmp_path: Path) -> 
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "sparkfs"\n[project.scripts]\n'
         '"sparkfs-daily" = "sparkfs.nowhere:daily"\n"sparkfs-train" = "sparkfs.jobs.registry:JOBS"\n'
+        '"sparkfs-monitor" = "sparkfs.jobs.entry_points:monitor"\n'
     )
     problems = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
     assert len(problems) == 2
@@ -234,6 +238,7 @@ def test_entry_point_that_does_not_import(bundle: bc.Bundle, tmp_path: Path) -> 
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "sparkfs"\n[project.scripts]\n'
         '"sparkfs-daily" = "sparkfs.jobs.entry_points:no_such_function"\n"sparkfs-train" = "sparkfs.jobs.entry_points:train"\n'
+        '"sparkfs-monitor" = "sparkfs.jobs.entry_points:monitor"\n'
     )
     [problem] = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
     assert "'sparkfs-daily' = sparkfs.jobs.entry_points:no_such_function does not import" in problem
@@ -251,7 +256,7 @@ def test_unknown_depends_on_task(bundle: bc.Bundle) -> None:
     task(daily(broken), "daily")["depends_on"] = [{"task_key": "feature"}]
     assert bc.task_problems(broken) == [
         f"{DAILY}: resources.jobs.sparkfs_daily.tasks[daily].depends_on: 'feature' is not a task "
-        "of this job; tasks: ['daily']"
+        "of this job; tasks: ['daily', 'monitor']"
     ]
 
 

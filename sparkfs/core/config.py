@@ -57,6 +57,7 @@ class StorageSettings(StrictModel):
             "gold": "sparkfs_gold",
             "ml": "sparkfs_ml",
             "ops": "sparkfs_ops",
+            "monitoring": "sparkfs_monitoring",
         }
     )
 

@@ -95,3 +95,7 @@ class ValidationFailedError(SparkfsError):
 
 class LeakageError(SparkfsError):
     """A prediction used a feature row from after its prediction time, or one that landed after it."""
+
+
+class MonitoringAlertError(SparkfsError):
+    """The monitor found alert-level drift or performance loss and ``fail_on_alert`` is set."""

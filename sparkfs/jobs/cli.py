@@ -1,4 +1,5 @@
-"""The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``simulate``, ``smoke``, ``setup``, ``tables``, ``history``.
+"""The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``simulate``, ``smoke``, ``setup``, ``tables``,
+``history``, ``model promote|rollback``.
 
 Arguments, dates, the environment and the configuration are checked before Spark starts, so a
 mistake costs a second, not a JVM start. Exit status: 0 done, 1 the command ran and failed, 2 it
@@ -56,6 +57,7 @@ ENVIRONMENT = {
     "SPARKFS_LANDING_DIR": "where raw files land, relative to the data dir (default landing)",
     "SPARKFS_GATE_MIN_MARGIN": "how much the model must beat the baseline to be registered (default 0.02)",
     "SPARKFS_SKEW_CHECK": "true: infer first checks training/serving skew (default false)",
+    "SPARKFS_FAIL_ON_ALERT": "true: the monitor job exits 1 when it writes an alert (default false)",
     "SPARKFS_BUNDLE_SCHEMA": "tests only: the Databricks bundle JSON schema the bundle tests use",
 }
 EXIT_STATUS = ("0 done; 1 the command ran and failed; 2 it could not start as given (arguments, "
@@ -160,6 +162,33 @@ def _history(args: argparse.Namespace, verbose: bool) -> int:
     return 0
 
 
+# --- model promote / rollback -------------------------------------------------------------------
+
+def _model(args: argparse.Namespace, verbose: bool) -> int:
+    """Move the model's alias by hand, recorded in ops.alias_moves like training's moves."""
+    if args.action == "promote" and not args.version:
+        raise UsageError("sparkfs model promote needs --version V (the registered version to point the alias at)")
+    if args.action == "rollback" and args.version:
+        raise UsageError("sparkfs model rollback takes no --version: it goes back to the version before the current one")
+    settings = settings_from_args(args)
+    check_environment(settings)
+    from sparkfs.ml.aliases import move_alias, rollback
+    from sparkfs.ml.config import load_training_config
+    from sparkfs.ml.tracking import configure_mlflow, registered_model_name
+
+    config = load_training_config(settings)
+    alias = args.alias or config.alias
+    with job_context(settings, verbose=verbose, command="model", attach=False) as ctx:
+        configure_mlflow(settings, config.experiment)
+        name = registered_model_name(settings, args.model or config.model_name)
+        if args.action == "promote":
+            move = move_alias(ctx.lake, name, alias, args.version, action="promote", reason=args.reason)
+        else:
+            move = rollback(ctx.lake, name, alias, reason=args.reason)
+    print(move.describe())
+    return 0
+
+
 # --- the command ---------------------------------------------------------------------------------
 
 def _run(args: argparse.Namespace, verbose: bool) -> int:
@@ -228,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"newest N writes (default {HISTORY_LIMIT}; 0: all)")
     history.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     add_config_arguments(history)
+
+    model = command("model", _model, "move a model's alias: promote a version, or roll back to the one before")
+    model.add_argument("action", choices=["promote", "rollback"], metavar="{promote,rollback}",
+                       help="promote: point the alias at --version; rollback: back to the version before")
+    model.add_argument("--version", help="the registered version to promote")
+    model.add_argument("--reason", default="moved by hand", help="why (recorded with the move)")
+    model.add_argument("--model", help="registered model name (default: model_name of conf/training.yaml)")
+    model.add_argument("--alias", help="the alias (default: alias of conf/training.yaml)")
+    add_config_arguments(model)
     return parser
 
 

@@ -8,7 +8,12 @@ ended) and R's schedule has too (the evening before); R's own outcomes have not.
    before the cutoff; rows after it exist too, but no lookup as of the cutoff matches them);
 2. ``schedule R``: bronze -> silver of the serving spine's source (``spine.serving_table``) for R;
 3. ``labels R-1``: merges the realized labels of R-1 onto R-1's predictions (null until now);
-4. ``inference R``: scores the flights scheduled on R as of R's cutoff, by the model's rule.
+4. ``inference R``: scores the flights scheduled on R as of R's cutoff, by the model's rule;
+5. ``monitor R``: drift of R's predictions against the model's reference, NannyML's estimate
+   for R, the realized metrics of R-1 (labelled in step 3), alert rows (see
+   :mod:`sparkfs.jobs.monitor`); skipped when nothing was scored or the model logged no
+   reference. Alerts are written and printed here; failing on them is the ``monitor`` job's
+   (``fail_on_alert``), so a drifted day still gets its predictions.
 
 Every step is an idempotent MERGE: a rerun of R changes no table but the run records. A range
 (``sparkfs backfill daily --start S --end E``) replays the days in order, as the scheduler would.
@@ -25,9 +30,11 @@ from sparkfs.core.runs import RunWindow, record_run
 from sparkfs.features.pipeline import Pipeline, load_pipeline, run_pipeline
 from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.infer import infer_stages
+from sparkfs.jobs.monitor import MonitorResult, describe_monitoring, monitor_stages
 from sparkfs.ml.config import TrainingConfig, load_training_config
 from sparkfs.ml.labels import RealizedDay, merge_labels, realized_day
 from sparkfs.ml.score import InferenceResult
+from sparkfs.monitoring.config import load_monitoring_config
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class DayResult:
     inference: InferenceResult | None
     labels_merged: int
     yesterday: RealizedDay
+    monitoring: MonitorResult | None
     seconds: float
 
     def line(self) -> str:
@@ -47,11 +55,12 @@ class DayResult:
         inf = self.inference
         scored = (f"{inf.merge.source_rows:>6,} (v{inf.model.version})" if inf is not None else f"{'none':>6}     ")
         auc = f"{self.yesterday.roc_auc:.3f}" if self.yesterday.roc_auc is not None else "  -  "
+        level = self.monitoring.report.level if self.monitoring is not None else "-"
         return (f"{self.run_date}  {scored}  {self.yesterday.labelled:>9,} of {self.yesterday.predictions:<6,}"
-                f"    {auc}              {self.seconds:6.1f}s")
+                f"    {auc}              {level:<7}  {self.seconds:6.1f}s")
 
 
-HEADER = "run date    scored (model)   labelled day before   ROC AUC day before   wall"
+HEADER = "run date    scored (model)   labelled day before   ROC AUC day before   monitor  wall"
 
 
 def daily_job(ctx: JobContext, window: RunWindow | None) -> None:
@@ -73,6 +82,9 @@ def daily_job(ctx: JobContext, window: RunWindow | None) -> None:
     mean_auc = f"; mean realized ROC AUC {sum(aucs) / len(aucs):.3f} over {len(aucs)} days" if aucs else ""
     print(f"{len(results)} run(s), {scored:,} new or changed predictions in "
           f"{ctx.lake.name('ml', config.inference.table)}{mean_auc}")
+    last = results[-1]
+    if last.inference is not None:  # the monitoring summary of the last day
+        print(describe_monitoring(last.monitoring, config, last.run_date).lstrip("\n"))
 
 
 def serving_source(pipeline: Pipeline, config: TrainingConfig) -> str:
@@ -100,5 +112,8 @@ def run_day(ctx: JobContext, pipeline: Pipeline, config: TrainingConfig, run_dat
             realized = realized_day(lake, config, yesterday.start)
             stage.details.update(labelled=realized.labelled, roc_auc=realized.roc_auc)
         result = infer_stages(ctx, config, today, run)
+        monitored = None
+        if result is not None:
+            monitored = monitor_stages(ctx, config, load_monitoring_config(ctx.settings), run_date, run)
     labelled = merged.rows_updated if merged is not None else 0
-    return DayResult(run_date, run.run_id, result, labelled, realized, time.perf_counter() - started)
+    return DayResult(run_date, run.run_id, result, labelled, realized, monitored, time.perf_counter() - started)

@@ -52,6 +52,14 @@ def _check_daily_conf(settings: Settings) -> None:
     load_pipeline(settings.conf_dir, settings.data_path).source_of(spine.serving_table or spine.table)
 
 
+def _check_monitoring_conf(settings: Settings) -> None:
+    from sparkfs.ml.config import load_training_config
+    from sparkfs.monitoring.config import load_monitoring_config
+
+    load_training_config(settings)
+    load_monitoring_config(settings)
+
+
 @dataclass(frozen=True)
 class Job:
     """A registered job: where its function lives and what ``sparkfs run --help`` says about it."""
@@ -99,6 +107,14 @@ JOBS: dict[str, Job] = {
         "R-1, predictions for the flights scheduled on R); --start S --end E: each run date in "
         "order (one of them is required)",
         needs_dates=True, check_conf=_check_daily_conf,
+    ),
+    "monitor": Job(
+        "sparkfs.jobs.monitor:monitor_job",
+        "drift of a day's predictions (inputs and score) against the model's reference, NannyML's "
+        "estimated performance, realized performance of the day before, alerts",
+        "--date D: the day whose predictions are checked (the realized metrics are D-1's); "
+        "--start S --end E: each day in order (one of them is required)",
+        needs_dates=True, check_conf=_check_monitoring_conf,
     ),
 }
 

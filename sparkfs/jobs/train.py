@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from sparkfs.core.runs import RunWindow, record_run
 from sparkfs.features.feature_tables import declared_feature_tables
 from sparkfs.jobs.context import JobContext
 from sparkfs.ml.assembly import build_features, build_spine
 from sparkfs.ml.config import TrainingConfig, load_training_config
+from sparkfs.ml.evaluation import Evaluation
+from sparkfs.ml.fit import DEFAULT_XGB_PARAMS
+from sparkfs.ml.mlflow_log import TestSplitHook
+from sparkfs.ml.model import PREDICTION, PROBABILITY
 from sparkfs.ml.splits import effective_feature_window, split_boundaries
 from sparkfs.ml.train import train_model
+from sparkfs.monitoring.performance import problem_of
+from sparkfs.monitoring.reference import build_reference, log_reference
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import SparkSession
+
+
+def monitoring_reference(spark: SparkSession, config: TrainingConfig) -> TestSplitHook:
+    """The training run's hook that profiles the scored test split (inputs and score), fits
+    NannyML's estimator on it (CBPE for a classifier, DLE for a regressor: by the XGBoost
+    objective) and logs both with the model, before it is registered."""
+    objective = str({**DEFAULT_XGB_PARAMS, **config.xgboost.params}["objective"])
+
+    def log(scored: pd.DataFrame, evaluation: Evaluation) -> None:
+        reference = build_reference(
+            spark, scored, numeric=config.features.numeric, categorical=config.features.categorical,
+            score=PROBABILITY, prediction=PREDICTION, label=config.label, problem=problem_of(objective),
+            metrics=evaluation.metrics,
+        )
+        log_reference(reference)
+
+    return log
 
 
 def training_window(config: TrainingConfig, window: RunWindow | None) -> tuple[date, date]:
@@ -45,7 +73,8 @@ def train_job(ctx: JobContext, window: RunWindow | None) -> None:
             stage.details["table_versions"] = training_set.spec.table_versions()
         with run.stage("train") as stage:
             result = train_model(training_set.df, training_set.spec, config, ctx.settings,
-                                 start=start, end=end, spine_source=spine_source)
+                                 start=start, end=end, spine_source=spine_source,
+                                 on_test_split=monitoring_reference(ctx.spark, config))
             stage.rows_in = result.counts["usable"]
             stage.details.update(
                 run_id=result.run_id, registered_version=result.registered_version,

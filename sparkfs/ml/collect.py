@@ -7,6 +7,7 @@ Training fits in pandas / XGBoost on the driver, so the rows it needs are collec
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -42,12 +43,14 @@ class SplitFrames:
     counts: dict[str, int]
 
 
-def collect_splits(df: DataFrame, config: TrainingConfig, boundaries: SplitBoundaries) -> SplitFrames:
+def collect_splits(df: DataFrame, config: TrainingConfig, boundaries: SplitBoundaries,
+                   *, extra: Sequence[str] = ()) -> SplitFrames:
     """Label rows by split, count what is dropped (gap, null timestamp, null label), bring the
-    labelled rows to the driver (bounded), and check each split can train / be measured."""
+    labelled rows to the driver (bounded), and check each split can train / be measured.
+    ``extra`` columns come along (e.g. the champion's inputs, to score it on the same rows)."""
     needed = list(dict.fromkeys(
         [*config.keys, config.timestamp, config.label, *config.feature_columns,
-         *config.evaluation.slices, config.baseline.column]
+         *config.evaluation.slices, config.baseline.column, *extra]
     ))
     require_columns(df, needed, "the training set")
     labelled = assign_split(df.select(*needed), config.timestamp, boundaries)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -31,7 +31,7 @@ from sparkfs.ml.collect import SplitFrames
 from sparkfs.ml.config import TrainingConfig
 from sparkfs.ml.evaluation import Evaluation, GateResult, SliceEvaluation, slices_table
 from sparkfs.ml.fit import DEFAULT_XGB_PARAMS
-from sparkfs.ml.model import PROBABILITY, PackagedModel, model_signature
+from sparkfs.ml.model import PREDICTION, PROBABILITY, PackagedModel, model_signature
 from sparkfs.ml.splits import SplitBoundaries
 from sparkfs.ml.tracking import register_with_alias
 from sparkfs.pit.spec import TrainingSetSpec
@@ -79,6 +79,13 @@ class TrainingSetSource(DatasetSource):
         return cls(source_dict["training_set_spec"])
 
 
+TestSplitHook = Callable[[pd.DataFrame, Evaluation], None]
+"""Called inside the training run of a model that passed the gate, after the model is logged and
+before it is registered, with
+the scored test split (features, label, ``probability``, ``prediction``) and its evaluation:
+where the jobs layer logs the model's monitoring reference next to the pyfunc."""
+
+
 @dataclass(frozen=True)
 class LoggedRun:
     run_id: str
@@ -98,6 +105,7 @@ def log_training_run(
     spine_source: Mapping[str, Any] | None,
     start: date,
     end: date,
+    on_test_split: TestSplitHook | None = None,
 ) -> LoggedRun:
     """One MLflow run: params, row counts, test / baseline / slice metrics, plots, the training-set
     spec and spine (lineage), the gate's verdict, every read table's Delta version as a tag, and
@@ -152,6 +160,10 @@ def log_training_run(
             input_example=frames.train[config.feature_columns].head(5),
             pip_requirements=_pip_requirements(),
         )
+        if on_test_split is not None and gate.passed:  # a rejected model is never monitored
+            scored = results.scored.assign(**{
+                PREDICTION: (results.scored[PROBABILITY] >= model.threshold).astype("int32")})
+            on_test_split(scored, results.model)
         registered: str | None = None
         if gate.passed:
             version = register_with_alias(

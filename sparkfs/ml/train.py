@@ -14,9 +14,12 @@ label, as built by :mod:`sparkfs.ml.assembly`) and:
    early stopping on validation, picks the F1-optimal threshold on validation;
 4. scores the test split through the packaged pyfunc (the code inference runs), measures it and a
    per-carrier rate baseline with bootstrap intervals, overall and per slice;
-5. applies the gate; logs params, metrics, plots, the model (signature + input example) and
-   lineage (the training-set spec with every table's Delta version) to MLflow; registers the
-   model and moves the alias only if the gate passed, else raises :class:`GateFailedError`.
+5. applies the gate, and the champion check: the challenger must beat the model behind the
+   alias on the same test rows by the gate's margin (:mod:`sparkfs.ml.champion`); logs params,
+   metrics, plots, the model (signature + input example) and lineage (the training-set spec
+   with every table's Delta version) to MLflow; registers the model and moves the alias only
+   if the gate passed (recorded in ``ops.alias_moves``, see :mod:`sparkfs.ml.aliases`), else
+   raises :class:`GateFailedError`.
 
 Example::
 
@@ -30,15 +33,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone
 from typing import Any
 
 from pyspark.sql import DataFrame
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import GateFailedError
+from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.features.feature_tables import declared_feature_tables
+from sparkfs.ml.aliases import AliasMove, record_move, who
+from sparkfs.ml.champion import champion_check, champion_inputs, with_champion
 from sparkfs.ml.collect import SplitFrames, collect_splits
 from sparkfs.ml.config import TrainingConfig
 from sparkfs.ml.evaluation import (
@@ -53,7 +59,7 @@ from sparkfs.ml.evaluation import (
     metrics_summary,
 )
 from sparkfs.ml.fit import fit_booster
-from sparkfs.ml.mlflow_log import HoldoutResults, log_training_run
+from sparkfs.ml.mlflow_log import HoldoutResults, TestSplitHook, log_training_run
 from sparkfs.ml.model import PROBABILITY, PackagedModel, Preprocessor
 from sparkfs.ml.splits import SplitBoundaries, effective_feature_window, split_boundaries
 from sparkfs.ml.tracking import TrackingTarget, configure_mlflow, registered_model_name
@@ -148,14 +154,16 @@ def train_model(
     start: date,
     end: date,
     spine_source: Mapping[str, Any] | None = None,
+    on_test_split: TestSplitHook | None = None,
 ) -> TrainingResult:
     """Train, evaluate, gate, log and (if the gate passes) register; see the module docstring.
 
     ``spec`` is the training set's spec (logged as ``lineage/training_set_spec.json``, its tables'
     Delta versions as tags); ``spine_source`` says where the spine came from (e.g. the table and
     Delta version it was read at; logged as ``lineage/spine.json``), so the exact training set
-    can be rebuilt. Raises :class:`GateFailedError` (after logging the run and the model) when the
-    gate fails.
+    can be rebuilt. ``on_test_split`` is called inside the run, before registration, with the
+    scored test split (e.g. to log the monitoring reference next to the model). Raises
+    :class:`GateFailedError` (after logging the run and the model) when the gate fails.
 
     Example::
 
@@ -165,16 +173,25 @@ def train_model(
     """
     feature_window = effective_feature_window(config, declared_feature_tables(settings))
     boundaries = split_boundaries(start, end, config.split, feature_window)
-    frames = collect_splits(training_df, config, boundaries)
-    model = fit_model(frames, config)
-    results = evaluate_on_test(model, frames, config)
     tracking = configure_mlflow(settings, config.experiment)
     name = registered_model_name(settings, config.model_name)
+    champion_columns = [c for c in champion_inputs(name, config.alias) if c in training_df.columns]
+    frames = collect_splits(training_df, config, boundaries, extra=champion_columns)
+    model = fit_model(frames, config)
+    results = evaluate_on_test(model, frames, config)
+    champion = champion_check(model, frames.test, config, name)
+    results = replace(results, gate=with_champion(results.gate, champion))
     logged = log_training_run(
         model=model, frames=frames, results=results, config=config, name=name,
         boundaries=boundaries, spec=spec, spine_source=spine_source, start=start, end=end,
+        on_test_split=on_test_split,
     )
     gate = results.gate
+    if logged.registered_version is not None:
+        record_move(Lakehouse(training_df.sparkSession, settings), AliasMove(
+            name, config.alias, champion.champion_version, logged.registered_version, "train",
+            "; ".join(gate.checks[:1] + [champion.text]), who(), datetime.now(timezone.utc).replace(tzinfo=None),
+            logged.run_id))
     result = TrainingResult(
         run_id=logged.run_id, model_uri=logged.model_uri, model_name=name, alias=config.alias,
         registered_version=logged.registered_version, threshold=model.threshold,

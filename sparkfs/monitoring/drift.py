@@ -195,7 +195,17 @@ def _ks(reference: DataFrame, rows_df: DataFrame, numeric: list[str], chunk_rows
     chunks = F.broadcast(rows_df.select(CHUNK).distinct())
     ref = (long_numeric(reference, numeric).where(F.col(VALUE).isNotNull()).crossJoin(chunks)
            .select(CHUNK, FEATURE, VALUE, F.lit(1).alias("r"), F.lit(0).alias("c")))
-    points = ref.unionByName(current).groupBy(CHUNK, FEATURE, VALUE).agg(F.sum("r").alias("r"), F.sum("c").alias("c"))
+    # Read twice (range bounds, then the cumulative sums): grouped once and kept.
+    points = (ref.unionByName(current).groupBy(CHUNK, FEATURE, VALUE)
+              .agg(F.sum("r").alias("r"), F.sum("c").alias("c")).persist())
+    try:
+        return _ks_of_points(points, rows_df, chunk_rows, limits)
+    finally:
+        points.unpersist()
+
+
+def _ks_of_points(points: DataFrame, rows_df: DataFrame, chunk_rows: dict[str, int],
+                  limits: DriftThresholds) -> list[DriftMetric]:
     group = [CHUNK, FEATURE]
     bounds = points.groupBy(*group).agg(
         F.percentile_approx(VALUE, [i / KS_RANGES for i in range(1, KS_RANGES)], 10_000).alias("bounds"))
