@@ -12,9 +12,10 @@ to the next, with no paths in user code.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -30,6 +31,34 @@ from sparkfs.core.session import on_databricks
 KEYS_PROPERTY = "sparkfs.keys"
 EVENT_TIME_PROPERTY = "sparkfs.event_time"
 SEQUENCE_PROPERTY = "sparkfs.sequence"
+# How long Delta keeps old versions readable: the log entries, and the data files a later commit
+# removed (VACUUM deletes those once they are older than this).
+LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
+FILE_RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
+DEFAULT_FILE_RETENTION = timedelta(days=7)  # Delta's default for delta.deletedFileRetentionDuration
+_INTERVAL_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(microsecond|millisecond|second|minute|hour|day|week)s?", re.I)
+
+
+def delta_interval(value: timedelta) -> str:
+    """A duration as a Delta interval property value: ``interval 604800 seconds``."""
+    return f"interval {int(value.total_seconds())} seconds"
+
+
+def parse_delta_interval(text: str) -> timedelta:
+    """``interval 7 days`` / ``interval 1 week 2 hours`` / ``interval 3600 seconds`` -> timedelta."""
+    parts = _INTERVAL_PART.findall(text)
+    if not parts or not text.strip().lower().startswith("interval"):
+        raise ConfigError(f"expected a Delta interval like 'interval 7 days'; found {text!r}")
+    return sum((timedelta(**{f"{unit.lower()}s": float(n)}) for n, unit in parts), timedelta(0))
+
+
+def retention_properties(settings: Settings) -> dict[str, str]:
+    """The retention properties a new table gets from ``storage.log_retention`` /
+    ``storage.deleted_file_retention``."""
+    return {
+        LOG_RETENTION_PROPERTY: delta_interval(settings.storage.log_retention),
+        FILE_RETENTION_PROPERTY: delta_interval(settings.storage.deleted_file_retention),
+    }
 
 
 def checksum(df: DataFrame) -> tuple[int, int]:

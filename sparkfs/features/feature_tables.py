@@ -29,7 +29,9 @@ through :func:`write_feature_table`, the one MERGE writer on (keys, event time),
 window's partitions in the merge condition: a daily run touches one day's partition and a rerun
 inserts and updates nothing. The table carries its documentation as Delta metadata: table
 comment, column comments, and the properties ``sparkfs.keys``, ``sparkfs.event_time``,
-``sparkfs.owner``, ``sparkfs.tags``, ``sparkfs.description``.
+``sparkfs.owner``, ``sparkfs.tags``, ``sparkfs.description``, ``sparkfs.pii``; and, from
+``storage.log_retention`` / ``storage.deleted_file_retention``, how long Delta keeps its old
+versions (``delta.logRetentionDuration``, ``delta.deletedFileRetentionDuration``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ from sparkfs.core.checks import require_columns
 from sparkfs.core.config import Settings, StrictModel, import_ref, load_yaml
 from sparkfs.core.durations import Duration
 from sparkfs.core.errors import SchemaMismatchError
-from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
+from sparkfs.core.lakehouse import (
+    EVENT_TIME_PROPERTY,
+    KEYS_PROPERTY,
+    Lakehouse,
+    retention_properties,
+)
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.features.transformations import with_trailing_aggregates
 
@@ -58,6 +65,7 @@ FEATURE_TABLES_CONF = "feature_tables.yaml"
 OWNER_PROPERTY = "sparkfs.owner"
 TAGS_PROPERTY = "sparkfs.tags"
 DESCRIPTION_PROPERTY = "sparkfs.description"
+PII_PROPERTY = "sparkfs.pii"
 
 # Doubles are written rounded to this many decimals. Spark accumulates a window's values in the
 # order rows reach it, and among rows with equal timestamps that order is not fixed between runs,
@@ -140,6 +148,9 @@ class FeatureTableSpec(StrictModel):
     partition_by: str | None = None
     build: str = Field(pattern=r"^[\w.]+:\w+$")
     columns: dict[str, str]
+    # Columns holding personal data: masked in catalog samples, refused as model features
+    # unless the training config allows them by name.
+    pii: list[str] = Field(default_factory=list)
     rolling: RollingSpec | None = None
 
     @model_validator(mode="after")
@@ -152,6 +163,10 @@ class FeatureTableSpec(StrictModel):
         empty = [c for c, text in self.columns.items() if not text.strip()]
         if empty:
             raise ValueError(f"columns {empty} have an empty description")
+        unknown = [c for c in self.pii if c not in self.documented_columns()]
+        if unknown:
+            raise ValueError(f"pii columns {unknown} are not columns of the table; its columns: "
+                             f"{list(self.documented_columns())}")
         return self
 
     @property
@@ -179,6 +194,7 @@ class FeatureTableSpec(StrictModel):
             OWNER_PROPERTY: self.owner,
             TAGS_PROPERTY: ",".join(self.tags),
             DESCRIPTION_PROPERTY: self.description,
+            PII_PROPERTY: ",".join(self.pii),
         }
 
     def builder(self) -> Callable[[Lakehouse, FeatureSpan], DataFrame]:
@@ -280,7 +296,8 @@ def ensure_feature_table(lake: Lakehouse, spec: FeatureTableSpec, schema: T.Stru
     if not lake.exists(LAYER, spec.name):
         return lake.create(
             LAYER, spec.name, schema, partition_by=[spec.partition_by] if spec.partition_by else [],
-            properties=spec.properties(), comment=spec.description, column_comments=docs,
+            properties={**retention_properties(lake.settings), **spec.properties()},
+            comment=spec.description, column_comments=docs,
         )
     full_name = lake.name(LAYER, spec.name)
     current = lake.read(LAYER, spec.name).schema

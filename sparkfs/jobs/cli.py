@@ -1,4 +1,5 @@
-"""The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``smoke``, ``setup``, ``tables``, ``history``.
+"""The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``smoke``, ``setup``, ``tables``, ``history``,
+``catalog``.
 
 Arguments, dates, the environment and the configuration are checked before Spark starts, so a
 mistake costs a second, not a JVM start. Exit status: 0 done, 1 the command ran and failed, 2 it
@@ -19,6 +20,7 @@ from typing import Any
 
 from sparkfs import __version__
 from sparkfs.core.errors import UsageError
+from sparkfs.jobs.catalog import catalog_command
 from sparkfs.jobs.console import log_level, report_error, setup_logging
 from sparkfs.jobs.context import (
     Parser,
@@ -212,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"newest N writes (default {HISTORY_LIMIT}; 0: all)")
     history.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     add_config_arguments(history)
+
+    catalog = command("catalog", catalog_command,
+                      "list or search feature tables and features: docs, freshness, usage by models")
+    catalog.add_argument("--search", metavar="TEXT",
+                         help="features whose name or description (or table, owner, tags) contain TEXT")
+    catalog.add_argument("--pii", action="store_true", help="only the columns tagged pii in conf")
+    catalog.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    add_config_arguments(catalog)
+    shows = catalog.add_subparsers(dest="catalog_command", metavar="show")
+    show = shows.add_parser("show", help="one table or feature with the model versions that use it")
+    show.add_argument("name", metavar="NAME", help="a table (carrier_delays) or a feature "
+                      "(carrier_dep_delay_mean_7d or carrier_delays.carrier_dep_delay_mean_7d)")
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON (for scripts)")
     return parser
 
 
