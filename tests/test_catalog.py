@@ -15,20 +15,23 @@ from pyspark.sql import DataFrame
 from sparkfs.catalog import describe_table, features_df, find, model_uses, sample, search_features
 from sparkfs.catalog.entries import MASK
 from sparkfs.core.config import Settings, StorageSettings
-from sparkfs.core.errors import UsageError
+from sparkfs.core.errors import ConfigError, UsageError
 from sparkfs.core.lakehouse import FILE_RETENTION_PROPERTY, LOG_RETENTION_PROPERTY, Lakehouse
 from sparkfs.features.feature_tables import (
     FeatureSpan,
     FeatureTableSpec,
     compute,
+    load_feature_tables,
     write_feature_table,
 )
 from sparkfs.jobs.catalog import format_features, format_show
 from sparkfs.jobs.cli import build_parser
 from sparkfs.ml.assembly import SPEC_ARTIFACT
+from sparkfs.ml.config import LookupConfig, check_pii, load_training_config
 from sparkfs.ml.tracking import configure_mlflow
 from sparkfs.pit.api import FeatureLookup, create_training_set
 
+REPO = Path(__file__).resolve().parents[1]
 TABLE = "cat_delays"
 D = date(2013, 1, 2)
 EVENTS = [
@@ -146,3 +149,17 @@ def test_the_command_line_parses_list_search_and_show() -> None:
 
     assert (listed.search, listed.json, listed.pii, getattr(listed, "name", None)) == ("delay", True, False, None)
     assert (shown.name, shown.json) == ("carrier_delays.carrier_dep_delay_mean_7d", True)
+
+
+def test_a_pii_column_is_refused_as_a_model_feature_unless_allowed(settings: Settings) -> None:
+    config = load_training_config(settings)  # the repository's: planes.tailnum is pii, and a key
+    reads_captain = LookupConfig(table=TABLE, lookup_key=["carrier"], features=["captain", "carrier_delay_mean_1h"])
+    reads_all = LookupConfig(table=TABLE, lookup_key=["carrier"])
+
+    for lookup in (reads_captain, reads_all):
+        with pytest.raises(ConfigError, match=r"tagged pii .*\['cat_delays.captain'\].*allow_pii: \[cat_delays.captain\]"):
+            check_pii(config.model_copy(update={"lookups": [lookup]}), [spec()])
+    check_pii(config.model_copy(update={"lookups": [reads_all], "allow_pii": ["cat_delays.captain"]}), [spec()])
+    check_pii(config.model_copy(update={"lookups": [reads_captain.model_copy(update={"features": ["carrier_delay_mean_1h"]})]}),
+              [spec()])
+    assert "tailnum" in load_feature_tables(REPO / "conf" / "feature_tables.yaml")[0].pii

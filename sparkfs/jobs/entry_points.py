@@ -58,3 +58,7 @@ def infer() -> None:
 
 def daily() -> None:
     run_entry_point("daily")
+
+
+def maintain() -> None:
+    run_entry_point("maintain")
