@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -116,6 +118,26 @@ class Lakehouse:
 
     spark: SparkSession
     settings: Settings
+    # Open read logs (see track_reads): every read appends (layer, table, version or None).
+    _read_logs: list[list[tuple[str, str, int | None]]] = dataclass_field(default_factory=list, compare=False, repr=False)
+
+    @contextmanager
+    def track_reads(self) -> Iterator[list[tuple[str, str, int | None]]]:
+        """Log every :meth:`read` made inside the block: ``(layer, table, version)``, the version
+        None when the current one was read. What a write records as its lineage.
+
+        Example::
+
+            with lake.track_reads() as reads:
+                rows_df = builder(lake, span)        # reads silver.flights
+            reads                                     # [("silver", "flights", None)]
+        """
+        log: list[tuple[str, str, int | None]] = []
+        self._read_logs.append(log)
+        try:
+            yield log
+        finally:
+            self._read_logs.remove(log)
 
     @property
     def is_local(self) -> bool:
@@ -233,6 +255,8 @@ class Lakehouse:
     def read(self, layer: str, table: str, version: int | None = None) -> DataFrame:
         """The table as a DataFrame, optionally as of a Delta version (time travel)."""
         self._require(layer, table)
+        for log in self._read_logs:
+            log.append((layer, table, version))
         reader = self.spark.read
         if version is not None:
             reader = reader.option("versionAsOf", version)

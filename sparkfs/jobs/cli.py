@@ -1,5 +1,5 @@
 """The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``smoke``, ``setup``, ``tables``, ``history``,
-``catalog``.
+``catalog``, ``lineage``.
 
 Arguments, dates, the environment and the configuration are checked before Spark starts, so a
 mistake costs a second, not a JVM start. Exit status: 0 done, 1 the command ran and failed, 2 it
@@ -31,6 +31,7 @@ from sparkfs.jobs.context import (
     job_context,
     settings_from_args,
 )
+from sparkfs.jobs.lineage import add_lineage_arguments, lineage_command
 from sparkfs.jobs.registry import JOBS, run_job
 from sparkfs.jobs.tables import (
     check_local_table,
@@ -227,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name", metavar="NAME", help="a table (carrier_delays) or a feature "
                       "(carrier_dep_delay_mean_7d or carrier_delays.carrier_dep_delay_mean_7d)")
     show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON (for scripts)")
+
+    lineage = command("lineage", lineage_command,
+                      "where a table, feature or model came from (--upstream) or what it feeds (--downstream)")
+    add_lineage_arguments(lineage)
+    add_config_arguments(lineage)
     return parser
 
 

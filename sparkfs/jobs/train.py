@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from sparkfs.core.lineage import LineageEdge, model_node, record_lineage, table_node
 from sparkfs.core.runs import RunWindow, record_run
 from sparkfs.features.feature_tables import declared_feature_tables
 from sparkfs.jobs.context import JobContext
@@ -11,6 +12,7 @@ from sparkfs.ml.assembly import build_features, build_spine
 from sparkfs.ml.config import TrainingConfig, load_training_config
 from sparkfs.ml.splits import effective_feature_window, split_boundaries
 from sparkfs.ml.train import train_model
+from sparkfs.pit.spec import TrainingSetSpec
 
 
 def training_window(config: TrainingConfig, window: RunWindow | None) -> tuple[date, date]:
@@ -51,4 +53,17 @@ def train_job(ctx: JobContext, window: RunWindow | None) -> None:
                 run_id=result.run_id, registered_version=result.registered_version,
                 test=result.model.metrics, baseline=result.baseline.metrics,
             )
+        if result.registered_version is not None:
+            record_lineage(lake, model_edges(result.model_name, int(result.registered_version), training_set.spec),
+                           job=run.job, run_id=run.run_id)
     print(f"\n{result.summary()}")
+
+
+def model_edges(model_name: str, version: int, spec: TrainingSetSpec) -> list[LineageEdge]:
+    """A registered model version's lineage: every table its training set read, at its version."""
+    target = model_node(model_name)
+    edges = [LineageEdge(target, version, "table", table_node("gold", lk.table), lk.version) for lk in spec.lookups]
+    spine = spec.spine
+    if spine.layer and spine.table and spine.version is not None:
+        edges.append(LineageEdge(target, version, "table", table_node(spine.layer, spine.table), spine.version))
+    return edges
