@@ -229,16 +229,18 @@ def maintain_table(
     than a pin needs raises :class:`PinnedVersionError` before anything is written or deleted.
     """
     started = time.perf_counter()
-    now = _now()
     pin = _pin_of(pins, layer, table)
-    needed = timedelta(0) if pin is None else required_retention(lake, layer, table, pin.version, now) + slack
-    keep = _keep(lake, needed, margin)
+
+    def needed_now() -> timedelta:
+        if pin is None:
+            return timedelta(0)
+        return required_retention(lake, layer, table, pin.version, _now()) + slack
+
     if retain is not None:
-        _check_retain(lake, layer, table, pin, retain, needed, keep, slack)
+        needed = needed_now()
+        _check_retain(lake, layer, table, pin, retain, needed, _keep(lake, needed, margin), slack)
     if pin is not None:
-        _ensure_log_retention(lake, layer, table, pin, now)
-    _set_file_retention(lake, layer, table, keep)
-    retention = max(retain if retain is not None else keep, needed)
+        _ensure_log_retention(lake, layer, table, pin, _now())
     version_before = lake.version(layer, table)
     files_before = _file_count(lake, layer, table)
     columns = zorder_columns(lake, layer, table)
@@ -247,6 +249,12 @@ def maintain_table(
         optimizer.executeZOrderBy(*columns)
     else:
         optimizer.executeCompaction()
+    # A pin's need grows with the clock: taken again right before VACUUM, which counts its
+    # retention back from its own start (OPTIMIZE may have taken minutes).
+    needed = needed_now()
+    keep = _keep(lake, needed, margin)
+    _set_file_retention(lake, layer, table, keep)
+    retention = max(retain if retain is not None else keep, needed)
     deleted = 0
     if vacuum:
         on_disk = _on_disk(lake, layer, table)
