@@ -13,7 +13,8 @@ so ``V`` stays readable while the retention is at least the age of commit ``V + 
 ``delta.deletedFileRetentionDuration`` to ``max(storage.deleted_file_retention, age of the commit
 after the pin + slack + margin)``, then vacuums with it: every VACUUM until the next run (a manual
 one, Databricks predictive optimization's) keeps the pin too. An explicit ``retain`` shorter than
-the pin needs is refused with :class:`PinnedVersionError`. The same holds for the log:
+the pin needs is refused with :class:`PinnedVersionError`. Retentions are whole hours, rounded up:
+Delta's VACUUM rounds the hours it is given to the nearest whole number. The same holds for the log:
 ``delta.logRetentionDuration`` is raised when a pin would otherwise age out of it.
 
 Example::
@@ -25,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -191,10 +193,17 @@ def _check_retain(lake: Lakehouse, layer: str, table: str, pin: Pin | None, reta
         )
 
 
+def whole_hours(value: timedelta) -> timedelta:
+    """``value`` rounded up to whole hours: Delta's VACUUM rounds its retention to the nearest
+    hour, which could shorten it by up to half an hour."""
+    return timedelta(hours=math.ceil(value.total_seconds() / 3600))
+
+
 def _keep(lake: Lakehouse, needed: timedelta, margin: timedelta) -> timedelta:
-    """The table's retention: ``storage.deleted_file_retention``, or a pin's need plus ``margin``."""
+    """The table's retention: ``storage.deleted_file_retention``, or a pin's need plus ``margin``,
+    in whole hours."""
     floor = lake.settings.storage.deleted_file_retention
-    return max(floor, needed + margin) if needed else floor
+    return whole_hours(max(floor, needed + margin) if needed else floor)
 
 
 def _set_file_retention(lake: Lakehouse, layer: str, table: str, keep: timedelta) -> None:
@@ -254,7 +263,7 @@ def maintain_table(
     needed = needed_now()
     keep = _keep(lake, needed, margin)
     _set_file_retention(lake, layer, table, keep)
-    retention = max(retain if retain is not None else keep, needed)
+    retention = whole_hours(max(retain if retain is not None else keep, needed))
     deleted = 0
     if vacuum:
         on_disk = _on_disk(lake, layer, table)
