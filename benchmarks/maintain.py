@@ -2,8 +2,8 @@
 ``maintain`` (OPTIMIZE Z-ordered on keys + event time, then VACUUM): the ratio of the medians.
 
 A synthetic gold table like the example's (keys, event time, partitioned by event date) gets one
-MERGE a day: the day's hourly rows for every entity, and a correction of the day before (the
-daily job writes two UTC dates too). Each MERGE leaves new small files in two partitions. The
+MERGE a day: the day's hourly rows for every entity, and late rows of the day before (the
+daily job writes two UTC dates too). Each MERGE adds small files to two partitions. The
 lookup is what a daily inference reads: one day's spine (every entity at noon) joined with a 1d
 lookback through ``create_training_set``, counted. Median of ``--repeat`` runs each side.
 
@@ -41,7 +41,9 @@ SPEC = FeatureTableSpec.model_validate({
 
 
 def day_rows(lake: Lakehouse, day: date, entities: int, revision: int) -> DataFrame:
-    """Every entity's 24 hourly rows of ``day``, and of the day before (a correction)."""
+    """Every entity's 24 hourly rows of ``day`` (on the hour), and late rows of the day before
+    (at half past: new keys, so the MERGE adds a file to yesterday's partition, as late data does;
+    a correction of existing keys would rewrite the file instead and leave nothing to compact)."""
     days = [d for d in (day - timedelta(days=1), day) if d >= START]
     base = lake.spark.range(entities * 24 * len(days)).select(
         (F.col("id") % entities).cast("string").alias("entity"),
@@ -49,7 +51,8 @@ def day_rows(lake: Lakehouse, day: date, entities: int, revision: int) -> DataFr
         F.floor(F.col("id") / (entities * 24)).cast("int").alias("i"),
     )
     first = datetime.combine(days[0], datetime.min.time())
-    ts = F.lit(first) + F.make_dt_interval(F.col("i"), F.col("hour").cast("int"))
+    late = F.when((F.col("i") == 0) & F.lit(len(days) == 2), F.lit(30)).otherwise(F.lit(0))
+    ts = F.lit(first) + F.make_dt_interval(F.col("i"), F.col("hour").cast("int"), late)
     return base.select(
         "entity", ts.alias("ts"), F.to_date(ts).alias("event_date"),
         (F.hash("entity", "hour", "i") % 1000 / 10 + revision).cast("double").alias("value"),
