@@ -19,7 +19,7 @@ import pytest
 from sparkfs.jobs.context import add_common_arguments, settings_from_args, window_from_args
 from sparkfs.jobs.registry import JOBS
 
-DAILY, TRAINING = "resources/daily.yml", "resources/training.yml"
+DAILY, TRAINING, MAINTENANCE = "resources/daily.yml", "resources/training.yml", "resources/maintenance.yml"
 START = datetime(2026, 1, 1)  # where the schedules' runs are computed from (a Thursday)
 
 
@@ -57,8 +57,9 @@ CHECKS = [
 
 
 def test_bundle_reads_every_include(bundle: bc.Bundle) -> None:
-    assert sorted(bundle.files) == ["databricks.yml", DAILY, TRAINING]
-    assert sorted(k for _, k, _ in bundle.jobs()) == ["sparkfs_daily", "sparkfs_weekly_training"]
+    assert sorted(bundle.files) == ["databricks.yml", DAILY, MAINTENANCE, TRAINING]
+    assert sorted(k for _, k, _ in bundle.jobs()) == ["sparkfs_daily", "sparkfs_weekly_maintenance",
+                                                      "sparkfs_weekly_training"]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -100,6 +101,14 @@ def test_training_job_runs_once_a_week(bundle: bc.Bundle) -> None:
     runs = bc.parse_quartz(job["schedule"]["quartz_cron_expression"]).runs(START, 53)
     assert [b - a for a, b in pairwise(runs)] == [timedelta(weeks=1)] * 52
     assert [t["python_wheel_task"]["entry_point"] for t in job["tasks"]] == ["sparkfs-train"]
+
+
+def test_maintenance_runs_once_a_week_apart_from_the_daily_and_training_runs(bundle: bc.Bundle) -> None:
+    job = bundle.job("sparkfs_weekly_maintenance")
+    runs = bc.parse_quartz(job["schedule"]["quartz_cron_expression"]).runs(START, 53)
+    assert [b - a for a, b in pairwise(runs)] == [timedelta(weeks=1)] * 52
+    assert {(r.weekday(), r.hour) for r in runs} == {(6, 4)}  # Sundays 04:00 UTC
+    assert [t["python_wheel_task"]["entry_point"] for t in job["tasks"]] == ["sparkfs-maintain"]
 
 
 def test_every_task_retries_times_out_and_alerts(bundle: bc.Bundle) -> None:
@@ -230,6 +239,7 @@ def test_entry_point_that_does_not_import(bundle: bc.Bundle, tmp_path: Path) -> 
         '[project]\nname = "sparkfs"\n[project.scripts]\n'
         '"sparkfs-daily" = "sparkfs.nowhere:daily"\n"sparkfs-train" = "sparkfs.jobs.registry:JOBS"\n'
         '"sparkfs-monitor" = "sparkfs.jobs.entry_points:monitor"\n'
+        '"sparkfs-maintain" = "sparkfs.jobs.entry_points:maintain"\n'
     )
     problems = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
     assert len(problems) == 2
@@ -239,6 +249,7 @@ def test_entry_point_that_does_not_import(bundle: bc.Bundle, tmp_path: Path) -> 
         '[project]\nname = "sparkfs"\n[project.scripts]\n'
         '"sparkfs-daily" = "sparkfs.jobs.entry_points:no_such_function"\n"sparkfs-train" = "sparkfs.jobs.entry_points:train"\n'
         '"sparkfs-monitor" = "sparkfs.jobs.entry_points:monitor"\n'
+        '"sparkfs-maintain" = "sparkfs.jobs.entry_points:maintain"\n'
     )
     [problem] = bc.entry_point_problems(bc.Bundle(tmp_path, bundle.files))
     assert "'sparkfs-daily' = sparkfs.jobs.entry_points:no_such_function does not import" in problem

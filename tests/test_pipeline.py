@@ -16,6 +16,7 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from sparkfs.catalog.lineage import upstream
 from sparkfs.core.config import Settings, StorageSettings
 from sparkfs.core.errors import ConfigError, SparkfsError
 from sparkfs.core.lakehouse import Lakehouse, checksum
@@ -141,6 +142,25 @@ def test_features_job_end_to_end_and_rerun_changes_nothing(featured: JobContext)
     stages = {r["stage"] for r in records.select("stage").collect()}
     assert {"bronze.flights", "silver.flights", "gold.carrier_delays", "gold.planes"} <= stages
     assert records.where(F.col("status") != "succeeded").count() == 0
+
+
+@pytest.mark.e2e
+def test_every_write_records_its_lineage_down_to_the_landed_files(featured: JobContext) -> None:
+    lake = featured.lake
+    graph = upstream(lake, "gold.carrier_delays")
+    by_target: dict[str, set[str]] = {}
+    for source, target in graph.edges:
+        by_target.setdefault(target.name, set()).add(source.name)
+
+    assert graph.root.version == lake.version("gold", "carrier_delays")
+    assert by_target["gold.carrier_delays"] == {"silver.flights"}  # what its builder read
+    assert by_target["silver.flights"] == {"bronze.flights"}
+    assert {Path(f).parent.as_posix() for f in by_target["bronze.flights"]} == {f"flights/{D2}"}  # the run's files
+    silver = next(s for s, t in graph.edges if t.name == "gold.carrier_delays")
+    assert silver.version == lake.version("silver", "flights")
+    # The rerun in the test above committed nothing new, so it recorded nothing new.
+    edges = lake.read("ops", "lineage").where(F.col("target") == "gold.carrier_delays")
+    assert edges.select("target_version").distinct().count() == 2  # D1's write and D2's
 
 
 @pytest.mark.e2e

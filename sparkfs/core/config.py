@@ -12,12 +12,14 @@ import importlib
 import os
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sparkfs.core.durations import Duration
 from sparkfs.core.errors import ConfigError
 
 ENV_VAR = "SPARKFS_ENV"
@@ -46,7 +48,13 @@ class SparkSettings(StrictModel):
 
 
 class StorageSettings(StrictModel):
-    """Where tables live. Locally: ``data_dir``; on Databricks: Unity Catalog ``catalog``."""
+    """Where tables live. Locally: ``data_dir``; on Databricks: Unity Catalog ``catalog``.
+
+    ``log_retention`` and ``deleted_file_retention`` become every gold table's
+    ``delta.logRetentionDuration`` / ``delta.deletedFileRetentionDuration`` at creation: how long
+    Delta keeps old versions readable. ``sparkfs run maintain`` keeps longer whatever a registered
+    model's training set pins.
+    """
 
     data_dir: str = ".sparkfs"
     catalog: str | None = None
@@ -60,6 +68,8 @@ class StorageSettings(StrictModel):
             "monitoring": "sparkfs_monitoring",
         }
     )
+    log_retention: Duration = timedelta(days=3650)
+    deleted_file_retention: Duration = timedelta(days=7)
 
 
 class MlflowSettings(StrictModel):

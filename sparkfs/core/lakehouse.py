@@ -12,9 +12,12 @@ to the next, with no paths in user code.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import field as dataclass_field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -33,6 +36,34 @@ SEQUENCE_PROPERTY = "sparkfs.sequence"
 KNOWN_AT_PROPERTY = "sparkfs.known_at"
 # A partition column holding the UTC date of the event time: point-in-time reads prune by it.
 EVENT_DATE_PROPERTY = "sparkfs.event_date"
+# How long Delta keeps old versions readable: the log entries, and the data files a later commit
+# removed (VACUUM deletes those once they are older than this).
+LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
+FILE_RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
+DEFAULT_FILE_RETENTION = timedelta(days=7)  # Delta's default for delta.deletedFileRetentionDuration
+_INTERVAL_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(microsecond|millisecond|second|minute|hour|day|week)s?", re.I)
+
+
+def delta_interval(value: timedelta) -> str:
+    """A duration as a Delta interval property value: ``interval 604800 seconds``."""
+    return f"interval {int(value.total_seconds())} seconds"
+
+
+def parse_delta_interval(text: str) -> timedelta:
+    """``interval 7 days`` / ``interval 1 week 2 hours`` / ``interval 3600 seconds`` -> timedelta."""
+    parts = _INTERVAL_PART.findall(text)
+    if not parts or not text.strip().lower().startswith("interval"):
+        raise ConfigError(f"expected a Delta interval like 'interval 7 days'; found {text!r}")
+    return sum((timedelta(**{f"{unit.lower()}s": float(n)}) for n, unit in parts), timedelta(0))
+
+
+def retention_properties(settings: Settings) -> dict[str, str]:
+    """The retention properties a new table gets from ``storage.log_retention`` /
+    ``storage.deleted_file_retention``."""
+    return {
+        LOG_RETENTION_PROPERTY: delta_interval(settings.storage.log_retention),
+        FILE_RETENTION_PROPERTY: delta_interval(settings.storage.deleted_file_retention),
+    }
 
 
 def checksum(df: DataFrame) -> tuple[int, int]:
@@ -90,6 +121,26 @@ class Lakehouse:
 
     spark: SparkSession
     settings: Settings
+    # Open read logs (see track_reads): every read appends (layer, table, version or None).
+    _read_logs: list[list[tuple[str, str, int | None]]] = dataclass_field(default_factory=list, compare=False, repr=False)
+
+    @contextmanager
+    def track_reads(self) -> Iterator[list[tuple[str, str, int | None]]]:
+        """Log every :meth:`read` made inside the block: ``(layer, table, version)``, the version
+        None when the current one was read. What a write records as its lineage.
+
+        Example::
+
+            with lake.track_reads() as reads:
+                rows_df = builder(lake, span)        # reads silver.flights
+            reads                                     # [("silver", "flights", None)]
+        """
+        log: list[tuple[str, str, int | None]] = []
+        self._read_logs.append(log)
+        try:
+            yield log
+        finally:
+            self._read_logs.remove(log)
 
     @property
     def is_local(self) -> bool:
@@ -207,6 +258,8 @@ class Lakehouse:
     def read(self, layer: str, table: str, version: int | None = None) -> DataFrame:
         """The table as a DataFrame, optionally as of a Delta version (time travel)."""
         self._require(layer, table)
+        for log in self._read_logs:
+            log.append((layer, table, version))
         reader = self.spark.read
         if version is not None:
             reader = reader.option("versionAsOf", version)

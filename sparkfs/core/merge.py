@@ -68,6 +68,7 @@ def merge_upsert(
     *,
     partition_by: str | None = None,
     sequence_by: str | None = None,
+    insert_only: bool = False,
 ) -> MergeResult:
     """Upsert ``source_df`` into an existing Delta table on ``keys``; return what changed.
 
@@ -75,6 +76,7 @@ def merge_upsert(
     unmatched rows are inserted; nothing is deleted. The source must have exactly the target's
     columns (schema changes are made to the table on purpose, not by a merge). An empty batch
     merges nothing and commits nothing: its result has 0 rows and the table's current version.
+    ``insert_only``: a matched row is left as it is (a record whose first write is the one kept).
 
     Example::
 
@@ -110,12 +112,11 @@ def merge_upsert(
             [F.col(f"t.`{c}`").eqNullSafe(F.col(f"s.`{c}`")) for c in target_cols if c not in keys],
             F.lit(True),
         )
+        merger = target.alias("t").merge(source.alias("s"), condition)
         # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
         # the table's newest commit may be another writer's.
         metrics = (
-            target.alias("t")
-            .merge(source.alias("s"), condition)
-            .whenMatchedUpdateAll(condition=changed)
+            (merger if insert_only else merger.whenMatchedUpdateAll(condition=changed))
             .whenNotMatchedInsertAll()
             .execute()
             .first()

@@ -70,6 +70,7 @@ class IngestResult:
     files_new: int
     files_skipped: int
     rows_written: int
+    files: tuple[str, ...] = ()  # the appended files, relative to the landing folder
 
 
 def landing_files(landing_dir: Path, source: SourceSpec, days: Sequence[date]) -> dict[str, Path]:
@@ -184,7 +185,7 @@ def ingest(
     rows = committed.metric("numOutputRows")
     log.debug("bronze %s v%d: %d new files (%d rows), %d already ingested",
              full_name, committed.version, len(new), rows, skipped)
-    return IngestResult(full_name, committed.version, len(new), skipped, rows)
+    return IngestResult(full_name, committed.version, len(new), skipped, rows, tuple(sorted(new)))
 
 
 def _relative_path(file_path: Column, source: SourceSpec) -> Column:

@@ -30,7 +30,9 @@ window's partitions in the merge condition: a daily run touches one day's partit
 inserts and updates nothing. The table carries its documentation as Delta metadata: table
 comment, column comments, and the properties ``sparkfs.keys``, ``sparkfs.event_time``,
 ``sparkfs.known_at``, ``sparkfs.event_date`` (the partition column: the UTC date of the event
-time, which point-in-time reads prune by), ``sparkfs.owner``, ``sparkfs.tags``, ``sparkfs.description``.
+time, which point-in-time reads prune by), ``sparkfs.owner``, ``sparkfs.tags``, ``sparkfs.description``, ``sparkfs.pii``; and, from
+``storage.log_retention`` / ``storage.deleted_file_retention``, how long Delta keeps its old
+versions (``delta.logRetentionDuration``, ``delta.deletedFileRetentionDuration``).
 
 **When a row was known.** A table with an event time also gets ``known_at``: when every input of
 the row had landed, the latest landing time (``_ingested_at``, which bronze takes from the
@@ -65,6 +67,7 @@ from sparkfs.core.lakehouse import (
     KEYS_PROPERTY,
     KNOWN_AT_PROPERTY,
     Lakehouse,
+    retention_properties,
 )
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.features.transformations import with_trailing_aggregates
@@ -74,6 +77,7 @@ FEATURE_TABLES_CONF = "feature_tables.yaml"
 OWNER_PROPERTY = "sparkfs.owner"
 TAGS_PROPERTY = "sparkfs.tags"
 DESCRIPTION_PROPERTY = "sparkfs.description"
+PII_PROPERTY = "sparkfs.pii"
 # The landing time of a silver row (bronze takes it from the delivery), and the gold column made from it.
 LANDED_AT = "_ingested_at"
 KNOWN_AT = "known_at"
@@ -159,6 +163,9 @@ class FeatureTableSpec(StrictModel):
     partition_by: str | None = None
     build: str = Field(pattern=r"^[\w.]+:\w+$")
     columns: dict[str, str]
+    # Columns holding personal data: masked in catalog samples, refused as model features
+    # unless the training config allows them by name.
+    pii: list[str] = Field(default_factory=list)
     rolling: RollingSpec | None = None
 
     @model_validator(mode="after")
@@ -171,6 +178,10 @@ class FeatureTableSpec(StrictModel):
         empty = [c for c, text in self.columns.items() if not text.strip()]
         if empty:
             raise ValueError(f"columns {empty} have an empty description")
+        unknown = [c for c in self.pii if c not in self.documented_columns()]
+        if unknown:
+            raise ValueError(f"pii columns {unknown} are not columns of the table; its columns: "
+                             f"{list(self.documented_columns())}")
         return self
 
     @property
@@ -205,6 +216,7 @@ class FeatureTableSpec(StrictModel):
             OWNER_PROPERTY: self.owner,
             TAGS_PROPERTY: ",".join(self.tags),
             DESCRIPTION_PROPERTY: self.description,
+            PII_PROPERTY: ",".join(self.pii),
         }
 
     def builder(self) -> Callable[[Lakehouse, FeatureSpan], DataFrame]:
@@ -326,7 +338,8 @@ def ensure_feature_table(lake: Lakehouse, spec: FeatureTableSpec, schema: T.Stru
     if not lake.exists(LAYER, spec.name):
         return lake.create(
             LAYER, spec.name, schema, partition_by=[spec.partition_by] if spec.partition_by else [],
-            properties=spec.properties(), comment=spec.description, column_comments=docs,
+            properties={**retention_properties(lake.settings), **spec.properties()},
+            comment=spec.description, column_comments=docs,
         )
     full_name = lake.name(LAYER, spec.name)
     current = lake.read(LAYER, spec.name).schema

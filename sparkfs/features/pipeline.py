@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 from sparkfs.core.config import StrictModel, import_ref, load_yaml
 from sparkfs.core.errors import ConfigError
 from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.lineage import LineageEdge, edges_from_reads, record_lineage, table_node
 from sparkfs.core.runs import RunRecorder, RunWindow, StageRecord
 from sparkfs.features.bronze import SourceSpec, ingest
 from sparkfs.features.expectations import ExpectationSpec, load_suites
@@ -130,6 +131,9 @@ def run_pipeline(
         with _stage(run, spark, f"bronze.{source.name}") as st:
             ingested = ingest(lake, source, pipeline.landing_dir, days, run.run_id)
             st.table_name, st.table_version = ingested.table, ingested.version
+            if ingested.version is not None:
+                target = table_node("bronze", source.name)
+                _record(lake, run, [LineageEdge(target, ingested.version, "file", f) for f in ingested.files])
             st.rows_out = ingested.rows_written
             st.details |= {"files_new": ingested.files_new, "files_skipped": ingested.files_skipped}
 
@@ -138,10 +142,11 @@ def run_pipeline(
             continue
         with _stage(run, spark, f"silver.{spec.name}") as st:
             daily = pipeline.source(spec.source).arrival == "daily"
-            refined = refine(
-                lake, spec, pipeline.suites[spec.expectations], pipeline.config.validation,
-                days if daily else None, run.run_id,
-            )
+            with lake.track_reads() as reads:
+                refined = refine(
+                    lake, spec, pipeline.suites[spec.expectations], pipeline.config.validation,
+                    days if daily else None, run.run_id,
+                )
             st.table_name = refined.table
             st.rows_in, st.rows_out, st.rows_rejected = refined.rows_in, refined.rows_out, refined.rows_rejected
             st.details |= {
@@ -151,6 +156,11 @@ def run_pipeline(
             }
             if refined.merge:
                 st.table_version = refined.merge.version
+                if refined.merge.rows_inserted or refined.merge.rows_updated:
+                    target = table_node("silver", spec.name)
+                    # Bronze is what silver is made from; its own table and quarantine are not.
+                    bronze_reads = [r for r in reads if r[0] == "bronze"]
+                    _record(lake, run, edges_from_reads(lake, target, refined.merge.version, bronze_reads))
                 st.details |= {"inserted": refined.merge.rows_inserted, "updated": refined.merge.rows_updated}
             if refined.quarantine:
                 st.details["quarantine_version"] = refined.quarantine.version
@@ -158,11 +168,15 @@ def run_pipeline(
     for table in pipeline.feature_tables if sources is None else []:
         with _stage(run, spark, f"gold.{table.name}") as st:
             gold = gold_window or window
-            rows_df = compute(lake, table, gold.start, gold.end).persist()
+            with lake.track_reads() as reads:
+                rows_df = compute(lake, table, gold.start, gold.end).persist()
             try:
                 merged = write_feature_table(lake, table, rows_df)
             finally:
                 rows_df.unpersist()
+            if merged.rows_inserted or merged.rows_updated:
+                target = table_node("gold", table.name)
+                _record(lake, run, edges_from_reads(lake, target, merged.version, reads))
             st.table_name, st.table_version = merged.table, merged.version
             st.rows_in, st.rows_out = merged.source_rows, merged.rows_inserted + merged.rows_updated
             st.details |= {"inserted": merged.rows_inserted, "updated": merged.rows_updated}
@@ -175,6 +189,10 @@ Upstream = Callable[..., int]
 def _upstream(ref: str) -> Upstream:
     fn: Upstream = import_ref(ref, f"{PIPELINE_FILE}: upstream")
     return fn
+
+
+def _record(lake: Lakehouse, run: RunRecorder, edges: list[LineageEdge]) -> None:
+    record_lineage(lake, edges, job=run.job, run_id=run.run_id)
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``simulate``, ``smoke``, ``setup``, ``tables``,
-``history``, ``model promote|rollback``.
+``history``, ``model promote|rollback``, ``catalog``, ``lineage``.
 
 Arguments, dates, the environment and the configuration are checked before Spark starts, so a
 mistake costs a second, not a JVM start. Exit status: 0 done, 1 the command ran and failed, 2 it
@@ -21,6 +21,7 @@ from typing import Any
 
 from sparkfs import __version__
 from sparkfs.core.errors import UsageError
+from sparkfs.jobs.catalog import catalog_command
 from sparkfs.jobs.console import log_level, report_error, setup_logging
 from sparkfs.jobs.context import (
     Parser,
@@ -32,6 +33,7 @@ from sparkfs.jobs.context import (
     parse_day,
     settings_from_args,
 )
+from sparkfs.jobs.lineage import add_lineage_arguments, lineage_command
 from sparkfs.jobs.registry import JOBS, run_job
 from sparkfs.jobs.tables import (
     check_local_table,
@@ -266,6 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", help="registered model name (default: model_name of conf/training.yaml)")
     model.add_argument("--alias", help="the alias (default: alias of conf/training.yaml)")
     add_config_arguments(model)
+
+    catalog = command("catalog", catalog_command,
+                      "list or search feature tables and features: docs, freshness, usage by models")
+    catalog.add_argument("--search", metavar="TEXT",
+                         help="features whose name or description (or table, owner, tags) contain TEXT")
+    catalog.add_argument("--pii", action="store_true", help="only the columns tagged pii in conf")
+    catalog.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    add_config_arguments(catalog)
+    shows = catalog.add_subparsers(dest="catalog_command", metavar="show")
+    show = shows.add_parser("show", help="one table or feature with the model versions that use it")
+    show.add_argument("name", metavar="NAME", help="a table (carrier_delays) or a feature "
+                      "(carrier_dep_delay_mean_7d or carrier_delays.carrier_dep_delay_mean_7d)")
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON (for scripts)")
+
+    lineage = command("lineage", lineage_command,
+                      "where a table, feature or model came from (--upstream) or what it feeds (--downstream)")
+    add_lineage_arguments(lineage)
+    add_config_arguments(lineage)
     return parser
 
 

@@ -62,3 +62,8 @@ def daily() -> None:
 
 def monitor() -> None:
     run_entry_point("monitor")
+
+
+
+def maintain() -> None:
+    run_entry_point("maintain")

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from sparkfs.core.errors import ConfigError, TrainingServingSkewError
+from sparkfs.core.lineage import (
+    LineageEdge,
+    edges_from_reads,
+    model_node,
+    record_lineage,
+    table_node,
+)
 from sparkfs.core.runs import RunRecorder, RunWindow, record_run
 from sparkfs.jobs.context import JobContext
 from sparkfs.ml.assembly import build_features, build_spine, with_model_rule
@@ -51,7 +58,7 @@ def infer_stages(
             stage.details["report"] = report.describe()
             if not report.identical:
                 raise TrainingServingSkewError(report.describe())
-    with run.stage("features") as stage:
+    with run.stage("features") as stage, lake.track_reads() as reads:
         spine_df = build_spine(lake, config, window.start, window.end, labelled=False)
         if spine_df.isEmpty():  # a day with nothing scheduled: a fact to report, not an error
             stage.rows_in = 0
@@ -72,6 +79,13 @@ def infer_stages(
         stage.table_name, stage.table_version = result.merge.table, result.merge.version
         stage.rows_in, stage.rows_out = result.merge.source_rows, result.merge.rows_inserted
         stage.details["rows_updated"] = result.merge.rows_updated
+    merge = result.merge
+    if merge.rows_inserted or merge.rows_updated:
+        target = table_node("ml", config.inference.table)
+        # The spine's table and every feature table, at the versions read; and the model.
+        edges = edges_from_reads(lake, target, merge.version, reads)
+        edges.append(LineageEdge(target, merge.version, "model", model_node(model.name), int(model.version)))
+        record_lineage(lake, edges, job=run.job, run_id=run.run_id)
     return result
 
 

@@ -116,6 +116,12 @@ JOBS: dict[str, Job] = {
         "--start S --end E: each day in order (one of them is required)",
         needs_dates=True, check_conf=_check_monitoring_conf,
     ),
+    "maintain": Job(
+        "sparkfs.jobs.maintain:maintain_job",
+        "OPTIMIZE (Z-order on keys + event time) and VACUUM every table, keeping every version a "
+        "registered model's training set pinned",
+        "no date needed (--date is accepted and ignored: upkeep covers the whole table)",
+    ),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
+from sparkfs.core.lineage import LineageEdge, model_node, record_lineage, table_node
 from sparkfs.core.runs import RunWindow, record_run
 from sparkfs.features.feature_tables import declared_feature_tables
 from sparkfs.jobs.context import JobContext
@@ -18,6 +19,7 @@ from sparkfs.ml.splits import effective_feature_window, split_boundaries
 from sparkfs.ml.train import train_model
 from sparkfs.monitoring.performance import problem_of
 from sparkfs.monitoring.reference import build_reference, log_reference
+from sparkfs.pit.spec import TrainingSetSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,4 +82,17 @@ def train_job(ctx: JobContext, window: RunWindow | None) -> None:
                 run_id=result.run_id, registered_version=result.registered_version,
                 test=result.model.metrics, baseline=result.baseline.metrics,
             )
+        if result.registered_version is not None:
+            record_lineage(lake, model_edges(result.model_name, int(result.registered_version), training_set.spec),
+                           job=run.job, run_id=run.run_id)
     print(f"\n{result.summary()}")
+
+
+def model_edges(model_name: str, version: int, spec: TrainingSetSpec) -> list[LineageEdge]:
+    """A registered model version's lineage: every table its training set read, at its version."""
+    target = model_node(model_name)
+    edges = [LineageEdge(target, version, "table", table_node("gold", lk.table), lk.version) for lk in spec.lookups]
+    spine = spec.spine
+    if spine.layer and spine.table and spine.version is not None:
+        edges.append(LineageEdge(target, version, "table", table_node(spine.layer, spine.table), spine.version))
+    return edges

@@ -13,15 +13,20 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, time, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from sparkfs.core.config import Settings, StrictModel, load_yaml
 from sparkfs.core.durations import Duration, format_duration
+from sparkfs.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sparkfs.features.feature_tables import FeatureTableSpec
 
 TRAINING_CONF = "training.yaml"
 PREDICTION_TS = "prediction_ts"
@@ -217,6 +222,9 @@ class TrainingConfig(StrictModel):
     # When predictions are made (the spine's lookup time): see PredictionTimeConfig.
     prediction_time: PredictionTimeConfig
     lookups: list[LookupConfig] = Field(default_factory=list)
+    # Columns tagged `pii` in conf/feature_tables.yaml that this model may use anyway, as
+    # <table>.<column>; any other PII column a lookup reads is refused at load.
+    allow_pii: list[str] = Field(default_factory=list)
 
     @property
     def lookup_timestamp(self) -> str:
@@ -238,4 +246,29 @@ def load_training_config(settings: Settings, path: Path | str | None = None) -> 
 
         config = load_training_config(load_settings())
     """
-    return load_yaml(path or Path(settings.conf_dir) / TRAINING_CONF, TrainingConfig)
+    config = load_yaml(path or Path(settings.conf_dir) / TRAINING_CONF, TrainingConfig)
+    # Imported here: it brings pyspark, which a usage error found above should not wait for.
+    from sparkfs.features.feature_tables import declared_feature_tables
+
+    check_pii(config, declared_feature_tables(settings))
+    return config
+
+
+def check_pii(config: TrainingConfig, tables: Sequence[FeatureTableSpec]) -> None:
+    """Refuse a lookup that reads a column tagged ``pii`` in conf/feature_tables.yaml, unless
+    ``allow_pii`` names it (``<table>.<column>``). A lookup without ``features`` reads them all."""
+    specs = {t.name: t for t in tables}
+    refused = []
+    for lookup in config.lookups:
+        spec = specs.get(lookup.table)
+        if spec is None or not spec.pii:
+            continue
+        # Keys are joined on, not learned from; without `features` every other column is read.
+        read = set(spec.pii) - set(spec.merge_keys) if lookup.features is None else set(lookup.features) & set(spec.pii)
+        refused += [f"{lookup.table}.{c}" for c in sorted(read) if f"{lookup.table}.{c}" not in config.allow_pii]
+    if refused:
+        raise ConfigError(
+            f"{TRAINING_CONF}: lookups read columns tagged pii in feature_tables.yaml: {refused}. "
+            "Leave them out of the lookup's features, or allow them explicitly: allow_pii: "
+            f"[{', '.join(refused)}]"
+        )
