@@ -91,3 +91,7 @@ class MissingSourceDataError(SparkfsError):
 
 class ValidationFailedError(SparkfsError):
     """A STRICT validation failed: too many rows rejected, or a table-level expectation failed."""
+
+
+class WriteConflictError(SparkfsError):
+    """A Delta write kept losing commit races to concurrent writers, and its retries ran out."""

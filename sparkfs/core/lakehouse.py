@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
 from sparkfs.core.config import Settings
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ConfigError, TableNotFoundError
 from sparkfs.core.session import on_databricks
 
@@ -194,7 +195,8 @@ class Lakehouse:
         location = self.location(layer, table)
         if location:
             builder = builder.location(location)
-        builder.execute()
+        # Two first writers of a table both create it: the loser's retry finds it there.
+        retry_on_conflict(builder.execute, full_name, "create table")
         return full_name
 
     def table(self, layer: str, table: str) -> DeltaTable:

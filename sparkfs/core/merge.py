@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns, require_unique
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.rows import latest_rows
@@ -83,8 +84,7 @@ def merge_upsert(
         result.rows_inserted, result.rows_updated     # (0, 0) when the same day is merged again
     """
     full_name = lake.name(layer, table)
-    target = lake.table(layer, table)
-    target_cols = target.toDF().columns
+    target_cols = lake.table(layer, table).toDF().columns
     require_columns(source_df, keys, f"the batch for {full_name}")
     extra = sorted(set(source_df.columns) - set(target_cols))
     missing = sorted(set(target_cols) - set(source_df.columns))
@@ -94,14 +94,14 @@ def merge_upsert(
             f"missing columns {missing}; the table has {target_cols}"
         )
     source = deduplicate(source_df.select(*target_cols), keys, sequence_by, f"the batch for {full_name}")
-    read_version = lake.last_commit(layer, table).version
     source = source.persist()
     try:
         source_rows = source.count()
         if source_rows == 0:
             # Delta commits nothing for a MERGE of no rows; say so instead of running it.
-            log.debug("MERGE %s: empty batch, nothing merged (table stays at v%d)", full_name, read_version)
-            return MergeResult(full_name, read_version, 0, 0, 0)
+            version = lake.last_commit(layer, table).version
+            log.debug("MERGE %s: empty batch, nothing merged (table stays at v%d)", full_name, version)
+            return MergeResult(full_name, version, 0, 0, 0)
         condition = _key_condition(keys)
         if partition_by:
             condition = condition & _partition_condition(source, partition_by)
@@ -110,16 +110,22 @@ def merge_upsert(
             [F.col(f"t.`{c}`").eqNullSafe(F.col(f"s.`{c}`")) for c in target_cols if c not in keys],
             F.lit(True),
         )
-        # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
-        # the table's newest commit may be another writer's.
-        metrics = (
-            target.alias("t")
-            .merge(source.alias("s"), condition)
-            .whenMatchedUpdateAll(condition=changed)
-            .whenNotMatchedInsertAll()
-            .execute()
-            .first()
-        )
+
+        def attempt() -> tuple[int, Row | None]:
+            read_version = lake.last_commit(layer, table).version
+            # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
+            # the table's newest commit may be another writer's.
+            return read_version, (
+                lake.table(layer, table).alias("t")
+                .merge(source.alias("s"), condition)
+                .whenMatchedUpdateAll(condition=changed)
+                .whenNotMatchedInsertAll()
+                .execute()
+                .first()
+            )
+
+        # A MERGE that lost a commit race is run again against the new version: it is idempotent.
+        read_version, metrics = retry_on_conflict(attempt, full_name, "MERGE")
     finally:
         source.unpersist()
     assert metrics is not None
@@ -136,6 +142,65 @@ def merge_upsert(
         "MERGE %s v%d: %d source rows, %d inserted, %d updated",
         full_name, result.version, result.source_rows, result.rows_inserted, result.rows_updated,
     )
+    return result
+
+
+def insert_new(
+    lake: Lakehouse,
+    layer: str,
+    table: str,
+    source_df: DataFrame,
+    identity: Sequence[str],
+    *,
+    partition_by: str | None = None,
+) -> MergeResult:
+    """Insert the rows of ``source_df`` whose ``identity`` the table does not hold yet; never update.
+
+    The append-only writer of bronze: ``identity`` names a batch of rows (a landed file: its path
+    and content hash), and a batch whose identity is already in the table is not inserted again,
+    whoever wrote it and when. Being a MERGE, it reads the target's partitions the batch touches, so
+    two concurrent inserts of one batch conflict at commit and the loser, run again by
+    :func:`~sparkfs.core.conflicts.retry_on_conflict`, finds the rows there and inserts nothing:
+    exactly once, whatever the timing. Columns the table lacks are added (schema evolution: a new
+    upstream column is kept).
+
+    Example::
+
+        result = insert_new(lake, "bronze", "flights", batch_df, ["_source_file", "_source_hash"],
+                            partition_by="event_date")
+        result.rows_inserted     # 0 when these files are already in bronze
+    """
+    full_name = lake.name(layer, table)
+    require_columns(source_df, [*identity, *([partition_by] if partition_by else [])], f"the batch for {full_name}")
+    source = source_df.persist()
+    try:
+        source_rows = source.count()
+        if source_rows == 0:
+            version = lake.last_commit(layer, table).version
+            return MergeResult(full_name, version, 0, 0, 0)
+        condition = _key_condition(identity)
+        if partition_by:
+            condition = condition & _partition_condition(source, partition_by)
+
+        def attempt() -> tuple[int, Row | None]:
+            read_version = lake.last_commit(layer, table).version
+            return read_version, (
+                lake.table(layer, table).alias("t")
+                .merge(source.alias("s"), condition)
+                .whenNotMatchedInsertAll()
+                .withSchemaEvolution()
+                .execute()
+                .first()
+            )
+
+        read_version, metrics = retry_on_conflict(attempt, full_name, "insert")
+    finally:
+        source.unpersist()
+    assert metrics is not None
+    inserted = int(metrics["num_inserted_rows"])
+    committed = lake.commit_after(layer, table, read_version, "MERGE")
+    result = MergeResult(full_name, committed.version if committed else read_version, source_rows, inserted, 0)
+    log.debug("insert %s v%d: %d source rows, %d inserted", full_name, result.version, source_rows, inserted)
     return result
 
 
