@@ -151,6 +151,7 @@ def _ingest_concurrently(lake: Lakehouse, source: SourceSpec, landing: Path, day
         return list(pool.map(one, range(runs)))
 
 
+@pytest.mark.slow  # two cold MERGEs at once
 def test_two_concurrent_ingestions_of_a_day_load_each_file_once(lake: Lakehouse, tmp_path: Path) -> None:
     source = spec("bz_race")
     land(tmp_path, "bz_race", D1, [{"id": 0, "value": 0}])

@@ -40,6 +40,7 @@ from pyspark.sql import types as T
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel, import_ref
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ValidationFailedError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
@@ -333,7 +334,8 @@ def _save_validation(
         "result": suite_result.result_json,
     }
     df = lake.spark.createDataFrame([row], VALIDATION_SCHEMA)
-    df.write.format("delta").mode("append").saveAsTable(lake.name(layer, table))
+    name = lake.name(layer, table)
+    retry_on_conflict(lambda: df.write.format("delta").mode("append").saveAsTable(name), name, "append")
 
 
 def _set_property(lake: Lakehouse, table: str, key: str, value: str) -> None:
