@@ -17,6 +17,8 @@ change upstream cannot break an append; silver does the typing), plus ingestion 
 - ``_source_file`` the path inside the landing zone, ``_source_modified`` the file's timestamp,
   ``_source_hash`` the SHA-256 of its content,
 - ``_record_id`` an id for the row, unique in the table, that silver and quarantine carry along,
+- ``_malformed`` for a line that is not valid JSON (or not UTF-8): the line's bytes as base64 (the
+  row's other values are null; silver quarantines it with the one reason ``malformed record``),
 - ``event_date`` (daily sources only, the partition column): the date folder the file came in.
 
 Re-running is safe, and so are two runs at once: a delivery is ingested exactly once, identified
@@ -58,7 +60,10 @@ METADATA_COLUMNS = (
     "_source_modified",
     "_source_hash",
     "_record_id",
+    "_malformed",
 )
+MALFORMED = "_malformed"  # a line that did not parse: its bytes, base64; null for every other row
+CORRUPT_RECORD = "_corrupt_record"  # Spark's column for such a line
 # A file is one delivery: its path in the landing zone and the hash of its content.
 FILE_IDENTITY = ("_source_file", "_source_hash")
 
@@ -174,7 +179,14 @@ def ingest(
         .select("*", F.col("_metadata.file_path").alias("_file_path"),
                 F.col("_metadata.file_modification_time").alias("_source_modified"))
     )
-    upstream_cols = [c for c in raw_df.columns if c not in ("_file_path", "_source_modified")]
+    # A line Spark cannot parse (bad JSON, bytes that are not UTF-8) comes back as one row with all
+    # values null and the line in _corrupt_record. Delta must not store bytes that are not UTF-8
+    # in a string column (other readers refuse them), so the line is kept as base64 of its bytes.
+    malformed = (
+        F.base64(F.col(CORRUPT_RECORD).cast("binary")) if CORRUPT_RECORD in raw_df.columns
+        else F.lit(None).cast("string")
+    )
+    upstream_cols = [c for c in raw_df.columns if c not in ("_file_path", "_source_modified", CORRUPT_RECORD)]
     missing = [c for c in source.required_columns if c not in upstream_cols]
     if missing:
         raise SchemaMismatchError(
@@ -196,6 +208,7 @@ def ingest(
             _relative_path(F.col("_file_path"), source)
         ].alias("_source_hash"),
         F.concat(F.lit(run_id + "-"), F.monotonically_increasing_id().cast("string")).alias("_record_id"),
+        malformed.alias(MALFORMED),
         *([F.to_date(F.regexp_extract("_file_path", r"/(\d{4}-\d{2}-\d{2})/[^/]+$", 1)).alias(EVENT_DATE)]
           if source.arrival == "daily" else []),
     )

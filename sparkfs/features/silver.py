@@ -54,6 +54,9 @@ LAYER = "silver"
 FAILED = "_failed_expectations"
 RAW = "_raw"
 LINEAGE_COLUMNS = ("_record_id", "_ingested_at", "_source_file")
+DELIVERY_DATE = "_delivery_date"  # the day of the row's delivery: checked by expectations, not published
+IS_MALFORMED = "_is_malformed"
+MALFORMED_REASON = "malformed record"  # the one reason of a line that did not parse
 # Silver table property: the bronze version a once-delivered source was last refined from.
 SOURCE_VERSION_PROPERTY = "sparkfs.source_version"
 VALIDATION_TABLE = ("ops", "validation_results")
@@ -136,17 +139,27 @@ class RefineResult:
 def typed(bronze_df: DataFrame, schema: Mapping[str, str], what: str) -> DataFrame:
     """Cast the declared raw columns; add ``_parse_failures``: the columns whose value did not parse.
 
-    Raw columns not in ``schema`` are left out (they stay in bronze); lineage columns are kept.
+    Raw columns not in ``schema`` are left out (they stay in bronze); lineage columns are kept, and
+    so is ``_delivery_date``, the day of the delivery the row came in (a daily source's bronze
+    partition), which expectations may compare with the row's own date. A malformed line
+    (bronze ``_malformed``) has the one failure ``malformed record`` and its bytes (base64) in ``_raw``.
     """
     require_columns(bronze_df, list(schema), what)
     casts = {c: F.col(c).try_cast(TYPES[t]) for c, t in schema.items()}
     failures = [F.when(F.col(c).isNotNull() & casts[c].isNull(), F.lit(f"parse({c})")) for c in schema]
-    raw = F.to_json(F.struct(*[F.col(c) for c in bronze_df.columns if not c.startswith("_") and c != bronze.EVENT_DATE]))
+    malformed = F.col(bronze.MALFORMED) if bronze.MALFORMED in bronze_df.columns else F.lit(None).cast("string")
+    raw = F.when(malformed.isNotNull(), F.to_json(F.struct(malformed.alias("_malformed_base64")))).otherwise(
+        F.to_json(F.struct(*[F.col(c) for c in bronze_df.columns if not c.startswith("_") and c != bronze.EVENT_DATE]))
+    )
+    delivery = F.col(bronze.EVENT_DATE) if bronze.EVENT_DATE in bronze_df.columns else F.lit(None).cast("date")
     return bronze_df.select(
         *[casts[c].alias(c) for c in schema],
         *LINEAGE_COLUMNS,
         raw.alias(RAW),
-        F.filter(F.array(*failures), lambda x: x.isNotNull()).alias("_parse_failures"),
+        delivery.alias(DELIVERY_DATE),
+        malformed.isNotNull().alias(IS_MALFORMED),
+        F.when(malformed.isNotNull(), F.array(F.lit(MALFORMED_REASON)))
+        .otherwise(F.filter(F.array(*failures), lambda x: x.isNotNull())).alias("_parse_failures"),
     )
 
 
@@ -165,7 +178,10 @@ def with_failures(df: DataFrame, specs: Sequence[ExpectationSpec]) -> DataFrame:
     """Add ``_failed_expectations``: the labels of the row-level expectations the row fails (+ parse failures)."""
     flags = [F.when(s.failed(), F.lit(s.label)) for s in specs if s.is_row_level]
     failed = F.filter(F.array(*flags), lambda x: x.isNotNull()) if flags else F.array().cast("array<string>")
-    return df.withColumn(FAILED, F.concat(F.col("_parse_failures"), failed)).drop("_parse_failures")
+    # A malformed line has no values to check: its one reason is that it did not parse.
+    malformed = F.col(IS_MALFORMED) if IS_MALFORMED in df.columns else F.lit(False)
+    reasons = F.when(malformed, F.col("_parse_failures")).otherwise(F.concat(F.col("_parse_failures"), failed))
+    return df.withColumn(FAILED, reasons).drop("_parse_failures")
 
 
 def refine(
@@ -207,20 +223,23 @@ def refine(
         result.rows_in = bronze_df.count()
         evaluated = candidate.count()
         result.rows_superseded = result.rows_in - evaluated
-        suite_result = run_suite(candidate.drop(RAW, "_parse_failures"), spec.expectations, suite)
+        # Great Expectations sees the rows that parsed; a malformed line is rejected for that alone.
+        well_formed = candidate.where(~F.col(IS_MALFORMED)).drop(RAW, "_parse_failures", IS_MALFORMED)
+        suite_result = run_suite(well_formed, spec.expectations, suite)
         flagged = with_failures(candidate, suite).persist()
         try:
-            labels = [s.label for s in suite if s.is_row_level] + [f"parse({c})" for c in spec.schema_]
+            labels = [s.label for s in suite if s.is_row_level] + [f"parse({c})" for c in spec.schema_] + [
+                MALFORMED_REASON]
             counts = _failure_counts(flagged, labels)
             check_agreement(suite_result, counts)
             rejected = flagged.where(F.size(FAILED) > 0)
             result.rows_rejected = int(counts.pop("_any", 0))
             result.rejects_by_expectation = {k: v for k, v in counts.items() if v}
             if result.rows_rejected:
-                result.quarantine = _quarantine(lake, spec, rejected, run_id)
+                result.quarantine = _quarantine(lake, spec, rejected.drop(DELIVERY_DATE, IS_MALFORMED), run_id)
             _save_validation(lake, spec, suite_result, result, days, run_id)
             _apply_policy(spec, policy, suite_result, result, evaluated)
-            good = flagged.where(F.size(FAILED) == 0).drop(FAILED, RAW)
+            good = flagged.where(F.size(FAILED) == 0).drop(FAILED, RAW, DELIVERY_DATE, IS_MALFORMED)
             result.merge = _publish(lake, spec, good)
             result.rows_out = result.merge.source_rows
         finally:
