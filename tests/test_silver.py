@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from datetime import date, datetime
 from pathlib import Path
 
@@ -276,6 +277,11 @@ FLIGHT = {
 }
 
 
+def land_flights(landing: Path, source: str, rows: list[dict[str, object]]) -> Path:
+    land(landing, source, rows)
+    return landing / source / D1.isoformat() / "part.json"
+
+
 def repo_flights(name: str) -> tuple[SourceSpec, SilverSpec, list[ExpectationSpec]]:
     """The example's flights source, silver spec and suite (conf/), under a table name of this test."""
     pipeline = load_pipeline(REPO / "conf", Path("."))
@@ -329,3 +335,43 @@ def test_a_malformed_line_is_quarantined_once_with_its_raw_bytes(lake: Lakehouse
     assert [r[0] for r in quarantined] == [["malformed record"]]
     assert base64.b64decode(json.loads(quarantined[0][1])["_malformed_base64"]) == bad_line
     assert [r[0] for r in lake.read("silver", "sv_bytes").select("id").collect()] == [1]
+
+
+@pytest.mark.slow
+def test_a_redelivered_day_replaces_the_bad_delivery_as_a_whole(lake: Lakehouse, tmp_path: Path) -> None:
+    source, spec, suite = repo_flights("sv_repair")
+    policy = ValidationPolicy(policy="strict", max_reject_ratio=0.0)
+    bad = land_flights(tmp_path, source.name, [
+        FLIGHT, {**FLIGHT, "flight": 2}, {**FLIGHT, "flight": 3, "carrier": None},  # a null key
+    ])
+    ingest(lake, source, tmp_path, [D1], run_id="bronze-1")
+    with pytest.raises(ValidationFailedError):
+        refine(lake, spec, suite, policy, [D1], run_id="run-1")
+    # The fix: flight 3 with its carrier, flight 2 no longer delivered (it did not fly).
+    bad.write_text("".join(json.dumps(r) + "\n" for r in [FLIGHT, {**FLIGHT, "flight": 3}]))
+    os.utime(bad, (bad.stat().st_mtime + 60, bad.stat().st_mtime + 60))
+    ingest(lake, source, tmp_path, [D1], run_id="bronze-2")
+
+    result = refine(lake, spec, suite, policy, [D1], run_id="run-2")
+
+    assert (result.rows_rejected, result.rows_superseded) == (0, 3)
+    assert sorted(r[0] for r in lake.read("silver", "sv_repair").select("flight").collect()) == [1, 3]
+    statuses = lake.read("silver", "sv_repair_quarantine").select("flight", "_status").collect()
+    assert [tuple(r) for r in statuses] == [(3, "superseded")]
+
+
+@pytest.mark.slow
+def test_rows_a_new_delivery_no_longer_holds_are_retracted_from_silver(lake: Lakehouse, tmp_path: Path) -> None:
+    source, spec, suite = repo_flights("sv_retract")
+    path = land_flights(tmp_path, source.name, [FLIGHT, {**FLIGHT, "flight": 2}])
+    ingest(lake, source, tmp_path, [D1], run_id="bronze-1")
+    refine(lake, spec, suite, ValidationPolicy(), [D1], run_id="run-1")
+    path.write_text(json.dumps({**FLIGHT, "dep_delay": 7}) + "\n")
+    os.utime(path, (path.stat().st_mtime + 60, path.stat().st_mtime + 60))
+    ingest(lake, source, tmp_path, [D1], run_id="bronze-2")
+
+    result = refine(lake, spec, suite, ValidationPolicy(), [D1], run_id="run-2")
+
+    assert result.merge is not None and (result.merge.rows_updated, result.merge.rows_deleted) == (1, 1)
+    rows = lake.read("silver", "sv_retract").select("flight", "dep_delay").collect()
+    assert [tuple(r) for r in rows] == [(1, 7.0)]

@@ -199,6 +199,16 @@ class Lakehouse:
         retry_on_conflict(builder.execute, full_name, "create table")
         return full_name
 
+    def add_columns(self, layer: str, table: str, schema: StructType) -> list[str]:
+        """Add the columns of ``schema`` the table lacks (a table written by an earlier sparkfs);
+        return their names. Existing rows hold null in them."""
+        present = set(self.read(layer, table).columns)
+        missing = [f for f in schema.fields if f.name not in present]
+        if missing:
+            columns = ", ".join(f"{_quote(f.name)} {f.dataType.simpleString()}" for f in missing)
+            self.spark.sql(f"ALTER TABLE {self.name(layer, table)} ADD COLUMNS ({columns})")
+        return [f.name for f in missing]
+
     def table(self, layer: str, table: str) -> DeltaTable:
         self._require(layer, table)
         return DeltaTable.forName(self.spark, self.name(layer, table))

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
@@ -44,6 +45,7 @@ class MergeResult:
     source_rows: int
     rows_inserted: int
     rows_updated: int
+    rows_deleted: int = 0  # rows retracted (``retract_partitions``)
 
 
 def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, what: str) -> DataFrame:
@@ -69,8 +71,13 @@ def merge_upsert(
     *,
     partition_by: str | None = None,
     sequence_by: str | None = None,
+    retract_partitions: Sequence[Any] | None = None,
 ) -> MergeResult:
     """Upsert ``source_df`` into an existing Delta table on ``keys``; return what changed.
+
+    ``retract_partitions`` (with ``partition_by``): the batch is the whole truth for these
+    partition values, so the table's rows in them that the batch does not hold are deleted (a day
+    delivered again without some rows). Without it nothing is ever deleted.
 
     Keys match null-safely (``<=>``). Matched rows are updated only when a non-key value differs;
     unmatched rows are inserted; nothing is deleted. The source must have exactly the target's
@@ -97,6 +104,12 @@ def merge_upsert(
     source = source.persist()
     try:
         source_rows = source.count()
+        retract = (
+            F.col(f"t.`{partition_by}`").isin(list(retract_partitions))
+            if partition_by and retract_partitions else None
+        )
+        if source_rows == 0 and partition_by and retract_partitions:
+            return _retract_all(lake, layer, table, partition_by, retract_partitions)
         if source_rows == 0:
             # Delta commits nothing for a MERGE of no rows; say so instead of running it.
             version = lake.last_commit(layer, table).version
@@ -115,14 +128,15 @@ def merge_upsert(
             read_version = lake.last_commit(layer, table).version
             # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
             # the table's newest commit may be another writer's.
-            return read_version, (
+            builder = (
                 lake.table(layer, table).alias("t")
                 .merge(source.alias("s"), condition)
                 .whenMatchedUpdateAll(condition=changed)
                 .whenNotMatchedInsertAll()
-                .execute()
-                .first()
             )
+            if retract is not None:
+                builder = builder.whenNotMatchedBySourceDelete(condition=retract)
+            return read_version, builder.execute().first()
 
         # A MERGE that lost a commit race is run again against the new version: it is idempotent.
         read_version, metrics = retry_on_conflict(attempt, full_name, "MERGE")
@@ -136,6 +150,7 @@ def merge_upsert(
         source_rows=source_rows,
         rows_inserted=int(metrics["num_inserted_rows"]),
         rows_updated=int(metrics["num_updated_rows"]),
+        rows_deleted=int(metrics["num_deleted_rows"]),
     )
     # DEBUG: the stage that ran the MERGE reports its rows; this line is for `-v`.
     log.debug(
@@ -143,6 +158,17 @@ def merge_upsert(
         full_name, result.version, result.source_rows, result.rows_inserted, result.rows_updated,
     )
     return result
+
+
+def _retract_all(lake: Lakehouse, layer: str, table: str, partition_by: str, values: Sequence[Any]) -> MergeResult:
+    """An empty batch that is the whole truth for its partitions: delete their rows."""
+    full_name = lake.name(layer, table)
+    read_version = lake.last_commit(layer, table).version
+    condition = F.col(f"`{partition_by}`").isin(list(values))
+    retry_on_conflict(lambda: lake.table(layer, table).delete(condition), full_name, "DELETE")
+    committed = lake.commit_after(layer, table, read_version, "DELETE")
+    deleted = committed.metric("numDeletedRows") if committed else 0
+    return MergeResult(full_name, committed.version if committed else read_version, 0, 0, 0, deleted)
 
 
 def insert_new(

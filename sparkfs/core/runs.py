@@ -175,11 +175,7 @@ def ensure_run_table(lake: Lakehouse) -> None:
     if not lake.exists(layer, table):
         lake.create(layer, table, RUN_SCHEMA, comment="One row per run and per stage of every sparkfs job run")
         return
-    present = set(lake.read(layer, table).columns)
-    missing = [f for f in RUN_SCHEMA.fields if f.name not in present]
-    if missing:
-        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-        lake.spark.sql(f"ALTER TABLE {lake.name(layer, table)} ADD COLUMNS ({columns})")
+    lake.add_columns(layer, table, RUN_SCHEMA)
 
 
 def recent_runs(lake: Lakehouse, limit: int = 20) -> list[RunSummary]:

@@ -34,7 +34,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Literal
 
 from pydantic import Field
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -56,6 +56,7 @@ RAW = "_raw"
 LINEAGE_COLUMNS = ("_record_id", "_ingested_at", "_source_file")
 DELIVERY_DATE = "_delivery_date"  # the day of the row's delivery: checked by expectations, not published
 IS_MALFORMED = "_is_malformed"
+STATUS, OPEN, SUPERSEDED = "_status", "open", "superseded"  # quarantine rows: is the delivery current?
 MALFORMED_REASON = "malformed record"  # the one reason of a line that did not parse
 # Silver table property: the bronze version a once-delivered source was last refined from.
 SOURCE_VERSION_PROPERTY = "sparkfs.source_version"
@@ -213,8 +214,9 @@ def refine(
         bronze_df = lake.read(bronze.LAYER, spec.source)
     else:
         bronze_df = bronze.read_days(lake, spec.source, days)
+    delivered_df = bronze_df if days is None else latest_day_delivery(bronze_df)
 
-    typed_df = typed(bronze_df, spec.schema_, f"bronze {lake.name(bronze.LAYER, spec.source)}")
+    typed_df = typed(delivered_df, spec.schema_, f"bronze {lake.name(bronze.LAYER, spec.source)}")
     conformed = spec.conform_fn()(typed_df)
     require_columns(conformed, [*spec.keys, *([spec.partition_by] if spec.partition_by else [])],
                     f"the conformed rows of silver {spec.name!r}")
@@ -235,12 +237,12 @@ def refine(
             rejected = flagged.where(F.size(FAILED) > 0)
             result.rows_rejected = int(counts.pop("_any", 0))
             result.rejects_by_expectation = {k: v for k, v in counts.items() if v}
-            if result.rows_rejected:
-                result.quarantine = _quarantine(lake, spec, rejected.drop(DELIVERY_DATE, IS_MALFORMED), run_id)
+            if result.rows_rejected or (days is not None and lake.exists(LAYER, spec.quarantine)):
+                result.quarantine = _quarantine(lake, spec, rejected.drop(IS_MALFORMED), days, run_id)
             _save_validation(lake, spec, suite_result, result, days, run_id)
             _apply_policy(spec, policy, suite_result, result, evaluated)
             good = flagged.where(F.size(FAILED) == 0).drop(FAILED, RAW, DELIVERY_DATE, IS_MALFORMED)
-            result.merge = _publish(lake, spec, good)
+            result.merge = _publish(lake, spec, good, days if days is not None and retracts(spec, suite) else None)
             result.rows_out = result.merge.source_rows
         finally:
             flagged.unpersist()
@@ -260,15 +262,22 @@ def _failure_counts(flagged: DataFrame, labels: Sequence[str]) -> dict[str, int]
     return {name: int(row[i]) for i, name in enumerate(names)}
 
 
-def _quarantine(lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, run_id: str) -> MergeResult:
-    """MERGE rejected rows into the quarantine table on ``_record_id``.
+def _quarantine(
+    lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, days: Sequence[date] | None, run_id: str
+) -> MergeResult:
+    """MERGE rejected rows into the quarantine table on ``_record_id``, ``_status`` ``open``.
 
     A row already quarantined with the same reasons keeps its original ``_run_id``, so a rerun
-    changes nothing; new reasons (a changed suite) update the row and its run id.
+    changes nothing; new reasons (a changed suite) update the row and its run id. With ``days``
+    (a daily source), the open rows of those days that this validation no longer rejects (their
+    delivery was superseded by a new one) become ``superseded``: a repaired day has no open rejects.
     """
-    rows = rejected.withColumn("_run_id", F.lit(run_id))
-    if lake.exists(LAYER, spec.quarantine):
-        earlier = lake.read(LAYER, spec.quarantine).select(
+    rows = rejected.withColumns({"_run_id": F.lit(run_id), STATUS: F.lit(OPEN)})
+    exists = lake.exists(LAYER, spec.quarantine)
+    if exists:
+        lake.add_columns(LAYER, spec.quarantine, rows.schema)
+        earlier_df = lake.read(LAYER, spec.quarantine)
+        earlier = earlier_df.select(
             "_record_id", F.col(FAILED).alias("_earlier_failed"), F.col("_run_id").alias("_earlier_run_id")
         )
         rows = (
@@ -279,6 +288,13 @@ def _quarantine(lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, run_id: 
             )
             .drop("_earlier_failed", "_earlier_run_id")
         )
+        if days is not None:
+            superseded = (
+                earlier_df.where(F.col(DELIVERY_DATE).isin(list(days)) & F.coalesce(F.col(STATUS) == OPEN, F.lit(True)))
+                .join(rejected.select("_record_id"), "_record_id", "left_anti")
+                .withColumn(STATUS, F.lit(SUPERSEDED))
+            )
+            rows = rows.unionByName(superseded.select(*rows.columns))
     lake.create(
         LAYER, spec.quarantine, rows.schema,
         comment=f"Rows of silver {spec.name!r} that failed validation, with the failed expectations",
@@ -286,20 +302,45 @@ def _quarantine(lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, run_id: 
             FAILED: "labels of the expectations the row failed (parse(<col>): the raw value did not parse)",
             RAW: "the row's raw values as they arrived in bronze (JSON)",
             "_run_id": "the run that first quarantined the row with these reasons",
+            STATUS: "open: the row's delivery is current; superseded: the day was delivered again",
+            DELIVERY_DATE: "the day of the delivery the row came in",
         },
     )
     return merge_upsert(lake, LAYER, spec.quarantine, rows, keys=["_record_id"])
 
 
-def _publish(lake: Lakehouse, spec: SilverSpec, good: DataFrame) -> MergeResult:
+def _publish(lake: Lakehouse, spec: SilverSpec, good: DataFrame, days: Sequence[date] | None) -> MergeResult:
+    """MERGE the good rows; with ``days``, the table's rows of those days that the delivery no
+    longer holds (or now rejects) are retracted."""
     lake.create(
         LAYER, spec.name, good.schema,
         partition_by=[spec.partition_by] if spec.partition_by else [],
         comment=spec.description,
     )
     return merge_upsert(
-        lake, LAYER, spec.name, good, keys=spec.keys, partition_by=spec.partition_by
+        lake, LAYER, spec.name, good, keys=spec.keys, partition_by=spec.partition_by, retract_partitions=days
     )
+
+
+def retracts(spec: SilverSpec, suite: Sequence[ExpectationSpec]) -> bool:
+    """Whether a re-delivered day may retract silver rows: only when the table is partitioned by
+    the row's date and the suite checks that date equals the delivery's day (so a day's
+    partition holds that day's delivery and nothing else)."""
+    pair = {spec.partition_by, DELIVERY_DATE}
+    return spec.partition_by is not None and any(
+        s.type == "expect_column_pair_values_to_be_equal" and {s.kwargs.get("column_A"), s.kwargs.get("column_B")} == pair
+        for s in suite
+    )
+
+
+def latest_day_delivery(bronze_df: DataFrame) -> DataFrame:
+    """The bronze rows of each day's newest delivery: a day delivered again is replaced as a whole.
+
+    A delivery is what one run ingested for the day (its files, ``_run_id``); the newest is the
+    one with the latest landing time (``_ingested_at``). Earlier deliveries stay in bronze.
+    """
+    newest = F.max_by("_run_id", "_ingested_at").over(Window.partitionBy(bronze.EVENT_DATE))
+    return bronze_df.withColumn("_newest_run", newest).where(F.col("_run_id") == F.col("_newest_run")).drop("_newest_run")
 
 
 def _apply_policy(
