@@ -110,7 +110,7 @@ TARGET_KEYS = frozenset({
 def all_problems(bundle: Bundle) -> list[str]:
     checks: list[Callable[[Bundle], list[str]]] = [
         key_problems, typed_model_problems, entry_point_problems, file_problems, cron_problems,
-        task_problems, reference_problems, target_problems, wheel_dependency_problems,
+        task_problems, reference_problems, target_problems, access_problems, wheel_dependency_problems,
     ]
     return [problem for check in checks for problem in check(bundle)]
 
@@ -626,4 +626,54 @@ def target_problems(bundle: Bundle) -> list[str]:
                 problems.append(f"{where}: a production target needs permissions")
         for var in sorted(set(spec.get("variables") or {}) - declared):
             problems.append(f"{where}.variables: '{var}' is not declared under variables; declared: {sorted(declared)}")
+    return problems
+
+
+# --- who may touch production ----------------------------------------------------------------------
+
+WRITE_PRIVILEGES = {"MODIFY", "CREATE_TABLE"}
+READ_PRIVILEGES = {"USE_SCHEMA", "SELECT"}
+
+
+def _lakehouse_schemas(root: Path) -> list[str]:
+    """The schema names of conf/sparkfs.yaml (storage.schemas): what the jobs write."""
+    conf = _read(root / "conf" / "sparkfs.yaml")
+    return sorted((conf.get("storage") or {}).get("schemas", {}).values())
+
+
+def access_problems(bundle: Bundle) -> list[str]:
+    """A production target: a root path only its owners can write (not /Workspace/Shared, where
+    every workspace user can), jobs run as a service principal given by a variable, no write
+    access for the group ``users``, and every schema the jobs write declared with grants: write
+    privileges for the service principal only, read privileges for a group variable."""
+    problems = []
+    for tname, spec in (bundle.main.get("targets") or {}).items():
+        spec = spec or {}
+        if spec.get("mode") != "production":
+            continue
+        where = f"{BUNDLE_FILE}: targets.{tname}"
+        root_path = str((spec.get("workspace") or {}).get("root_path") or "")
+        if root_path.startswith(("/Workspace/Shared", "/Shared")):
+            problems.append(f"{where}.workspace.root_path: {root_path} is writable by all workspace users; "
+                            "deploy under /Workspace/Users/${var.service_principal}/...")
+        principal = (spec.get("run_as") or {}).get("service_principal_name")
+        if not (isinstance(principal, str) and re.fullmatch(r"\$\{var\.\w+\}", principal)):
+            problems.append(f"{where}.run_as: the prod jobs must run as a service principal given by a "
+                            f"variable (service_principal_name: ${{var.<name>}}); found {spec.get('run_as')!r}")
+        for perm in spec.get("permissions") or bundle.main.get("permissions") or []:
+            if perm.get("group_name") == "users" and perm.get("level") != "CAN_VIEW":
+                problems.append(f"{where}.permissions: group 'users' has {perm.get('level')}; at most CAN_VIEW")
+        schemas = {s.get("name"): s for s in ((spec.get("resources") or {}).get("schemas") or {}).values()}
+        for name in _lakehouse_schemas(bundle.root):
+            if name not in schemas:
+                problems.append(f"{where}.resources.schemas: no schema {name!r} with grants; the jobs write it")
+                continue
+            grants = {g.get("principal"): set(g.get("privileges") or []) for g in schemas[name].get("grants") or []}
+            writers = sorted(p for p, privs in grants.items() if privs & WRITE_PRIVILEGES)
+            if writers != [principal]:
+                problems.append(f"{where}: schema {name!r} grants write privileges to {writers}; only the "
+                                f"service principal {principal} may write")
+            readers = [p for p, privs in grants.items() if p != principal and privs >= READ_PRIVILEGES]
+            if not any(re.fullmatch(r"\$\{var\.\w+\}", str(p)) for p in readers):
+                problems.append(f"{where}: schema {name!r} grants no reader group (a variable) {sorted(READ_PRIVILEGES)}")
     return problems

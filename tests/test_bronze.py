@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from pyspark.sql import functions as F
 
 from sparkfs.core.errors import MissingSourceDataError, SchemaMismatchError
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.features.bronze import SourceSpec, ingest
+from sparkfs.features.bronze import IngestResult, SourceSpec, ingest
 
 D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
 
@@ -132,3 +134,62 @@ def test_ingested_at_is_when_the_file_landed_not_when_the_run_read_it(lake: Lake
 
     row = lake.read("bronze", "bz_landed").select("_ingested_at", "_source_modified").first()
     assert row is not None and tuple(row) == (datetime(2013, 1, 2, 5, 30), datetime(2013, 1, 2, 5, 30))
+
+
+def _ingest_concurrently(lake: Lakehouse, source: SourceSpec, landing: Path, day: date, runs: int) -> list[object]:
+    """``runs`` ingestions of ``day`` started at once on the shared session (threads); their results or errors."""
+    barrier = threading.Barrier(runs)
+
+    def one(i: int) -> object:
+        barrier.wait()
+        try:
+            return ingest(lake, source, landing, [day], run_id=f"concurrent-{i}")
+        except Exception as exc:  # returned, so the test can say what failed
+            return exc
+
+    with ThreadPoolExecutor(max_workers=runs) as pool:
+        return list(pool.map(one, range(runs)))
+
+
+@pytest.mark.slow  # two cold MERGEs at once
+def test_two_concurrent_ingestions_of_a_day_load_each_file_once(lake: Lakehouse, tmp_path: Path) -> None:
+    source = spec("bz_race")
+    land(tmp_path, "bz_race", D1, [{"id": 0, "value": 0}])
+    ingest(lake, source, tmp_path, [D1], run_id="first")  # the table exists; the race is on day 2
+    land(tmp_path, "bz_race", D2, [{"id": i, "value": i} for i in range(5)])
+
+    results = _ingest_concurrently(lake, source, tmp_path, D2, runs=2)
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    day = lake.read("bronze", "bz_race").where(F.col("event_date") == D2)
+    assert day.count() == 5
+    assert day.select("id").distinct().count() == 5
+    assert sorted(r.rows_written for r in results if isinstance(r, IngestResult)) == [0, 5]
+
+
+def test_a_file_replaced_in_place_is_a_new_delivery(lake: Lakehouse, tmp_path: Path) -> None:
+    source = spec("bz_replaced")
+    path = land(tmp_path, "bz_replaced", D1, [{"id": 1, "value": 1}, {"id": 2, "value": 2}])
+    ingest(lake, source, tmp_path, [D1], run_id="r1")
+    land(tmp_path, "bz_replaced", D1, [{"id": 1, "value": 10}])  # same name, corrected content
+    later = datetime(2013, 1, 3, tzinfo=timezone.utc).timestamp()
+    os.utime(path, (later, later))
+
+    again = ingest(lake, source, tmp_path, [D1], run_id="r2")
+
+    assert (again.files_new, again.files_replaced, again.rows_written) == (1, 1, 1)
+    rows = lake.read("bronze", "bz_replaced").select("_run_id", "id", "value", "_source_hash")
+    assert sorted((r[0], r[1], r[2]) for r in rows.collect()) == [("r1", "1", "1"), ("r1", "2", "2"), ("r2", "1", "10")]
+    assert rows.select("_source_hash").distinct().count() == 2
+    assert ingest(lake, source, tmp_path, [D1], run_id="r3").files_new == 0
+
+
+def test_a_file_name_with_spaces_is_ingested_once(lake: Lakehouse, tmp_path: Path) -> None:
+    land(tmp_path, "bz_spaces", D1, [{"id": 1, "value": 1}], name="late delivery+fix.json")
+    ingest(lake, spec("bz_spaces"), tmp_path, [D1], run_id="r1")
+
+    again = ingest(lake, spec("bz_spaces"), tmp_path, [D1], run_id="r2")
+
+    assert again.files_new == 0
+    files = [r[0] for r in lake.read("bronze", "bz_spaces").select("_source_file").distinct().collect()]
+    assert files == ["bz_spaces/2013-01-01/late delivery+fix.json"]

@@ -52,7 +52,7 @@ def task(job: dict[str, Any], key: str) -> dict[str, Any]:
 CHECKS = [
     bc.key_problems, bc.typed_model_problems, bc.entry_point_problems, bc.file_problems,
     bc.cron_problems, bc.task_problems, bc.reference_problems, bc.target_problems,
-    bc.wheel_dependency_problems,
+    bc.access_problems, bc.wheel_dependency_problems,
 ]
 
 
@@ -378,7 +378,7 @@ def test_undeclared_references(bundle: bc.Bundle) -> None:
     params[params.index("{{job.parameters.date}}")] = "{{job.parameters.run_date}}"
     problems = bc.reference_problems(broken)
     assert problems == [
-        f"{DAILY}: '${{var.alert_mail}}' is not a declared variable; declared: ['admin_group', 'alert_email', 'catalog']",
+        f"{DAILY}: '${{var.alert_mail}}' is not a declared variable; declared: ['admin_group', 'alert_email', 'catalog', 'reader_group', 'service_principal']",
         f"{DAILY}: resources.jobs.sparkfs_daily: '{{{{job.parameters.run_date}}}}' is not a job parameter; "
         "parameters: ['catalog', 'date', 'env']",
     ]
@@ -393,7 +393,7 @@ def test_bad_targets(bundle: bc.Bundle) -> None:
     assert bc.target_problems(broken) == [
         "databricks.yml: targets: exactly one target needs 'default: true'; found ['dev', 'prod']",
         "databricks.yml: targets.dev.variables: 'catalogue' is not declared under variables; "
-        "declared: ['admin_group', 'alert_email', 'catalog']",
+        "declared: ['admin_group', 'alert_email', 'catalog', 'reader_group', 'service_principal']",
         "databricks.yml: targets.prod.mode: 'prod'; the CLI accepts 'development' or 'production'",
     ]
     targets["prod"]["mode"] = "production"
@@ -402,6 +402,44 @@ def test_bad_targets(bundle: bc.Bundle) -> None:
         "databricks.yml: targets.prod: a production target needs workspace.root_path",
         "databricks.yml: targets.prod: a production target needs permissions",
     ]
+
+
+def test_prod_is_locked_down(bundle: bc.Bundle) -> None:
+    prod = bundle.main["targets"]["prod"]
+    assert prod["workspace"]["root_path"].startswith("/Workspace/Users/${var.service_principal}/")
+    assert prod["run_as"] == {"service_principal_name": "${var.service_principal}"}
+    assert {p.get("group_name") or p.get("service_principal_name"): p["level"] for p in prod["permissions"]} == {
+        "${var.service_principal}": "CAN_MANAGE", "${var.admin_group}": "CAN_MANAGE", "${var.reader_group}": "CAN_VIEW",
+    }
+    schemas = prod["resources"]["schemas"]
+    assert sorted(s["name"] for s in schemas.values()) == [
+        "sparkfs_bronze", "sparkfs_gold", "sparkfs_ml", "sparkfs_ops", "sparkfs_silver"]
+    assert all(s["lifecycle"]["prevent_destroy"] for s in schemas.values())
+
+
+def test_an_open_prod_target_is_flagged(bundle: bc.Bundle) -> None:
+    broken = bundle.copy()
+    prod = broken.main["targets"]["prod"]
+    prod["workspace"]["root_path"] = "/Workspace/Shared/.bundle/${bundle.name}/${bundle.target}"
+    prod["permissions"].append({"level": "CAN_MANAGE", "group_name": "users"})
+    schemas = prod["resources"]["schemas"]
+    del schemas["sparkfs_ops"]
+    schemas["sparkfs_silver"]["grants"] = [{"principal": "${var.service_principal}", "privileges": ["MODIFY"]}]  # no readers
+    schemas["sparkfs_gold"]["grants"] = [{"principal": "${var.reader_group}", "privileges": ["USE_SCHEMA", "SELECT", "MODIFY"]}]
+    assert bc.access_problems(broken) == [
+        "databricks.yml: targets.prod.workspace.root_path: /Workspace/Shared/.bundle/${bundle.name}/${bundle.target} "
+        "is writable by all workspace users; deploy under /Workspace/Users/${var.service_principal}/...",
+        "databricks.yml: targets.prod.permissions: group 'users' has CAN_MANAGE; at most CAN_VIEW",
+        "databricks.yml: targets.prod: schema 'sparkfs_gold' grants write privileges to ['${var.reader_group}']; "
+        "only the service principal ${var.service_principal} may write",
+        "databricks.yml: targets.prod.resources.schemas: no schema 'sparkfs_ops' with grants; the jobs write it",
+        "databricks.yml: targets.prod: schema 'sparkfs_silver' grants no reader group (a variable) ['SELECT', 'USE_SCHEMA']",
+    ]
+    prod["run_as"] = {"user_name": "someone@example.com"}
+    assert bc.access_problems(broken)[1] == (
+        "databricks.yml: targets.prod.run_as: the prod jobs must run as a service principal given by a variable "
+        "(service_principal_name: ${var.<name>}); found {'user_name': 'someone@example.com'}"
+    )
 
 
 def test_wheel_requiring_spark(bundle: bc.Bundle, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from datetime import date, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from sparkfs.core.errors import ConfigError, ValidationFailedError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.features.bronze import SourceSpec, ingest
 from sparkfs.features.expectations import ExpectationSpec, check_agreement, load_suites, run_suite
+from sparkfs.features.pipeline import load_pipeline
 from sparkfs.features.silver import (
     SilverSpec,
     ValidationPolicy,
@@ -25,6 +28,7 @@ from sparkfs.features.silver import (
 )
 
 D1 = date(2013, 1, 1)
+REPO = Path(__file__).resolve().parents[1]
 
 SUITE = [
     ExpectationSpec(type="expect_table_row_count_to_be_between", kwargs={"min_value": 1}),
@@ -248,3 +252,126 @@ def test_suites_file_rejects_unsupported_expectations(tmp_path: Path) -> None:
 def test_repo_suites_load() -> None:
     suites = load_suites(Path(__file__).resolve().parents[1] / "conf" / "expectations.yaml")
     assert {"flights", "weather", "planes", "airlines", "airports"} <= set(suites)
+
+
+def test_pair_equality_flags_agree_with_great_expectations(lake: Lakehouse) -> None:
+    suite = [ExpectationSpec(
+        type="expect_column_pair_values_to_be_equal", name="same_day",
+        kwargs={"column_A": "a", "column_B": "b", "ignore_row_if": "either_value_is_missing"},
+    )]
+    df = lake.spark.createDataFrame(
+        [(D1, D1), (D1, date(2031, 1, 1)), (None, D1), (D1, None), (None, None)], "a date, b date"
+    )
+    result = run_suite(df, "pairs", suite)
+    flagged = with_failures(df.withColumn("_parse_failures", F.array().cast("array<string>")), suite)
+    counts = {r[0]: r[1] for r in flagged.select(F.explode("_failed_expectations")).groupBy("col").count().collect()}
+
+    check_agreement(result, counts)
+    assert counts == {"same_day": 1}
+
+
+FLIGHT = {
+    "year": 2013, "month": 1, "day": 1, "dep_time": 601, "sched_dep_time": 600, "dep_delay": 1, "arr_time": 700,
+    "sched_arr_time": 705, "arr_delay": -5, "carrier": "AA", "flight": 1, "tailnum": "N1", "origin": "JFK",
+    "dest": "BOS", "air_time": 40, "distance": 187, "hour": 6, "minute": 0, "time_hour": None,
+}
+
+
+def land_flights(landing: Path, source: str, rows: list[dict[str, object]]) -> Path:
+    land(landing, source, rows)
+    return landing / source / D1.isoformat() / "part.json"
+
+
+def repo_flights(name: str) -> tuple[SourceSpec, SilverSpec, list[ExpectationSpec]]:
+    """The example's flights source, silver spec and suite (conf/), under a table name of this test."""
+    pipeline = load_pipeline(REPO / "conf", Path("."))
+    source = pipeline.source("flights").model_copy(update={"name": f"{name}_raw"})
+    spec = next(s for s in pipeline.config.silver if s.name == "flights")
+    return source, spec.model_copy(update={"name": name, "source": f"{name}_raw"}), pipeline.suites["flights"]
+
+
+@pytest.mark.slow
+def test_the_flights_suite_rejects_impossible_values_and_rows_of_another_day(lake: Lakehouse, tmp_path: Path) -> None:
+    source, spec, suite = repo_flights("sv_domain")
+    land(tmp_path, source.name, [
+        FLIGHT,
+        {**FLIGHT, "flight": 2, "dep_time": 9999},
+        {**FLIGHT, "flight": 3, "arr_delay": 99999},
+        {**FLIGHT, "flight": 4, "air_time": -30},
+        {**FLIGHT, "flight": 5, "year": 2031},  # inside the 2013-01-01 delivery
+        {**FLIGHT, "flight": 6, "dep_time": 2400, "arr_time": None, "arr_delay": None, "air_time": None},  # midnight; no arrival
+    ])
+    ingest(lake, source, tmp_path, [D1], run_id="bronze-run")
+
+    result = refine(lake, spec, suite, ValidationPolicy(policy="warn"), [D1], run_id="run-1")
+
+    reasons = lake.read("silver", "sv_domain_quarantine").select("flight", "_failed_expectations").orderBy("flight")
+    assert [(r[0], r[1]) for r in reasons.collect()] == [
+        (2, ["expect_column_values_to_be_between(dep_time)"]),
+        (3, ["expect_column_values_to_be_between(arr_delay)"]),
+        (4, ["expect_column_values_to_be_between(air_time)"]),
+        (5, ["flight_date_is_the_delivery_day"]),
+    ]
+    assert (result.rows_rejected, result.rows_out) == (4, 2)
+    assert "_delivery_date" not in lake.read("silver", "sv_domain").columns
+
+
+@pytest.mark.slow
+def test_a_malformed_line_is_quarantined_once_with_its_raw_bytes(lake: Lakehouse, tmp_path: Path) -> None:
+    folder = tmp_path / "sv_bytes_raw" / D1.isoformat()
+    folder.mkdir(parents=True)
+    bad_line = b'{"id": 2, "carrier": "A\xff\xfe", "value": 1}'  # not UTF-8
+    (folder / "part.json").write_bytes(b'{"id": 1, "carrier": "AA", "value": 5}\n' + bad_line + b"\n")
+    ingest(lake, SourceSpec(name="sv_bytes_raw", description="test", required_columns=["id"]), tmp_path, [D1], run_id="b")
+
+    bronze_rows = lake.read("bronze", "sv_bytes_raw").select("id", "_malformed").orderBy("id").collect()
+    assert [r[0] for r in bronze_rows] == [None, "1"]
+    assert base64.b64decode(bronze_rows[0][1]) == bad_line and bronze_rows[1][1] is None
+    assert "_corrupt_record" not in lake.read("bronze", "sv_bytes_raw").columns
+
+    refine(lake, silver_spec("sv_bytes"), SUITE, ValidationPolicy(policy="warn"), [D1], run_id="run-1")
+
+    quarantined = lake.read("silver", "sv_bytes_quarantine").select("_failed_expectations", "_raw").collect()
+    assert [r[0] for r in quarantined] == [["malformed record"]]
+    assert base64.b64decode(json.loads(quarantined[0][1])["_malformed_base64"]) == bad_line
+    assert [r[0] for r in lake.read("silver", "sv_bytes").select("id").collect()] == [1]
+
+
+@pytest.mark.slow
+def test_a_redelivered_day_replaces_the_bad_delivery_as_a_whole(lake: Lakehouse, tmp_path: Path) -> None:
+    source, spec, suite = repo_flights("sv_repair")
+    policy = ValidationPolicy(policy="strict", max_reject_ratio=0.0)
+    bad = land_flights(tmp_path, source.name, [
+        FLIGHT, {**FLIGHT, "flight": 2}, {**FLIGHT, "flight": 3, "carrier": None},  # a null key
+    ])
+    ingest(lake, source, tmp_path, [D1], run_id="bronze-1")
+    with pytest.raises(ValidationFailedError):
+        refine(lake, spec, suite, policy, [D1], run_id="run-1")
+    # The fix: flight 3 with its carrier, flight 2 no longer delivered (it did not fly).
+    bad.write_text("".join(json.dumps(r) + "\n" for r in [FLIGHT, {**FLIGHT, "flight": 3}]))
+    os.utime(bad, (bad.stat().st_mtime + 60, bad.stat().st_mtime + 60))
+    ingest(lake, source, tmp_path, [D1], run_id="bronze-2")
+
+    result = refine(lake, spec, suite, policy, [D1], run_id="run-2")
+
+    assert (result.rows_rejected, result.rows_superseded) == (0, 3)
+    assert sorted(r[0] for r in lake.read("silver", "sv_repair").select("flight").collect()) == [1, 3]
+    statuses = lake.read("silver", "sv_repair_quarantine").select("flight", "_status").collect()
+    assert [tuple(r) for r in statuses] == [(3, "superseded")]
+
+
+@pytest.mark.slow
+def test_rows_a_new_delivery_no_longer_holds_are_retracted_from_silver(lake: Lakehouse, tmp_path: Path) -> None:
+    source, spec, suite = repo_flights("sv_retract")
+    path = land_flights(tmp_path, source.name, [FLIGHT, {**FLIGHT, "flight": 2}])
+    ingest(lake, source, tmp_path, [D1], run_id="bronze-1")
+    refine(lake, spec, suite, ValidationPolicy(), [D1], run_id="run-1")
+    path.write_text(json.dumps({**FLIGHT, "dep_delay": 7}) + "\n")
+    os.utime(path, (path.stat().st_mtime + 60, path.stat().st_mtime + 60))
+    ingest(lake, source, tmp_path, [D1], run_id="bronze-2")
+
+    result = refine(lake, spec, suite, ValidationPolicy(), [D1], run_id="run-2")
+
+    assert result.merge is not None and (result.merge.rows_updated, result.merge.rows_deleted) == (1, 1)
+    rows = lake.read("silver", "sv_retract").select("flight", "dep_delay").collect()
+    assert [tuple(r) for r in rows] == [(1, 7.0)]

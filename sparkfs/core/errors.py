@@ -99,3 +99,7 @@ class LeakageError(SparkfsError):
 
 class MonitoringAlertError(SparkfsError):
     """The monitor found alert-level drift or performance loss and ``fail_on_alert`` is set."""
+
+
+class WriteConflictError(SparkfsError):
+    """A Delta write kept losing commit races to concurrent writers, and its retries ran out."""

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
 from sparkfs.core.config import Settings
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ConfigError, TableNotFoundError
 from sparkfs.core.session import on_databricks
 
@@ -248,8 +249,19 @@ class Lakehouse:
         location = self.location(layer, table)
         if location:
             builder = builder.location(location)
-        builder.execute()
+        # Two first writers of a table both create it: the loser's retry finds it there.
+        retry_on_conflict(builder.execute, full_name, "create table")
         return full_name
+
+    def add_columns(self, layer: str, table: str, schema: StructType) -> list[str]:
+        """Add the columns of ``schema`` the table lacks (a table written by an earlier sparkfs);
+        return their names. Existing rows hold null in them."""
+        present = set(self.read(layer, table).columns)
+        missing = [f for f in schema.fields if f.name not in present]
+        if missing:
+            columns = ", ".join(f"{_quote(f.name)} {f.dataType.simpleString()}" for f in missing)
+            self.spark.sql(f"ALTER TABLE {self.name(layer, table)} ADD COLUMNS ({columns})")
+        return [f.name for f in missing]
 
     def table(self, layer: str, table: str) -> DeltaTable:
         self._require(layer, table)

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pyspark.sql import types as T
 
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.core.merge import MergeResult, merge_upsert
+from sparkfs.core.merge import MergeResult, insert_new
 
 LINEAGE_TABLE = ("ops", "lineage")
 KEYS = ["target", "target_version", "source_kind", "source"]
@@ -102,4 +102,4 @@ def record_lineage(lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, r
     rows = [(e.target, e.target_version, e.source_kind, e.source, e.source_version, job, run_id, now)
             for e in dict.fromkeys(edges)]
     batch = lake.spark.createDataFrame(rows, SCHEMA)
-    return merge_upsert(lake, layer, table, batch, KEYS, insert_only=True)
+    return insert_new(lake, layer, table, batch, KEYS)

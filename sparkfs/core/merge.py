@@ -12,11 +12,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
+from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns, require_unique
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.rows import latest_rows
@@ -43,6 +45,7 @@ class MergeResult:
     source_rows: int
     rows_inserted: int
     rows_updated: int
+    rows_deleted: int = 0  # rows retracted (``retract_partitions``)
 
 
 def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, what: str) -> DataFrame:
@@ -68,15 +71,19 @@ def merge_upsert(
     *,
     partition_by: str | None = None,
     sequence_by: str | None = None,
-    insert_only: bool = False,
+    retract_partitions: Sequence[Any] | None = None,
 ) -> MergeResult:
     """Upsert ``source_df`` into an existing Delta table on ``keys``; return what changed.
+
+    ``retract_partitions`` (with ``partition_by``): the batch is the whole truth for these
+    partition values, so the table's rows in them that the batch does not hold are deleted (a day
+    delivered again without some rows). Without it nothing is ever deleted.
 
     Keys match null-safely (``<=>``). Matched rows are updated only when a non-key value differs;
     unmatched rows are inserted; nothing is deleted. The source must have exactly the target's
     columns (schema changes are made to the table on purpose, not by a merge). An empty batch
     merges nothing and commits nothing: its result has 0 rows and the table's current version.
-    ``insert_only``: a matched row is left as it is (a record whose first write is the one kept).
+    (Insert-only writes, where the first write of a row is the one kept: :func:`insert_new`.)
 
     Example::
 
@@ -85,8 +92,7 @@ def merge_upsert(
         result.rows_inserted, result.rows_updated     # (0, 0) when the same day is merged again
     """
     full_name = lake.name(layer, table)
-    target = lake.table(layer, table)
-    target_cols = target.toDF().columns
+    target_cols = lake.table(layer, table).toDF().columns
     require_columns(source_df, keys, f"the batch for {full_name}")
     extra = sorted(set(source_df.columns) - set(target_cols))
     missing = sorted(set(target_cols) - set(source_df.columns))
@@ -96,14 +102,20 @@ def merge_upsert(
             f"missing columns {missing}; the table has {target_cols}"
         )
     source = deduplicate(source_df.select(*target_cols), keys, sequence_by, f"the batch for {full_name}")
-    read_version = lake.last_commit(layer, table).version
     source = source.persist()
     try:
         source_rows = source.count()
+        retract = (
+            F.col(f"t.`{partition_by}`").isin(list(retract_partitions))
+            if partition_by and retract_partitions else None
+        )
+        if source_rows == 0 and partition_by and retract_partitions:
+            return _retract_all(lake, layer, table, partition_by, retract_partitions)
         if source_rows == 0:
             # Delta commits nothing for a MERGE of no rows; say so instead of running it.
-            log.debug("MERGE %s: empty batch, nothing merged (table stays at v%d)", full_name, read_version)
-            return MergeResult(full_name, read_version, 0, 0, 0)
+            version = lake.last_commit(layer, table).version
+            log.debug("MERGE %s: empty batch, nothing merged (table stays at v%d)", full_name, version)
+            return MergeResult(full_name, version, 0, 0, 0)
         condition = _key_condition(keys)
         if partition_by:
             condition = condition & _partition_condition(source, partition_by)
@@ -112,15 +124,23 @@ def merge_upsert(
             [F.col(f"t.`{c}`").eqNullSafe(F.col(f"s.`{c}`")) for c in target_cols if c not in keys],
             F.lit(True),
         )
-        merger = target.alias("t").merge(source.alias("s"), condition)
-        # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
-        # the table's newest commit may be another writer's.
-        metrics = (
-            (merger if insert_only else merger.whenMatchedUpdateAll(condition=changed))
-            .whenNotMatchedInsertAll()
-            .execute()
-            .first()
-        )
+
+        def attempt() -> tuple[int, Row | None]:
+            read_version = lake.last_commit(layer, table).version
+            # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
+            # the table's newest commit may be another writer's.
+            builder = (
+                lake.table(layer, table).alias("t")
+                .merge(source.alias("s"), condition)
+                .whenMatchedUpdateAll(condition=changed)
+                .whenNotMatchedInsertAll()
+            )
+            if retract is not None:
+                builder = builder.whenNotMatchedBySourceDelete(condition=retract)
+            return read_version, builder.execute().first()
+
+        # A MERGE that lost a commit race is run again against the new version: it is idempotent.
+        read_version, metrics = retry_on_conflict(attempt, full_name, "MERGE")
     finally:
         source.unpersist()
     assert metrics is not None
@@ -131,12 +151,83 @@ def merge_upsert(
         source_rows=source_rows,
         rows_inserted=int(metrics["num_inserted_rows"]),
         rows_updated=int(metrics["num_updated_rows"]),
+        rows_deleted=int(metrics["num_deleted_rows"]),
     )
     # DEBUG: the stage that ran the MERGE reports its rows; this line is for `-v`.
     log.debug(
         "MERGE %s v%d: %d source rows, %d inserted, %d updated",
         full_name, result.version, result.source_rows, result.rows_inserted, result.rows_updated,
     )
+    return result
+
+
+def _retract_all(lake: Lakehouse, layer: str, table: str, partition_by: str, values: Sequence[Any]) -> MergeResult:
+    """An empty batch that is the whole truth for its partitions: delete their rows."""
+    full_name = lake.name(layer, table)
+    read_version = lake.last_commit(layer, table).version
+    condition = F.col(f"`{partition_by}`").isin(list(values))
+    retry_on_conflict(lambda: lake.table(layer, table).delete(condition), full_name, "DELETE")
+    committed = lake.commit_after(layer, table, read_version, "DELETE")
+    deleted = committed.metric("numDeletedRows") if committed else 0
+    return MergeResult(full_name, committed.version if committed else read_version, 0, 0, 0, deleted)
+
+
+def insert_new(
+    lake: Lakehouse,
+    layer: str,
+    table: str,
+    source_df: DataFrame,
+    identity: Sequence[str],
+    *,
+    partition_by: str | None = None,
+) -> MergeResult:
+    """Insert the rows of ``source_df`` whose ``identity`` the table does not hold yet; never update.
+
+    The append-only writer of bronze: ``identity`` names a batch of rows (a landed file: its path
+    and content hash), and a batch whose identity is already in the table is not inserted again,
+    whoever wrote it and when. Being a MERGE, it reads the target's partitions the batch touches, so
+    two concurrent inserts of one batch conflict at commit and the loser, run again by
+    :func:`~sparkfs.core.conflicts.retry_on_conflict`, finds the rows there and inserts nothing:
+    exactly once, whatever the timing. Columns the table lacks are added (schema evolution: a new
+    upstream column is kept).
+
+    Example::
+
+        result = insert_new(lake, "bronze", "flights", batch_df, ["_source_file", "_source_hash"],
+                            partition_by="event_date")
+        result.rows_inserted     # 0 when these files are already in bronze
+    """
+    full_name = lake.name(layer, table)
+    require_columns(source_df, [*identity, *([partition_by] if partition_by else [])], f"the batch for {full_name}")
+    source = source_df.persist()
+    try:
+        source_rows = source.count()
+        if source_rows == 0:
+            version = lake.last_commit(layer, table).version
+            return MergeResult(full_name, version, 0, 0, 0)
+        condition = _key_condition(identity)
+        if partition_by:
+            condition = condition & _partition_condition(source, partition_by)
+
+        def attempt() -> tuple[int, Row | None]:
+            read_version = lake.last_commit(layer, table).version
+            return read_version, (
+                lake.table(layer, table).alias("t")
+                .merge(source.alias("s"), condition)
+                .whenNotMatchedInsertAll()
+                .withSchemaEvolution()
+                .execute()
+                .first()
+            )
+
+        read_version, metrics = retry_on_conflict(attempt, full_name, "insert")
+    finally:
+        source.unpersist()
+    assert metrics is not None
+    inserted = int(metrics["num_inserted_rows"])
+    committed = lake.commit_after(layer, table, read_version, "MERGE")
+    result = MergeResult(full_name, committed.version if committed else read_version, source_rows, inserted, 0)
+    log.debug("insert %s v%d: %d source rows, %d inserted", full_name, result.version, source_rows, inserted)
     return result
 
 

@@ -1,13 +1,24 @@
 """The run-record: every job logs and records what each stage read, wrote and how long it took.
 
-Records are appended to the Delta table ``<ops schema>.run_records`` (one row per stage) when the
-run ends, whether it succeeded or failed, so a failed run leaves a trace too.
+Records live in the Delta table ``<ops schema>.run_records``: one row for the run itself (stage
+``run``) and one per stage, keyed by (run_id, seq) and written by the one MERGE writer. A run's
+row is appended as ``started`` before any work, each stage's row as ``started`` when the stage
+starts (a blind append: cheap, and never in conflict with other runs), and one MERGE gives every
+row its final status (``succeeded`` / ``failed``), counts and duration when the run ends. So a run killed by ``kill -9`` or the
+out-of-memory killer still leaves its ``started`` rows, with the host and process id that ran it.
+
+A run still ``started`` whose process is gone is **abandoned**: the next run (any job) finds such
+runs, logs them and marks them ``abandoned`` in the table, and ``sparkfs runs`` shows them. "Gone"
+is known for certain on the same host (no process with that id); a run started on another host
+(a Databricks job cluster) counts as abandoned once it is older than :data:`STALE_AFTER`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,10 +27,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from pyspark.sql import DataFrame, Row
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import SparkfsError
 from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.merge import merge_upsert
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +85,17 @@ RUN_SCHEMA = T.StructType(
         T.StructField("duration_s", T.DoubleType(), False),
         T.StructField("error", T.StringType(), True),
         T.StructField("details", T.StringType(), True),
+        T.StructField("seq", T.IntegerType(), True),
+        T.StructField("host", T.StringType(), True),
+        T.StructField("pid", T.LongType(), True),
+        T.StructField("updated_at", T.TimestampType(), True),
     ]
 )
+RUN_KEYS = ["run_id", "seq"]  # seq: 0 the run's own row, then the stages in order (a name may repeat)
+RUN_STAGE = "run"  # the stage name of a run's own row
+STARTED, SUCCEEDED, FAILED, ABANDONED = "started", "succeeded", "failed", "abandoned"
+# A run started on another host cannot be checked for a live process: after this long it is abandoned.
+STALE_AFTER = timedelta(hours=24)
 
 
 @dataclass
@@ -85,7 +109,7 @@ class StageRecord:
     rows_in: int | None = None
     rows_out: int | None = None
     rows_rejected: int | None = None
-    status: str = "running"
+    status: str = STARTED
     duration_s: float = 0.0
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -105,55 +129,185 @@ def describe_stage(record: StageRecord) -> str:
     return "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """One run as ``run_records`` holds it: its own row, and the stage it reached or failed in.
+
+    ``status`` is ``started`` (still running), ``succeeded``, ``failed`` or ``abandoned`` (its
+    process is gone without recording an end).
+    """
+
+    run_id: str
+    job: str
+    params: str
+    status: str
+    started_at: datetime
+    duration_s: float | None
+    host: str | None
+    pid: int | None
+    last_stage: str | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "started_at": self.started_at.isoformat()}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def process_is_gone(host: str | None, pid: int | None, started_at: datetime, *, now: datetime | None = None) -> bool:
+    """Whether the process that started a run has ended: certain on this host, by age elsewhere."""
+    if host == socket.gethostname() and pid is not None:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+        return False
+    return (now or _now()) - started_at > STALE_AFTER
+
+
+def ensure_run_table(lake: Lakehouse) -> None:
+    """Create ``ops.run_records``, or add the columns a table from an earlier sparkfs lacks."""
+    layer, table = RUN_TABLE
+    if not lake.exists(layer, table):
+        lake.create(layer, table, RUN_SCHEMA, comment="One row per run and per stage of every sparkfs job run")
+        return
+    lake.add_columns(layer, table, RUN_SCHEMA)
+
+
+def recent_runs(lake: Lakehouse, limit: int = 20) -> list[RunSummary]:
+    """The newest ``limit`` runs, newest first; a run ``started`` whose process is gone shows as ``abandoned``.
+
+    Example: ``[(r.job, r.status) for r in recent_runs(lake, 5)]``.
+    """
+    layer, table = RUN_TABLE
+    if not lake.exists(layer, table):
+        return []
+    records = lake.read(layer, table)
+    if "seq" not in records.columns:  # a table from before run rows: nothing to list yet
+        return []
+    runs = records.where(F.col("stage") == RUN_STAGE).orderBy(F.col("started_at").desc()).limit(limit).collect()
+    return _summaries(records, runs)
+
+
+def mark_abandoned(lake: Lakehouse) -> list[RunSummary]:
+    """Find the runs left ``started`` by a process that is gone; mark them (and their started
+    stages) ``abandoned``; return them. Called when a run starts."""
+    layer, table = RUN_TABLE
+    records = lake.read(layer, table)
+    open_runs = records.where((F.col("stage") == RUN_STAGE) & (F.col("status") == STARTED)).collect()
+    gone = _summaries(records, [r for r in open_runs if process_is_gone(r["host"], r["pid"], r["started_at"])])
+    if not gone:
+        return []
+    rows = records.where(F.col("run_id").isin([g.run_id for g in gone]) & (F.col("status") == STARTED)).withColumns(
+        {"status": F.lit(ABANDONED), "updated_at": F.lit(_now()),
+         "error": F.lit("abandoned: its process ended without recording an end (killed?)")}
+    )
+    merge_upsert(lake, layer, table, rows, keys=RUN_KEYS)
+    for run in gone:
+        log.warning("run %s of %s (%s) was abandoned in stage %s: its process %s on %s is gone",
+                    run.run_id, run.job, run.params, run.last_stage or "(none)", run.pid, run.host)
+    return gone
+
+
+def _summaries(records: DataFrame, runs: list[Row]) -> list[RunSummary]:
+    """A summary of each run row, with the newest stage it reached (one query for them all)."""
+    if not runs:
+        return []
+    ids = [r["run_id"] for r in runs]
+    last: dict[str, Row] = {}
+    stage_rows = records.where(F.col("run_id").isin(ids) & (F.col("seq") > 0)).select(
+        "run_id", "seq", "stage", "error").collect()
+    for row in stage_rows:
+        if row["run_id"] not in last or row["seq"] > last[row["run_id"]]["seq"]:
+            last[row["run_id"]] = row
+    summaries = []
+    for r in runs:
+        status = r["status"]
+        if status == STARTED and process_is_gone(r["host"], r["pid"], r["started_at"]):
+            status = ABANDONED
+        stage = last.get(r["run_id"])
+        summaries.append(RunSummary(
+            run_id=r["run_id"], job=r["job"], params=r["params"] or "", status=status,
+            started_at=r["started_at"], duration_s=None if r["status"] == STARTED else r["duration_s"],
+            host=r["host"], pid=r["pid"], last_stage=stage["stage"] if stage else None,
+            error=r["error"] or (stage["error"] if stage else None),
+        ))
+    return summaries
+
+
 @dataclass
 class RunRecorder:
+    """Records a run's stages in ``ops.run_records`` as they start and end (see the module doc)."""
+
     lake: Lakehouse
     job: str
     params: dict[str, Any]
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     stages: list[StageRecord] = field(default_factory=list)
+    abandoned: list[RunSummary] = field(default_factory=list)  # earlier runs found abandoned at start
+    run_record: StageRecord = field(default_factory=lambda: StageRecord(stage=RUN_STAGE, started_at=_now()))
 
     @contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:
-        record = StageRecord(stage=name, started_at=datetime.now(timezone.utc).replace(tzinfo=None))
+        record = StageRecord(stage=name, started_at=_now())
         self.stages.append(record)
+        self._append_started(len(self.stages))
         start = time.perf_counter()
         log.debug("[%s] %s: started", self.job, name)
         try:
             yield record
-            record.status = "succeeded"
+            record.status = SUCCEEDED
         except BaseException as exc:
-            record.status = "failed"
+            record.status = FAILED
             record.error = f"{type(exc).__name__}: {exc}"[:4000]
             raise
         finally:
             record.duration_s = round(time.perf_counter() - start, 3)
             log.info("[%s] %s: %s", self.job, name, describe_stage(record))
 
-    def save(self) -> None:
-        if not self.stages:
-            return
-        layer, table = RUN_TABLE
-        if not self.lake.exists(layer, table):
-            self.lake.create(layer, table, RUN_SCHEMA, comment="One row per stage of every sparkfs job run")
-        rows = [
+    def _rows(self) -> list[dict[str, Any]]:
+        common = {
+            "run_id": self.run_id,
+            "job": self.job,
+            "env": self.lake.settings.env,
+            "params": json.dumps(self.params, default=str, sort_keys=True),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "updated_at": _now(),
+        }
+        return [
             {
                 **{k: v for k, v in asdict(s).items() if k != "details"},
-                "run_id": self.run_id,
-                "job": self.job,
-                "env": self.lake.settings.env,
-                "params": json.dumps(self.params, default=str, sort_keys=True),
+                **common,
+                "seq": seq,
                 "details": json.dumps(s.details, default=str, sort_keys=True),
             }
-            for s in self.stages
+            for seq, s in enumerate([self.run_record, *self.stages])
         ]
-        df = self.lake.spark.createDataFrame(rows, RUN_SCHEMA)
-        df.write.format("delta").mode("append").saveAsTable(self.lake.name(layer, table))
+
+    def _append_started(self, seq: int) -> None:
+        """Record that the run (seq 0) or its stage ``seq`` started: a blind append, cheap and
+        never in conflict with other runs' records."""
+        df = self.lake.spark.createDataFrame([self._rows()[seq]], RUN_SCHEMA)
+        name = self.lake.name(*RUN_TABLE)
+        retry_on_conflict(lambda: df.write.format("delta").mode("append").saveAsTable(name), name, "append")
+
+    def save(self) -> None:
+        """MERGE the run's row and every stage's row as they are now (the end of the run)."""
+        df = self.lake.spark.createDataFrame(self._rows(), RUN_SCHEMA)
+        merge_upsert(self.lake, *RUN_TABLE, df, keys=RUN_KEYS)
 
 
 @contextmanager
 def record_run(lake: Lakehouse, job: str, params: dict[str, Any]) -> Iterator[RunRecorder]:
-    """Time and record a job run; the stages are saved even when the run fails.
+    """Time and record a job run: ``started`` rows before any work, the end when it ends (failed too).
+
+    Runs that an earlier process left ``started`` and never ended are marked ``abandoned`` first
+    (``run.abandoned`` lists them).
 
     Example::
 
@@ -162,9 +316,19 @@ def record_run(lake: Lakehouse, job: str, params: dict[str, Any]) -> Iterator[Ru
                 result = merge_upsert(lake, "gold", "my_table", rows_df, keys=["id", "ts"])
                 stage.rows_out, stage.table_version = result.rows_inserted, result.version
     """
+    ensure_run_table(lake)
     recorder = RunRecorder(lake, job, params)
+    recorder.abandoned = mark_abandoned(lake)
     log.info("%s run %s: %s", job, recorder.run_id, ", ".join(f"{k}={v}" for k, v in params.items()))
+    recorder._append_started(0)
+    start = time.perf_counter()
     try:
         yield recorder
+        recorder.run_record.status = SUCCEEDED
+    except BaseException as exc:
+        recorder.run_record.status = FAILED
+        recorder.run_record.error = f"{type(exc).__name__}: {exc}"[:4000]
+        raise
     finally:
+        recorder.run_record.duration_s = round(time.perf_counter() - start, 3)
         recorder.save()

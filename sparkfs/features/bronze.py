@@ -15,17 +15,24 @@ change upstream cannot break an append; silver does the typing), plus ingestion 
   06:00" means the same in history and in production. ``_run_id`` is the run that appended it
   (its run record has the wall-clock time),
 - ``_source_file`` the path inside the landing zone, ``_source_modified`` the file's timestamp,
+  ``_source_hash`` the SHA-256 of its content,
 - ``_record_id`` an id for the row, unique in the table, that silver and quarantine carry along,
+- ``_malformed`` for a line that is not valid JSON (or not UTF-8): the line's bytes as base64 (the
+  row's other values are null; silver quarantines it with the one reason ``malformed record``),
 - ``event_date`` (daily sources only, the partition column): the date folder the file came in.
 
-Re-running is safe: a file is ingested once, identified by its path (landing files are
-immutable, as with Auto Loader's default; an upstream that corrects data delivers a new file,
-and silver keeps the latest delivery of each row). A new upstream column is added to the table
+Re-running is safe, and so are two runs at once: a delivery is ingested exactly once, identified
+by its path and content hash. The rows go in by an insert-only MERGE on that identity
+(:func:`~sparkfs.core.merge.insert_new`), so a second run that read bronze before the first one
+committed loses the commit race, is retried, and then finds the file there. A file replaced in
+place (same path, new content) is a new delivery: its rows are appended next to the old ones,
+and silver keeps the latest delivery of each row. A new upstream column is added to the table
 (schema evolution); a missing required column stops the run before anything is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +47,7 @@ from pyspark.sql import functions as F
 from sparkfs.core.config import StrictModel
 from sparkfs.core.errors import MissingSourceDataError, SchemaMismatchError
 from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.merge import insert_new
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +58,14 @@ METADATA_COLUMNS = (
     "_run_id",
     "_source_file",
     "_source_modified",
+    "_source_hash",
     "_record_id",
+    "_malformed",
 )
+MALFORMED = "_malformed"  # a line that did not parse: its bytes, base64; null for every other row
+CORRUPT_RECORD = "_corrupt_record"  # Spark's column for such a line
+# A file is one delivery: its path in the landing zone and the hash of its content.
+FILE_IDENTITY = ("_source_file", "_source_hash")
 
 
 class SourceSpec(StrictModel):
@@ -67,9 +81,10 @@ class SourceSpec(StrictModel):
 class IngestResult:
     table: str
     version: int | None  # None: nothing new, no commit
-    files_new: int
+    files_new: int  # deliveries not in bronze before (files_replaced of them: a known path, new content)
     files_skipped: int
     rows_written: int
+    files_replaced: int = 0
     files: tuple[str, ...] = ()  # the appended files, relative to the landing folder
 
 
@@ -85,15 +100,31 @@ def landing_files(landing_dir: Path, source: SourceSpec, days: Sequence[date]) -
     return found
 
 
-def ingested_files(lake: Lakehouse, source: SourceSpec, days: Sequence[date]) -> set[str]:
-    """Relative paths of the files bronze already holds for ``days`` (reads only those partitions)."""
+def ingested_files(lake: Lakehouse, source: SourceSpec, days: Sequence[date]) -> dict[str, set[str | None]]:
+    """The content hashes bronze holds per landing path for ``days`` (reads only those partitions).
+
+    A hash of None: a row ingested before bronze recorded hashes (that path counts as ingested).
+    """
     if not lake.exists(LAYER, source.name):
-        return set()
+        return {}
     table_df = lake.read(LAYER, source.name)
     if source.arrival == "daily":
         table_df = table_df.where(F.col(EVENT_DATE).isin(list(days)))
-    # One row per file: bounded by the files of the window, not by the table's size.
-    return {r[0] for r in table_df.select("_source_file").distinct().collect()}
+    hash_col = F.col("_source_hash") if "_source_hash" in table_df.columns else F.lit(None).cast("string")
+    # One row per delivery: bounded by the files of the window, not by the table's size.
+    seen: dict[str, set[str | None]] = {}
+    for path, digest in table_df.select("_source_file", hash_col).distinct().collect():
+        seen.setdefault(path, set()).add(digest)
+    return seen
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of the file's bytes, hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def ingest(
@@ -132,7 +163,12 @@ def ingest(
     empty = sorted(rel for rel, path in available.items() if path.stat().st_size == 0)
     if empty:
         log.warning("bronze %s: %d delivered files are empty: %s", full_name, len(empty), empty)
-    new = {rel: path for rel, path in available.items() if rel not in seen and rel not in empty}
+    hashes = {rel: file_hash(path) for rel, path in available.items() if rel not in empty}
+    new = {rel: available[rel] for rel, digest in hashes.items()
+           if not seen.get(rel, set()) & {digest, None}}
+    replaced = sorted(rel for rel in new if rel in seen)
+    if replaced:
+        log.warning("bronze %s: %d files were replaced in place (new content): %s", full_name, len(replaced), replaced)
     skipped = len(available) - len(new) - len(empty)
     if not new:
         log.debug("bronze %s: %d files already ingested, nothing new", full_name, skipped)
@@ -144,7 +180,14 @@ def ingest(
         .select("*", F.col("_metadata.file_path").alias("_file_path"),
                 F.col("_metadata.file_modification_time").alias("_source_modified"))
     )
-    upstream_cols = [c for c in raw_df.columns if c not in ("_file_path", "_source_modified")]
+    # A line Spark cannot parse (bad JSON, bytes that are not UTF-8) comes back as one row with all
+    # values null and the line in _corrupt_record. Delta must not store bytes that are not UTF-8
+    # in a string column (other readers refuse them), so the line is kept as base64 of its bytes.
+    malformed = (
+        F.base64(F.col(CORRUPT_RECORD).cast("binary")) if CORRUPT_RECORD in raw_df.columns
+        else F.lit(None).cast("string")
+    )
+    upstream_cols = [c for c in raw_df.columns if c not in ("_file_path", "_source_modified", CORRUPT_RECORD)]
     missing = [c for c in source.required_columns if c not in upstream_cols]
     if missing:
         raise SchemaMismatchError(
@@ -162,7 +205,11 @@ def ingest(
         F.lit(run_id).alias("_run_id"),
         _relative_path(F.col("_file_path"), source).alias("_source_file"),
         "_source_modified",
+        F.create_map(*[F.lit(x) for rel, digest in hashes.items() if rel in new for x in (rel, digest)])[
+            _relative_path(F.col("_file_path"), source)
+        ].alias("_source_hash"),
         F.concat(F.lit(run_id + "-"), F.monotonically_increasing_id().cast("string")).alias("_record_id"),
+        malformed.alias(MALFORMED),
         *([F.to_date(F.regexp_extract("_file_path", r"/(\d{4}-\d{2}-\d{2})/[^/]+$", 1)).alias(EVENT_DATE)]
           if source.arrival == "daily" else []),
     )
@@ -171,27 +218,25 @@ def ingest(
         LAYER, source.name, batch_df.schema, partition_by=partitions,
         comment=f"Raw '{source.name}' as delivered: {source.description}",
     )
-    read_version = lake.last_commit(LAYER, source.name).version
-    # mergeSchema: a column the upstream added is appended to the table, not dropped.
-    (
-        batch_df.write.format("delta").mode("append").option("mergeSchema", "true")
-        .saveAsTable(full_name)
-    )
-    # An append of no rows commits nothing: then the newest commit is an earlier run's.
-    committed = lake.commit_after(LAYER, source.name, read_version, "WRITE")
-    if committed is None:
-        log.debug("bronze %s: %d new files without rows, nothing appended", full_name, len(new))
-        return IngestResult(full_name, None, len(new), skipped, 0)
-    rows = committed.metric("numOutputRows")
+    # Insert-only on the file's identity: a delivery another run has already put in bronze (even
+    # one committed while this run was reading) is not inserted again.
+    inserted = insert_new(lake, LAYER, source.name, batch_df, FILE_IDENTITY,
+                          partition_by=partitions[0] if partitions else None)
+    rows = inserted.rows_inserted
     log.debug("bronze %s v%d: %d new files (%d rows), %d already ingested",
-             full_name, committed.version, len(new), rows, skipped)
-    return IngestResult(full_name, committed.version, len(new), skipped, rows, tuple(sorted(new)))
+              full_name, inserted.version, len(new), rows, skipped)
+    return IngestResult(full_name, inserted.version if rows else None, len(new), skipped, rows, len(replaced),
+                        tuple(sorted(new)))
 
 
 def _relative_path(file_path: Column, source: SourceSpec) -> Column:
-    """``<source>/<date>/<file>`` (or ``<source>/<file>``) from the absolute URI Spark reports."""
+    """``<source>/<date>/<file>`` (or ``<source>/<file>``) from the absolute URI Spark reports.
+
+    The URI is percent-encoded (a space is ``%20``): decoded here, with a literal ``+`` kept.
+    """
     tail = r"/[^/]+/[^/]+$" if source.arrival == "daily" else r"/[^/]+$"
-    return F.regexp_extract(file_path, rf"({source.name}{tail})", 1)
+    decoded = F.url_decode(F.regexp_replace(file_path, r"\+", "%2B"))
+    return F.regexp_extract(decoded, rf"({source.name}{tail})", 1)
 
 
 def read_days(lake: Lakehouse, source: str, days: Sequence[date]) -> DataFrame:

@@ -54,7 +54,11 @@ ROW_LEVEL: dict[str, set[str]] = {
     "expect_column_values_to_match_regex": {"column", "regex"},
     "expect_column_values_to_be_unique": {"column"},
     "expect_compound_columns_to_be_unique": {"column_list"},
+    # Two columns of a row agree (a row's date and its delivery's day); rows missing either are
+    # not checked (ignore_row_if: either_value_is_missing, the only setting sparkfs evaluates).
+    "expect_column_pair_values_to_be_equal": {"column_A", "column_B", "ignore_row_if"},
 }
+PAIR_IGNORE = "either_value_is_missing"
 TABLE_LEVEL: dict[str, set[str]] = {
     "expect_table_row_count_to_be_between": {"min_value", "max_value"},
     "expect_column_to_exist": {"column"},
@@ -77,6 +81,8 @@ class ExpectationSpec(StrictModel):
                 f"expectation type {self.type!r} is not supported; supported: "
                 f"{sorted(ROW_LEVEL) + sorted(TABLE_LEVEL)}"
             )
+        if self.type == "expect_column_pair_values_to_be_equal" and self.kwargs.get("ignore_row_if") != PAIR_IGNORE:
+            raise ValueError(f"{self.type}: set ignore_row_if: {PAIR_IGNORE} (rows missing a value are not compared)")
         unknown = sorted(set(self.kwargs) - allowed)
         if unknown:
             hint = " ('mostly' is replaced by validation.max_reject_ratio)" if "mostly" in unknown else ""
@@ -88,7 +94,8 @@ class ExpectationSpec(StrictModel):
         """The name quarantine rows and errors use, e.g. ``expect_column_values_to_not_be_null(carrier)``."""
         if self.name:
             return self.name
-        target = self.kwargs.get("column") or ",".join(self.kwargs.get("column_list", []))
+        columns = self.kwargs.get("column_list") or [c for c in (self.kwargs.get("column_A"), self.kwargs.get("column_B")) if c]
+        target = self.kwargs.get("column") or ",".join(columns)
         return f"{self.type}({target})" if target else self.type
 
     @property
@@ -127,6 +134,9 @@ class ExpectationSpec(StrictModel):
             for c in cols:
                 any_present = any_present | c.isNotNull()
             return any_present & (F.count(F.lit(1)).over(Window.partitionBy(*cols)) > 1)
+        if self.type == "expect_column_pair_values_to_be_equal":
+            a, b = F.col(kw["column_A"]), F.col(kw["column_B"])
+            return a.isNotNull() & b.isNotNull() & (a != b)
         raise SparkfsError(f"{self.type} is a table-level expectation: it has no failing rows")
 
     def to_gx(self) -> Any:

@@ -34,12 +34,13 @@ from datetime import date, datetime, timezone
 from typing import Any, Literal
 
 from pydantic import Field
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel, import_ref
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ValidationFailedError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
@@ -53,6 +54,10 @@ LAYER = "silver"
 FAILED = "_failed_expectations"
 RAW = "_raw"
 LINEAGE_COLUMNS = ("_record_id", "_ingested_at", "_source_file")
+DELIVERY_DATE = "_delivery_date"  # the day of the row's delivery: checked by expectations, not published
+IS_MALFORMED = "_is_malformed"
+STATUS, OPEN, SUPERSEDED = "_status", "open", "superseded"  # quarantine rows: is the delivery current?
+MALFORMED_REASON = "malformed record"  # the one reason of a line that did not parse
 # Silver table property: the bronze version a once-delivered source was last refined from.
 SOURCE_VERSION_PROPERTY = "sparkfs.source_version"
 VALIDATION_TABLE = ("ops", "validation_results")
@@ -135,17 +140,27 @@ class RefineResult:
 def typed(bronze_df: DataFrame, schema: Mapping[str, str], what: str) -> DataFrame:
     """Cast the declared raw columns; add ``_parse_failures``: the columns whose value did not parse.
 
-    Raw columns not in ``schema`` are left out (they stay in bronze); lineage columns are kept.
+    Raw columns not in ``schema`` are left out (they stay in bronze); lineage columns are kept, and
+    so is ``_delivery_date``, the day of the delivery the row came in (a daily source's bronze
+    partition), which expectations may compare with the row's own date. A malformed line
+    (bronze ``_malformed``) has the one failure ``malformed record`` and its bytes (base64) in ``_raw``.
     """
     require_columns(bronze_df, list(schema), what)
     casts = {c: F.col(c).try_cast(TYPES[t]) for c, t in schema.items()}
     failures = [F.when(F.col(c).isNotNull() & casts[c].isNull(), F.lit(f"parse({c})")) for c in schema]
-    raw = F.to_json(F.struct(*[F.col(c) for c in bronze_df.columns if not c.startswith("_") and c != bronze.EVENT_DATE]))
+    malformed = F.col(bronze.MALFORMED) if bronze.MALFORMED in bronze_df.columns else F.lit(None).cast("string")
+    raw = F.when(malformed.isNotNull(), F.to_json(F.struct(malformed.alias("_malformed_base64")))).otherwise(
+        F.to_json(F.struct(*[F.col(c) for c in bronze_df.columns if not c.startswith("_") and c != bronze.EVENT_DATE]))
+    )
+    delivery = F.col(bronze.EVENT_DATE) if bronze.EVENT_DATE in bronze_df.columns else F.lit(None).cast("date")
     return bronze_df.select(
         *[casts[c].alias(c) for c in schema],
         *LINEAGE_COLUMNS,
         raw.alias(RAW),
-        F.filter(F.array(*failures), lambda x: x.isNotNull()).alias("_parse_failures"),
+        delivery.alias(DELIVERY_DATE),
+        malformed.isNotNull().alias(IS_MALFORMED),
+        F.when(malformed.isNotNull(), F.array(F.lit(MALFORMED_REASON)))
+        .otherwise(F.filter(F.array(*failures), lambda x: x.isNotNull())).alias("_parse_failures"),
     )
 
 
@@ -164,7 +179,10 @@ def with_failures(df: DataFrame, specs: Sequence[ExpectationSpec]) -> DataFrame:
     """Add ``_failed_expectations``: the labels of the row-level expectations the row fails (+ parse failures)."""
     flags = [F.when(s.failed(), F.lit(s.label)) for s in specs if s.is_row_level]
     failed = F.filter(F.array(*flags), lambda x: x.isNotNull()) if flags else F.array().cast("array<string>")
-    return df.withColumn(FAILED, F.concat(F.col("_parse_failures"), failed)).drop("_parse_failures")
+    # A malformed line has no values to check: its one reason is that it did not parse.
+    malformed = F.col(IS_MALFORMED) if IS_MALFORMED in df.columns else F.lit(False)
+    reasons = F.when(malformed, F.col("_parse_failures")).otherwise(F.concat(F.col("_parse_failures"), failed))
+    return df.withColumn(FAILED, reasons).drop("_parse_failures")
 
 
 def refine(
@@ -196,8 +214,9 @@ def refine(
         bronze_df = lake.read(bronze.LAYER, spec.source)
     else:
         bronze_df = bronze.read_days(lake, spec.source, days)
+    delivered_df = bronze_df if days is None else latest_day_delivery(bronze_df)
 
-    typed_df = typed(bronze_df, spec.schema_, f"bronze {lake.name(bronze.LAYER, spec.source)}")
+    typed_df = typed(delivered_df, spec.schema_, f"bronze {lake.name(bronze.LAYER, spec.source)}")
     conformed = spec.conform_fn()(typed_df)
     require_columns(conformed, [*spec.keys, *([spec.partition_by] if spec.partition_by else [])],
                     f"the conformed rows of silver {spec.name!r}")
@@ -206,21 +225,24 @@ def refine(
         result.rows_in = bronze_df.count()
         evaluated = candidate.count()
         result.rows_superseded = result.rows_in - evaluated
-        suite_result = run_suite(candidate.drop(RAW, "_parse_failures"), spec.expectations, suite)
+        # Great Expectations sees the rows that parsed; a malformed line is rejected for that alone.
+        well_formed = candidate.where(~F.col(IS_MALFORMED)).drop(RAW, "_parse_failures", IS_MALFORMED)
+        suite_result = run_suite(well_formed, spec.expectations, suite)
         flagged = with_failures(candidate, suite).persist()
         try:
-            labels = [s.label for s in suite if s.is_row_level] + [f"parse({c})" for c in spec.schema_]
+            labels = [s.label for s in suite if s.is_row_level] + [f"parse({c})" for c in spec.schema_] + [
+                MALFORMED_REASON]
             counts = _failure_counts(flagged, labels)
             check_agreement(suite_result, counts)
             rejected = flagged.where(F.size(FAILED) > 0)
             result.rows_rejected = int(counts.pop("_any", 0))
             result.rejects_by_expectation = {k: v for k, v in counts.items() if v}
-            if result.rows_rejected:
-                result.quarantine = _quarantine(lake, spec, rejected, run_id)
+            if result.rows_rejected or (days is not None and lake.exists(LAYER, spec.quarantine)):
+                result.quarantine = _quarantine(lake, spec, rejected.drop(IS_MALFORMED), days, run_id)
             _save_validation(lake, spec, suite_result, result, days, run_id)
             _apply_policy(spec, policy, suite_result, result, evaluated)
-            good = flagged.where(F.size(FAILED) == 0).drop(FAILED, RAW)
-            result.merge = _publish(lake, spec, good)
+            good = flagged.where(F.size(FAILED) == 0).drop(FAILED, RAW, DELIVERY_DATE, IS_MALFORMED)
+            result.merge = _publish(lake, spec, good, days if days is not None and retracts(spec, suite) else None)
             result.rows_out = result.merge.source_rows
         finally:
             flagged.unpersist()
@@ -240,15 +262,22 @@ def _failure_counts(flagged: DataFrame, labels: Sequence[str]) -> dict[str, int]
     return {name: int(row[i]) for i, name in enumerate(names)}
 
 
-def _quarantine(lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, run_id: str) -> MergeResult:
-    """MERGE rejected rows into the quarantine table on ``_record_id``.
+def _quarantine(
+    lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, days: Sequence[date] | None, run_id: str
+) -> MergeResult:
+    """MERGE rejected rows into the quarantine table on ``_record_id``, ``_status`` ``open``.
 
     A row already quarantined with the same reasons keeps its original ``_run_id``, so a rerun
-    changes nothing; new reasons (a changed suite) update the row and its run id.
+    changes nothing; new reasons (a changed suite) update the row and its run id. With ``days``
+    (a daily source), the open rows of those days that this validation no longer rejects (their
+    delivery was superseded by a new one) become ``superseded``: a repaired day has no open rejects.
     """
-    rows = rejected.withColumn("_run_id", F.lit(run_id))
-    if lake.exists(LAYER, spec.quarantine):
-        earlier = lake.read(LAYER, spec.quarantine).select(
+    rows = rejected.withColumns({"_run_id": F.lit(run_id), STATUS: F.lit(OPEN)})
+    exists = lake.exists(LAYER, spec.quarantine)
+    if exists:
+        lake.add_columns(LAYER, spec.quarantine, rows.schema)
+        earlier_df = lake.read(LAYER, spec.quarantine)
+        earlier = earlier_df.select(
             "_record_id", F.col(FAILED).alias("_earlier_failed"), F.col("_run_id").alias("_earlier_run_id")
         )
         rows = (
@@ -259,6 +288,13 @@ def _quarantine(lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, run_id: 
             )
             .drop("_earlier_failed", "_earlier_run_id")
         )
+        if days is not None:
+            superseded = (
+                earlier_df.where(F.col(DELIVERY_DATE).isin(list(days)) & F.coalesce(F.col(STATUS) == OPEN, F.lit(True)))
+                .join(rejected.select("_record_id"), "_record_id", "left_anti")
+                .withColumn(STATUS, F.lit(SUPERSEDED))
+            )
+            rows = rows.unionByName(superseded.select(*rows.columns))
     lake.create(
         LAYER, spec.quarantine, rows.schema,
         comment=f"Rows of silver {spec.name!r} that failed validation, with the failed expectations",
@@ -266,20 +302,45 @@ def _quarantine(lake: Lakehouse, spec: SilverSpec, rejected: DataFrame, run_id: 
             FAILED: "labels of the expectations the row failed (parse(<col>): the raw value did not parse)",
             RAW: "the row's raw values as they arrived in bronze (JSON)",
             "_run_id": "the run that first quarantined the row with these reasons",
+            STATUS: "open: the row's delivery is current; superseded: the day was delivered again",
+            DELIVERY_DATE: "the day of the delivery the row came in",
         },
     )
     return merge_upsert(lake, LAYER, spec.quarantine, rows, keys=["_record_id"])
 
 
-def _publish(lake: Lakehouse, spec: SilverSpec, good: DataFrame) -> MergeResult:
+def _publish(lake: Lakehouse, spec: SilverSpec, good: DataFrame, days: Sequence[date] | None) -> MergeResult:
+    """MERGE the good rows; with ``days``, the table's rows of those days that the delivery no
+    longer holds (or now rejects) are retracted."""
     lake.create(
         LAYER, spec.name, good.schema,
         partition_by=[spec.partition_by] if spec.partition_by else [],
         comment=spec.description,
     )
     return merge_upsert(
-        lake, LAYER, spec.name, good, keys=spec.keys, partition_by=spec.partition_by
+        lake, LAYER, spec.name, good, keys=spec.keys, partition_by=spec.partition_by, retract_partitions=days
     )
+
+
+def retracts(spec: SilverSpec, suite: Sequence[ExpectationSpec]) -> bool:
+    """Whether a re-delivered day may retract silver rows: only when the table is partitioned by
+    the row's date and the suite checks that date equals the delivery's day (so a day's
+    partition holds that day's delivery and nothing else)."""
+    pair = {spec.partition_by, DELIVERY_DATE}
+    return spec.partition_by is not None and any(
+        s.type == "expect_column_pair_values_to_be_equal" and {s.kwargs.get("column_A"), s.kwargs.get("column_B")} == pair
+        for s in suite
+    )
+
+
+def latest_day_delivery(bronze_df: DataFrame) -> DataFrame:
+    """The bronze rows of each day's newest delivery: a day delivered again is replaced as a whole.
+
+    A delivery is what one run ingested for the day (its files, ``_run_id``); the newest is the
+    one with the latest landing time (``_ingested_at``). Earlier deliveries stay in bronze.
+    """
+    newest = F.max_by("_run_id", "_ingested_at").over(Window.partitionBy(bronze.EVENT_DATE))
+    return bronze_df.withColumn("_newest_run", newest).where(F.col("_run_id") == F.col("_newest_run")).drop("_newest_run")
 
 
 def _apply_policy(
@@ -333,7 +394,8 @@ def _save_validation(
         "result": suite_result.result_json,
     }
     df = lake.spark.createDataFrame([row], VALIDATION_SCHEMA)
-    df.write.format("delta").mode("append").saveAsTable(lake.name(layer, table))
+    name = lake.name(layer, table)
+    retry_on_conflict(lambda: df.write.format("delta").mode("append").saveAsTable(name), name, "append")
 
 
 def _set_property(lake: Lakehouse, table: str, key: str, value: str) -> None:

@@ -1,5 +1,5 @@
 """The ``sparkfs`` command: ``run <job>``, ``backfill <job>``, ``simulate``, ``smoke``, ``setup``, ``tables``,
-``history``, ``model promote|rollback``, ``catalog``, ``lineage``.
+``history``, ``runs``, ``model promote|rollback``, ``catalog``, ``lineage``.
 
 Arguments, dates, the environment and the configuration are checked before Spark starts, so a
 mistake costs a second, not a JVM start. Exit status: 0 done, 1 the command ran and failed, 2 it
@@ -191,6 +191,30 @@ def _model(args: argparse.Namespace, verbose: bool) -> int:
     return 0
 
 
+# --- runs ----------------------------------------------------------------------------------------
+
+def _runs(args: argparse.Namespace, verbose: bool) -> int:
+    """The newest runs from ``ops.run_records``: job, status (abandoned: its process is gone), stage."""
+    from sparkfs.core.runs import recent_runs
+
+    with job_context(settings_from_args(args), verbose=verbose, command="runs", attach=False) as ctx:
+        runs = recent_runs(ctx.lake, args.limit)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs recorded yet: 'sparkfs run features --date D' records one")
+        return 0
+    print(f"the newest {len(runs)} runs, newest first:")
+    for r in runs:
+        took = "" if r.duration_s is None else f" in {r.duration_s:.1f}s"
+        where = f", at stage {r.last_stage}" if r.status != "succeeded" and r.last_stage else ""
+        print(f"  {r.started_at:%Y-%m-%d %H:%M:%S}  {r.run_id}  {r.job:<9} {r.status}{took}{where}  {r.params}")
+        if r.status in ("failed", "abandoned") and r.error:
+            print(f"      {r.error.splitlines()[0][:160]}")
+    return 0
+
+
 # --- the command ---------------------------------------------------------------------------------
 
 def _run(args: argparse.Namespace, verbose: bool) -> int:
@@ -286,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "where a table, feature or model came from (--upstream) or what it feeds (--downstream)")
     add_lineage_arguments(lineage)
     add_config_arguments(lineage)
+
+    runs = command("runs", _runs, "list recent job runs and their status (abandoned: killed mid-run)")
+    runs.add_argument("--limit", type=int, default=HISTORY_LIMIT, metavar="N",
+                      help=f"newest N runs (default {HISTORY_LIMIT})")
+    runs.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    add_config_arguments(runs)
     return parser
 
 
