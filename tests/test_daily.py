@@ -30,7 +30,7 @@ from sparkfs.ml.assembly import build_features, build_spine
 from sparkfs.ml.config import TrainingConfig, load_training_config
 from sparkfs.ml.labels import roc_auc
 from sparkfs.ml.train import train_model
-from sparkfs.pit.checks import audit_feature_times
+from sparkfs.pit.provenance import audit_feature_times
 
 REPO = Path(__file__).resolve().parents[1]
 D1, D2, D3 = date(2013, 1, 1), date(2013, 1, 2), date(2013, 1, 3)

@@ -38,7 +38,7 @@ from sparkfs.pit import (
     planner,
     rebuild_training_set,
 )
-from sparkfs.pit.checks import audit_feature_times
+from sparkfs.pit.provenance import audit_feature_times
 
 UTC = timezone.utc
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

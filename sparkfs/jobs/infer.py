@@ -17,7 +17,7 @@ from sparkfs.ml.config import TrainingConfig, load_training_config
 from sparkfs.ml.labels import realized_labels
 from sparkfs.ml.score import FEATURE_TIMES, InferenceResult, load_scoring_model, predict_and_merge
 from sparkfs.ml.skew import skew_check
-from sparkfs.pit.checks import audit_feature_times
+from sparkfs.pit.provenance import audit_feature_times
 
 
 def infer_job(ctx: JobContext, window: RunWindow | None) -> None:

@@ -5,7 +5,8 @@ The public API lives in :mod:`sparkfs.pit.api` (the time rule is in its docstrin
 (resolving a lookup), :mod:`~sparkfs.pit.planner` (choosing a plan), :mod:`~sparkfs.pit.union`,
 :mod:`~sparkfs.pit.intervals` and :mod:`~sparkfs.pit.presort` (the plans),
 :mod:`~sparkfs.pit.fetch` (the matched rows' features), :mod:`~sparkfs.pit.checks` (the
-invariants checked after a build) and :mod:`~sparkfs.pit.columns` (column helpers).
+invariants checked after a build), :mod:`~sparkfs.pit.provenance` (which feature rows were used,
+and the leakage audit) and :mod:`~sparkfs.pit.columns` (column helpers).
 """
 
 from __future__ import annotations

@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkfs.core.checks import require_columns
@@ -71,6 +71,7 @@ from sparkfs.pit.lookup import (
     resolve,
     spine_bounds,
 )
+from sparkfs.pit.provenance import feature_times_column, with_known_at
 from sparkfs.pit.spec import LookupSpec, SpineSource, TrainingSetSpec
 from sparkfs.pit.union import union_join
 
@@ -144,12 +145,9 @@ def create_training_set(
     matched feature timestamp after (or a lookback before) its spine timestamp, no tie on
     (keys, event time) behind a match.
 
-    ``feature_times`` names a column to add that says which feature row each spine row used: a
-    struct with one field per lookup with an event time (named as in ``TrainingSet.checks``),
-    each ``struct(event_ts, known_at)``: the matched row's event time and its table's
-    ``sparkfs.known_at`` value (null when the table records none); a lookup that matched nothing
-    gives a struct of nulls. :func:`~sparkfs.pit.checks.audit_feature_times` checks it against a
-    cutoff.
+    ``feature_times`` names a column to add recording which feature row each spine row used
+    (one field per lookup with an event time: the matched row's ``event_ts`` and ``known_at``; see
+    :mod:`sparkfs.pit.provenance`, whose audit checks it against a cutoff).
 
     Example::
 
@@ -324,13 +322,13 @@ def _build(
     joined = spine_df
     plans: dict[str, str] = {}
     for lk in resolved:
-        joined = _join_lookup(joined, _with_known_at(lk) if feature_times else lk, bounds, spine_rows,
+        joined = _join_lookup(joined, with_known_at(lk) if feature_times else lk, bounds, spine_rows,
                               plan, micros(bin_size), plans)
     joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
     checks = check_training_set(joined, spine_rows, resolved)
     out = joined.select(
         *[column(c) for c in [*spine_df.columns, *(o for lk in resolved for o in lk.outputs)]],
-        *([_feature_times(resolved).alias(feature_times)] if feature_times else []),
+        *([feature_times_column(resolved).alias(feature_times)] if feature_times else []),
     )
     spec = TrainingSetSpec(
         spine=spine_spec,
@@ -356,37 +354,6 @@ def _build(
     read = (f"{lk.name} v{tables[lk.index].version} ({plans[lk.name].split(':')[0]})" for lk in resolved)
     log.info("training set: %s rows; %s", f"{checks['rows']:,}", ", ".join(read))
     return TrainingSet(out, spec, checks, plans)
-
-
-def _utc_date(us: int) -> date:
-    """The UTC date of an instant in microseconds since the epoch (clamped to Spark's range)."""
-    return (datetime(1970, 1, 1) + timedelta(microseconds=max(min(us, _MAX_US), _MIN_US))).date()
-
-
-_MIN_US = int((datetime(1, 1, 2) - datetime(1970, 1, 1)) / timedelta(microseconds=1))
-_MAX_US = int((datetime(9999, 12, 30) - datetime(1970, 1, 1)) / timedelta(microseconds=1))
-
-
-def _with_known_at(lk: ResolvedLookup) -> ResolvedLookup:
-    """``lk`` that also fetches the matched row's ``table_known_at`` (as internal column ``kat``)."""
-    if lk.table_known_at is None:
-        return lk
-    return replace(lk, features=(*lk.features, lk.table_known_at), outputs=(*lk.outputs, lk.col("kat")))
-
-
-def _feature_times(lookups: Sequence[ResolvedLookup]) -> Column:
-    """The ``feature_times`` struct of :func:`create_training_set`, from the joined internal columns.
-
-    A struct (one field per lookup), not a map: rows stay comparable, so a MERGE can tell an
-    unchanged row from a changed one."""
-    fields: list[Column] = []
-    for lk in lookups:
-        if lk.event_time is None:
-            continue
-        known = F.col(lk.col("kat")) if lk.table_known_at else F.lit(None).cast("timestamp")
-        fields.append(F.struct(F.timestamp_micros(F.col(lk.col("mt"))).alias("event_ts"),
-                               known.alias("known_at")).alias(lk.name))
-    return F.struct(*fields)
 
 
 def _join_lookup(
@@ -419,20 +386,7 @@ def _join_lookup(
         return spine_df.select("*", *nulls, F.lit(None).cast("long").alias(lk.col("mt")),
                                F.lit(False).alias(lk.col("tie")))
     lo, hi = span
-    lookback = micros(lk.lookback)
-
-    # Rows after the last spine time never match; with a lookback, nor do rows too old for the first.
-    # A table partitioned by the event's UTC date is pruned to the dates that can match (a day of
-    # margin either side), so a small spine reads only the history its window needs.
-    event_us = F.unix_micros(column(lk.event_time))
-    relevant = event_us.isNotNull() & (event_us <= hi)
-    if lookback is not None:
-        relevant &= event_us > lo - lookback
-    if lk.event_date:
-        relevant &= column(lk.event_date) <= F.lit(_utc_date(hi) + timedelta(days=1))
-        if lookback is not None:
-            relevant &= column(lk.event_date) >= F.lit(_utc_date(lo - lookback) - timedelta(days=1))
-    feature_df = lk.feature_df.where(relevant)
+    feature_df = lk.feature_df.where(lk.can_match(lo, hi))
 
     if plan not in planner.PLANS:
         raise SparkfsError(f"unknown plan {plan!r}: expected one of {planner.PLANS}")

@@ -10,12 +10,11 @@ that marks each spine row behind a tie once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkfs.core.errors import DuplicateKeyError, LeakageError, TrainingSetInvariantError
+from sparkfs.core.errors import DuplicateKeyError, TrainingSetInvariantError
 from sparkfs.core.lakehouse import SEQUENCE_PROPERTY
 from sparkfs.pit.columns import column
 from sparkfs.pit.lookup import ResolvedLookup, micros
@@ -83,58 +82,3 @@ def _tie_message(lk: ResolvedLookup, spine_rows: int, sample: list[dict[str, obj
         f"{lk.what} has more than one row per (keys, {lk.event_time}) behind {rows}, and no "
         f"sequence column decides (table property '{SEQUENCE_PROPERTY}'); e.g. spine rows {sample}"
     )
-
-
-@dataclass(frozen=True)
-class FeatureTimesAudit:
-    """What :func:`audit_feature_times` found, per lookup name: ``used`` (rows that matched a
-    feature row), ``after_cutoff`` (its event time after the row's cutoff), ``landed_after`` (its
-    ``known_at`` after the cutoff: it had not landed yet) and ``unproven`` (matched, but the table
-    records no ``known_at``, so landing cannot be shown)."""
-
-    cutoff: str
-    counts: dict[str, dict[str, int]]
-
-    @property
-    def violations(self) -> int:
-        return sum(c["after_cutoff"] + c["landed_after"] for c in self.counts.values())
-
-    def raise_on_violation(self, what: str) -> None:
-        """Raise :class:`LeakageError` naming the lookups and counts when any row broke the rule."""
-        bad = {name: {k: v for k, v in c.items() if k in ("after_cutoff", "landed_after") and v}
-               for name, c in self.counts.items()}
-        bad = {name: c for name, c in bad.items() if c}
-        if bad:
-            raise LeakageError(
-                f"{what}: feature rows from after the cutoff '{self.cutoff}' were used: {bad} "
-                "(after_cutoff: event time later; landed_after: known_at later, i.e. not landed yet). "
-                "Look those tables up as known at the cutoff (lookup known_at: known_at)"
-            )
-
-
-def audit_feature_times(df: DataFrame, feature_times: str, cutoff: str) -> FeatureTimesAudit:
-    """Prove, for every row of ``df``, that each feature row it used (``feature_times``, as added
-    by ``create_training_set(..., feature_times=...)``) had its event time and its landing time
-    (``known_at``) at or before the row's ``cutoff`` column. One aggregate over the rows.
-
-    Example::
-
-        audit = audit_feature_times(predictions_df, "feature_times", "prediction_ts")
-        audit.raise_on_violation("predictions of 2013-12-02")
-    """
-    names = [f.name for f in df.schema[feature_times].dataType.fields]  # type: ignore[attr-defined]
-    if not names:
-        return FeatureTimesAudit(cutoff, {})
-    per_lookup = F.create_map(*[part for n in names for part in (F.lit(n), F.col(feature_times)[n])])
-    used = df.select(F.col(cutoff).alias("cutoff"), F.explode(per_lookup).alias("lookup", "row"))
-    event_ts, known = F.col("row.event_ts"), F.col("row.known_at")
-    matched = event_ts.isNotNull()
-    rows = used.groupBy("lookup").agg(
-        F.count(F.when(matched, 1)).alias("used"),
-        F.count(F.when(matched & (event_ts > F.col("cutoff")), 1)).alias("after_cutoff"),
-        F.count(F.when(matched & (known > F.col("cutoff")), 1)).alias("landed_after"),
-        F.count(F.when(matched & known.isNull(), 1)).alias("unproven"),
-    ).collect()
-    counts = {r["lookup"]: {k: int(r[k]) for k in ("used", "after_cutoff", "landed_after", "unproven")}
-              for r in rows}
-    return FeatureTimesAudit(cutoff, counts)

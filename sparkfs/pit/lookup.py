@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -169,6 +169,23 @@ class ResolvedLookup:
     table_known_at: str | None = None  # the table's own "when known" column (TableLayout.known_at)
     event_date: str | None = None  # the table's UTC event-date partition column (TableLayout.event_date)
 
+    def can_match(self, lo: int, hi: int) -> Column:
+        """The feature rows a spine whose times span ``lo..hi`` (microseconds) can match: none
+        after ``hi``; with a lookback, none at or before ``lo - lookback``. A table partitioned by
+        the event's UTC date (``event_date``) is pruned to those dates, a day of margin either
+        side, so a small spine reads only the history its window needs."""
+        assert self.event_time is not None
+        lookback = micros(self.lookback)
+        event_us = F.unix_micros(column(self.event_time))
+        rows = event_us.isNotNull() & (event_us <= hi)
+        if lookback is not None:
+            rows &= event_us > lo - lookback
+        if self.event_date:
+            rows &= column(self.event_date) <= F.lit(utc_date(hi) + timedelta(days=1))
+            if lookback is not None:
+                rows &= column(self.event_date) >= F.lit(utc_date(lo - lookback) - timedelta(days=1))
+        return rows
+
     def col(self, name: str) -> str:
         """The name of this lookup's internal column ``name``."""
         return f"{INTERNAL_PREFIX}{self.index}_{name}"
@@ -205,6 +222,16 @@ def micros(delta: timedelta | None) -> int | None:
     if delta is None:
         return None
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def utc_date(us: int) -> date:
+    """The UTC date of an instant in microseconds since the epoch (clamped to Spark's range)."""
+    return (datetime(1970, 1, 1) + timedelta(microseconds=max(min(us, MAX_US), MIN_US))).date()
+
+
+# The instants (microseconds since the epoch) utc_date clamps to: Spark's timestamp range, a day inside.
+MIN_US = int((datetime(1, 1, 2) - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+MAX_US = int((datetime(9999, 12, 30) - datetime(1970, 1, 1)) / timedelta(microseconds=1))
 
 
 def name_folding(df: DataFrame) -> Callable[[str], str]:
