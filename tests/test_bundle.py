@@ -413,7 +413,7 @@ def test_prod_is_locked_down(bundle: bc.Bundle) -> None:
     }
     schemas = prod["resources"]["schemas"]
     assert sorted(s["name"] for s in schemas.values()) == [
-        "sparkfs_bronze", "sparkfs_gold", "sparkfs_ml", "sparkfs_ops", "sparkfs_silver"]
+        "sparkfs_bronze", "sparkfs_gold", "sparkfs_ml", "sparkfs_monitoring", "sparkfs_ops", "sparkfs_silver"]
     assert all(s["lifecycle"]["prevent_destroy"] for s in schemas.values())
 
 

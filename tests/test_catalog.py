@@ -11,6 +11,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from sparkfs.catalog import describe_table, features_df, find, model_uses, sample, search_features
 from sparkfs.catalog.entries import MASK
@@ -42,7 +43,8 @@ EVENTS = [
 
 
 def captain_builder(lake: Lakehouse, span: FeatureSpan) -> DataFrame:
-    return lake.spark.createDataFrame(EVENTS, "carrier string, ts timestamp, delay double, captain string")
+    events = lake.spark.createDataFrame(EVENTS, "carrier string, ts timestamp, delay double, captain string")
+    return events.withColumn("_ingested_at", F.col("ts") + F.expr("INTERVAL 1 DAY"))  # when each row landed
 
 
 def spec() -> FeatureTableSpec:
@@ -84,16 +86,16 @@ def test_search_finds_features_by_name_docs_or_table_and_lists_pii(lake: Lakehou
     entries = [describe_table(lake, spec())]
 
     assert [f.name for f in search_features(entries, "DELAY")] == [  # the table's description says delays
-        "carrier", "ts", "event_date", "captain", "carrier_delay_mean_1h"]
+        "carrier", "ts", "event_date", "captain", "carrier_delay_mean_1h", "known_at"]
     assert [f.name for f in search_features(entries, "departure")] == ["ts", "carrier_delay_mean_1h"]
     assert search_features(entries, "no such text") == []
     assert [f.qualified for f in search_features(entries, pii_only=True)] == [f"{TABLE}.captain"]
     assert find(entries, f"gold.{TABLE}") == (entries[0], None)
-    assert find(entries, "carrier_delay_mean_1h")[1] == entries[0].features[-1]
+    assert find(entries, "carrier_delay_mean_1h")[1] == next(f for f in entries[0].features if f.name == "carrier_delay_mean_1h")
     with pytest.raises(UsageError, match="no feature table or feature named 'nope'"):
         find(entries, "nope")
     df = features_df(lake.spark, entries)
-    assert df.count() == 5 and df.where("pii").select("name").first() == ("captain",)
+    assert df.count() == 6 and df.where("pii").select("name").first() == ("captain",)
     lines = format_features(search_features(entries, "name"))
     assert "[pii]" in lines[1] and "the captain's name" in lines[1]
 
@@ -138,7 +140,7 @@ def test_usage_names_the_model_version_and_alias_that_read_a_feature(
     assert v3.pins() == {("gold", table): lake.version("gold", table)}
     assert not uses[0].uses_table(table)
     entry = describe_table(lake, spec())
-    card = format_show(entry, entry.features[-1], [v3])
+    card = format_show(entry, next(f for f in entry.features if f.name == "carrier_delay_mean_1h"), [v3])
     assert f"  catalog_model v3 @champion (trained on {table} v{lake.version('gold', table)})" in card
 
 
