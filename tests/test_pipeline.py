@@ -32,9 +32,15 @@ D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
 GOLD = ("planes", "weather_hourly", "carrier_delays", "route_delays")
 
 
+def clock(hhmm: int, minutes: int) -> int:
+    """The local clock time ``minutes`` after ``hhmm``, as the source writes it (hhmm, 0-2359)."""
+    total = (hhmm // 100 * 60 + hhmm % 100 + minutes) % 1440
+    return total // 60 * 100 + total % 60
+
+
 def flight(day: date, carrier: str, number: int, sched: int, delay: int | None, origin: str = "JFK", dest: str = "BOS") -> dict[str, object]:
     return {
-        "year": day.year, "month": day.month, "day": day.day, "dep_time": None if delay is None else sched + delay,
+        "year": day.year, "month": day.month, "day": day.day, "dep_time": None if delay is None else clock(sched, delay),
         "sched_dep_time": sched, "dep_delay": delay, "arr_time": None, "sched_arr_time": sched + 100,
         "arr_delay": None, "carrier": carrier, "flight": number, "tailnum": "N1", "origin": origin, "dest": dest,
         "air_time": 40, "distance": 187, "hour": sched // 100, "minute": sched % 100, "time_hour": None,
