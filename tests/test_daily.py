@@ -149,7 +149,7 @@ def test_two_daily_runs_predict_as_of_the_cutoff_label_the_next_day_and_rerun_ch
     cutoff_d2, cutoff_d3 = datetime(2013, 1, 2, 6, 0), datetime(2013, 1, 3, 6, 0)
 
     printed = run_daily(calendar, D2)  # 06:00 on D2: D1's outcomes and D2's schedule have landed
-    assert "features for 2013-01-01" in printed and "version 1 (@champion)" in printed
+    assert "daily runs 2013-01-02" in printed and "\n2013-01-02       2 (v1)          0 of 0 " in printed
     assert predictions(lake) == [(D2, "AA", 1, cutoff_d2, None), (D2, "UA", 3, cutoff_d2, None)]
     # Gold holds a UA departure after the cutoff (D1's UA 5 left at 07:20 UTC on D2); the
     # features D2 was scored with are those at 06:00: UA's 1-day mean is UA 3's 45 minutes alone.
