@@ -64,3 +64,20 @@ def _drop_cached_tables() -> Iterator[None]:
     active = SparkSession.getActiveSession()
     if active is not None:
         active.catalog.clearCache()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that runs a command sets up sparkfs's logging (a handler on the root logger bound
+    to the stderr of that moment, which pytest captures and closes); the tests after it must not
+    inherit that handler or the levels it set."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: lg.level for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    yield
+    root.handlers = [h for h in root.handlers if h in handlers or type(h).__module__.startswith("_pytest")]
+    root.setLevel(level)
+    for name, saved in levels.items():
+        logging.getLogger(name).setLevel(saved)
