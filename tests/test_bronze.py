@@ -85,6 +85,7 @@ def test_new_upstream_column_is_kept(lake: Lakehouse, tmp_path: Path) -> None:
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
 
 
+@pytest.mark.slow
 def test_missing_required_column_stops_before_writing(lake: Lakehouse, tmp_path: Path) -> None:
     land(tmp_path, "bz_missing", D1, [{"id": 1, "value": 1}])
     ingest(lake, spec("bz_missing"), tmp_path, [D1], run_id="r1")
@@ -102,6 +103,7 @@ def test_a_day_without_files_is_an_error(lake: Lakehouse, tmp_path: Path) -> Non
         ingest(lake, spec("bz_gap"), tmp_path, [D1, D2], run_id="r1")
 
 
+@pytest.mark.slow
 def test_an_empty_delivery_covers_its_day_and_appends_nothing(lake: Lakehouse, tmp_path: Path) -> None:
     land(tmp_path, "bz_empty", D1, [{"id": 1, "value": 2.5}])
     land(tmp_path, "bz_empty", D2, [])  # the upstream had no rows that day
@@ -114,6 +116,7 @@ def test_an_empty_delivery_covers_its_day_and_appends_nothing(lake: Lakehouse, t
     assert lake.read("bronze", "bz_empty").count() == 1
 
 
+@pytest.mark.slow
 def test_once_source_is_not_partitioned_and_ingested_once(lake: Lakehouse, tmp_path: Path) -> None:
     land(tmp_path, "bz_dim", None, [{"id": "a", "value": 1}, {"id": "b", "value": None}], name="dim.json")
     first = ingest(lake, spec("bz_dim", "once"), tmp_path, [D1], run_id="r1")
@@ -125,6 +128,7 @@ def test_once_source_is_not_partitioned_and_ingested_once(lake: Lakehouse, tmp_p
     assert [r[0] for r in table.select("_source_file").distinct().collect()] == ["bz_dim/dim.json"]
 
 
+@pytest.mark.slow
 def test_ingested_at_is_when_the_file_landed_not_when_the_run_read_it(lake: Lakehouse, tmp_path: Path) -> None:
     path = land(tmp_path, "bz_landed", D1, [{"id": 1, "value": 1}])
     landed = datetime(2013, 1, 2, 5, 30, tzinfo=timezone.utc).timestamp()  # as the delivery stamped it
@@ -167,6 +171,7 @@ def test_two_concurrent_ingestions_of_a_day_load_each_file_once(lake: Lakehouse,
     assert sorted(r.rows_written for r in results if isinstance(r, IngestResult)) == [0, 5]
 
 
+@pytest.mark.slow
 def test_a_file_replaced_in_place_is_a_new_delivery(lake: Lakehouse, tmp_path: Path) -> None:
     source = spec("bz_replaced")
     path = land(tmp_path, "bz_replaced", D1, [{"id": 1, "value": 1}, {"id": 2, "value": 2}])
@@ -184,6 +189,7 @@ def test_a_file_replaced_in_place_is_a_new_delivery(lake: Lakehouse, tmp_path: P
     assert ingest(lake, source, tmp_path, [D1], run_id="r3").files_new == 0
 
 
+@pytest.mark.slow
 def test_a_file_name_with_spaces_is_ingested_once(lake: Lakehouse, tmp_path: Path) -> None:
     land(tmp_path, "bz_spaces", D1, [{"id": 1, "value": 1}], name="late delivery+fix.json")
     ingest(lake, spec("bz_spaces"), tmp_path, [D1], run_id="r1")

@@ -116,6 +116,7 @@ def registry(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     configure_mlflow(settings)
 
 
+@pytest.mark.slow
 def test_usage_names_the_model_version_and_alias_that_read_a_feature(
     lake: Lakehouse, table: str, registry: Settings
 ) -> None:

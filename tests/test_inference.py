@@ -65,6 +65,7 @@ def test_alias_resolves_to_the_registered_version_with_its_signature(model: Scor
     ]
 
 
+@pytest.mark.slow
 def test_missing_alias_or_model_is_a_clear_error(model: ScoringModel, settings: Settings) -> None:
     with pytest.raises(ModelNotFoundError, match=r"has no alias 'challenger'; its aliases: \['champion'\]"):
         load_scoring_model(settings, MODEL, "challenger")
@@ -150,6 +151,7 @@ def test_compare_features_finds_every_kind_of_skew(spark: SparkSession) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_every_row_of_a_day_is_in_that_days_partition(spark: SparkSession, lake: Lakehouse, model: ScoringModel) -> None:
     # The spine selects a day by its local date (spine.date_column); the evening's flights depart
     # on the next UTC day. All of them must be found under the day they were scored for.

@@ -89,6 +89,7 @@ def test_merge_condition_prunes_to_the_batch_partitions(lake: Lakehouse) -> None
     assert int(last["operationMetrics"]["numTargetFilesRemoved"]) == 1
 
 
+@pytest.mark.slow
 def test_duplicate_keys_in_a_batch_are_rejected_or_resolved_by_sequence(lake: Lakehouse) -> None:
     fresh_table(lake, "dupes")
     spark = lake.spark

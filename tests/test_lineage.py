@@ -54,6 +54,7 @@ def test_reads_are_logged_with_their_version_and_become_edges(lake: Lakehouse) -
     assert edges_from_reads(lake, "silver.lt_read", 1, reads) == []  # a table is not its own source
 
 
+@pytest.mark.slow
 def test_upstream_follows_versions_down_to_the_files(recorded: Lakehouse, tmp_path: Path) -> None:
     graph = upstream(recorded, P)
 

@@ -141,6 +141,7 @@ def reference(spark: SparkSession) -> ModelReference:
 MODEL_ID = MonitoredModel("monitor_fast", "4", "run0123")
 
 
+@pytest.mark.slow
 def test_a_one_sd_shift_is_psi_above_0_25_and_an_alert_row(spark: SparkSession, reference: ModelReference) -> None:
     day_df = to_df(spark, scored_frame(500, seed=2, shift=1.0))
     report = check_chunk(day_df, reference, MODEL_ID, "2013-12-02", MonitoringConfig())
@@ -163,6 +164,7 @@ def test_a_one_sd_shift_is_psi_above_0_25_and_an_alert_row(spark: SparkSession, 
     assert not [a for a in same.alerts if a.source == "drift" and a.level == "alert"]
 
 
+@pytest.mark.slow
 def test_cbpe_estimates_the_day_with_a_band_and_realized_sits_next_to_it(
     spark: SparkSession, reference: ModelReference
 ) -> None:
@@ -192,6 +194,7 @@ def test_cbpe_estimates_the_day_with_a_band_and_realized_sits_next_to_it(
     assert performance_level("rmse", 12.0, 11.0, 13.0, 10.0, policy) == "alert"   # lower is better
 
 
+@pytest.mark.slow
 def test_monitoring_a_day_again_changes_no_monitoring_table(
     spark: SparkSession, lake: Lakehouse, reference: ModelReference
 ) -> None:

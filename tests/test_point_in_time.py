@@ -139,6 +139,7 @@ def test_lookback_edge_is_exclusive_at_exactly_t_minus_w(lake: Lakehouse) -> Non
     ]
 
 
+@pytest.mark.slow
 def test_mixed_time_zones_are_compared_as_instants(lake: Lakehouse) -> None:
     paris = timezone(timedelta(hours=1))
     feature_table(lake, "pit_tz", [("AA", "JFK", datetime(2024, 3, 1, 13, 0, tzinfo=paris), 7.0, 1)])
@@ -214,6 +215,7 @@ def test_as_known_at_ignores_rows_written_after_the_spine_time(lake: Lakehouse) 
     assert result(naive.select(minute, "delay"), ["at"]) == [(4, 3.0), (6, 5.0), (25, 9.0), (30, 9.0), (40, 9.0)]
 
 
+@pytest.mark.slow
 def test_feature_times_record_the_rows_used_and_the_audit_catches_rows_not_yet_landed(lake: Lakehouse) -> None:
     schema = T.StructType([*FEATURES.fields, T.StructField("ingested", T.TimestampType())])
     feature_table(lake, "pit_audit", [
@@ -253,6 +255,7 @@ def test_feature_times_record_the_rows_used_and_the_audit_catches_rows_not_yet_l
     assert audit_feature_times(forged, "times", "at").counts["pit_audit"]["after_cutoff"] == 1
 
 
+@pytest.mark.slow
 def test_a_small_spine_reads_only_the_event_date_partitions_its_lookback_can_reach(lake: Lakehouse) -> None:
     schema = T.StructType([*FEATURES.fields, T.StructField("event_date", T.DateType())])
     props = {KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts", EVENT_DATE_PROPERTY: "event_date"}
@@ -364,6 +367,7 @@ def test_as_of_join_on_dataframes_uses_the_same_join(spark, monkeypatch) -> None
         ]
 
 
+@pytest.mark.slow
 def test_auto_plan_splits_a_hot_key_only_where_tasks_run_in_parallel(spark, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     prices = spark.createDataFrame(
         [("HOT", at(m), float(m)) for m in range(0, 40, 2)] + [("X", at(1), -1.0), ("Y", at(3), -3.0)],
@@ -567,6 +571,7 @@ def test_rebuild_takes_a_plan_and_a_bin_size(lake: Lakehouse) -> None:
         (None, None), (at(1).replace(tzinfo=None), 1.0), (at(6).replace(tzinfo=None), 5.0)]
 
 
+@pytest.mark.slow
 def test_databricks_feature_engineering_names_are_accepted(lake: Lakehouse) -> None:
     feature_table(lake, "pit_fe", [("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(5), 5.0, 5)])
     spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 1), ("AA", "JFK", at(7), 0)], SPINE)

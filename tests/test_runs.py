@@ -12,6 +12,9 @@ from pyspark.sql import functions as F
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.runs import ABANDONED, RUN_STAGE, recent_runs, record_run
 
+# Every run record is a few Delta commits (the started rows, the final MERGE): seconds per test.
+pytestmark = pytest.mark.slow
+
 
 def statuses(lake: Lakehouse, run_id: str) -> list[tuple[int, str, str]]:
     rows = lake.read("ops", "run_records").where(F.col("run_id") == run_id).select("seq", "stage", "status")

@@ -385,6 +385,7 @@ def test_collected_splits_do_not_depend_on_the_row_order_of_the_training_set(spa
     assert first.counts == second.counts
 
 
+@pytest.mark.slow
 def test_artifacts_stay_in_the_data_folder_and_a_moved_store_is_refused(settings: Settings, tmp_path) -> None:
     here = settings.model_copy(update={"storage": StorageSettings(data_dir=str(tmp_path / "here"))})
     moved = settings.model_copy(update={"storage": StorageSettings(data_dir=str(tmp_path / "moved"))})
