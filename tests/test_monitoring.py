@@ -113,6 +113,22 @@ def test_a_mean_shift_of_one_sd_is_a_psi_alert(spark: SparkSession) -> None:
     assert ks.p_value is not None and ks.p_value < 0.01 and ks.value > 0.1 and ks.level == "alert"
 
 
+def test_a_column_all_null_in_a_day_has_no_ks_and_its_null_share_is_an_alert(spark: SparkSession) -> None:
+    """Seen on the real December: a feature with no value on one day must not stop the monitor."""
+    rng = np.random.default_rng(5)
+    ref = frame(spark, rng, 1000)
+    reference_df = to_spark(spark, ref)
+    profile = profile_reference(reference_df, numeric=["delay", "hour"])
+    empty = frame(spark, rng, 200, day="empty")
+    empty["delay"] = np.nan
+
+    metrics = drift(to_spark(spark, empty), profile, reference=reference_df, chunk_by="day")
+
+    assert [m for m in metrics if m.feature == "delay" and m.metric == "ks"] == []
+    assert by(metrics, "empty", "hour", "ks").p_value is not None  # the other column is compared
+    assert by(metrics, "empty", "delay", "null_share_change").level == "alert"
+
+
 @pytest.mark.slow
 def test_thirty_days_drawn_from_the_reference_raise_no_alert(spark: SparkSession) -> None:
     rng = np.random.default_rng(11)

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -115,11 +116,24 @@ def run_pipeline(
     a New York evening's departures fall on the next UTC date, before the cutoff).
     """
     days = list(window.days())
-    spark = lake.spark
     names = [s.name for s in pipeline.config.sources]
     unknown = sorted(set(sources or ()) - set(names))
     if unknown:
         raise ConfigError(f"{PIPELINE_FILE} declares no sources {unknown}; it has {names}")
+    edges: list[LineageEdge] = []
+    try:
+        _run_stages(lake, pipeline, days, run, edges, sources=sources, gold_window=gold_window or window)
+    finally:
+        # The run's lineage in one write (one per stage cost seconds each), also when a later
+        # stage failed: every version that was committed is traced.
+        record_lineage(lake, edges, job=run.job, run_id=run.run_id)
+
+
+def _run_stages(
+    lake: Lakehouse, pipeline: Pipeline, days: list[date], run: RunRecorder, edges: list[LineageEdge],
+    *, sources: Collection[str] | None, gold_window: RunWindow,
+) -> None:
+    spark = lake.spark
     if pipeline.config.upstream:
         with _stage(run, spark, "upstream") as st:
             st.rows_out = _upstream(pipeline.config.upstream)(pipeline.landing_dir, days, sources=sources)
@@ -133,7 +147,7 @@ def run_pipeline(
             st.table_name, st.table_version = ingested.table, ingested.version
             if ingested.version is not None:
                 target = table_node("bronze", source.name)
-                _record(lake, run, [LineageEdge(target, ingested.version, "file", f) for f in ingested.files])
+                edges.extend(LineageEdge(target, ingested.version, "file", f) for f in ingested.files)
             st.rows_out = ingested.rows_written
             st.details |= {"files_new": ingested.files_new, "files_skipped": ingested.files_skipped}
 
@@ -160,23 +174,22 @@ def run_pipeline(
                     target = table_node("silver", spec.name)
                     # Bronze is what silver is made from; its own table and quarantine are not.
                     bronze_reads = [r for r in reads if r[0] == "bronze"]
-                    _record(lake, run, edges_from_reads(lake, target, refined.merge.version, bronze_reads))
+                    edges.extend(edges_from_reads(lake, target, refined.merge.version, bronze_reads))
                 st.details |= {"inserted": refined.merge.rows_inserted, "updated": refined.merge.rows_updated}
             if refined.quarantine:
                 st.details["quarantine_version"] = refined.quarantine.version
 
     for table in pipeline.feature_tables if sources is None else []:
         with _stage(run, spark, f"gold.{table.name}") as st:
-            gold = gold_window or window
             with lake.track_reads() as reads:
-                rows_df = compute(lake, table, gold.start, gold.end).persist()
+                rows_df = compute(lake, table, gold_window.start, gold_window.end).persist()
             try:
                 merged = write_feature_table(lake, table, rows_df)
             finally:
                 rows_df.unpersist()
             if merged.rows_inserted or merged.rows_updated:
                 target = table_node("gold", table.name)
-                _record(lake, run, edges_from_reads(lake, target, merged.version, reads))
+                edges.extend(edges_from_reads(lake, target, merged.version, reads))
             st.table_name, st.table_version = merged.table, merged.version
             st.rows_in, st.rows_out = merged.source_rows, merged.rows_inserted + merged.rows_updated
             st.details |= {"inserted": merged.rows_inserted, "updated": merged.rows_updated}
@@ -189,10 +202,6 @@ Upstream = Callable[..., int]
 def _upstream(ref: str) -> Upstream:
     fn: Upstream = import_ref(ref, f"{PIPELINE_FILE}: upstream")
     return fn
-
-
-def _record(lake: Lakehouse, run: RunRecorder, edges: list[LineageEdge]) -> None:
-    record_lineage(lake, edges, job=run.job, run_id=run.run_id)
 
 
 @contextmanager

@@ -93,6 +93,15 @@ def setup_logging(level: int = logging.INFO) -> None:
     warnings.filterwarnings("ignore")
 
 
+def quiet_query_context_lines() -> None:
+    """PySpark logs a failed query's context as a JSON line of its own on stderr; sparkfs reports
+    the error once (:func:`report_error`), so without ``-v`` that line is not shown."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def spark_log_file(data_path: Path, command: str) -> Path:
     """A new file for this command's JVM output under ``<data_dir>/logs``; older ones are pruned."""
     folder = data_path / "logs"

@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, NoReturn
 from sparkfs.core.config import Settings, load_settings
 from sparkfs.core.errors import UsageError
 from sparkfs.core.session import on_databricks
-from sparkfs.jobs.console import jvm_output_to, mark_spark_log, spark_log_file
+from sparkfs.jobs.console import (
+    jvm_output_to,
+    mark_spark_log,
+    quiet_query_context_lines,
+    spark_log_file,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -195,6 +200,7 @@ def job_context(
             log.info("starting Spark (%s); its own log: %s", settings.spark.master, log_file)
             with jvm_output_to(log_file):
                 spark = get_spark(settings)
+            quiet_query_context_lines()
         # Quiet: the "starting" line is enough (the job's own lines follow); -v says when it is up.
         log.log(logging.INFO if verbose else logging.DEBUG,
                 "Spark %s ready in %.1fs", spark.version, time.perf_counter() - started)

@@ -21,7 +21,10 @@ Every step is an idempotent MERGE: a rerun of R changes no table but the run rec
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -74,9 +77,10 @@ def daily_job(ctx: JobContext, window: RunWindow | None) -> None:
     print(f"\ndaily runs {window} (each as the scheduler starts it, with what has landed by then)")
     print(HEADER)
     results = []
-    for day in window.days():
-        results.append(run_day(ctx, pipeline, config, day))
-        print(results[-1].line(), flush=True)
+    with _stage_lines_only_when_verbose(window.start != window.end):
+        for day in window.days():
+            results.append(run_day(ctx, pipeline, config, day))
+            print(results[-1].line(), flush=True)
     scored = sum(r.inference.merge.source_rows for r in results if r.inference is not None)
     aucs = [r.yesterday.roc_auc for r in results if r.yesterday.roc_auc is not None]
     mean_auc = f"; mean realized ROC AUC {sum(aucs) / len(aucs):.3f} over {len(aucs)} days" if aucs else ""
@@ -85,6 +89,20 @@ def daily_job(ctx: JobContext, window: RunWindow | None) -> None:
     last = results[-1]
     if last.inference is not None:  # the monitoring summary of the last day
         print(describe_monitoring(last.monitoring, config, last.run_date).lstrip("\n"))
+
+
+@contextmanager
+def _stage_lines_only_when_verbose(several_days: bool) -> Iterator[None]:
+    """Over several days the one line per day is the story; each day's stage lines (its run
+    record, ``sparkfs runs``) are shown with ``-v`` only. Warnings still show."""
+    runs_log = logging.getLogger(record_run.__module__)
+    level = runs_log.level
+    if several_days and not runs_log.isEnabledFor(logging.DEBUG):
+        runs_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        runs_log.setLevel(level)
 
 
 def serving_source(pipeline: Pipeline, config: TrainingConfig) -> str:
