@@ -93,16 +93,16 @@ def daily_job(ctx: JobContext, window: RunWindow | None) -> None:
 
 @contextmanager
 def _stage_lines_only_when_verbose(several_days: bool) -> Iterator[None]:
-    """Over several days the one line per day is the story; each day's stage lines (its run
-    record, ``sparkfs runs``) are shown with ``-v`` only. Warnings still show."""
-    runs_log = logging.getLogger(record_run.__module__)
-    level = runs_log.level
-    if several_days and not runs_log.isEnabledFor(logging.DEBUG):
-        runs_log.setLevel(logging.WARNING)
+    """Over several days the one line per day is the story; each day's stage and step lines (its
+    run record, ``sparkfs runs``) are shown with ``-v`` only. Warnings still show."""
+    sparkfs_log = logging.getLogger("sparkfs")
+    level = sparkfs_log.level
+    if several_days and not sparkfs_log.isEnabledFor(logging.DEBUG):
+        sparkfs_log.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        runs_log.setLevel(level)
+        sparkfs_log.setLevel(level)
 
 
 def serving_source(pipeline: Pipeline, config: TrainingConfig) -> str:
