@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,8 +72,6 @@ def _restore_logging() -> Iterator[None]:
     """A test that runs a command sets up sparkfs's logging (a handler on the root logger bound
     to the stderr of that moment, which pytest captures and closes); the tests after it must not
     inherit that handler or the levels it set."""
-    import logging
-
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     levels = {name: lg.level for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}

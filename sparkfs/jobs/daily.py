@@ -77,7 +77,7 @@ def daily_job(ctx: JobContext, window: RunWindow | None) -> None:
     print(f"\ndaily runs {window} (each as the scheduler starts it, with what has landed by then)")
     print(HEADER)
     results = []
-    with _stage_lines_only_when_verbose(window.start != window.end):
+    with _only_day_lines_unless_verbose(window.start != window.end):
         for day in window.days():
             results.append(run_day(ctx, pipeline, config, day))
             print(results[-1].line(), flush=True)
@@ -92,7 +92,7 @@ def daily_job(ctx: JobContext, window: RunWindow | None) -> None:
 
 
 @contextmanager
-def _stage_lines_only_when_verbose(several_days: bool) -> Iterator[None]:
+def _only_day_lines_unless_verbose(several_days: bool) -> Iterator[None]:
     """Over several days the one line per day is the story; each day's stage and step lines (its
     run record, ``sparkfs runs``) are shown with ``-v`` only. Warnings still show."""
     sparkfs_log = logging.getLogger("sparkfs")
