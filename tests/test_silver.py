@@ -13,10 +13,17 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkfs.core.errors import ConfigError, ValidationFailedError
+from sparkfs.core.errors import ConfigError, SparkfsError, ValidationFailedError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.features.bronze import SourceSpec, ingest
-from sparkfs.features.expectations import ExpectationSpec, check_agreement, load_suites, run_suite
+from sparkfs.features.expectations import (
+    Engine,
+    ExpectationSpec,
+    check_agreement,
+    load_suites,
+    run_suite,
+    validate,
+)
 from sparkfs.features.pipeline import load_pipeline
 from sparkfs.features.silver import (
     SilverSpec,
@@ -198,9 +205,10 @@ def test_typed_flags_values_that_do_not_parse(lake: Lakehouse) -> None:
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
 
 
-def test_an_empty_batch_fails_only_the_row_count_expectation(lake: Lakehouse) -> None:
+@pytest.mark.parametrize("engine", ["spark", "pandas"])
+def test_an_empty_batch_fails_only_the_row_count_expectation(lake: Lakehouse, engine: Engine) -> None:
     empty = lake.spark.createDataFrame([], "id int, value double, carrier string")
-    result = run_suite(empty, "empty_day", SUITE)
+    result = run_suite(empty, "empty_day", SUITE, engine)
     assert result.element_count == 0
     outcomes = {o.type: (o.success, o.unexpected_count) for o in result.outcomes}
     assert outcomes.pop("expect_table_row_count_to_be_between") == (False, None)
@@ -208,7 +216,8 @@ def test_an_empty_batch_fails_only_the_row_count_expectation(lake: Lakehouse) ->
     assert not result.success
 
 
-def test_row_flags_agree_with_great_expectations(lake: Lakehouse) -> None:
+@pytest.mark.parametrize("engine", ["spark", "pandas"])
+def test_row_flags_agree_with_great_expectations(lake: Lakehouse, engine: Engine) -> None:
     suite = [
         ExpectationSpec(type="expect_compound_columns_to_be_unique", kwargs={"column_list": ["a", "b"]}),
         ExpectationSpec(type="expect_column_values_to_be_unique", kwargs={"column": "a"}),
@@ -223,7 +232,7 @@ def test_row_flags_agree_with_great_expectations(lake: Lakehouse) -> None:
         [(None, 1), (None, 1), (None, None), (None, None), ("a", 1), ("a", 1), ("b", 3), ("CC", 2), ("d", None)],
         "a string, b int",
     )
-    result = run_suite(df, "agreement", suite)
+    result = run_suite(df, "agreement", suite, engine)
     flagged = with_failures(df.withColumn("_parse_failures", F.array().cast("array<string>")), suite)
     counts = {r[0]: r[1] for r in flagged.select(F.explode("_failed_expectations")).groupBy("col").count().collect()}
 
@@ -254,7 +263,8 @@ def test_repo_suites_load() -> None:
     assert {"flights", "weather", "planes", "airlines", "airports"} <= set(suites)
 
 
-def test_pair_equality_flags_agree_with_great_expectations(lake: Lakehouse) -> None:
+@pytest.mark.parametrize("engine", ["spark", "pandas"])
+def test_pair_equality_flags_agree_with_great_expectations(lake: Lakehouse, engine: Engine) -> None:
     suite = [ExpectationSpec(
         type="expect_column_pair_values_to_be_equal", name="same_day",
         kwargs={"column_A": "a", "column_B": "b", "ignore_row_if": "either_value_is_missing"},
@@ -262,12 +272,28 @@ def test_pair_equality_flags_agree_with_great_expectations(lake: Lakehouse) -> N
     df = lake.spark.createDataFrame(
         [(D1, D1), (D1, date(2031, 1, 1)), (None, D1), (D1, None), (None, None)], "a date, b date"
     )
-    result = run_suite(df, "pairs", suite)
+    result = run_suite(df, "pairs", suite, engine)
     flagged = with_failures(df.withColumn("_parse_failures", F.array().cast("array<string>")), suite)
     counts = {r[0]: r[1] for r in flagged.select(F.explode("_failed_expectations")).groupBy("col").count().collect()}
 
     check_agreement(result, counts)
     assert counts == {"same_day": 1}
+
+
+def test_a_small_batch_is_validated_on_pandas_and_again_in_spark_when_the_engines_disagree(lake: Lakehouse) -> None:
+    suite = [ExpectationSpec(type="expect_column_values_to_not_be_null", kwargs={"column": "x"})]
+    df = lake.spark.createDataFrame([(1.0,), (None,), (2.0,)], "x double")
+    counts = {"expect_column_values_to_not_be_null(x)": 1}
+    assert validate(df, "small", suite, counts, rows=3, pandas_max_rows=3).engine == "pandas"
+    assert validate(df, "big", suite, counts, rows=3, pandas_max_rows=2).engine == "spark"
+
+    # A double NaN is a value to Spark (and to the row flags) but null to pandas.
+    with_nan = df.union(lake.spark.sql("SELECT double('NaN') AS x"))
+    result = validate(with_nan, "nan", suite, counts, rows=4, pandas_max_rows=100)
+    assert (result.engine, result.outcomes[0].unexpected_count) == ("spark", 1)
+    assert json.loads(result.result_json)["sparkfs_engine"] == "spark"
+    with pytest.raises(SparkfsError, match="disagree with Great Expectations.*counted 1, the row flags 3"):
+        validate(with_nan, "nan", suite, {"expect_column_values_to_not_be_null(x)": 3}, rows=4, pandas_max_rows=100)
 
 
 FLIGHT = {

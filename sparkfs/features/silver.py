@@ -11,8 +11,9 @@ For a run window, :func:`refine` turns the window's bronze rows of one source in
    the rows of its latest delivery (``_ingested_at``) are kept; older deliveries are superseded,
    counted, and stay in bronze. Two rows with one key *in the same delivery* are not resolved
    by guessing: the uniqueness expectation rejects both.
-4. **Audit** -- the suite declared in ``conf/expectations.yaml`` runs in Great Expectations; the
-   same expectations evaluated per row give each row the labels of the expectations it fails.
+4. **Audit** -- the suite declared in ``conf/expectations.yaml`` runs in Great Expectations (on
+   the driver for a day's batch, in Spark for a backfill's); the same expectations evaluated per
+   row give each row the labels of the expectations it fails, and GE's counts must agree.
    GE's full result goes to ``ops.validation_results``.
 5. **Quarantine** -- failing rows are MERGEd into ``silver.<name>_quarantine`` with
    ``_failed_expectations`` (array of labels), the raw values (``_raw``, JSON) and ``_run_id``
@@ -46,7 +47,7 @@ from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.core.rows import latest_rows
 from sparkfs.features import bronze
-from sparkfs.features.expectations import ExpectationSpec, SuiteResult, check_agreement, run_suite
+from sparkfs.features.expectations import ExpectationSpec, SuiteResult, validate
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class ValidationPolicy(StrictModel):
 
     policy: Literal["strict", "warn"] = "strict"
     max_reject_ratio: float = Field(0.01, ge=0.0, le=1.0)
+    # Great Expectations validates a batch of up to this many rows with its pandas engine on the
+    # driver (a day: ~1 s), a bigger one in Spark (one job per metric). 0: always in Spark.
+    pandas_max_rows: int = Field(100_000, ge=0)
 
 
 class SilverSpec(StrictModel):
@@ -227,13 +231,13 @@ def refine(
         result.rows_superseded = result.rows_in - evaluated
         # Great Expectations sees the rows that parsed; a malformed line is rejected for that alone.
         well_formed = candidate.where(~F.col(IS_MALFORMED)).drop(RAW, "_parse_failures", IS_MALFORMED)
-        suite_result = run_suite(well_formed, spec.expectations, suite)
         flagged = with_failures(candidate, suite).persist()
         try:
             labels = [s.label for s in suite if s.is_row_level] + [f"parse({c})" for c in spec.schema_] + [
                 MALFORMED_REASON]
             counts = _failure_counts(flagged, labels)
-            check_agreement(suite_result, counts)
+            suite_result = validate(well_formed, spec.expectations, suite, counts,
+                                    rows=evaluated, pandas_max_rows=policy.pandas_max_rows)
             rejected = flagged.where(F.size(FAILED) > 0)
             result.rows_rejected = int(counts.pop("_any", 0))
             result.rejects_by_expectation = {k: v for k, v in counts.items() if v}
