@@ -90,6 +90,33 @@ def test_merge_condition_prunes_to_the_batch_partitions(lake: Lakehouse) -> None
 
 
 @pytest.mark.slow
+def test_a_retracting_merge_deletes_only_the_missing_rows_of_its_partitions(lake: Lakehouse) -> None:
+    fresh_table(lake, "retracting")
+    spark = lake.spark
+    D3 = date(2013, 1, 3)
+    merge_upsert(lake, "silver", "retracting", spark.createDataFrame(
+        [(1, D1, 1.0, 1), (2, D1, 2.0, 1), (None, D1, 0.0, 1), (1, D2, 1.0, 1), (2, D2, 2.0, 1), (1, D3, 1.0, 1)],
+        SCHEMA), ["id", "day"], partition_by="day")
+    # D1 delivered again without id 2 and the null id, with id 1 changed and a new id 3; D2 is
+    # retracted as a whole (no rows in the batch); D3 is not named, so nothing there is touched.
+    result = merge_upsert(lake, "silver", "retracting", spark.createDataFrame(
+        [(1, D1, 1.5, 2), (3, D1, 3.0, 1)], SCHEMA), ["id", "day"], partition_by="day",
+        retract_partitions=[D1, D2])
+    assert (result.rows_inserted, result.rows_updated, result.rows_deleted) == (1, 1, 4)
+    expected = spark.createDataFrame([(1, D1, 1.5, 2), (3, D1, 3.0, 1), (1, D3, 1.0, 1)], SCHEMA)
+    assert_df_equality(lake.read("silver", "retracting"), expected, ignore_row_order=True, ignore_nullable=True)
+    last = lake.last_commit("silver", "retracting")
+    assert last.operation == "MERGE"
+    # The MERGE rewrote only the named days' files (one each), never D3's.
+    assert last.metric("numTargetFilesRemoved") == 2
+
+    again = merge_upsert(lake, "silver", "retracting", spark.createDataFrame(
+        [(1, D1, 1.5, 2), (3, D1, 3.0, 1)], SCHEMA), ["id", "day"], partition_by="day",
+        retract_partitions=[D1, D2])
+    assert (again.rows_inserted, again.rows_updated, again.rows_deleted) == (0, 0, 0)
+
+
+@pytest.mark.slow
 def test_duplicate_keys_in_a_batch_are_rejected_or_resolved_by_sequence(lake: Lakehouse) -> None:
     fresh_table(lake, "dupes")
     spark = lake.spark

@@ -27,6 +27,7 @@ def test_a_run_is_recorded_as_started_before_its_work_and_ended_after(lake: Lake
         with run.stage("first"):
             pass
         with run.stage("first"):  # a stage name may repeat in a run (the daily job's two pipelines)
+            run.flush()  # the stages' 'started' rows are written on a thread, while they work
             during = statuses(lake, run.run_id)
     assert during == [(0, RUN_STAGE, "started"), (1, "first", "started"), (2, "first", "started")]
     assert statuses(lake, run.run_id) == [(0, RUN_STAGE, "succeeded"), (1, "first", "succeeded"), (2, "first", "succeeded")]
@@ -50,6 +51,7 @@ def test_a_run_whose_process_died_is_reported_abandoned_by_the_next_run(
     crashed = record_run(lake, "rr_killed", {"date": "2013-01-03"})
     run = crashed.__enter__()  # the run starts and enters a stage; then its process is "killed":
     run.stage("gold.carrier_delays").__enter__()  # neither ever exits, as after kill -9
+    run.flush()  # the stage ran long enough for its 'started' row to land
     monkeypatch.undo()
     assert statuses(lake, run.run_id) == [(0, RUN_STAGE, "started"), (1, "gold.carrier_delays", "started")]
     listed = next(r for r in recent_runs(lake, 50) if r.run_id == run.run_id)

@@ -39,6 +39,9 @@ KNOWN_AT_PROPERTY = "sparkfs.known_at"
 EVENT_DATE_PROPERTY = "sparkfs.event_date"
 # How long Delta keeps old versions readable: the log entries, and the data files a later commit
 # removed (VACUUM deletes those once they are older than this).
+# Tables written by many one-row appends (run records, validation results): Delta compacts their
+# small files after a write once enough pile up, so reading them stays fast for a year of runs.
+APPEND_LOG_PROPERTIES = {"delta.autoOptimize.autoCompact": "true"}
 LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
 FILE_RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
 DEFAULT_FILE_RETENTION = timedelta(days=7)  # Delta's default for delta.deletedFileRetentionDuration
@@ -252,6 +255,14 @@ class Lakehouse:
         # Two first writers of a table both create it: the loser's retry finds it there.
         retry_on_conflict(builder.execute, full_name, "create table")
         return full_name
+
+    def ensure_properties(self, layer: str, table: str, properties: Mapping[str, str]) -> None:
+        """Set the ``properties`` the table lacks or holds with another value (one commit, or none)."""
+        current = self.properties(layer, table)
+        wrong = {k: v for k, v in properties.items() if current.get(k) != v}
+        if wrong:
+            pairs = ", ".join(f"'{k}' = '{v}'" for k, v in wrong.items())
+            self.spark.sql(f"ALTER TABLE {self.name(layer, table)} SET TBLPROPERTIES ({pairs})")
 
     def add_columns(self, layer: str, table: str, schema: StructType) -> list[str]:
         """Add the columns of ``schema`` the table lacks (a table written by an earlier sparkfs);

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 # Above this many distinct partition values in one batch, prune with a range instead of a list.
 MAX_PARTITION_LIST = 1000
+RETRACT = "__sparkfs_retract"  # a batch row that deletes the table's row with its key (retract_partitions)
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,6 @@ def merge_upsert(
     source = source.persist()
     try:
         source_rows = source.count()
-        retract = (
-            F.col(f"t.`{partition_by}`").isin(list(retract_partitions))
-            if partition_by and retract_partitions else None
-        )
         if source_rows == 0 and partition_by and retract_partitions:
             return _retract_all(lake, layer, table, partition_by, retract_partitions)
         if source_rows == 0:
@@ -116,27 +113,32 @@ def merge_upsert(
             version = lake.last_commit(layer, table).version
             log.debug("MERGE %s: empty batch, nothing merged (table stays at v%d)", full_name, version)
             return MergeResult(full_name, version, 0, 0, 0)
-        condition = _key_condition(keys)
-        if partition_by:
-            condition = condition & _partition_condition(source, partition_by)
         changed = ~reduce(
             lambda acc, c: acc & c,
             [F.col(f"t.`{c}`").eqNullSafe(F.col(f"s.`{c}`")) for c in target_cols if c not in keys],
             F.lit(True),
         )
+        values = {f"`{c}`": F.col(f"s.`{c}`") for c in target_cols}
+        retracting = F.col(f"s.`{RETRACT}`")
 
         def attempt() -> tuple[int, Row | None]:
             read_version = lake.last_commit(layer, table).version
+            batch = source.withColumn(RETRACT, F.lit(False))
+            if partition_by and retract_partitions:
+                batch = batch.unionByName(
+                    _retractions(lake, layer, table, source, keys, partition_by, retract_partitions))
+            condition = _key_condition(keys)
+            if partition_by:
+                condition = condition & _partition_condition(batch, partition_by)
             # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
             # the table's newest commit may be another writer's.
             builder = (
                 lake.table(layer, table).alias("t")
-                .merge(source.alias("s"), condition)
-                .whenMatchedUpdateAll(condition=changed)
-                .whenNotMatchedInsertAll()
+                .merge(batch.alias("s"), condition)
+                .whenMatchedDelete(condition=retracting)
+                .whenMatchedUpdate(condition=changed, set=values)
+                .whenNotMatchedInsert(condition=~retracting, values=values)
             )
-            if retract is not None:
-                builder = builder.whenNotMatchedBySourceDelete(condition=retract)
             return read_version, builder.execute().first()
 
         # A MERGE that lost a commit race is run again against the new version: it is idempotent.
@@ -159,6 +161,24 @@ def merge_upsert(
         full_name, result.version, result.source_rows, result.rows_inserted, result.rows_updated,
     )
     return result
+
+
+def _retractions(
+    lake: Lakehouse, layer: str, table: str, source: DataFrame, keys: Sequence[str], partition_by: str,
+    partitions: Sequence[Any],
+) -> DataFrame:
+    """The table's rows in ``partitions`` whose keys the batch lacks, flagged to be deleted.
+
+    They join the batch as rows of their own, so the MERGE deletes them as *matched* rows: Delta
+    then still prunes the target to the batch's partitions, which a ``WHEN NOT MATCHED BY SOURCE``
+    clause would prevent (it scans the whole table to find the rows no source row matches).
+    """
+    target = lake.read(layer, table).where(F.col(partition_by).isin(list(partitions))).alias("t")
+    present = reduce(
+        lambda acc, c: acc & c, [F.col(f"t.`{k}`").eqNullSafe(F.col(f"b.`{k}`")) for k in keys]
+    )
+    gone = target.join(source.select(*keys).alias("b"), present, "left_anti")
+    return gone.select(*[F.col(f"t.`{c}`") for c in source.columns]).withColumn(RETRACT, F.lit(True))
 
 
 def _retract_all(lake: Lakehouse, layer: str, table: str, partition_by: str, values: Sequence[Any]) -> MergeResult:

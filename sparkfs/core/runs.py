@@ -3,7 +3,8 @@
 Records live in the Delta table ``<ops schema>.run_records``: one row for the run itself (stage
 ``run``) and one per stage, keyed by (run_id, seq) and written by the one MERGE writer. A run's
 row is appended as ``started`` before any work, each stage's row as ``started`` when the stage
-starts (a blind append: cheap, and never in conflict with other runs), and one MERGE gives every
+starts (a blind append on a writer thread, while the stage works: never in conflict with other
+runs), and one MERGE gives every
 row its final status (``succeeded`` / ``failed``), counts and duration when the run ends. So a run killed by ``kill -9`` or the
 out-of-memory killer still leaves its ``started`` rows, with the host and process id that ran it.
 
@@ -22,6 +23,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -33,7 +35,7 @@ from pyspark.sql import types as T
 
 from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import SparkfsError
-from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.lakehouse import APPEND_LOG_PROPERTIES, Lakehouse
 from sparkfs.core.merge import merge_upsert
 
 log = logging.getLogger(__name__)
@@ -170,12 +172,15 @@ def process_is_gone(host: str | None, pid: int | None, started_at: datetime, *, 
 
 
 def ensure_run_table(lake: Lakehouse) -> None:
-    """Create ``ops.run_records``, or add the columns a table from an earlier sparkfs lacks."""
+    """Create ``ops.run_records``, or bring a table from an earlier sparkfs up to date (its
+    columns, and the small-file compaction an append-only log needs)."""
     layer, table = RUN_TABLE
     if not lake.exists(layer, table):
-        lake.create(layer, table, RUN_SCHEMA, comment="One row per run and per stage of every sparkfs job run")
+        lake.create(layer, table, RUN_SCHEMA, properties=APPEND_LOG_PROPERTIES,
+                    comment="One row per run and per stage of every sparkfs job run")
         return
     lake.add_columns(layer, table, RUN_SCHEMA)
+    lake.ensure_properties(layer, table, APPEND_LOG_PROPERTIES)
 
 
 def recent_runs(lake: Lakehouse, limit: int = 20) -> list[RunSummary]:
@@ -251,11 +256,14 @@ class RunRecorder:
     abandoned: list[RunSummary] = field(default_factory=list)  # earlier runs found abandoned at start
     run_record: StageRecord = field(default_factory=lambda: StageRecord(stage=RUN_STAGE, started_at=_now()))
 
+    _pending: list[Future[None]] = field(default_factory=list, repr=False)
+    _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
+
     @contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:
         record = StageRecord(stage=name, started_at=_now())
         self.stages.append(record)
-        self._append_started(len(self.stages))
+        self._append_started_in_background(len(self.stages))
         start = time.perf_counter()
         log.debug("[%s] %s: started", self.job, name)
         try:
@@ -292,12 +300,41 @@ class RunRecorder:
     def _append_started(self, seq: int) -> None:
         """Record that the run (seq 0) or its stage ``seq`` started: a blind append, cheap and
         never in conflict with other runs' records."""
-        df = self.lake.spark.createDataFrame([self._rows()[seq]], RUN_SCHEMA)
+        self._append(self._rows()[seq])
+
+    def _append(self, row: dict[str, Any]) -> None:
+        df = self.lake.spark.createDataFrame([row], RUN_SCHEMA)
         name = self.lake.name(*RUN_TABLE)
         retry_on_conflict(lambda: df.write.format("delta").mode("append").saveAsTable(name), name, "append")
 
+    def _append_started_in_background(self, seq: int) -> None:
+        """Append stage ``seq``'s ``started`` row on a writer thread, while the stage works.
+
+        One thread writes them in order; :meth:`save` waits for them before its MERGE. A process
+        killed in the second a stage starts may lose that one row (its run row, written before
+        any work, still shows the run as abandoned).
+        """
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparkfs-run-record")
+        row = self._rows()[seq]
+        self._pending.append(self._writer.submit(self._append, row))
+
+    def flush(self) -> None:
+        """Wait until every ``started`` row is written (the writer thread stops; the next stage starts another)."""
+        for future in self._pending:
+            try:
+                future.result()
+            except Exception as exc:  # the final MERGE below writes the row anyway
+                log.warning("run %s: a stage's 'started' record was not appended (%s); the run's end "
+                            "record it all", self.run_id, exc)
+        self._pending.clear()
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
+
     def save(self) -> None:
         """MERGE the run's row and every stage's row as they are now (the end of the run)."""
+        self.flush()
         df = self.lake.spark.createDataFrame(self._rows(), RUN_SCHEMA)
         merge_upsert(self.lake, *RUN_TABLE, df, keys=RUN_KEYS)
 

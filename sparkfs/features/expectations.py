@@ -29,6 +29,7 @@ counts, columns) have no rows to quarantine; a failure fails a STRICT run.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -169,7 +170,16 @@ class SuitesFile(StrictModel):
 
 
 def load_suites(path: Path | str) -> dict[str, list[ExpectationSpec]]:
-    """Read ``conf/expectations.yaml``; each expectation is also built as a GE object to check its kwargs."""
+    """Read ``conf/expectations.yaml``; each expectation is also built as a GE object to check its kwargs.
+
+    A file read before by this process, unchanged since, is not checked again.
+    """
+    stat = Path(path).stat()
+    return {name: list(specs) for name, specs in _load_suites(str(path), stat.st_mtime_ns, stat.st_size).items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _load_suites(path: str, mtime_ns: int, size: int) -> dict[str, list[ExpectationSpec]]:
     suites = load_yaml(path, SuitesFile).suites
     for name, specs in suites.items():
         for spec in specs:

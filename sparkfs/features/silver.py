@@ -43,7 +43,7 @@ from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel, import_ref
 from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ValidationFailedError
-from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.core.lakehouse import APPEND_LOG_PROPERTIES, Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.core.rows import latest_rows
 from sparkfs.features import bronze
@@ -381,7 +381,8 @@ def _save_validation(
     run_id: str,
 ) -> None:
     layer, table = VALIDATION_TABLE
-    lake.create(layer, table, VALIDATION_SCHEMA, comment="Great Expectations results of every silver validation")
+    lake.create(layer, table, VALIDATION_SCHEMA, properties=APPEND_LOG_PROPERTIES,
+                comment="Great Expectations results of every silver validation")
     row: dict[str, Any] = {
         "run_id": run_id,
         "table_name": result.table,
