@@ -118,7 +118,7 @@ def merge_upsert(
             [F.col(f"t.`{c}`").eqNullSafe(F.col(f"s.`{c}`")) for c in target_cols if c not in keys],
             F.lit(True),
         )
-        values = {f"`{c}`": F.col(f"s.`{c}`") for c in target_cols}
+        values: dict[str, str | Column] = {f"`{c}`": F.col(f"s.`{c}`") for c in target_cols}
         retracting = F.col(f"s.`{RETRACT}`")
 
         def attempt() -> tuple[int, Row | None]:
