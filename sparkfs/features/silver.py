@@ -62,6 +62,7 @@ MALFORMED_REASON = "malformed record"  # the one reason of a line that did not p
 # Silver table property: the bronze version a once-delivered source was last refined from.
 SOURCE_VERSION_PROPERTY = "sparkfs.source_version"
 VALIDATION_TABLE = ("ops", "validation_results")
+_BROUGHT_UP_TO_DATE: set[str] = set()  # validation tables this process has checked for their properties
 
 VALIDATION_SCHEMA = T.StructType(
     [
@@ -381,8 +382,12 @@ def _save_validation(
     run_id: str,
 ) -> None:
     layer, table = VALIDATION_TABLE
-    lake.create(layer, table, VALIDATION_SCHEMA, properties=APPEND_LOG_PROPERTIES,
-                comment="Great Expectations results of every silver validation")
+    if not lake.exists(layer, table):
+        lake.create(layer, table, VALIDATION_SCHEMA, properties=APPEND_LOG_PROPERTIES,
+                    comment="Great Expectations results of every silver validation")
+    elif lake.name(layer, table) not in _BROUGHT_UP_TO_DATE:  # a table from an earlier sparkfs
+        lake.ensure_properties(layer, table, APPEND_LOG_PROPERTIES)
+        _BROUGHT_UP_TO_DATE.add(lake.name(layer, table))
     row: dict[str, Any] = {
         "run_id": run_id,
         "table_name": result.table,
