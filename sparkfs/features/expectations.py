@@ -13,7 +13,7 @@ The declared suite is the single source of truth for two things:
 
 - :func:`run_suite` validates a DataFrame with Great Expectations (an ephemeral context, a Spark
   or pandas dataframe asset, the suite, a ``ValidationDefinition``) and returns GE's result, which
-  silver keeps in ``ops.validation_results``. :func:`validate` picks the engine: pandas on the
+  :func:`save_result` appends to ``ops.validation_results``. :func:`validate` picks the engine: pandas on the
   driver for a small batch (a day), Spark for a big one (a backfill).
 - :meth:`ExpectationSpec.failed` is the same expectation as a Spark column, true for a row GE
   counts as unexpected. Silver uses it to say *which* rows failed *which* expectations, so they
@@ -35,19 +35,40 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from sparkfs.core.config import StrictModel, load_yaml
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ConfigError, SparkfsError
+from sparkfs.core.lakehouse import APPEND_LOG_PROPERTIES, Lakehouse
 
 log = logging.getLogger(__name__)
 
 Engine = Literal["spark", "pandas"]
+VALIDATION_TABLE = ("ops", "validation_results")
+VALIDATION_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("table_name", T.StringType(), False),
+        T.StructField("suite", T.StringType(), False),
+        T.StructField("window_start", T.DateType(), True),
+        T.StructField("window_end", T.DateType(), True),
+        T.StructField("validated_at", T.TimestampType(), False),
+        T.StructField("success", T.BooleanType(), False),
+        T.StructField("rows_evaluated", T.LongType(), False),
+        T.StructField("rows_rejected", T.LongType(), False),
+        T.StructField("failed_expectations", T.StringType(), True),
+        T.StructField("result", T.StringType(), False),
+    ]
+)
+_BROUGHT_UP_TO_DATE: set[str] = set()  # validation tables this process has checked for their properties
 
 # Expectation type -> the kwargs sparkfs can also evaluate per row (all others are rejected).
 ROW_LEVEL: dict[str, set[str]] = {
@@ -341,3 +362,33 @@ def check_agreement(result: SuiteResult, row_counts: Mapping[str, int]) -> None:
             f"suite {result.suite!r}: the per-row checks disagree with Great Expectations, so rows "
             f"cannot be quarantined reliably: {disagree}"
         )
+
+
+def save_result(
+    lake: Lakehouse, result: SuiteResult, table_name: str, rows_rejected: int, days: Sequence[date] | None,
+    run_id: str,
+) -> None:
+    """Append GE's verdict on one batch of ``table_name`` to ``ops.validation_results`` (one row)."""
+    layer, table = VALIDATION_TABLE
+    if not lake.exists(layer, table):
+        lake.create(layer, table, VALIDATION_SCHEMA, properties=APPEND_LOG_PROPERTIES,
+                    comment="Great Expectations results of every silver validation")
+    elif lake.name(layer, table) not in _BROUGHT_UP_TO_DATE:  # a table from an earlier sparkfs
+        lake.ensure_properties(layer, table, APPEND_LOG_PROPERTIES)
+        _BROUGHT_UP_TO_DATE.add(lake.name(layer, table))
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "table_name": table_name,
+        "suite": result.suite,
+        "window_start": min(days) if days else None,
+        "window_end": max(days) if days else None,
+        "validated_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        "success": result.success,
+        "rows_evaluated": result.element_count,
+        "rows_rejected": rows_rejected,
+        "failed_expectations": json.dumps({o.label: o.unexpected_count for o in result.failed()}, sort_keys=True),
+        "result": result.result_json,
+    }
+    df = lake.spark.createDataFrame([row], VALIDATION_SCHEMA)
+    name = lake.name(layer, table)
+    retry_on_conflict(lambda: df.write.format("delta").mode("append").saveAsTable(name), name, "append")

@@ -27,12 +27,11 @@ For a run window, :func:`refine` turns the window's bronze rows of one source in
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
-from typing import Any, Literal
+from datetime import date
+from typing import Literal
 
 from pydantic import Field
 from pyspark.sql import DataFrame, Window
@@ -41,13 +40,12 @@ from pyspark.sql import types as T
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel, import_ref
-from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ValidationFailedError
-from sparkfs.core.lakehouse import APPEND_LOG_PROPERTIES, Lakehouse
+from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.core.rows import latest_rows
 from sparkfs.features import bronze
-from sparkfs.features.expectations import ExpectationSpec, SuiteResult, validate
+from sparkfs.features.expectations import ExpectationSpec, SuiteResult, save_result, validate
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +59,6 @@ STATUS, OPEN, SUPERSEDED = "_status", "open", "superseded"  # quarantine rows: i
 MALFORMED_REASON = "malformed record"  # the one reason of a line that did not parse
 # Silver table property: the bronze version a once-delivered source was last refined from.
 SOURCE_VERSION_PROPERTY = "sparkfs.source_version"
-VALIDATION_TABLE = ("ops", "validation_results")
-_BROUGHT_UP_TO_DATE: set[str] = set()  # validation tables this process has checked for their properties
-
-VALIDATION_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("table_name", T.StringType(), False),
-        T.StructField("suite", T.StringType(), False),
-        T.StructField("window_start", T.DateType(), True),
-        T.StructField("window_end", T.DateType(), True),
-        T.StructField("validated_at", T.TimestampType(), False),
-        T.StructField("success", T.BooleanType(), False),
-        T.StructField("rows_evaluated", T.LongType(), False),
-        T.StructField("rows_rejected", T.LongType(), False),
-        T.StructField("failed_expectations", T.StringType(), True),
-        T.StructField("result", T.StringType(), False),
-    ]
-)
-
 # The names the spec's ``schema`` may use, and the Spark types they cast to.
 TYPES = {
     "string": T.StringType(),
@@ -244,7 +223,7 @@ def refine(
             result.rejects_by_expectation = {k: v for k, v in counts.items() if v}
             if result.rows_rejected or (days is not None and lake.exists(LAYER, spec.quarantine)):
                 result.quarantine = _quarantine(lake, spec, rejected.drop(IS_MALFORMED), days, run_id)
-            _save_validation(lake, spec, suite_result, result, days, run_id)
+            save_result(lake, suite_result, full_name, result.rows_rejected, days, run_id)
             _apply_policy(spec, policy, suite_result, result, evaluated)
             good = flagged.where(F.size(FAILED) == 0).drop(FAILED, RAW, DELIVERY_DATE, IS_MALFORMED)
             result.merge = _publish(lake, spec, good, days if days is not None and retracts(spec, suite) else None)
@@ -371,41 +350,6 @@ def _apply_policy(
     if policy.policy == "strict":
         raise ValidationFailedError(message)
     log.warning("%s (policy WARN: publishing the good rows)", message.replace("nothing was published.", ""))
-
-
-def _save_validation(
-    lake: Lakehouse,
-    spec: SilverSpec,
-    suite_result: SuiteResult,
-    result: RefineResult,
-    days: Sequence[date] | None,
-    run_id: str,
-) -> None:
-    layer, table = VALIDATION_TABLE
-    if not lake.exists(layer, table):
-        lake.create(layer, table, VALIDATION_SCHEMA, properties=APPEND_LOG_PROPERTIES,
-                    comment="Great Expectations results of every silver validation")
-    elif lake.name(layer, table) not in _BROUGHT_UP_TO_DATE:  # a table from an earlier sparkfs
-        lake.ensure_properties(layer, table, APPEND_LOG_PROPERTIES)
-        _BROUGHT_UP_TO_DATE.add(lake.name(layer, table))
-    row: dict[str, Any] = {
-        "run_id": run_id,
-        "table_name": result.table,
-        "suite": suite_result.suite,
-        "window_start": min(days) if days else None,
-        "window_end": max(days) if days else None,
-        "validated_at": datetime.now(timezone.utc).replace(tzinfo=None),
-        "success": suite_result.success,
-        "rows_evaluated": suite_result.element_count,
-        "rows_rejected": result.rows_rejected,
-        "failed_expectations": json.dumps(
-            {o.label: o.unexpected_count for o in suite_result.failed()}, sort_keys=True
-        ),
-        "result": suite_result.result_json,
-    }
-    df = lake.spark.createDataFrame([row], VALIDATION_SCHEMA)
-    name = lake.name(layer, table)
-    retry_on_conflict(lambda: df.write.format("delta").mode("append").saveAsTable(name), name, "append")
 
 
 def _set_property(lake: Lakehouse, table: str, key: str, value: str) -> None:
