@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 # Installs the environment and fills the Ivy cache with Delta's jars (first Spark start).
 setup: $(STAMP)
 	$(BIN)/sparkfs setup
+	@touch $(JARS_STAMP)
 
 # Set-up for the test targets: `sparkfs setup` only when Delta's jars are not cached yet (a test
 # run starts Spark anyway; a second start just to check costs ~15 s of the fast tier).
