@@ -286,6 +286,7 @@ def test_a_small_batch_is_validated_on_pandas_and_again_in_spark_when_the_engine
     counts = {"expect_column_values_to_not_be_null(x)": 1}
     assert validate(df, "small", suite, counts, rows=3, pandas_max_rows=3).engine == "pandas"
     assert validate(df, "big", suite, counts, rows=3, pandas_max_rows=2).engine == "spark"
+    assert validate(df.limit(0), "off", suite, {}, rows=0, pandas_max_rows=0).engine == "spark"
 
     # A double NaN is a value to Spark (and to the row flags) but null to pandas.
     with_nan = df.union(lake.spark.sql("SELECT double('NaN') AS x"))

@@ -127,6 +127,8 @@ class Lakehouse:
     settings: Settings
     # Open read logs (see track_reads): every read appends (layer, table, version or None).
     _read_logs: list[list[tuple[str, str, int | None]]] = dataclass_field(default_factory=list, compare=False, repr=False)
+    # Tables and properties ensure_properties has already checked (once per Lakehouse, not per write).
+    _ensured: set[tuple[str, str, str]] = dataclass_field(default_factory=set, compare=False, repr=False)
 
     @contextmanager
     def track_reads(self) -> Iterator[list[tuple[str, str, int | None]]]:
@@ -257,12 +259,19 @@ class Lakehouse:
         return full_name
 
     def ensure_properties(self, layer: str, table: str, properties: Mapping[str, str]) -> None:
-        """Set the ``properties`` the table lacks or holds with another value (one commit, or none)."""
+        """Set the ``properties`` the table lacks or holds with another value (one commit, or none).
+
+        Checked once per Lakehouse: a table brought up to date stays so for the job's life.
+        """
+        key = (layer, table, repr(sorted(properties.items())))
+        if key in self._ensured:
+            return
         current = self.properties(layer, table)
         wrong = {k: v for k, v in properties.items() if current.get(k) != v}
         if wrong:
             pairs = ", ".join(f"'{k}' = '{v}'" for k, v in wrong.items())
             self.spark.sql(f"ALTER TABLE {self.name(layer, table)} SET TBLPROPERTIES ({pairs})")
+        self._ensured.add(key)
 
     def add_columns(self, layer: str, table: str, schema: StructType) -> list[str]:
         """Add the columns of ``schema`` the table lacks (a table written by an earlier sparkfs);

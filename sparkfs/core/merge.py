@@ -128,8 +128,8 @@ def merge_upsert(
                 batch = batch.unionByName(
                     _retractions(lake, layer, table, source, keys, partition_by, retract_partitions))
             condition = _key_condition(keys)
-            if partition_by:
-                condition = condition & _partition_condition(batch, partition_by)
+            if partition_by:  # the retractions lie in retract_partitions: no need to read them twice
+                condition = condition & _partition_condition(source, partition_by, retract_partitions or ())
             # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
             # the table's newest commit may be another writer's.
             builder = (
@@ -258,9 +258,10 @@ def _key_condition(keys: Sequence[str]) -> Column:
     )
 
 
-def _partition_condition(source: DataFrame, column: str) -> Column:
-    """Target-side filter on the batch's partition values, so Delta prunes the other partitions."""
+def _partition_condition(source: DataFrame, column: str, also: Sequence[Any] = ()) -> Column:
+    """Target-side filter on the batch's partition values (and ``also``), so Delta prunes the other partitions."""
     values = [r[0] for r in source.select(column).distinct().limit(MAX_PARTITION_LIST + 1).collect()]
+    values += [v for v in also if v not in values]
     target_col = F.col(f"t.`{column}`")
     if not values:
         return F.lit(False)

@@ -4,9 +4,9 @@ Records live in the Delta table ``<ops schema>.run_records``: one row for the ru
 ``run``) and one per stage, keyed by (run_id, seq) and written by the one MERGE writer. A run's
 row is appended as ``started`` before any work, each stage's row as ``started`` when the stage
 starts (a blind append on a writer thread, while the stage works: never in conflict with other
-runs), and one MERGE gives every
-row its final status (``succeeded`` / ``failed``), counts and duration when the run ends. So a run killed by ``kill -9`` or the
-out-of-memory killer still leaves its ``started`` rows, with the host and process id that ran it.
+runs), and one MERGE gives every row its final status (``succeeded`` / ``failed``), counts and
+duration when the run ends. So a run killed by ``kill -9`` or the out-of-memory killer still
+leaves its ``started`` rows, with the host and process id that ran it.
 
 A run still ``started`` whose process is gone is **abandoned**: the next run (any job) finds such
 runs, logs them and marks them ``abandoned`` in the table, and ``sparkfs runs`` shows them. "Gone"
@@ -324,9 +324,9 @@ class RunRecorder:
         for future in self._pending:
             try:
                 future.result()
-            except Exception as exc:  # the final MERGE below writes the row anyway
-                log.warning("run %s: a stage's 'started' record was not appended (%s); the run's end "
-                            "record it all", self.run_id, exc)
+            except Exception as exc:  # the run's final MERGE (save) writes the row anyway
+                log.warning("run %s: a stage's 'started' row was not appended (%s); the run's end "
+                            "records every stage", self.run_id, exc)
         self._pending.clear()
         if self._writer is not None:
             self._writer.shutdown()

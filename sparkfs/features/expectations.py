@@ -68,7 +68,6 @@ VALIDATION_SCHEMA = T.StructType(
         T.StructField("result", T.StringType(), False),
     ]
 )
-_BROUGHT_UP_TO_DATE: set[str] = set()  # validation tables this process has checked for their properties
 
 # Expectation type -> the kwargs sparkfs can also evaluate per row (all others are rejected).
 ROW_LEVEL: dict[str, set[str]] = {
@@ -331,7 +330,7 @@ def validate(
 
     Example: ``validate(df, "flights", suite, counts, rows=958, pandas_max_rows=100_000).success``.
     """
-    if rows <= pandas_max_rows:
+    if 0 < pandas_max_rows and rows <= pandas_max_rows:
         result = run_suite(df, suite_name, specs, engine="pandas")
         if not _disagreements(result, row_counts):
             return result
@@ -373,9 +372,8 @@ def save_result(
     if not lake.exists(layer, table):
         lake.create(layer, table, VALIDATION_SCHEMA, properties=APPEND_LOG_PROPERTIES,
                     comment="Great Expectations results of every silver validation")
-    elif lake.name(layer, table) not in _BROUGHT_UP_TO_DATE:  # a table from an earlier sparkfs
+    else:  # a table from an earlier sparkfs may lack the compaction
         lake.ensure_properties(layer, table, APPEND_LOG_PROPERTIES)
-        _BROUGHT_UP_TO_DATE.add(lake.name(layer, table))
     row: dict[str, Any] = {
         "run_id": run_id,
         "table_name": table_name,
