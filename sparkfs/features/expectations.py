@@ -330,7 +330,7 @@ def validate(
 
     Example: ``validate(df, "flights", suite, counts, rows=958, pandas_max_rows=100_000).success``.
     """
-    if 0 < pandas_max_rows and rows <= pandas_max_rows:
+    if pandas_max_rows > 0 and rows <= pandas_max_rows:
         result = run_suite(df, suite_name, specs, engine="pandas")
         if not _disagreements(result, row_counts):
             return result
