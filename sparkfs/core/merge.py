@@ -4,6 +4,7 @@ Rows are matched on the table's key (entity keys plus event time). A matched row
 only when one of its values changed, so re-running a day leaves the table, and the MERGE's
 insert/update counts, at zero change. When the table is partitioned, the batch's partition
 values go into the merge condition, so Delta reads only the partitions the batch touches.
+The append-only logs (run records, validation results) are written by :func:`append_rows`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from sparkfs.core.checks import require_columns, require_unique
 from sparkfs.core.conflicts import retry_on_conflict
@@ -249,6 +251,14 @@ def insert_new(
     result = MergeResult(full_name, committed.version if committed else read_version, source_rows, inserted, 0)
     log.debug("insert %s v%d: %d source rows, %d inserted", full_name, result.version, source_rows, inserted)
     return result
+
+
+def append_rows(lake: Lakehouse, layer: str, table: str, rows: list[dict[str, Any]], schema: StructType) -> None:
+    """Append ``rows`` to the table as they are: a blind append, never in conflict with other
+    writers (the append-only logs: run records, validation results)."""
+    df = lake.spark.createDataFrame(rows, schema)
+    name = lake.name(layer, table)
+    retry_on_conflict(lambda: df.write.format("delta").mode("append").saveAsTable(name), name, "append")
 
 
 def _key_condition(keys: Sequence[str]) -> Column:

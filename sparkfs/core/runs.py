@@ -33,10 +33,9 @@ from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import SparkfsError
 from sparkfs.core.lakehouse import APPEND_LOG_PROPERTIES, Lakehouse
-from sparkfs.core.merge import merge_upsert
+from sparkfs.core.merge import append_rows, merge_upsert
 
 log = logging.getLogger(__name__)
 
@@ -303,9 +302,7 @@ class RunRecorder:
         self._append(self._rows()[seq])
 
     def _append(self, row: dict[str, Any]) -> None:
-        df = self.lake.spark.createDataFrame([row], RUN_SCHEMA)
-        name = self.lake.name(*RUN_TABLE)
-        retry_on_conflict(lambda: df.write.format("delta").mode("append").saveAsTable(name), name, "append")
+        append_rows(self.lake, *RUN_TABLE, [row], RUN_SCHEMA)
 
     def _append_started_in_background(self, seq: int) -> None:
         """Append stage ``seq``'s ``started`` row on a writer thread, while the stage works.

@@ -13,8 +13,8 @@ The declared suite is the single source of truth for two things:
 
 - :func:`run_suite` validates a DataFrame with Great Expectations (an ephemeral context, a Spark
   or pandas dataframe asset, the suite, a ``ValidationDefinition``) and returns GE's result, which
-  :func:`save_result` appends to ``ops.validation_results``. :func:`validate` picks the engine: pandas on the
-  driver for a small batch (a day), Spark for a big one (a backfill).
+  :func:`save_result` appends to ``ops.validation_results``. :func:`validate` picks the engine:
+  pandas on the driver for a small batch (a day), Spark for a big one (a backfill).
 - :meth:`ExpectationSpec.failed` is the same expectation as a Spark column, true for a row GE
   counts as unexpected. Silver uses it to say *which* rows failed *which* expectations, so they
   can be quarantined with their reasons; :func:`check_agreement` verifies, per expectation, that
@@ -45,9 +45,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.core.config import StrictModel, load_yaml
-from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ConfigError, SparkfsError
 from sparkfs.core.lakehouse import APPEND_LOG_PROPERTIES, Lakehouse
+from sparkfs.core.merge import append_rows
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +263,8 @@ def run_suite(
             progress_bars=ProgressBarsConfig(globally=False),
         ),
     )
-    source = context.data_sources.add_pandas(name="sparkfs") if engine == "pandas" else \
-        context.data_sources.add_spark(name="sparkfs")
+    sources = context.data_sources
+    source = sources.add_pandas(name="sparkfs") if engine == "pandas" else sources.add_spark(name="sparkfs")
     batch = source.add_dataframe_asset(name=suite_name).add_batch_definition_whole_dataframe("batch")
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=[s.to_gx() for s in specs]))
     definition = context.validation_definitions.add(
@@ -332,10 +332,11 @@ def validate(
     """
     if pandas_max_rows > 0 and rows <= pandas_max_rows:
         result = run_suite(df, suite_name, specs, engine="pandas")
-        if not _disagreements(result, row_counts):
+        disagree = _disagreements(result, row_counts)
+        if not disagree:
             return result
         log.debug("suite %r: GE on pandas disagrees with the row flags (%s); validating in Spark",
-                  suite_name, _disagreements(result, row_counts))
+                  suite_name, disagree)
     result = run_suite(df, suite_name, specs, engine="spark")
     check_agreement(result, row_counts)
     return result
@@ -387,6 +388,4 @@ def save_result(
         "failed_expectations": json.dumps({o.label: o.unexpected_count for o in result.failed()}, sort_keys=True),
         "result": result.result_json,
     }
-    df = lake.spark.createDataFrame([row], VALIDATION_SCHEMA)
-    name = lake.name(layer, table)
-    retry_on_conflict(lambda: df.write.format("delta").mode("append").saveAsTable(name), name, "append")
+    append_rows(lake, layer, table, [row], VALIDATION_SCHEMA)
