@@ -8,6 +8,7 @@ import io
 import json
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import mlflow
 import pytest
@@ -20,6 +21,7 @@ from synthetic_flights import build_e2e, synthetic_config
 from sparkfs.core.config import Settings, load_settings
 from sparkfs.core.errors import ConfigError
 from sparkfs.core.lakehouse import Lakehouse
+from sparkfs.examples.flights.delivery import landing_time
 from sparkfs.ml.assembly import (
     PREDICTION_TIME_TAG,
     SPEC_ARTIFACT,
@@ -29,6 +31,7 @@ from sparkfs.ml.assembly import (
     with_model_rule,
 )
 from sparkfs.ml.config import PredictionTimeConfig, load_training_config
+from sparkfs.pit.api import as_of_join
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = {"mode": "batch", "cutoff": "06:00", "timezone": "UTC"}
@@ -92,6 +95,30 @@ def test_lead_mode_looks_each_flight_up_before_its_own_departure(lake: Lakehouse
     config = synthetic_config("ptime", spine={"table": spine_table})  # lead 0: the timestamp itself
     assert config.lookup_timestamp == "sched_dep_ts"
     assert build_spine(lake, config, DAY, DAY, labelled=False).columns == ["flight_id", "sched_dep_ts"]
+
+
+def test_the_daily_batch_sees_the_previous_days_last_weather_hour(spark: SparkSession, settings: Settings) -> None:
+    """The repository's weather lookup, as known at the batch cutoff, with the example's landing
+    times: D-1's weather lands at D 05:30 UTC, so at D's 06:00 batch the newest hour is 23:00 New
+    York on D-1 (04:00 UTC in winter, 03:00 UTC in summer time) and the lookback must reach it."""
+    config = load_training_config(settings, REPO / "conf" / "training.yaml")
+    weather = next(lk for lk in config.lookups if lk.table == "weather_hourly")
+    rule = config.prediction_time
+    days = [date(2013, 1, 15), date(2013, 7, 15)]  # winter, summer time
+    new_york, utc = ZoneInfo("America/New_York"), ZoneInfo("UTC")
+    weather_df = spark.createDataFrame(  # every hour of D-1 and D, known when its day's file lands
+        [("JFK", datetime.combine(local, time(h), new_york).astimezone(utc).replace(tzinfo=None),
+          landing_time("weather", local).replace(tzinfo=None), float(100 * local.day + h))
+         for day in days for local in (day - timedelta(days=1), day) for h in range(24)],
+        "origin string, time_hour timestamp, known_at timestamp, temp double")
+    spine_df = spark.createDataFrame([("JFK", datetime.combine(day, rule.cutoff)) for day in days],
+                                     "origin string, prediction_ts timestamp")
+
+    found = as_of_join(spine_df, weather_df, weather.lookup_key, spine_time="prediction_ts", event_time="time_hour",
+                       features=["temp"], lookback=weather.lookback, known_at=weather.known_at)
+
+    assert (rule.mode, rule.timezone) == ("batch", "UTC")
+    assert sorted((r.prediction_ts.month, r.temp) for r in found.collect()) == [(1, 1423.0), (7, 1423.0)]  # 14th, 23:00
 
 
 def test_the_rule_is_typed_and_checked_where_it_is_read(tmp_path: Path) -> None:
