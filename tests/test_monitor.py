@@ -311,7 +311,8 @@ def test_monitor_job_checks_a_day_against_the_reference_and_a_rerun_changes_noth
     assert monitoring_content(lake) == before
 
     # fail_on_alert: the job writes its findings, then fails
-    (conf / "monitoring.yaml").write_text("drift: {psi_warn: 0.0001, psi_alert: 0.0002}\nfail_on_alert: true\n")
+    (conf / "monitoring.yaml").write_text(
+        "drift: {psi_warn: 0.0001, psi_alert: 0.0002, day_to_day: false}\nfail_on_alert: true\n")
     with pytest.raises(MonitoringAlertError, match="alert\\(s\\) and fail_on_alert is set"):
         monitor_job(ctx, RunWindow(DAY, DAY))
     assert lake.read("monitoring", "alerts").where(

@@ -12,7 +12,14 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ks_2samp
 
 from sparkfs.core.errors import ConfigError, SchemaMismatchError
-from sparkfs.monitoring.drift import PSI_FLOOR, DriftMetric, drift
+from sparkfs.monitoring.drift import (
+    PSI_FLOOR,
+    DriftMetric,
+    DriftThresholds,
+    day_to_day_highs,
+    drift,
+    limits_for,
+)
 from sparkfs.monitoring.profile import ReferenceProfile, profile_reference
 
 CARRIERS = ["AA", "B6", "DL", "UA"]
@@ -156,3 +163,61 @@ def test_bad_input_is_a_clear_error(spark: SparkSession) -> None:
     profile = profile_reference(ref, numeric=["delay"])
     with pytest.raises(SchemaMismatchError, match="delay"):
         drift(ref.drop("delay"), profile)
+
+
+def entity_days(rng: np.random.Generator, days: list[str], levels: np.ndarray, *, shift: float = 0.0) -> pd.DataFrame:
+    """A served per-entity feature, as a 06:00 batch serves it: each carrier's value of the day
+    (its own level plus that day's noise) repeated on every one of its 5-15 flights."""
+    out = []
+    for day in days:
+        values = levels + rng.normal(0, 2, len(levels)) + shift
+        for entity, value in enumerate(values):
+            flights = int(rng.integers(5, 16))
+            out.append(pd.DataFrame({"day": day, "delay": round(float(value), 1),
+                                     "hour": rng.integers(5, 23, flights).astype(float), "carrier": f"C{entity:02d}"}))
+    return pd.concat(out, ignore_index=True)
+
+
+@pytest.mark.slow
+def test_a_per_entity_feature_is_flagged_against_the_references_own_days(spark: SparkSession) -> None:
+    """16 values a day are not 160 independent rows: against the fixed levels every day of an
+    unchanged process alerts; against the reference's day-to-day spread none does, and a shift of
+    one standard deviation of the feature still alerts every day."""
+    rng = np.random.default_rng(13)
+    levels = rng.normal(10, 5, 16)  # the carriers' long-run levels
+    ref_pdf = entity_days(rng, [f"ref{d:02d}" for d in range(30)], levels)
+    reference = to_spark(spark, ref_pdf)
+    profile = profile_reference(reference.drop("day"), numeric=["delay", "hour"], categorical=["carrier"])
+    highs = day_to_day_highs(reference, profile, chunk_by="day")
+    same = to_spark(spark, entity_days(rng, [f"2013-12-{d:02d}" for d in range(1, 31)], levels))
+    shifted = to_spark(spark, entity_days(rng, [f"2014-01-{d:02d}" for d in range(1, 6)], levels,
+                                          shift=float(ref_pdf["delay"].std())))
+    whole = reference.drop("day")
+
+    fixed = drift(same, profile, reference=whole, chunk_by="day")
+    calibrated = drift(same, profile, reference=whole, chunk_by="day", day_to_day=highs)
+    moved = drift(shifted, profile, reference=whole, chunk_by="day", day_to_day=highs)
+
+    alerting = lambda metrics: sorted({m.chunk for m in metrics if m.feature == "delay" and m.level == "alert"})  # noqa: E731
+    assert len(alerting(fixed)) >= 25                 # the fixed levels: an alarm (nearly) every day; observed 29
+    assert set(highs) == {"psi", "ks", "js", "chi2"} and highs["psi"]["delay"] > 0.25 > highs["psi"]["hour"]
+    for feature in ("delay", "hour"):  # each reference day against the whole reference, by scipy
+        expected = max(ks_2samp(part[feature], ref_pdf[feature], method="asymp").statistic
+                       for _, part in ref_pdf.groupby("day"))
+        assert highs["ks"][feature] == pytest.approx(expected, abs=1e-9)
+    assert alerting(calibrated) == []                 # observed with this seed: 0 alerts, 30 days
+    assert len(alerting(moved)) == 5
+    # hour is per flight: its days stay below the fixed alert level, which therefore holds
+    assert limits_for("psi", "hour", DriftThresholds(), highs)[1] == 0.25
+
+
+def test_the_levels_rise_to_the_references_day_to_day_high_and_never_fall() -> None:
+    t = DriftThresholds()
+    highs = {"psi": {"delay": 2.0, "hour": 0.05}, "ks": {"delay": 0.4}}
+    assert limits_for("psi", "delay", t, highs) == (2.0, 2.5)
+    assert limits_for("psi", "hour", t, highs) == (0.1, 0.25)
+    assert limits_for("psi", "other", t, highs) == (0.1, 0.25)
+    assert limits_for("ks", "delay", t, highs) == (0.4, 0.5)   # effects: any significant one warns without
+    assert limits_for("ks", "delay", t) == (0.0, 0.1)
+    assert limits_for("null_share_change", "delay", t, {"null_share_change": {"delay": 0.9}}) == (0.05, 0.2)
+    assert limits_for("psi", "delay", t.model_copy(update={"day_to_day": False}), highs) == (0.1, 0.25)

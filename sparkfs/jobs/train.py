@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 
 def monitoring_reference(spark: SparkSession, config: TrainingConfig) -> TestSplitHook:
-    """The training run's hook that profiles the scored test split (inputs and score), fits
-    NannyML's estimator on it (CBPE for a classifier, DLE for a regressor: by the XGBoost
+    """The training run's hook that profiles the scored test split (inputs and score, and their
+    spread from one prediction day to the next), fits NannyML's estimator on it (CBPE for a classifier, DLE for a regressor: by the XGBoost
     objective) and logs both with the model, before it is registered."""
     objective = str({**DEFAULT_XGB_PARAMS, **config.xgboost.params}["objective"])
 
@@ -36,11 +36,17 @@ def monitoring_reference(spark: SparkSession, config: TrainingConfig) -> TestSpl
         reference = build_reference(
             spark, scored, numeric=config.features.numeric, categorical=config.features.categorical,
             score=PROBABILITY, prediction=PREDICTION, label=config.label, problem=problem_of(objective),
-            metrics=evaluation.metrics,
+            metrics=evaluation.metrics, day=prediction_days(scored, config),
         )
         log_reference(reference)
 
     return log
+
+
+def prediction_days(scored: pd.DataFrame, config: TrainingConfig) -> pd.Series:
+    """The UTC date of each row's prediction time: the day a daily batch scored it in (the chunk
+    the monitor measures a day of predictions as)."""
+    return scored[config.lookup_timestamp].astype("datetime64[us]").dt.date
 
 
 def training_window(config: TrainingConfig, window: RunWindow | None) -> tuple[date, date]:

@@ -14,10 +14,21 @@ distributions for the p-values).
 PSI = sum over bins of (current share - reference share) * ln(current share / reference share),
 with shares clipped below at ``PSI_FLOOR`` so an empty bin adds a large but finite term.
 
+**The reference's day-to-day spread.** The fixed levels assume a day's rows are independent draws.
+A feature served per entity is not: in a 06:00 batch every flight of a carrier gets the carrier's
+value as of 06:00, so a day holds ~16 distinct values of a carrier feature and 3 of an airport's
+weather, and its histogram differs from the reference's every day, drift or not. When the
+reference comes with :func:`day_to_day_highs` (each of its own days measured against the whole
+of it), a level needs more than the fixed threshold: a warning needs a value (for KS and
+chi-squared, an effect) above the highest any reference day reached, an alert that high times
+``day_to_day_margin`` (:func:`limits_for`). A day is then flagged for being unlike every day the
+model was tested on, not for being one day.
+
 Example::
 
     profile = profile_reference(test_df, numeric=["distance"], categorical=["carrier"])
-    metrics = drift(day_df, profile, reference=test_df, chunk_by="event_date")
+    highs = day_to_day_highs(test_df, profile, chunk_by="event_date")   # once, at training time
+    metrics = drift(day_df, profile, reference=test_df, chunk_by="event_date", day_to_day=highs)
     [m for m in metrics if m.level == "alert"]
 """
 
@@ -25,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import Field
@@ -65,6 +76,13 @@ class DriftThresholds(StrictModel):
     js_alert: float = Field(0.2, gt=0)
     null_share_warn: float = Field(0.05, gt=0)
     null_share_alert: float = Field(0.2, gt=0)
+    day_to_day: bool = True     # raise the levels to the reference's day-to-day spread, where it has one
+    day_to_day_margin: float = Field(1.25, ge=1)
+
+
+DayToDay = Mapping[str, Mapping[str, float]]
+"""metric -> column -> the highest value (KS, chi-squared: effect) any reference day reached."""
+CALIBRATED = ("psi", "js", "ks", "chi2")  # the null share is checked against the fixed levels only
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,7 @@ class DriftMetric:
     p_value: float | None
     level: str             # ok, warn, alert
     rows: int              # the chunk's rows
+    effect: float          # what the levels compare: the value; KS: the statistic; chi2: Cramer's V
 
 
 def psi(reference_shares: Sequence[float], current_shares: Sequence[float]) -> float:
@@ -93,10 +112,12 @@ def drift(
     reference: DataFrame | None = None,
     chunk_by: str | None = None,
     thresholds: DriftThresholds | None = None,
+    day_to_day: DayToDay | None = None,
 ) -> list[DriftMetric]:
     """Drift of every profiled column of ``current`` per chunk (``chunk_by``'s values, or one
-    chunk "all"). KS needs the reference's rows (``reference``); without them it is skipped."""
-    limits = thresholds or DriftThresholds()
+    chunk "all"). KS needs the reference's rows (``reference``); without them it is skipped.
+    ``day_to_day`` (from :func:`day_to_day_highs`) raises the levels, see the module docstring."""
+    limits = _Limits(thresholds or DriftThresholds(), day_to_day or {})
     numeric, categorical = list(profile.numeric), list(profile.categorical)
     require_columns(current, [*numeric, *categorical, *([chunk_by] if chunk_by else [])], "the rows to check")
     rows_df = current.withColumn(CHUNK, F.col(f"`{chunk_by}`").cast("string") if chunk_by else F.lit("all"))
@@ -111,25 +132,81 @@ def drift(
     return sorted(metrics, key=lambda m: (m.chunk, m.feature, m.metric))
 
 
-def _level(value: float, warn: float, alert: float) -> str:
-    return "alert" if value >= alert else "warn" if value >= warn else "ok"
+def day_to_day_highs(reference: DataFrame, profile: ReferenceProfile, *, chunk_by: str) -> dict[str, dict[str, float]]:
+    """Each day (``chunk_by``) of the reference rows against the whole of them: per metric and
+    column, the highest value (KS, chi-squared: effect) a day reached. Computed once, when the
+    reference is made; :func:`drift` takes it as ``day_to_day``."""
+    highs: dict[str, dict[str, float]] = defaultdict(dict)
+    for m in drift(reference, profile, chunk_by=chunk_by):  # PSI, JS, chi-squared; KS below
+        if m.metric in CALIBRATED and math.isfinite(m.effect):
+            highs[m.metric][m.feature] = max(highs[m.metric].get(m.feature, 0.0), m.effect)
+    if profile.numeric:
+        highs["ks"] = _ks_of_parts(reference, list(profile.numeric), chunk_by)
+    return dict(highs)
 
 
-def _test_level(p_value: float, effect: float, limits: DriftThresholds) -> str:
-    if p_value >= limits.ks_p_alert:
-        return "ok"
-    return "alert" if effect >= limits.min_effect else "warn"
+def _ks_of_parts(rows_df: DataFrame, numeric: list[str], part: str) -> dict[str, float]:
+    """Per column, the largest KS statistic of one ``part`` of the rows against all of them. A
+    part's values are among the whole's, so both empirical CDFs are known at each of the part's
+    values (one sorted pass each, joined on the value), and between two of them the part's CDF
+    is flat: the largest gap lies at a part's value or just below it. No cross join with the
+    whole per part, which :func:`drift`'s KS for an unrelated chunk needs."""
+    counts = (long_numeric(rows_df, numeric, part).where(F.col(VALUE).isNotNull())
+              .groupBy(part, FEATURE, VALUE).agg(F.count(F.lit(1)).alias("c")).persist())
+    try:
+        upto = Window.rowsBetween(Window.unboundedPreceding, 0)
+        whole = (counts.groupBy(FEATURE, VALUE).agg(F.sum("c").alias("r"))
+                 .withColumn("cum_r", F.sum("r").over(upto.partitionBy(FEATURE).orderBy(VALUE)))
+                 .withColumn("m", F.sum("r").over(Window.partitionBy(FEATURE))))
+        parts = (counts.withColumn("cum_c", F.sum("c").over(upto.partitionBy(part, FEATURE).orderBy(VALUE)))
+                 .withColumn("n", F.sum("c").over(Window.partitionBy(part, FEATURE))))
+        at = F.abs(F.col("cum_c") / F.col("n") - F.col("cum_r") / F.col("m"))
+        below = F.abs((F.col("cum_c") - F.col("c")) / F.col("n") - (F.col("cum_r") - F.col("r")) / F.col("m"))
+        rows = (parts.join(whole, [FEATURE, VALUE]).groupBy(FEATURE)
+                .agg(F.max(F.greatest(at, below)).alias("d")).collect())
+    finally:
+        counts.unpersist()
+    return {r[FEATURE]: float(r["d"]) for r in rows}
+
+
+def limits_for(metric: str, feature: str, thresholds: DriftThresholds, day_to_day: DayToDay | None = None
+               ) -> tuple[float, float]:
+    """(warn, alert) for ``metric`` of ``feature``: the value's levels (PSI, JS, null share) or
+    the effect a significant KS / chi-squared test needs (any to warn, ``min_effect`` to alert),
+    raised to the reference's day-to-day high (warn) and that high x ``day_to_day_margin`` (alert)
+    where there is one."""
+    t = thresholds
+    fixed = {"psi": (t.psi_warn, t.psi_alert), "js": (t.js_warn, t.js_alert),
+             "null_share_change": (t.null_share_warn, t.null_share_alert)}
+    warn, alert = fixed.get(metric, (0.0, t.min_effect))
+    high = (day_to_day or {}).get(metric, {}).get(feature) if metric in CALIBRATED and t.day_to_day else None
+    if high is None:
+        return warn, alert
+    return max(warn, high), max(alert, high * t.day_to_day_margin)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    thresholds: DriftThresholds
+    day_to_day: DayToDay
+
+    def level(self, metric: str, feature: str, effect: float, p_value: float | None = None) -> str:
+        """A test (``p_value`` given) flags only below ``ks_p_alert``; then by its effect."""
+        if p_value is not None and p_value >= self.thresholds.ks_p_alert:
+            return "ok"
+        warn, alert = limits_for(metric, feature, self.thresholds, self.day_to_day)
+        return "alert" if effect >= alert else "warn" if effect >= warn else "ok"
 
 
 def _null_change(chunk: str, feature: str, nulls: int, rows: int, reference_share: float,
-                 limits: DriftThresholds) -> DriftMetric:
+                 limits: _Limits) -> DriftMetric:
     change = (nulls / rows if rows else 0.0) - reference_share
-    level = _level(abs(change), limits.null_share_warn, limits.null_share_alert)
-    return DriftMetric(chunk, feature, "null_share_change", change, None, level, rows)
+    level = limits.level("null_share_change", feature, abs(change))
+    return DriftMetric(chunk, feature, "null_share_change", change, None, level, rows, abs(change))
 
 
 def _numeric(rows_df: DataFrame, profile: ReferenceProfile, numeric: list[str], chunk_rows: dict[str, int],
-             limits: DriftThresholds) -> list[DriftMetric]:
+             limits: _Limits) -> list[DriftMetric]:
     spark = rows_df.sparkSession
     edges_df = spark.createDataFrame(
         [(name, profile.numeric[name].edges) for name in numeric], f"{FEATURE} string, edges array<double>"
@@ -151,14 +228,14 @@ def _numeric(rows_df: DataFrame, profile: ReferenceProfile, numeric: list[str], 
         non_null = sum(c for b, c in by_bin.items() if b >= 0)
         shares = [by_bin.get(i, 0) / non_null if non_null else 0.0 for i in range(len(ref.edges) + 1)]
         value = psi(ref.shares, shares)
-        out.append(DriftMetric(chunk, feature, "psi", value, None,
-                               _level(value, limits.psi_warn, limits.psi_alert), chunk_rows[chunk]))
+        out.append(DriftMetric(chunk, feature, "psi", value, None, limits.level("psi", feature, value),
+                               chunk_rows[chunk], value))
         out.append(_null_change(chunk, feature, by_bin.get(-1, 0), chunk_rows[chunk], ref.null_share, limits))
     return out
 
 
 def _categorical(rows_df: DataFrame, profile: ReferenceProfile, categorical: list[str],
-                 chunk_rows: dict[str, int], limits: DriftThresholds) -> list[DriftMetric]:
+                 chunk_rows: dict[str, int], limits: _Limits) -> list[DriftMetric]:
     freq = long_categorical(rows_df, categorical, CHUNK).groupBy(CHUNK, FEATURE, VALUE).count().collect()
     counts: dict[tuple[str, str], dict[str | None, int]] = defaultdict(dict)
     for r in freq:
@@ -171,20 +248,20 @@ def _categorical(rows_df: DataFrame, profile: ReferenceProfile, categorical: lis
         cur_counts = [by_value.get(v, 0) for v in values]
         if sum(cur_counts) and sum(ref_counts):
             distance = float(jensenshannon(ref_counts, cur_counts, base=2))
-            out.append(DriftMetric(chunk, feature, "js", distance, None,
-                                   _level(distance, limits.js_warn, limits.js_alert), chunk_rows[chunk]))
+            out.append(DriftMetric(chunk, feature, "js", distance, None, limits.level("js", feature, distance),
+                                   chunk_rows[chunk], distance))
             if len(values) > 1:
                 result = chi2_contingency([ref_counts, cur_counts])
                 cramers_v = math.sqrt(result.statistic / (sum(ref_counts) + sum(cur_counts)))  # 2 x k table
-                level = _test_level(float(result.pvalue), cramers_v, limits)
+                level = limits.level("chi2", feature, cramers_v, float(result.pvalue))
                 out.append(DriftMetric(chunk, feature, "chi2", float(result.statistic), float(result.pvalue),
-                                       level, chunk_rows[chunk]))
+                                       level, chunk_rows[chunk], cramers_v))
         out.append(_null_change(chunk, feature, by_value.get(None, 0), chunk_rows[chunk], ref.null_share, limits))
     return out
 
 
 def _ks(reference: DataFrame, rows_df: DataFrame, numeric: list[str], chunk_rows: dict[str, int],
-        limits: DriftThresholds) -> list[DriftMetric]:
+        limits: _Limits) -> list[DriftMetric]:
     """Exact two-sample KS statistic per (chunk, column): the largest gap between the two
     empirical CDFs over every distinct value, from cumulative counts. The distinct values are
     split into ranges; each range is sorted on its own and starts from the counts of the
@@ -205,7 +282,7 @@ def _ks(reference: DataFrame, rows_df: DataFrame, numeric: list[str], chunk_rows
 
 
 def _ks_of_points(points: DataFrame, rows_df: DataFrame, chunk_rows: dict[str, int],
-                  limits: DriftThresholds) -> list[DriftMetric]:
+                  limits: _Limits) -> list[DriftMetric]:
     group = [CHUNK, FEATURE]
     bounds = points.groupBy(*group).agg(
         F.percentile_approx(VALUE, [i / KS_RANGES for i in range(1, KS_RANGES)], 10_000).alias("bounds"))
@@ -243,9 +320,9 @@ def _ks_of_points(points: DataFrame, rows_df: DataFrame, chunk_rows: dict[str, i
     out = []
     for g in gaps:
         n, m = sizes[(g[CHUNK], g[FEATURE])]
-        p_value = ks_p_value(float(g["d"]), n, m)
-        out.append(DriftMetric(g[CHUNK], g[FEATURE], "ks", float(g["d"]), p_value,
-                               _test_level(p_value, float(g["d"]), limits), chunk_rows[g[CHUNK]]))
+        d, p_value = float(g["d"]), ks_p_value(float(g["d"]), n, m)
+        out.append(DriftMetric(g[CHUNK], g[FEATURE], "ks", d, p_value, limits.level("ks", g[FEATURE], d, p_value),
+                               chunk_rows[g[CHUNK]], d))
     return out
 
 

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult
 from sparkfs.monitoring.config import MonitoringConfig, PerformancePolicy
-from sparkfs.monitoring.drift import DriftMetric, DriftThresholds, drift
+from sparkfs.monitoring.drift import DayToDay, DriftMetric, DriftThresholds, drift, limits_for
 from sparkfs.monitoring.performance import (
     CLASSIFICATION,
     bounded_sample,
@@ -108,7 +108,7 @@ def check_chunk(
             for r in realized
         ]
     source = model.describe_reference(reference)
-    report.alerts = [*drift_alerts(report.drift, config.drift, source),
+    report.alerts = [*drift_alerts(report.drift, config.drift, source, spec.day_to_day),
                      *performance_alerts(report.performance, config.performance, source)]
     return report
 
@@ -119,7 +119,7 @@ def drift_rows(served_df: DataFrame, reference: ModelReference, model: Monitored
     spark = served_df.sparkSession
     rows_df = served_df.select(*(F.col(f"`{c}`") for c in reference.spec.profiled))
     metrics: list[DriftMetric] = drift(rows_df, reference.profile, reference=reference.rows_df(spark),
-                                       thresholds=thresholds)
+                                       thresholds=thresholds, day_to_day=reference.spec.day_to_day)
     source = f"run {model.run_id}"
     return [DriftRow(model.name, model.version, m.metric, m.feature, chunk, m.value, m.p_value, m.level,
                      m.rows, source) for m in metrics]
@@ -161,21 +161,19 @@ def performance_row(model: MonitoredModel, chunk: str, metric: str, method: str,
                           sampled_rows, reference, level)
 
 
-def _drift_threshold(metric: str, level: str, t: DriftThresholds) -> float:
-    pairs = {"psi": (t.psi_warn, t.psi_alert), "js": (t.js_warn, t.js_alert),
-             "null_share_change": (t.null_share_warn, t.null_share_alert)}
-    if metric in pairs:
-        return pairs[metric][LEVELS.index(level) - 1]
-    return t.ks_p_alert  # ks, chi2: the p-value below which a material difference alerts
-
-
-def drift_alerts(rows: Sequence[DriftRow], thresholds: DriftThresholds, reference: str) -> list[AlertRow]:
+def drift_alerts(rows: Sequence[DriftRow], thresholds: DriftThresholds, reference: str,
+                 day_to_day: DayToDay | None = None) -> list[AlertRow]:
     out = []
     for r in rows:
         if r.level == "ok":
             continue
-        threshold = _drift_threshold(r.metric, r.level, thresholds)
-        tested = f", p {r.p_value:.2g} below {threshold:g}" if r.p_value is not None else f" >= {threshold:g}"
+        threshold = limits_for(r.metric, r.feature, thresholds, day_to_day)[LEVELS.index(r.level) - 1]
+        high = (day_to_day or {}).get(r.metric, {}).get(r.feature) if thresholds.day_to_day else None
+        spread = f"; the reference's days reached {high:.4f}" if high is not None else ""
+        if r.p_value is None:
+            tested = f" >= {threshold:g}{spread}"
+        else:  # the threshold is the effect's (statistic, Cramer's V); the p-value is below ks_p_alert
+            tested = f", p {r.p_value:.2g} below {thresholds.ks_p_alert:g}, effect >= {threshold:.4g}{spread}"
         out.append(AlertRow(
             r.model_name, r.model_version, r.metric, r.feature, r.chunk, r.level, "drift", r.value, threshold,
             reference,

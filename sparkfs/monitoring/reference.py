@@ -34,6 +34,7 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 from pyspark.sql import DataFrame, SparkSession
 
+from sparkfs.monitoring.drift import day_to_day_highs
 from sparkfs.monitoring.performance import estimator_bytes, estimator_from_bytes, fit_estimator
 from sparkfs.monitoring.profile import ReferenceProfile, profile_reference
 
@@ -42,6 +43,7 @@ META_ARTIFACT = f"{FOLDER}/reference.json"
 PROFILE_ARTIFACT = f"{FOLDER}/reference_profile.json"
 ROWS_ARTIFACT = f"{FOLDER}/reference_rows.parquet"
 ESTIMATOR_ARTIFACT = f"{FOLDER}/performance_estimator.pkl"
+DAY = "__sparkfs_day"
 
 
 class ReferenceSpec(BaseModel):
@@ -57,6 +59,9 @@ class ReferenceSpec(BaseModel):
     label: str
     rows: int
     metrics: dict[str, float]  # the test split's realized metrics
+    # metric -> column -> the highest value one of the test split's days reached against the
+    # whole split (drift.day_to_day_highs); empty for a reference made without days.
+    day_to_day: dict[str, dict[str, float]] = {}
 
     @property
     def profiled(self) -> list[str]:
@@ -88,15 +93,24 @@ def build_reference(
     label: str,
     problem: str,
     metrics: Mapping[str, float],
+    day: pd.Series | None = None,
 ) -> ModelReference:
-    """Profile the scored test split's inputs and score, and fit the performance estimator."""
+    """Profile the scored test split's inputs and score, and fit the performance estimator.
+    ``day`` (one value per row of ``scored``, e.g. the date of its prediction time) also measures
+    the split's day-to-day spread (:func:`~sparkfs.monitoring.drift.day_to_day_highs`)."""
     columns = list(dict.fromkeys([*numeric, *categorical, score, prediction, label]))
     rows = scored[columns].reset_index(drop=True)
+    days = [] if day is None else [DAY]
+    frame = rows.assign(**{DAY: day.astype(str).to_numpy()}) if day is not None else rows
+    rows_df = to_spark(spark, frame, [*numeric, score], [*categorical, *days]).persist()
+    try:
+        profile = profile_reference(rows_df, numeric=[*numeric, score], categorical=categorical)
+        highs = day_to_day_highs(rows_df, profile, chunk_by=DAY) if days else {}
+    finally:
+        rows_df.unpersist()
     spec = ReferenceSpec(problem=problem, numeric=list(numeric), categorical=list(categorical), score=score,
                          prediction=prediction, label=label, rows=len(rows),
-                         metrics={k: float(v) for k, v in metrics.items()})
-    profile = profile_reference(to_spark(spark, rows, [*numeric, score], categorical),
-                                numeric=[*numeric, score], categorical=categorical)
+                         metrics={k: float(v) for k, v in metrics.items()}, day_to_day=highs)
     estimator = fit_estimator(rows, problem=problem, score=score, prediction=prediction, label=label,
                               features=[*numeric, *categorical])
     return ModelReference(spec, profile, rows, estimator)
