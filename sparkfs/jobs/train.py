@@ -43,9 +43,12 @@ def monitoring_reference(spark: SparkSession, config: TrainingConfig) -> TestSpl
     return log
 
 
-def prediction_days(scored: pd.DataFrame, config: TrainingConfig) -> pd.Series:
+def prediction_days(scored: pd.DataFrame, config: TrainingConfig) -> pd.Series | None:
     """The UTC date of each row's prediction time: the day a daily batch scored it in (the chunk
-    the monitor measures a day of predictions as)."""
+    the monitor measures a day of predictions as). None for a training set without that column
+    (built outside the spine): its reference keeps the fixed drift levels."""
+    if config.lookup_timestamp not in scored.columns:
+        return None
     return scored[config.lookup_timestamp].astype("datetime64[us]").dt.date
 
 

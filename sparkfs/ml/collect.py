@@ -49,7 +49,8 @@ def collect_splits(df: DataFrame, config: TrainingConfig, boundaries: SplitBound
     labelled rows to the driver (bounded), and check each split can train / be measured.
     ``extra`` columns come along (e.g. the champion's inputs, to score it on the same rows)."""
     needed = list(dict.fromkeys(
-        [*config.keys, config.timestamp, config.lookup_timestamp, config.label, *config.feature_columns,
+        [*config.keys, config.timestamp, *[c for c in [config.lookup_timestamp] if c in df.columns],
+         config.label, *config.feature_columns,
          *config.evaluation.slices, config.baseline.column, *extra]
     ))
     require_columns(df, needed, "the training set")
