@@ -56,6 +56,15 @@ def lake(spark: SparkSession, settings: Settings) -> Lakehouse:
     return open_lakehouse(spark, settings)
 
 
+@pytest.fixture(scope="session")
+def e2e_lakehouse(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The end-to-end lakehouse many e2e tests read (see ``e2e_lakehouse.py``), built once, by the
+    first test that asks for it."""
+    from e2e_lakehouse import build_shared_lakehouse
+
+    return build_shared_lakehouse(spark, settings, tmp_path_factory.mktemp("shared"))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _drop_cached_tables() -> Iterator[None]:
     """Training sets and MERGE batches are cached while in use; a module's leftovers must not

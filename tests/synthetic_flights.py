@@ -173,8 +173,7 @@ def build_e2e(
                 comment="daily departure delay statistics per carrier")
     stats.write.format("delta").mode("append").saveAsTable(lake.name("gold", f"{prefix}_carrier_stats"))
 
-    config = synthetic_config(
-        model_name,
+    on_these_tables: dict[str, object] = dict(
         experiment=None,
         spine={"table": f"{prefix}_flights", "columns": ["carrier", "origin", "dep_hour"]},
         lookups=[
@@ -183,8 +182,8 @@ def build_e2e(
              "prefix": "carrier", "lookback": "2d"},
         ],
         inference={"table": f"{prefix}_predictions", "skew_check": False, "skew_sample_rows": 150},
-        **overrides,
     )
+    config = synthetic_config(model_name, **deep_merge(on_these_tables, overrides))
     data = config.model_dump(mode="json", exclude_none=True)
     (conf_dir / "training.yaml").write_text(yaml.safe_dump(data))
     return JobContext(lake.settings.model_copy(update={"conf_dir": str(conf_dir)}), spark, lake)

@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 from synthetic_flights import SPEC
-from test_pipeline import flight, land_day, write_lines
+from synthetic_landing import flight, land_day, write_lines
 
 from sparkfs.core.config import Settings, StorageSettings
 from sparkfs.core.errors import LeakageError

@@ -3,19 +3,18 @@ and the training-serving skew comparison."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from datetime import date
 from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
+from e2e_lakehouse import MODEL as E2E_MODEL
+from e2e_lakehouse import MODEL_TABLES, PREDICTIONS, SCORED_DAY, SharedLakehouse
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from synthetic_flights import (
     SPEC,
-    build_e2e,
     synthetic_config,
     synthetic_df,
 )
@@ -29,9 +28,7 @@ from sparkfs.core.errors import (
 )
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.runs import RunWindow
-from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.infer import infer_job
-from sparkfs.jobs.train import train_job
 from sparkfs.ml.score import (
     ScoringModel,
     check_feature_schema,
@@ -176,31 +173,19 @@ def test_every_row_of_a_day_is_in_that_days_partition(spark: SparkSession, lake:
 
 
 # End to end on small Delta tables: train_job -> infer_job -> skew check, through the real
-# point-in-time join.
+# point-in-time join. The shared lakehouse (e2e_lakehouse.py) ran train_job and infer_job for
+# E2E_DAY; a test that runs a job again works on a copy of the tables it needs.
 
-E2E_MODEL = "e2e_delay"
-E2E_DAY = date(2013, 3, 20)
-
-
-@pytest.fixture(scope="module")
-def e2e(lake: Lakehouse, tmp_path_factory: pytest.TempPathFactory) -> tuple[JobContext, str]:
-    """The e2e tables with a model trained on them by ``train_job``, and what the job printed."""
-    ctx = build_e2e(lake, E2E_MODEL, tmp_path_factory.mktemp("e2e_conf"))
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        train_job(ctx, None)
-    return ctx, printed.getvalue()
+E2E_DAY = SCORED_DAY
 
 
 @pytest.mark.e2e
-def test_train_job_then_infer_job_end_to_end(e2e: tuple[JobContext, str], capsys) -> None:
-    ctx, trained = e2e
+def test_train_job_then_infer_job_end_to_end(e2e_lakehouse: SharedLakehouse) -> None:
+    trained, inferred = e2e_lakehouse.printed["train"], e2e_lakehouse.printed["infer"]
     assert f"registered {E2E_MODEL} version 1 as @champion" in trained
-
-    infer_job(ctx, RunWindow(E2E_DAY, E2E_DAY))
-    out = capsys.readouterr().out
-    assert f"with {E2E_MODEL} version 1 (@champion)" in out
-    lake = ctx.lake
-    predictions = lake.read("ml", "e2e_predictions")
+    assert f"with {E2E_MODEL} version 1 (@champion)" in inferred
+    lake = e2e_lakehouse.lake
+    predictions = lake.read("ml", PREDICTIONS)
     first = predictions.orderBy(*KEYS).collect()
     day_flights = lake.read("silver", "e2e_flights").where(F.to_date("sched_dep_ts") == F.lit(E2E_DAY))
     assert len(first) == day_flights.count() > 0
@@ -213,45 +198,46 @@ def test_train_job_then_infer_job_end_to_end(e2e: tuple[JobContext, str], capsys
 
 
 @pytest.mark.e2e
-def test_infer_on_a_day_without_flights_says_so_and_writes_nothing(e2e: tuple[JobContext, str], capsys) -> None:
-    ctx, _ = e2e
+def test_infer_on_a_day_without_flights_says_so_and_writes_nothing(
+    e2e_lakehouse: SharedLakehouse, tmp_path: Path, capsys
+) -> None:
+    ctx = e2e_lakehouse.clone(tmp_path, "empty_day", MODEL_TABLES)  # the job records its run
     lake = ctx.lake
     empty_day = date(2014, 6, 1)  # the synthetic flights end in 2013
-    written = lake.exists("ml", "e2e_predictions") and lake.version("ml", "e2e_predictions")
+    written = lake.exists("ml", PREDICTIONS) and lake.version("ml", PREDICTIONS)
 
     infer_job(ctx, RunWindow(empty_day, empty_day))
 
     out = capsys.readouterr().out
     assert f"no rows in the spine for {empty_day}" in out and "nothing scored" in out
-    assert (lake.exists("ml", "e2e_predictions") and lake.version("ml", "e2e_predictions")) == written
+    assert (lake.exists("ml", PREDICTIONS) and lake.version("ml", PREDICTIONS)) == written
 
 
 @pytest.mark.e2e
 def test_skew_check_catches_features_changed_since_training(
-    lake: Lakehouse, tmp_path_factory: pytest.TempPathFactory
+    e2e_lakehouse: SharedLakehouse, tmp_path: Path
 ) -> None:
     from sparkfs.core.merge import merge_upsert
     from sparkfs.ml.config import load_training_config
     from sparkfs.ml.score import load_scoring_model
     from sparkfs.ml.skew import skew_check
 
-    # Tables and a model of its own: the correction below must not reach other tests.
-    ctx = build_e2e(lake, "skew_delay", tmp_path_factory.mktemp("skew_conf"), prefix="skew")
-    with contextlib.redirect_stdout(io.StringIO()):
-        train_job(ctx, None)
-        infer_job(ctx, RunWindow(E2E_DAY, E2E_DAY))
+    # A copy of the model's tables: the correction below must not reach other tests.
+    ctx = e2e_lakehouse.clone(tmp_path, "skew", MODEL_TABLES)
+    lake = ctx.lake
     config = load_training_config(ctx.settings)
-    model = load_scoring_model(ctx.settings, "skew_delay", "champion")
+    model = load_scoring_model(ctx.settings, E2E_MODEL, "champion")
     report = skew_check(lake, config, model, 150)
     assert report.identical, report.describe()
     assert report.rows_compared == 150
-    before = lake.read("ml", "skew_predictions").orderBy(*KEYS).collect()
+    before = lake.read("ml", PREDICTIONS).orderBy(*KEYS).collect()
+    assert before  # the shared run scored E2E_DAY
 
     # A late correction to January's JFK weather: the model was trained on the old values.
-    corrected = lake.read("gold", "skew_weather").where(
+    corrected = lake.read("gold", "e2e_weather").where(
         (F.col("origin") == "JFK") & (F.month("obs_ts") == 1)
     ).withColumn("wind_speed", F.col("wind_speed") + 1.0)
-    merge_upsert(lake, "gold", "skew_weather", corrected, ["origin", "obs_ts"])
+    merge_upsert(lake, "gold", "e2e_weather", corrected, ["origin", "obs_ts"])
     conf = Path(ctx.settings.conf_dir) / "training.yaml"
     conf.write_text(conf.read_text().replace("skew_check: false", "skew_check: true"))
     with pytest.raises(TrainingServingSkewError) as info:
@@ -260,4 +246,4 @@ def test_skew_check_catches_features_changed_since_training(
     assert "differing rows per feature {'wind_speed': " in text
     assert "'origin': 'JFK'" in text and "'origin': 'EWR'" not in text
     # The check runs before scoring: nothing was written.
-    assert lake.read("ml", "skew_predictions").orderBy(*KEYS).collect() == before
+    assert lake.read("ml", PREDICTIONS).orderBy(*KEYS).collect() == before

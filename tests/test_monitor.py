@@ -5,15 +5,18 @@ idempotent monitoring tables."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from e2e_lakehouse import MODEL as E2E_MODEL
+from e2e_lakehouse import MODEL_TABLES, SharedLakehouse
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from synthetic_flights import SPEC, build_e2e, synthetic_config, synthetic_df
+from synthetic_flights import SPEC, synthetic_config, synthetic_df
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import ConfigError, MonitoringAlertError
@@ -21,7 +24,7 @@ from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.runs import RunWindow
 from sparkfs.jobs.infer import infer_job
 from sparkfs.jobs.monitor import monitor_job
-from sparkfs.jobs.train import monitoring_reference, train_job
+from sparkfs.jobs.train import monitoring_reference
 from sparkfs.ml.evaluation import classification_metrics
 from sparkfs.ml.train import train_model
 from sparkfs.monitoring.config import IngestionPolicy, MonitoringConfig, load_monitoring_config
@@ -265,7 +268,6 @@ def test_monitoring_conf_loads_and_rejects_unknown_keys(settings: Settings, tmp_
 
 # --- the monitor job, end to end -------------------------------------------------------------------
 
-E2E_MODEL = "delay_monitor_e2e"
 DAY = date(2013, 3, 28)          # in the test period of the synthetic window: labels known at once
 
 
@@ -280,11 +282,13 @@ def estimate_run(ctx) -> str:
 
 @pytest.mark.e2e
 def test_monitor_job_checks_a_day_against_the_reference_and_a_rerun_changes_nothing(
-    lake: Lakehouse, tmp_path_factory: pytest.TempPathFactory, capsys
+    e2e_lakehouse: SharedLakehouse, tmp_path: Path, capsys
 ) -> None:
-    conf = tmp_path_factory.mktemp("monitor_conf")
-    ctx = build_e2e(lake, E2E_MODEL, conf, prefix="mon")
-    train_job(ctx, None)
+    # The shared model (trained by train_job, with its reference), on a copy of its tables and
+    # conf: scoring, monitoring and the conf change below stay here. The monitor job logs its
+    # plots to the model's training run in the shared MLflow store (no other test reads them).
+    ctx = e2e_lakehouse.clone(tmp_path, "mon", MODEL_TABLES)
+    lake, conf = ctx.lake, Path(ctx.settings.conf_dir)
     infer_job(ctx, RunWindow(DAY - timedelta(days=1), DAY))
     capsys.readouterr()
 

@@ -1,36 +1,32 @@
 """The notebooks run top to bottom against a small local lakehouse, and their helpers are right.
 
-A lakehouse of its own (schemas ``nb_*``, its own MLflow file) is built with the synthetic flights
-and a model is trained and registered on it; each notebook then executes in a fresh Jupyter kernel
-(a separate process with its own Spark, as a user's would be) pointed at it through
+The lakehouse is the shared end-to-end one (``e2e_lakehouse.py``: the synthetic flights, a model
+trained and registered on them, its own MLflow file); each notebook executes in a fresh Jupyter
+kernel (a separate process with its own Spark, as a user's would be) pointed at it through
 ``SPARKFS_CONF_DIR`` and ``SPARKFS_DATA_DIR``. Any cell error fails the test with the cell's output.
+The notebooks and these tests only read it.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pandas as pd
 import pytest
-import yaml
+from e2e_lakehouse import MODEL, SharedLakehouse
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from synthetic_flights import build_e2e
 
 from sparkfs.core.config import load_settings
 from sparkfs.core.lakehouse import open_lakehouse
-from sparkfs.jobs.train import train_job
 from sparkfs.ml import explore
 from sparkfs.ml.config import load_training_config
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "nb_delay"
 DAY = "2013-03-20"
-SCHEMAS = {layer: f"nb_{layer}" for layer in ("bronze", "silver", "gold", "ml", "ops")}
 
 
 def _runner() -> ModuleType:
@@ -42,31 +38,15 @@ def _runner() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def project(
-    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch
-) -> explore.Project:
-    conf_dir = tmp_path_factory.mktemp("nb_conf")
-    shutil.copytree(REPO / "conf", conf_dir, dirs_exist_ok=True)
-    overlay = conf_dir / "env" / "local.yaml"
-    local = yaml.safe_load(overlay.read_text()) or {}
-    local["storage"] = {**local.get("storage", {}), "schemas": SCHEMAS}
-    local["spark"] = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2}
-    overlay.write_text(yaml.safe_dump(local))
-    monkeypatch_module.setenv("SPARKFS_CONF_DIR", str(conf_dir))
-    monkeypatch_module.setenv("SPARKFS_DATA_DIR", str(tmp_path_factory.mktemp("nb_lakehouse")))
-    monkeypatch_module.setenv("SPARKFS_ENV", "local")
-    settings = load_settings()
-    lake = open_lakehouse(spark, settings)
-    ctx = build_e2e(lake, MODEL, conf_dir)
-    train_job(ctx, None)
-    # What a notebook's open_project() gives, on this test's session.
-    return explore.Project(settings, lake, load_training_config(settings))
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+def project(e2e_lakehouse: SharedLakehouse) -> Iterator[explore.Project]:
+    """What a notebook's open_project() gives, on this test's session; the notebooks' kernels
+    find the same lakehouse through the environment."""
     with pytest.MonkeyPatch.context() as patch:
-        yield patch
+        for key, value in e2e_lakehouse.environment().items():
+            patch.setenv(key, value)
+        settings = load_settings()
+        yield explore.Project(settings, open_lakehouse(e2e_lakehouse.ctx.spark, settings),
+                              load_training_config(settings))
 
 
 @pytest.mark.e2e

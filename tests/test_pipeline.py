@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
-import shutil
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
+from e2e_lakehouse import SharedLakehouse
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from synthetic_landing import D1, D2, land_synthetic, private_conf
 
 from sparkfs.catalog.lineage import upstream
 from sparkfs.core.config import Settings, StorageSettings
@@ -22,92 +20,20 @@ from sparkfs.core.errors import ConfigError, SparkfsError
 from sparkfs.core.lakehouse import Lakehouse, checksum
 from sparkfs.core.runs import RunWindow
 from sparkfs.examples.flights.conform import conform_flights
-from sparkfs.examples.flights.delivery import SCHEDULE_COLUMNS, deliver, landing_time
+from sparkfs.examples.flights.delivery import SCHEDULE_COLUMNS, deliver
 from sparkfs.features.pipeline import load_pipeline
 from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.features import features_job
 
 REPO = Path(__file__).resolve().parents[1]
-D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
 GOLD = ("planes", "weather_hourly", "carrier_delays", "route_delays")
-
-
-def clock(hhmm: int, minutes: int) -> int:
-    """The local clock time ``minutes`` after ``hhmm``, as the source writes it (hhmm, 0-2359)."""
-    total = (hhmm // 100 * 60 + hhmm % 100 + minutes) % 1440
-    return total // 60 * 100 + total % 60
-
-
-def flight(day: date, carrier: str, number: int, sched: int, delay: int | None, origin: str = "JFK", dest: str = "BOS") -> dict[str, object]:
-    return {
-        "year": day.year, "month": day.month, "day": day.day, "dep_time": None if delay is None else clock(sched, delay),
-        "sched_dep_time": sched, "dep_delay": delay, "arr_time": None, "sched_arr_time": sched + 100,
-        "arr_delay": None, "carrier": carrier, "flight": number, "tailnum": "N1", "origin": origin, "dest": dest,
-        "air_time": 40, "distance": 187, "hour": sched // 100, "minute": sched % 100, "time_hour": None,
-    }
-
-
-def weather(day: date, hour: int, precip: float) -> dict[str, object]:
-    utc = datetime(day.year, day.month, day.day) + timedelta(hours=hour + 5)
-    return {
-        "origin": "JFK", "year": day.year, "month": day.month, "day": day.day, "hour": hour, "temp": 30.0,
-        "dewp": 20.0, "humid": 60.0, "wind_dir": 270, "wind_speed": 10.0, "wind_gust": None, "precip": precip,
-        "pressure": 1012.0, "visib": 10.0, "time_hour": utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-
-
-def write_lines(path: Path, rows: list[dict[str, object]], landed: datetime | None = None) -> None:
-    """Newline-delimited JSON, stamped with its landing time (``landed``, UTC) when given."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if landed is not None:
-        stamp = landed.replace(tzinfo=timezone.utc).timestamp()
-        os.utime(path, (stamp, stamp))
-
-
-def land_day(landing: Path, day: date, flights: list[dict[str, object]], hours: dict[int, float]) -> None:
-    """One local date as the upstream delivers it: its schedule (the flights without outcomes) the
-    evening before, its flights and weather after the day (times from the example's upstream)."""
-    folder = day.isoformat()
-    schedule = [{k: v for k, v in f.items() if k in SCHEDULE_COLUMNS} for f in flights]
-    write_lines(landing / "schedules" / folder / "schedules.json", schedule, landing_time("schedules", day))
-    write_lines(landing / "flights" / folder / "flights.json", flights, landing_time("flights", day))
-    write_lines(landing / "weather" / folder / "weather.json", [weather(day, h, p) for h, p in hours.items()],
-                landing_time("weather", day))
-
-
-def land_synthetic(landing: Path) -> None:
-    """Two days of a few flights and weather hours, and tiny dimensions (the upstream's job)."""
-    land_day(landing, D1, [
-        flight(D1, "AA", 1, 600, 10),
-        flight(D1, "AA", 2, 600, 10, dest="MIA"),  # same carrier, same departure instant
-        flight(D1, "UA", 3, 2330, 45),  # departs after midnight, local and UTC
-        flight(D1, "UA", 4, 900, None),  # cancelled
-    ], {0: 0.1, 12: 0.1, 23: 0.1})
-    land_day(landing, D2, [
-        flight(D2, "AA", 1, 600, -5),
-        flight(D2, "UA", 3, 700, 120),
-    ], {0: 0.0, 12: 0.0})
-    write_lines(landing / "planes" / "planes.json", [
-        {"tailnum": "N1", "year": 2004, "type": "Fixed wing multi engine", "manufacturer": "EMBRAER",
-         "model": "EMB-145XR", "engines": 2, "seats": 55, "speed": None, "engine": "Turbo-fan"},
-    ])
-    write_lines(landing / "airlines" / "airlines.json", [{"carrier": "AA", "name": "American"}, {"carrier": "UA", "name": "United"}])
-    write_lines(landing / "airports" / "airports.json", [
-        {"faa": "JFK", "name": "John F Kennedy Intl", "lat": 40.6, "lon": -73.8, "alt": 13, "tz": -5, "dst": "A",
-         "tzone": "America/New_York"},
-    ])
 
 
 @pytest.fixture(scope="module")
 def pipeline_ctx(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobContext]:
     """A private lakehouse (own schemas) and a conf folder whose pipeline reads a synthetic landing zone."""
     root = tmp_path_factory.mktemp("pipeline")
-    conf = root / "conf"
-    shutil.copytree(REPO / "conf", conf)
-    text = (conf / "pipeline.yaml").read_text()
-    text = text.replace("upstream: sparkfs.examples.flights.delivery:deliver", "upstream: null")
-    (conf / "pipeline.yaml").write_text(text.replace("${SPARKFS_LANDING_DIR:-landing}", str(root / "landing")))
+    conf = private_conf(root / "conf", root / "landing")
     land_synthetic(root / "landing")
     schemas = {layer: f"pipe_{layer}" for layer in ("bronze", "silver", "gold", "ml", "ops")}
     private = settings.model_copy(
@@ -117,18 +43,22 @@ def pipeline_ctx(spark: SparkSession, settings: Settings, tmp_path_factory: pyte
 
 
 @pytest.fixture(scope="module")
-def featured(pipeline_ctx: JobContext) -> JobContext:
-    """The features job run once for D1, then once for D2 (two daily runs), for every test here
-    that reads what it wrote."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        features_job(pipeline_ctx, RunWindow(D1, D1))
-        features_job(pipeline_ctx, RunWindow(D2, D2))
-    return pipeline_ctx
+def featured(e2e_lakehouse: SharedLakehouse) -> JobContext:
+    """The shared lakehouse (``e2e_lakehouse.py``): the features job run once for D1, then once
+    for D2 (two daily runs) on ``land_synthetic``'s files, for every test here that reads what
+    it wrote."""
+    return e2e_lakehouse.ctx
 
 
 @pytest.mark.e2e
-def test_features_job_end_to_end_and_rerun_changes_nothing(featured: JobContext) -> None:
-    pipeline_ctx, lake = featured, featured.lake
+def test_features_job_end_to_end_and_rerun_changes_nothing(
+    e2e_lakehouse: SharedLakehouse, tmp_path: Path
+) -> None:
+    # The rerun writes (run records, maybe a version): on a copy of what the two daily runs wrote.
+    shared = e2e_lakehouse.lake
+    written = [(layer, t) for layer in ("bronze", "silver", "gold", "ops") for t in shared.tables(layer)]
+    pipeline_ctx = e2e_lakehouse.clone(tmp_path, "rerun", written)
+    lake = pipeline_ctx.lake
     before = {t: checksum(lake.read("gold", t)) for t in GOLD}
     versions = {t: lake.version("gold", t) for t in GOLD}
 

@@ -1,10 +1,10 @@
 """Every code block of the README runs.
 
 Python blocks run in the README's order in one namespace, as a reader pastes them into one
-session, against a small lakehouse this module builds the way the README says to: the features
-job over two days of synthetic landing files (``land_synthetic``), and a model trained and a day
-scored on the synthetic flights (``build_e2e``), predicting into ``flight_delay_predictions``.
-The reader's ``sparkfs.connect()`` finds it through ``SPARKFS_CONF_DIR`` / ``SPARKFS_DATA_DIR``.
+session, against the shared end-to-end lakehouse (``e2e_lakehouse.py``), built the way the README
+says to: the features job over two days of synthetic landing files, and a model trained and a day
+scored on the synthetic flights, predicting into ``flight_delay_predictions``. The reader's
+``sparkfs.connect()`` finds it through ``SPARKFS_CONF_DIR`` / ``SPARKFS_DATA_DIR``.
 
 YAML blocks that start with ``# conf/<file>.yaml`` are added to a copy of ``conf/`` and must
 load into the typed config. Shell blocks are checked without a JVM: each ``sparkfs`` command line parses with the CLI's own
@@ -14,34 +14,22 @@ parser (a job it names exists), each ``make`` target is in the Makefile, each sc
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shlex
 import shutil
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
 import yaml
-from pyspark.sql import SparkSession
-from synthetic_flights import build_e2e
-from test_pipeline import land_synthetic
+from e2e_lakehouse import SharedLakehouse
 
 from sparkfs.core.config import load_settings
-from sparkfs.core.lakehouse import open_lakehouse
-from sparkfs.core.runs import RunWindow
 from sparkfs.jobs.cli import build_parser
-from sparkfs.jobs.context import JobContext
-from sparkfs.jobs.features import features_job
-from sparkfs.jobs.infer import infer_job
 from sparkfs.jobs.registry import JOBS
-from sparkfs.jobs.train import train_job
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
-SCHEMAS = {layer: f"readme_{layer}" for layer in ("bronze", "silver", "gold", "ml", "ops")}
 
 
 def code_blocks(text: str, language: str) -> list[str]:
@@ -139,33 +127,12 @@ def test_every_conf_snippet_loads_into_the_typed_config(tmp_path: Path, monkeypa
 
 
 @pytest.fixture(scope="module")
-def readers_lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("readme")
-    conf = root / "conf"
-    shutil.copytree(REPO / "conf", conf)
-    overlay = conf / "env" / "local.yaml"
-    local = yaml.safe_load(overlay.read_text()) or {}
-    local["storage"] = {**local.get("storage", {}), "schemas": SCHEMAS}
-    overlay.write_text(yaml.safe_dump(local))
-    pipeline = (conf / "pipeline.yaml").read_text()
-    pipeline = pipeline.replace("upstream: sparkfs.examples.flights.delivery:deliver", "upstream: null")
-    (conf / "pipeline.yaml").write_text(pipeline.replace("${SPARKFS_LANDING_DIR:-landing}", str(root / "landing")))
-    land_synthetic(root / "landing")
+def readers_lakehouse(e2e_lakehouse: SharedLakehouse) -> Iterator[Path]:
+    """The shared lakehouse, found the way the README says: through the environment."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SPARKFS_CONF_DIR", str(conf))
-        patch.setenv("SPARKFS_DATA_DIR", str(root / "data"))
-        patch.setenv("SPARKFS_ENV", "local")
-        settings = load_settings()
-        lake = open_lakehouse(spark, settings)
-        with contextlib.redirect_stdout(io.StringIO()):
-            features_job(JobContext(settings, spark, lake), RunWindow(date(2013, 1, 1), date(2013, 1, 2)))
-            model_ctx = build_e2e(lake, "flight_delay", conf, prefix="readme")
-            training = yaml.safe_load((conf / "training.yaml").read_text())
-            training["inference"]["table"] = "flight_delay_predictions"
-            (conf / "training.yaml").write_text(yaml.safe_dump(training))
-            train_job(model_ctx, None)
-            infer_job(model_ctx, RunWindow(date(2013, 3, 20), date(2013, 3, 20)))
-        yield root
+        for key, value in e2e_lakehouse.environment().items():
+            patch.setenv(key, value)
+        yield e2e_lakehouse.root
 
 
 @pytest.mark.e2e

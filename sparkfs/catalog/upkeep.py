@@ -170,9 +170,13 @@ def zorder_columns(lake: Lakehouse, layer: str, table: str) -> list[str]:
 
 
 def _on_disk(lake: Lakehouse, layer: str, table: str) -> int | None:
-    """Data files in a local table's folder, any version's (None on Databricks)."""
+    """Data files in a local table's folder, any version's (None on Databricks). The log's
+    checkpoints are parquet files too, not data: VACUUM's own commits may write one."""
     location = lake.location(layer, table)
-    return None if location is None else sum(1 for _ in Path(location).rglob("*.parquet"))
+    if location is None:
+        return None
+    root = Path(location)
+    return sum(1 for p in root.rglob("*.parquet") if "_delta_log" not in p.relative_to(root).parts)
 
 
 def _check_retain(lake: Lakehouse, layer: str, table: str, pin: Pin | None, retain: timedelta,
