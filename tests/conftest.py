@@ -65,6 +65,15 @@ def e2e_lakehouse(spark: SparkSession, settings: Settings, tmp_path_factory: pyt
     return build_shared_lakehouse(spark, settings, tmp_path_factory.mktemp("shared"))
 
 
+@pytest.fixture(scope="session")
+def synthetic_model(spark: SparkSession, settings: Settings):  # type: ignore[no-untyped-def]
+    """One model on the synthetic flights for the whole run (``synthetic_flights``), trained and
+    registered by the first test that asks for it; the tests that read it never change it."""
+    from synthetic_flights import train_synthetic_model
+
+    return train_synthetic_model(spark, settings)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _drop_cached_tables() -> Iterator[None]:
     """Training sets and MERGE batches are cached while in use; a module's leftovers must not

@@ -8,6 +8,7 @@ training config, for the end-to-end train/infer tests and the notebooks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkfs.core.config import deep_merge
+from sparkfs.core.config import Settings, deep_merge
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
 from sparkfs.jobs.context import JobContext
 from sparkfs.ml.config import TrainingConfig
+from sparkfs.ml.train import TrainingResult, train_model
 from sparkfs.pit.spec import LookupSpec, SpineSource, TrainingSetSpec
 
 START, END = date(2013, 1, 1), date(2013, 3, 31)
@@ -84,6 +86,28 @@ def _plain(value: object) -> object:
 def synthetic_df(spark: SparkSession, rows: int = 2400) -> DataFrame:
     records = [tuple(_plain(v) for v in row) for row in synthetic_pandas(rows).itertuples(index=False)]
     return spark.createDataFrame(records, SCHEMA)
+
+
+SYNTHETIC_MODEL = "delay_synthetic"
+
+
+@dataclass(frozen=True)
+class SyntheticModel:
+    """The model trained once per test run on the synthetic flights (``synthetic_model``)."""
+
+    result: TrainingResult
+    config: TrainingConfig
+
+
+def train_synthetic_model(spark: SparkSession, settings: Settings) -> SyntheticModel:
+    """Train and register :data:`SYNTHETIC_MODEL` as the train job does, with its monitoring
+    reference; version 1, ``@champion``. Tests read it and never register another version of it."""
+    from sparkfs.jobs.train import monitoring_reference
+
+    config = synthetic_config(SYNTHETIC_MODEL)
+    result = train_model(synthetic_df(spark), SPEC, config, settings, start=START, end=END,
+                         on_test_split=monitoring_reference(spark, config))
+    return SyntheticModel(result, config)
 
 
 def synthetic_config(model_name: str, **overrides: object) -> TrainingConfig:

@@ -9,6 +9,7 @@ whether pyspark was imported and whether a JVM was started, which proves the che
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -39,6 +40,30 @@ runpy.run_module("sparkfs", run_name="__main__", alter_sys=True)
 """
 
 
+# Runs several commands in one interpreter, each as `main(argv)` with its own variables and its
+# own captured output, then says what they loaded: one start instead of one per command.
+RUN_EACH = """
+import contextlib, io, json, os, sys
+from sparkfs.jobs.cli import main
+done = []
+for argv, env in json.loads(sys.argv[1]):
+    saved = dict(os.environ)
+    os.environ.update(env)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    os.environ.clear()
+    os.environ.update(saved)
+    done.append([code, out.getvalue(), err.getvalue()])
+pyspark = sys.modules.get("pyspark")
+jvm = pyspark is not None and pyspark.SparkContext._gateway is not None
+print(json.dumps({"done": done, "pyspark": pyspark is not None, "jvm": jvm}))
+"""
+
+
 @dataclass(frozen=True)
 class Result:
     code: int
@@ -63,6 +88,18 @@ def sparkfs(*args: str, cwd: Path = REPO, **env: str) -> Result:
                   hook.group(1) == "True", hook.group(2) == "True")
 
 
+def sparkfs_each(*commands: tuple[str, ...] | tuple[tuple[str, ...], dict[str, str]]) -> list[Result]:
+    """Each command (its arguments, or its arguments and its variables), run in turn in one
+    interpreter; whether pyspark or a JVM was loaded is said for all of them together."""
+    calls = [(list(c[0]), c[1]) if c and isinstance(c[0], tuple) else (list(c), {}) for c in commands]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPARKFS_")}
+    done = subprocess.run([sys.executable, "-c", RUN_EACH, json.dumps(calls)], capture_output=True,
+                          text=True, cwd=REPO, env={**environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    return [Result(code, out, err, report["pyspark"], report["jvm"]) for code, out, err in report["done"]]
+
+
 def assert_usage_error(result: Result, *expected: str) -> None:
     """Exit status 2, exactly one ``error:`` line naming ``expected``, no traceback, no pyspark."""
     assert result.code == 2, result
@@ -84,23 +121,26 @@ def data_dir(tmp_path: Path) -> Path:
 # --- mistakes, caught before Spark ---------------------------------------------------------------
 
 def test_a_job_that_needs_a_date_says_so() -> None:
-    for job in ("features", "infer", "daily"):
-        assert_usage_error(sparkfs("run", job),
-                           f"the {job} job needs --date YYYY-MM-DD, or --start/--end for a backfill")
+    jobs = ("features", "infer", "daily")
+    for job, result in zip(jobs, sparkfs_each(*(("run", job) for job in jobs)), strict=True):
+        assert_usage_error(result, f"the {job} job needs --date YYYY-MM-DD, or --start/--end for a backfill")
 
 
 def test_a_bad_date_shows_what_was_expected_and_found() -> None:
-    result = sparkfs("run", "features", "--date", "2013-13-01")
-    assert_usage_error(result, "--date: expected YYYY-MM-DD, found '2013-13-01'", "sparkfs run --help")
-    assert_usage_error(sparkfs("run", "infer", "--date", "20130101"), "found '20130101'")
+    month, compact = sparkfs_each(("run", "features", "--date", "2013-13-01"), ("run", "infer", "--date", "20130101"))
+    assert_usage_error(month, "--date: expected YYYY-MM-DD, found '2013-13-01'", "sparkfs run --help")
+    assert_usage_error(compact, "found '20130101'")
 
 
 def test_a_range_must_run_forward_and_have_both_ends() -> None:
-    assert_usage_error(sparkfs("backfill", "features", "--start", "2013-02-01", "--end", "2013-01-01"),
-                       "--start 2013-02-01 is after --end 2013-01-01")
-    assert_usage_error(sparkfs("run", "infer", "--start", "2013-02-01"), "--start needs --end")
-    assert_usage_error(sparkfs("backfill", "features", "--date", "2013-01-01"),
-                       "backfill needs --start S --end E", "sparkfs run features --date D")
+    backwards, open_ended, one_day = sparkfs_each(
+        ("backfill", "features", "--start", "2013-02-01", "--end", "2013-01-01"),
+        ("run", "infer", "--start", "2013-02-01"),
+        ("backfill", "features", "--date", "2013-01-01"),
+    )
+    assert_usage_error(backwards, "--start 2013-02-01 is after --end 2013-01-01")
+    assert_usage_error(open_ended, "--start needs --end")
+    assert_usage_error(one_day, "backfill needs --start S --end E", "sparkfs run features --date D")
 
 
 def test_an_unknown_job_suggests_the_nearest() -> None:
@@ -109,10 +149,11 @@ def test_an_unknown_job_suggests_the_nearest() -> None:
 
 
 def test_history_of_a_missing_table_suggests_one_that_exists(data_dir: Path) -> None:
-    result = sparkfs("history", "gold.carrier_delay", SPARKFS_DATA_DIR=str(data_dir))
-    assert_usage_error(result, "no table gold.carrier_delay", "did you mean gold.carrier_delays?")
-    result = sparkfs("history", "sparkfs_ops.run_record", SPARKFS_DATA_DIR=str(data_dir))
-    assert_usage_error(result, "did you mean ops.run_records?")
+    here = {"SPARKFS_DATA_DIR": str(data_dir)}
+    short, qualified = sparkfs_each((("history", "gold.carrier_delay"), here),
+                                    (("history", "sparkfs_ops.run_record"), here))
+    assert_usage_error(short, "no table gold.carrier_delay", "did you mean gold.carrier_delays?")
+    assert_usage_error(qualified, "did you mean ops.run_records?")
 
 
 def test_config_errors_come_before_spark(tmp_path: Path) -> None:
@@ -143,16 +184,18 @@ def test_a_databricks_environment_on_a_laptop_says_what_it_means() -> None:
 
 
 def test_commands_without_dates_reject_them() -> None:
-    for command in (["tables"], ["history", "gold.planes"], ["setup"]):
-        for option in ("--date", "--start", "--end"):
-            result = sparkfs(*command, option, "2013-01-01")
-            assert_usage_error(result, f"unrecognized arguments: {option} 2013-01-01")
+    options = [(option, command) for command in (("tables",), ("history", "gold.planes"), ("setup",))
+               for option in ("--date", "--start", "--end")]
+    results = sparkfs_each(*((*command, option, "2013-01-01") for option, command in options))
+    for (option, _), result in zip(options, results, strict=True):
+        assert_usage_error(result, f"unrecognized arguments: {option} 2013-01-01")
 
 
 def test_log_levels_verbose_works_and_a_bad_one_is_a_clear_error() -> None:
-    assert_usage_error(sparkfs("run", "features", SPARKFS_LOG_LEVEL="verbose"), "features job needs --date")
-    assert_usage_error(sparkfs("run", "features", SPARKFS_LOG_LEVEL="loud"),
-                       "SPARKFS_LOG_LEVEL is 'loud'; expected one of debug, verbose, info")
+    verbose, loud = sparkfs_each((("run", "features"), {"SPARKFS_LOG_LEVEL": "verbose"}),
+                                 (("run", "features"), {"SPARKFS_LOG_LEVEL": "loud"}))
+    assert_usage_error(verbose, "features job needs --date")
+    assert_usage_error(loud, "SPARKFS_LOG_LEVEL is 'loud'; expected one of debug, verbose, info")
     assert log_level(environ={"SPARKFS_LOG_LEVEL": "Verbose"}) == logging.DEBUG
     assert log_level(environ={}) == logging.INFO
     assert log_level(True, environ={"SPARKFS_LOG_LEVEL": "error"}) == logging.DEBUG
@@ -293,5 +336,6 @@ def test_log_lines_have_one_format_and_libraries_speak_only_when_verbose(level: 
 
 
 def test_simulate_needs_a_start_and_a_positive_number_of_days() -> None:
-    assert_usage_error(sparkfs("simulate", "--start", "2013-12-01", "--days", "0"), "--days must be at least 1, got 0")
-    assert_usage_error(sparkfs("simulate", "--days", "3"), "the following arguments are required: --start")
+    no_days, no_start = sparkfs_each(("simulate", "--start", "2013-12-01", "--days", "0"), ("simulate", "--days", "3"))
+    assert_usage_error(no_days, "--days must be at least 1, got 0")
+    assert_usage_error(no_start, "the following arguments are required: --start")

@@ -13,11 +13,8 @@ from e2e_lakehouse import MODEL as E2E_MODEL
 from e2e_lakehouse import MODEL_TABLES, PREDICTIONS, SCORED_DAY, SharedLakehouse
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from synthetic_flights import (
-    SPEC,
-    synthetic_config,
-    synthetic_df,
-)
+from synthetic_flights import SYNTHETIC_MODEL as MODEL
+from synthetic_flights import SyntheticModel, synthetic_config, synthetic_df
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import (
@@ -36,19 +33,14 @@ from sparkfs.ml.score import (
     predict_and_merge,
 )
 from sparkfs.ml.skew import compare_features
-from sparkfs.ml.train import train_model
 
-MODEL = "delay_infer_test"
 KEYS = ["flight_id", "sched_dep_ts"]
 FEATURES = ["dep_hour", "wind_speed", "carrier_dep_delay_mean_7d", "carrier", "origin"]
 
 
 @pytest.fixture(scope="module")
-def model(spark: SparkSession, settings: Settings) -> ScoringModel:
-    config = synthetic_config(MODEL)
-    train_model(synthetic_df(spark), SPEC, config, settings,
-                start=date(2013, 1, 1), end=date(2013, 3, 31))
-    experiment = settings.mlflow.model_copy(update={"experiment": config.experiment})
+def model(synthetic_model: SyntheticModel, settings: Settings) -> ScoringModel:
+    experiment = settings.mlflow.model_copy(update={"experiment": synthetic_model.config.experiment})
     return load_scoring_model(settings.model_copy(update={"mlflow": experiment}), MODEL, "champion")
 
 
@@ -70,7 +62,12 @@ def test_missing_alias_or_model_is_a_clear_error(model: ScoringModel, settings: 
         load_scoring_model(settings, "no_such_model", "champion")
 
 
-def test_schema_mismatch_lists_missing_extra_and_mistyped(spark: SparkSession, model: ScoringModel) -> None:
+def test_schema_mismatch_lists_missing_extra_and_mistyped(spark: SparkSession) -> None:
+    # The inputs a registered signature gives (test_alias_resolves_to_the_registered_version_...).
+    model = ScoringModel(MODEL, "champion", "1", None, [
+        ("dep_hour", "double"), ("wind_speed", "double"), ("carrier_dep_delay_mean_7d", "double"),
+        ("carrier", "string"), ("origin", "string"),
+    ])
     df = (
         synthetic_df(spark, rows=50)
         .drop("wind_speed")

@@ -16,7 +16,7 @@ from e2e_lakehouse import MODEL_TABLES, SharedLakehouse
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from synthetic_flights import SPEC, synthetic_config, synthetic_df
+from synthetic_flights import SyntheticModel
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import ConfigError, MonitoringAlertError
@@ -24,9 +24,7 @@ from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.runs import RunWindow
 from sparkfs.jobs.infer import infer_job
 from sparkfs.jobs.monitor import monitor_job
-from sparkfs.jobs.train import monitoring_reference
 from sparkfs.ml.evaluation import classification_metrics
-from sparkfs.ml.train import train_model
 from sparkfs.monitoring.config import IngestionPolicy, MonitoringConfig, load_monitoring_config
 from sparkfs.monitoring.ingestion import ingestion_alerts, ingestion_checks
 from sparkfs.monitoring.monitor import (
@@ -46,16 +44,10 @@ from sparkfs.monitoring.reference import (
     load_reference,
 )
 
-MODEL = "delay_monitor_test"
-START, END = date(2013, 1, 1), date(2013, 3, 31)
 
-
-@pytest.fixture(scope="module")
-def trained(spark: SparkSession, settings: Settings):
-    config = synthetic_config(MODEL)
-    result = train_model(synthetic_df(spark), SPEC, config, settings, start=START, end=END,
-                         on_test_split=monitoring_reference(spark, config))
-    return result, config
+@pytest.fixture
+def trained(synthetic_model: SyntheticModel):
+    return synthetic_model.result, synthetic_model.config
 
 
 @pytest.mark.slow  # trains a model (a minute on a busy machine)

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from synthetic_flights import SPEC, synthetic_config, synthetic_df, synthetic_pandas
+from synthetic_flights import SPEC, SyntheticModel, synthetic_config, synthetic_df, synthetic_pandas
 
 from sparkfs.core.config import Settings, StorageSettings
 from sparkfs.core.errors import ConfigError, GateFailedError, SchemaMismatchError
@@ -238,12 +238,12 @@ def test_training_config_file_loads_and_rejects_unknown_keys(settings: Settings,
     assert "unknown key 'gate.metrc'" in text and "min_margin" in text
 
 
-@pytest.fixture(scope="module")
-def trained(spark: SparkSession, settings: Settings):
-    config = synthetic_config("delay_train_test")
-    return train_model(synthetic_df(spark), SPEC, config, settings, start=START, end=END), config
+@pytest.fixture
+def trained(synthetic_model: SyntheticModel):
+    return synthetic_model.result, synthetic_model.config
 
 
+@pytest.mark.slow  # trains and registers a model (the run's first also starts MLflow, XGBoost, NannyML)
 def test_train_registers_a_model_that_beats_the_baseline(trained, settings: Settings) -> None:
     result, config = trained
     assert result.gate.passed
@@ -269,6 +269,7 @@ def test_train_registers_a_model_that_beats_the_baseline(trained, settings: Sett
     assert mlflow.artifacts.load_dict(f"runs:/{result.run_id}/lineage/training_set_spec.json") == SPEC.to_dict()
 
 
+@pytest.mark.slow  # trains and registers a model (the run's first also starts MLflow, XGBoost, NannyML)
 def test_the_run_logs_its_training_set_as_inputs_and_the_version_says_what_it_is(trained) -> None:
     result, config = trained
     client = MlflowClient()
@@ -289,6 +290,7 @@ def test_the_run_logs_its_training_set_as_inputs_and_the_version_says_what_it_is
     assert f"Gate passed: roc_auc: model {result.model.metrics['roc_auc']:.4f} vs baseline" in text
 
 
+@pytest.mark.slow  # trains and registers a model (the run's first also starts MLflow, XGBoost, NannyML)
 def test_registered_pyfunc_carries_the_transforms_fitted_on_train(trained) -> None:
     result, config = trained
     loaded = mlflow.pyfunc.load_model(f"models:/{config.model_name}@champion")
