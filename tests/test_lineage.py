@@ -95,3 +95,106 @@ def test_the_command_line_takes_a_direction() -> None:
     assert (args.name, args.upstream, args.downstream) == ("sparkfs_ml.flight_delay_predictions", True, False)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["lineage", "x", "--upstream", "--downstream"])
+
+
+# --- OpenLineage ---------------------------------------------------------------------------------
+
+SPEC_DIR = Path(__file__).parent / "openlineage_spec"  # the OpenLineage spec's JSON schemas (see README there)
+
+
+def spec_errors(event: dict[str, object]) -> list[str]:
+    """What in ``event`` (and in each of its facets) breaks the OpenLineage JSON schemas."""
+    import json
+
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    schemas = {p.stem: json.loads(p.read_text()) for p in SPEC_DIR.glob("*.json")}
+    registry = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas.values())
+    errors = [e.message for e in Draft202012Validator(schemas["OpenLineage"], registry=registry).iter_errors(event)]
+    facets = [f for f in (event["job"]["facets"], event["run"]["facets"]) for f in f.values()]  # type: ignore[index]
+    facets += [f for d in [*event["inputs"], *event["outputs"]] for f in d["facets"].values()]  # type: ignore[misc]
+    for facet in facets:
+        name = facet["_schemaURL"].split("/")[-1].split(".json")[0]
+        schema = schemas[name]
+        validator = Draft202012Validator({"$ref": f"{schema['$id']}#/$defs/{name}"}, registry=registry)
+        errors += [f"{name}: {e.message}" for e in validator.iter_errors(facet)]
+    return errors
+
+
+def sent_events(lake: Lakehouse, run_id: str) -> dict[str, dict]:  # type: ignore[type-arg]
+    """The events of sparkfs run ``run_id`` in the default transport's file, by job name."""
+    import json
+
+    from sparkfs.core.openlineage import EVENTS_FILE, run_uuid
+
+    lines = (lake.settings.data_path / EVENTS_FILE).read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    return {e["job"]["name"]: e for e in events if e["run"]["facets"]["parent"]["run"]["runId"] == run_uuid(run_id)}
+
+
+def test_recorded_lineage_goes_out_as_openlineage_events_that_follow_the_spec(recorded: Lakehouse) -> None:
+    events = sent_events(recorded, "r1")
+
+    targets = sorted({(e.target, e.target_version) for e in EDGES})
+    assert sorted(events) == sorted({f"sparkfs.test.{t}" for t, _ in targets})
+    for event in events.values():
+        assert spec_errors(event) == [], event
+        assert event["eventType"] == "COMPLETE"
+        parent = event["run"]["facets"]["parent"]["job"]
+        assert (parent["namespace"], parent["name"]) == ("sparkfs", "sparkfs.test")
+    schema = recorded.schema
+    gold = events[f"sparkfs.test.{G}"]  # two versions of the same table: the later event is kept here
+    assert {(o["name"], o["facets"]["version"]["datasetVersion"]) for o in gold["outputs"]} <= {
+        (f"{schema('gold')}.lt_feat", "5"), (f"{schema('gold')}.lt_feat", "6")}
+    predictions = events[f"sparkfs.test.{P}"]
+    assert [(o["name"], o["facets"]["version"]["datasetVersion"]) for o in predictions["outputs"]] == [
+        (f"{schema('ml')}.lt_pred", "7")]
+    assert sorted((i["namespace"], i["name"], i["facets"]["version"]["datasetVersion"]) for i in predictions["inputs"]) == [
+        ("sparkfs", f"{schema('gold')}.lt_feat", "5"), ("sparkfs/mlflow", "lt_model", "2")]
+    bronze = events[f"sparkfs.test.{B}"]
+    assert {(i["namespace"], i["name"]) for i in bronze["inputs"]} <= {
+        ("sparkfs/landing", e.source) for e in EDGES if e.source_kind == "file"}
+
+
+def test_an_openlineage_transport_that_fails_is_a_warning_and_noop_sends_nothing(
+    lake: Lakehouse, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sparkfs.core.config import LineageSettings
+    from sparkfs.core.openlineage import emit_lineage
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    broken = lake.settings.model_copy(update={"lineage": LineageSettings(
+        transport={"type": "file", "log_file_path": str(blocker / "events.jsonl"), "append": True})})
+    with caplog.at_level("WARNING", logger="sparkfs.core.openlineage"):
+        assert emit_lineage(broken, lake, EDGES[:1], job="test", run_id="r3") == 0
+    assert "OpenLineage events of the test run r3 not sent" in caplog.text
+
+    quiet = lake.settings.model_copy(update={"lineage": LineageSettings(transport={"type": "noop"})})
+    assert emit_lineage(quiet, lake, EDGES, job="test", run_id="r4") == 8
+    assert sent_events(lake, "r4") == {}
+
+
+@pytest.mark.e2e
+def test_the_jobs_send_the_lineage_of_every_version_they_write(e2e_lakehouse) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from sparkfs.core.openlineage import EVENTS_FILE
+
+    lake = e2e_lakehouse.lake
+    lines = (e2e_lakehouse.data / EVENTS_FILE).read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert events and all(spec_errors(e) == [] for e in events)
+    sent = {(o["name"], int(o["facets"]["version"]["datasetVersion"])): e for e in events for o in e["outputs"]}
+    # Every edge ops.lineage holds went out: its target at its version, its source among the inputs.
+    for edge in lake.read(*LINEAGE_TABLE).collect():
+        kind = "model" if edge.target.startswith("model:") else "table"
+        if kind == "model":
+            name = edge.target.removeprefix("model:")
+        else:
+            name = lake.name(*edge.target.split(".", 1)).replace("`", "")
+        event = sent[(name, edge.target_version)]
+        assert edge.job in event["job"]["name"]
+        versions = [i["facets"].get("version", {}).get("datasetVersion") for i in event["inputs"]]
+        assert (str(edge.source_version) if edge.source_version is not None else None) in versions

@@ -78,6 +78,15 @@ class MlflowSettings(StrictModel):
     experiment: str = "sparkfs"
 
 
+class LineageSettings(StrictModel):
+    """Where sparkfs sends its lineage as OpenLineage events (:mod:`sparkfs.core.openlineage`)."""
+
+    namespace: str = "sparkfs"
+    # The OpenLineage client's transport config ({type: console}, {type: http, url: ...}, ...);
+    # None: a JSON-lines file under the data dir; {type: noop}: nothing is sent.
+    transport: dict[str, Any] | None = None
+
+
 class Settings(StrictModel):
     """``conf/sparkfs.yaml`` with its environment overlay: Spark, storage and MLflow settings.
 
@@ -92,6 +101,7 @@ class Settings(StrictModel):
     spark: SparkSettings = SparkSettings()
     storage: StorageSettings = StorageSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    lineage: LineageSettings = LineageSettings()
     # Filled by the loader, not by YAML: the folder the conf files came from.
     conf_dir: str = ""
 

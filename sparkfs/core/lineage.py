@@ -10,6 +10,8 @@ rerun that commits nothing records nothing and a repeated record changes nothing
 - a registered ``model`` version <- the tables its training set read (the spec's versions);
 - a predictions table ``vN`` <- the model version that scored it and the feature tables' versions.
 
+The same edges go out as OpenLineage events (:mod:`sparkfs.core.openlineage`).
+
 Nodes are named ``layer.table`` for tables, ``model:<name>`` for registered models, and the path
 under the landing folder for files.
 
@@ -29,6 +31,7 @@ from pyspark.sql import types as T
 
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, insert_new
+from sparkfs.core.openlineage import emit_lineage
 
 LINEAGE_TABLE = ("ops", "lineage")
 KEYS = ["target", "target_version", "source_kind", "source"]
@@ -102,4 +105,6 @@ def record_lineage(lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, r
     rows = [(e.target, e.target_version, e.source_kind, e.source, e.source_version, job, run_id, now)
             for e in dict.fromkeys(edges)]
     batch = lake.spark.createDataFrame(rows, SCHEMA)
-    return insert_new(lake, layer, table, batch, KEYS)
+    result = insert_new(lake, layer, table, batch, KEYS)
+    emit_lineage(lake.settings, lake, edges, job=job, run_id=run_id)
+    return result
