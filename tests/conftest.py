@@ -66,12 +66,22 @@ def e2e_lakehouse(spark: SparkSession, settings: Settings, tmp_path_factory: pyt
 
 
 @pytest.fixture(scope="session")
-def synthetic_model(spark: SparkSession, settings: Settings):  # type: ignore[no-untyped-def]
-    """One model on the synthetic flights for the whole run (``synthetic_flights``), trained and
-    registered by the first test that asks for it; the tests that read it never change it."""
+def _synthetic_model(spark: SparkSession, settings: Settings):  # type: ignore[no-untyped-def]
     from synthetic_flights import train_synthetic_model
 
     return train_synthetic_model(spark, settings)
+
+
+@pytest.fixture
+def synthetic_model(_synthetic_model, settings: Settings):  # type: ignore[no-untyped-def]
+    """One model on the synthetic flights for the whole run (``synthetic_flights``), trained and
+    registered in the session's MLflow store by the first test that asks for it; the tests that
+    read it never change it. MLflow points at that store again (a test before may have pointed it
+    at another lakehouse's)."""
+    from sparkfs.ml.tracking import configure_mlflow
+
+    configure_mlflow(settings)
+    return _synthetic_model
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -38,7 +38,7 @@ KEYS = ["flight_id", "sched_dep_ts"]
 FEATURES = ["dep_hour", "wind_speed", "carrier_dep_delay_mean_7d", "carrier", "origin"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def model(synthetic_model: SyntheticModel, settings: Settings) -> ScoringModel:
     experiment = settings.mlflow.model_copy(update={"experiment": synthetic_model.config.experiment})
     return load_scoring_model(settings.model_copy(update={"mlflow": experiment}), MODEL, "champion")
