@@ -9,7 +9,7 @@ the sources read, at their versions (``version`` facet), the output is the versi
 Names (``lineage.namespace`` in ``conf/sparkfs.yaml``, default ``sparkfs``):
 
 - a table: namespace ``<namespace>``, name its full name (``sparkfs_gold.carrier_delays``; on
-  Databricks ``catalog.schema.table``), plus its folder (``storage`` facet) when local;
+  Databricks ``catalog.schema.table``), with a ``storage`` facet (delta, parquet) when local;
 - a landed file: namespace ``<namespace>/landing``, name its path under the landing folder;
 - a registered model: namespace ``<namespace>/mlflow``, name the model's name.
 
