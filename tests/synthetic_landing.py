@@ -10,6 +10,10 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from sparkfs.examples.flights.delivery import SCHEDULE_COLUMNS, landing_time
+from sparkfs.features.bronze import SourceSpec
+from sparkfs.features.expectations import ExpectationSpec
+from sparkfs.features.pipeline import load_pipeline
+from sparkfs.features.silver import SilverSpec
 
 REPO = Path(__file__).resolve().parents[1]
 D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
@@ -71,15 +75,17 @@ def land_synthetic(landing: Path) -> None:
         flight(D2, "AA", 1, 600, -5),
         flight(D2, "UA", 3, 700, 120),
     ], {0: 0.0, 12: 0.0})
+    dims_landed = datetime(2012, 12, 31, 18, 0)  # before the first day: two landings of this zone are alike
     write_lines(landing / "planes" / "planes.json", [
         {"tailnum": "N1", "year": 2004, "type": "Fixed wing multi engine", "manufacturer": "EMBRAER",
          "model": "EMB-145XR", "engines": 2, "seats": 55, "speed": None, "engine": "Turbo-fan"},
-    ])
-    write_lines(landing / "airlines" / "airlines.json", [{"carrier": "AA", "name": "American"}, {"carrier": "UA", "name": "United"}])
+    ], dims_landed)
+    write_lines(landing / "airlines" / "airlines.json", [{"carrier": "AA", "name": "American"},
+                                                         {"carrier": "UA", "name": "United"}], dims_landed)
     write_lines(landing / "airports" / "airports.json", [
         {"faa": "JFK", "name": "John F Kennedy Intl", "lat": 40.6, "lon": -73.8, "alt": 13, "tz": -5, "dst": "A",
          "tzone": "America/New_York"},
-    ])
+    ], dims_landed)
 
 
 def private_conf(conf: Path, landing: Path) -> Path:
@@ -89,3 +95,11 @@ def private_conf(conf: Path, landing: Path) -> Path:
     text = text.replace("upstream: sparkfs.examples.flights.delivery:deliver", "upstream: null")
     (conf / "pipeline.yaml").write_text(text.replace("${SPARKFS_LANDING_DIR:-landing}", str(landing)))
     return conf
+
+
+def repo_flights(name: str) -> tuple[SourceSpec, SilverSpec, list[ExpectationSpec]]:
+    """The example's flights source, silver spec and suite (conf/), under a table name of a test."""
+    pipeline = load_pipeline(REPO / "conf", Path("."))
+    source = pipeline.source("flights").model_copy(update={"name": f"{name}_raw"})
+    spec = next(s for s in pipeline.config.silver if s.name == "flights")
+    return source, spec.model_copy(update={"name": name, "source": f"{name}_raw"}), pipeline.suites["flights"]

@@ -6,6 +6,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
+from pathlib import Path
 
 import pytest
 from delta.exceptions import ConcurrentAppendException
@@ -51,6 +52,20 @@ def test_concurrent_merges_of_one_partition_both_commit_without_duplicates(lake:
     assert not [r for r in results if isinstance(r, Exception)], results
     rows = sorted(tuple(r) for r in lake.read("gold", "conflict_merge").collect())
     assert rows == [(0, DAY, 0.0), (1, DAY, 1.0), (2, DAY, None), (3, DAY, 3.0)]
+
+
+@pytest.mark.slow
+def test_a_table_another_process_is_creating_is_waited_for_not_failed(lake: Lakehouse) -> None:
+    location = lake.location("gold", "conflict_create")
+    assert location is not None
+    (Path(location) / "_delta_log").mkdir(parents=True)  # the other creator's folder, no commit yet
+    other = threading.Timer(1.0, lambda: lake.spark.createDataFrame([], SCHEMA).write.format("delta").save(location))
+    other.start()
+
+    lake.create("gold", "conflict_create", SCHEMA)  # failed at once with a non-empty location before
+
+    other.join()
+    assert lake.read("gold", "conflict_create").columns == ["id", "day", "value"]
 
 
 def conflict() -> ConcurrentAppendException:

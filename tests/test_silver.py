@@ -12,6 +12,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from synthetic_landing import repo_flights
 
 from sparkfs.core.errors import ConfigError, SparkfsError, ValidationFailedError
 from sparkfs.core.lakehouse import Lakehouse
@@ -24,7 +25,6 @@ from sparkfs.features.expectations import (
     run_suite,
     validate,
 )
-from sparkfs.features.pipeline import load_pipeline
 from sparkfs.features.silver import (
     SilverSpec,
     ValidationPolicy,
@@ -33,6 +33,7 @@ from sparkfs.features.silver import (
     typed,
     with_failures,
 )
+from sparkfs.features.volume import VolumeCheck, day_volumes
 
 D1 = date(2013, 1, 1)
 REPO = Path(__file__).resolve().parents[1]
@@ -309,14 +310,6 @@ def land_flights(landing: Path, source: str, rows: list[dict[str, object]]) -> P
     return landing / source / D1.isoformat() / "part.json"
 
 
-def repo_flights(name: str) -> tuple[SourceSpec, SilverSpec, list[ExpectationSpec]]:
-    """The example's flights source, silver spec and suite (conf/), under a table name of this test."""
-    pipeline = load_pipeline(REPO / "conf", Path("."))
-    source = pipeline.source("flights").model_copy(update={"name": f"{name}_raw"})
-    spec = next(s for s in pipeline.config.silver if s.name == "flights")
-    return source, spec.model_copy(update={"name": name, "source": f"{name}_raw"}), pipeline.suites["flights"]
-
-
 @pytest.mark.slow
 def test_the_flights_suite_rejects_impossible_values_and_rows_of_another_day(lake: Lakehouse, tmp_path: Path) -> None:
     source, spec, suite = repo_flights("sv_domain")
@@ -402,3 +395,17 @@ def test_rows_a_new_delivery_no_longer_holds_are_retracted_from_silver(lake: Lak
     assert result.merge is not None and (result.merge.rows_updated, result.merge.rows_deleted) == (1, 1)
     rows = lake.read("silver", "sv_retract").select("flight", "dep_delay").collect()
     assert [tuple(r) for r in rows] == [(1, 7.0)]
+
+
+def test_a_days_volume_is_judged_against_the_same_weekday_before_it(lake: Lakehouse) -> None:
+    tue, wed = date(2013, 1, 1), date(2013, 1, 2)
+    week = datetime(2013, 1, 8) - datetime(2013, 1, 1)
+    counts = {tue: 3, tue + week: 30, wed: 2}
+    delivered = lake.spark.createDataFrame([(d,) for d, n in counts.items() for _ in range(n)], "d date")
+
+    volumes = day_volumes(delivered, "d", [tue + week, wed, wed + week], VolumeCheck(weeks=4, factor=3))
+
+    assert [(v.day, v.rows, v.past, v.ok) for v in volumes] == [
+        (tue + week, 30, (3,), False), (wed, 2, (), True), (wed + week, 0, (2,), False)]
+    assert volumes[0].describe() == ("2013-01-08 has 30 rows; the same weekday of the 1 week(s) before had 3..3 "
+                                     "(expected 1..9)")

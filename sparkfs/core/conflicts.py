@@ -22,6 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import delta.exceptions as delta_exceptions
@@ -37,7 +38,13 @@ MAX_ATTEMPTS = 6
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 8.0
 
+
+class ConcurrentCreate(Exception):
+    """Another process is creating the same table: its folder is there, its first commit not yet."""
+
+
 _CONFLICT_CLASSES: tuple[type[BaseException], ...] = (
+    ConcurrentCreate,
     delta_exceptions.DeltaConcurrentModificationException,
     delta_exceptions.ConcurrentWriteException,
     delta_exceptions.MetadataChangedException,
@@ -111,3 +118,23 @@ def retry_on_conflict(
             )
             sleep(wait)
     raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def create_table(execute: Callable[[], object], table: str, location: str | None) -> None:
+    """Create a table (``execute``: a ``createIfNotExists`` builder's) that other writers may be
+    creating at the same moment: the loser's retry finds the table there.
+
+    Locally, the loser may instead find the winner's folder with its Delta log started but not
+    its first commit ("non-empty location"): that is a race to retry too, not a broken folder.
+    """
+
+    def attempt() -> None:
+        try:
+            execute()
+        except Exception as exc:
+            creating = location is not None and (Path(location) / "_delta_log").is_dir()
+            if creating and "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" in str(exc):
+                raise ConcurrentCreate(f"{table} is being created by another writer") from exc
+            raise
+
+    retry_on_conflict(attempt, table, "create table")

@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
 from sparkfs.core.config import Settings
-from sparkfs.core.conflicts import retry_on_conflict
+from sparkfs.core.conflicts import create_table
 from sparkfs.core.errors import ConfigError, TableNotFoundError
 from sparkfs.core.session import on_databricks
 
@@ -254,8 +254,7 @@ class Lakehouse:
         location = self.location(layer, table)
         if location:
             builder = builder.location(location)
-        # Two first writers of a table both create it: the loser's retry finds it there.
-        retry_on_conflict(builder.execute, full_name, "create table")
+        create_table(builder.execute, full_name, location)
         return full_name
 
     def ensure_properties(self, layer: str, table: str, properties: Mapping[str, str]) -> None:

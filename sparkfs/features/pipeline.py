@@ -168,6 +168,8 @@ def _run_stages(
                 "rows_superseded": refined.rows_superseded,
                 "rejects_by_expectation": refined.rejects_by_expectation,
             }
+            if outside := [v.describe() for v in refined.volumes if not v.ok]:
+                st.details["volume_outside_band"] = outside  # WARN: published all the same
             if refined.merge:
                 st.table_version = refined.merge.version
                 if refined.merge.rows_inserted or refined.merge.rows_updated:

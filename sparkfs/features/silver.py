@@ -19,8 +19,9 @@ For a run window, :func:`refine` turns the window's bronze rows of one source in
    ``_failed_expectations`` (array of labels), the raw values (``_raw``, JSON) and ``_run_id``
    (the run that first quarantined them with these reasons). Nothing is silently dropped.
 6. **Policy** -- STRICT fails the run (after quarantining) when the rejected share passes
-   ``max_reject_ratio`` or a table-level expectation fails, with the expectations and counts
-   in the message; WARN logs and goes on.
+   ``max_reject_ratio``, a table-level expectation fails or a day's volume leaves its band
+   (:mod:`sparkfs.features.volume`), with the expectations and counts in the message; WARN logs
+   and goes on.
 7. **Publish** -- the good rows are MERGEd into ``silver.<name>`` on its keys (re-running a day
    changes nothing).
 """
@@ -46,6 +47,7 @@ from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.core.rows import latest_rows
 from sparkfs.features import bronze
 from sparkfs.features.expectations import ExpectationSpec, SuiteResult, save_result, validate
+from sparkfs.features.volume import DayVolume, VolumeCheck, day_volumes, history_days
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class ValidationPolicy(StrictModel):
     # Great Expectations validates a batch of up to this many rows with its pandas engine on the
     # driver (a day: ~1 s), a bigger one in Spark (one job per metric). 0: always in Spark.
     pandas_max_rows: int = Field(100_000, ge=0)
+    # A daily source's day against the same weekday before it (sparkfs.features.volume); null: off.
+    volume: VolumeCheck | None = VolumeCheck()
 
 
 class SilverSpec(StrictModel):
@@ -119,6 +123,7 @@ class RefineResult:
     merge: MergeResult | None = None
     quarantine: MergeResult | None = None
     skipped: bool = False
+    volumes: list[DayVolume] = field(default_factory=list)
 
 
 def typed(bronze_df: DataFrame, schema: Mapping[str, str], what: str) -> DataFrame:
@@ -180,8 +185,9 @@ def refine(
     """Refine the bronze rows of ``spec.source`` for ``days`` (None: a once-delivered source) into silver.
 
     Raises :class:`~sparkfs.core.errors.ValidationFailedError` under a STRICT policy when the share of
-    rejected rows passes ``policy.max_reject_ratio`` or a table-level expectation fails -- after
-    the rejected rows are in quarantine and GE's result is saved, so nothing is lost.
+    rejected rows passes ``policy.max_reject_ratio``, a table-level expectation fails or a day's
+    volume leaves its band -- after the rejected rows are in quarantine and GE's result is saved,
+    so nothing is lost.
 
     Example: ``refine(lake, flights_spec, suites["flights"], policy, [date(2013, 4, 1)], run.run_id)``.
     """
@@ -199,6 +205,9 @@ def refine(
     else:
         bronze_df = bronze.read_days(lake, spec.source, days)
     delivered_df = bronze_df if days is None else latest_day_delivery(bronze_df)
+    if days is not None and policy.volume:
+        around = bronze.read_days(lake, spec.source, history_days(days, policy.volume))
+        result.volumes = day_volumes(latest_day_delivery(around), bronze.EVENT_DATE, days, policy.volume)
 
     typed_df = typed(delivered_df, spec.schema_, f"bronze {lake.name(bronze.LAYER, spec.source)}")
     conformed = spec.conform_fn()(typed_df)
@@ -341,6 +350,7 @@ def _apply_policy(
         )
     for o in table_failures:
         problems.append(f"table-level expectation {o.label} failed (observed {o.observed_value!r})")
+    problems += [f"volume outside its band: {v.describe()}" for v in result.volumes if not v.ok]
     if not problems:
         return
     message = (
