@@ -43,7 +43,7 @@ from pyspark.sql import types as T
 
 from sparkfs.core.config import MlflowSettings, Settings, StorageSettings, load_settings
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.core.runs import RunWindow, record_run
+from sparkfs.core.runs import RunWindow, current_records, record_run
 from sparkfs.core.session import get_spark
 from sparkfs.features.pipeline import load_pipeline, run_pipeline
 from sparkfs.jobs.context import JobContext
@@ -105,7 +105,7 @@ def training_conf(settings: Settings, root: Path) -> Path:
 
 def split_seconds(lake: Lakehouse, run_id: str) -> tuple[float, float]:
     """(features, inference) seconds of a daily run, from its run record's stages."""
-    stages = lake.read("ops", "run_records").where(F.col("run_id") == run_id).select("stage", "duration_s").collect()
+    stages = current_records(lake.read("ops", "run_records")).where(F.col("run_id") == run_id).select("stage", "duration_s").collect()
     inference = sum(r.duration_s or 0.0 for r in stages if r.stage in INFERENCE_STAGES)
     features = sum(r.duration_s or 0.0 for r in stages
                    if r.stage and r.stage.split(".")[0] in ("upstream", "bronze", "silver", "gold"))

@@ -47,7 +47,7 @@ from synthetic_landing import D1, D2, land_synthetic, private_conf
 
 from sparkfs.core.config import load_settings
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, checksum, open_lakehouse
-from sparkfs.core.runs import RunWindow
+from sparkfs.core.runs import RunWindow, current_records
 from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.features import features_job
 from sparkfs.jobs.infer import infer_job
@@ -241,7 +241,7 @@ def table_checksums(spark: SparkSession, proj: Project, layers: Iterable[str]) -
 
 
 def run_statuses(spark: SparkSession, proj: Project, run_ids: list[str]) -> dict[str, str]:
-    records = spark.read.format("delta").load(str(proj.folder("ops", "run_records")))
+    records = current_records(spark.read.format("delta").load(str(proj.folder("ops", "run_records"))))
     rows = records.where((F.col("stage") == "run") & F.col("run_id").isin(run_ids)).select("run_id", "status").collect()
     return {r["run_id"]: r["status"] for r in rows}
 

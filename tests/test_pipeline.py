@@ -18,7 +18,7 @@ from sparkfs.catalog.lineage import upstream
 from sparkfs.core.config import Settings, StorageSettings
 from sparkfs.core.errors import ConfigError, SparkfsError
 from sparkfs.core.lakehouse import Lakehouse, checksum
-from sparkfs.core.runs import RunWindow
+from sparkfs.core.runs import RunWindow, current_records
 from sparkfs.examples.flights.conform import conform_flights
 from sparkfs.examples.flights.delivery import SCHEDULE_COLUMNS, deliver
 from sparkfs.features.pipeline import load_pipeline
@@ -73,7 +73,7 @@ def test_features_job_end_to_end_and_rerun_changes_nothing(
             assert (last["operationMetrics"]["numTargetRowsInserted"], last["operationMetrics"]["numTargetRowsUpdated"]) == ("0", "0")
     assert lake.read("bronze", "flights").count() == 6  # bronze did not grow on the rerun
 
-    records = lake.read("ops", "run_records").where(F.col("job") == "features")
+    records = current_records(lake.read("ops", "run_records")).where(F.col("job") == "features")
     assert records.select("run_id").distinct().count() == 3
     stages = {r["stage"] for r in records.select("stage").collect()}
     assert {"bronze.flights", "silver.flights", "gold.carrier_delays", "gold.planes"} <= stages

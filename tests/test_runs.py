@@ -10,14 +10,14 @@ import pytest
 from pyspark.sql import functions as F
 
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.core.runs import ABANDONED, RUN_STAGE, recent_runs, record_run
+from sparkfs.core.runs import ABANDONED, RUN_STAGE, current_records, recent_runs, record_run
 
-# Every run record is a few Delta commits (the started rows, the final MERGE): seconds per test.
+# Every run record is a few Delta commits (the started rows, the final append): seconds per test.
 pytestmark = pytest.mark.slow
 
 
 def statuses(lake: Lakehouse, run_id: str) -> list[tuple[int, str, str]]:
-    rows = lake.read("ops", "run_records").where(F.col("run_id") == run_id).select("seq", "stage", "status")
+    rows = current_records(lake.read("ops", "run_records")).where(F.col("run_id") == run_id).select("seq", "stage", "status")
     return sorted((r[0], r[1], r[2]) for r in rows.collect())
 
 

@@ -1,15 +1,17 @@
 """The run-record: every job logs and records what each stage read, wrote and how long it took.
 
-Records live in the Delta table ``<ops schema>.run_records``: one row for the run itself (stage
-``run``) and one per stage, keyed by (run_id, seq) and written by the one MERGE writer. A run's
-row is appended as ``started`` before any work, each stage's row as ``started`` when the stage
-starts (a blind append on a writer thread, while the stage works: never in conflict with other
-runs), and one MERGE gives every row its final status (``succeeded`` / ``failed``), counts and
-duration when the run ends. So a run killed by ``kill -9`` or the out-of-memory killer still
+Records live in the Delta table ``<ops schema>.run_records``, an append-only log of the run itself
+(stage ``run``) and of each stage, keyed by (run_id, seq). A run's row is appended as ``started``
+before any work, each stage's row as ``started`` when the stage starts (on a writer thread, while
+the stage works), and when the run ends one append gives every row its final status
+(``succeeded`` / ``failed``), counts and duration. The newest row of a key (``updated_at``) is
+its state: :func:`current_records`. Every write is a blind append, so runs at the same time never
+conflict over their records (a MERGE at the end of a run lost the commit race to the other runs'
+appends again and again). So a run killed by ``kill -9`` or the out-of-memory killer still
 leaves its ``started`` rows, with the host and process id that ran it.
 
 A run still ``started`` whose process is gone is **abandoned**: the next run (any job) finds such
-runs, logs them and marks them ``abandoned`` in the table, and ``sparkfs runs`` shows them. "Gone"
+runs, logs them and appends their ``abandoned`` rows, and ``sparkfs runs`` shows them. "Gone"
 is known for certain on the same host (no process with that id); a run started on another host
 (a Databricks job cluster) counts as abandoned once it is older than :data:`STALE_AFTER`.
 """
@@ -35,7 +37,8 @@ from pyspark.sql import types as T
 
 from sparkfs.core.errors import SparkfsError
 from sparkfs.core.lakehouse import APPEND_LOG_PROPERTIES, Lakehouse
-from sparkfs.core.merge import append_rows, merge_upsert
+from sparkfs.core.merge import append_rows
+from sparkfs.core.rows import latest_rows
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,18 @@ def ensure_run_table(lake: Lakehouse) -> None:
     lake.ensure_properties(layer, table, APPEND_LOG_PROPERTIES)
 
 
+def current_records(records: DataFrame) -> DataFrame:
+    """The state of each run and stage: the newest row of each (run_id, seq) of ``run_records``
+    (a final status wins over ``started`` written in the same microsecond).
+
+    Example: ``current_records(lake.read("ops", "run_records")).where("status = 'failed'")``.
+    """
+    final = F.col("status") != STARTED
+    newest = latest_rows(records.withColumn("_final", final), RUN_KEYS, ["updated_at", "_final"], ties="keep",
+                         what="run records")
+    return newest.dropDuplicates(RUN_KEYS).drop("_final")
+
+
 def recent_runs(lake: Lakehouse, limit: int = 20) -> list[RunSummary]:
     """The newest ``limit`` runs, newest first; a run ``started`` whose process is gone shows as ``abandoned``.
 
@@ -193,6 +208,7 @@ def recent_runs(lake: Lakehouse, limit: int = 20) -> list[RunSummary]:
     records = lake.read(layer, table)
     if "seq" not in records.columns:  # a table from before run rows: nothing to list yet
         return []
+    records = current_records(records)
     runs = records.where(F.col("stage") == RUN_STAGE).orderBy(F.col("started_at").desc()).limit(limit).collect()
     return _summaries(records, runs)
 
@@ -201,16 +217,18 @@ def mark_abandoned(lake: Lakehouse) -> list[RunSummary]:
     """Find the runs left ``started`` by a process that is gone; mark them (and their started
     stages) ``abandoned``; return them. Called when a run starts."""
     layer, table = RUN_TABLE
-    records = lake.read(layer, table)
-    open_runs = records.where((F.col("stage") == RUN_STAGE) & (F.col("status") == STARTED)).collect()
-    gone = _summaries(records, [r for r in open_runs if process_is_gone(r["host"], r["pid"], r["started_at"])])
-    if not gone:
-        return []
-    rows = records.where(F.col("run_id").isin([g.run_id for g in gone]) & (F.col("status") == STARTED)).withColumns(
-        {"status": F.lit(ABANDONED), "updated_at": F.lit(_now()),
-         "error": F.lit("abandoned: its process ended without recording an end (killed?)")}
-    )
-    merge_upsert(lake, layer, table, rows, keys=RUN_KEYS)
+    records = current_records(lake.read(layer, table)).persist()
+    try:
+        open_runs = records.where((F.col("stage") == RUN_STAGE) & (F.col("status") == STARTED)).collect()
+        gone = _summaries(records, [r for r in open_runs if process_is_gone(r["host"], r["pid"], r["started_at"])])
+        if not gone:
+            return []
+        rows = records.where(F.col("run_id").isin([g.run_id for g in gone]) & (F.col("status") == STARTED)).collect()
+    finally:
+        records.unpersist()
+    marked = {"status": ABANDONED, "updated_at": _now(),
+              "error": "abandoned: its process ended without recording an end (killed?)"}
+    append_rows(lake, layer, table, [r.asDict() | marked for r in rows], RUN_SCHEMA)
     for run in gone:
         log.warning("run %s of %s (%s) was abandoned in stage %s: its process %s on %s is gone",
                     run.run_id, run.job, run.params, run.last_stage or "(none)", run.pid, run.host)
@@ -307,9 +325,9 @@ class RunRecorder:
     def _append_started_in_background(self, seq: int) -> None:
         """Append stage ``seq``'s ``started`` row on a writer thread, while the stage works.
 
-        One thread writes them in order; :meth:`save` waits for them before its MERGE. A process
-        killed in the second a stage starts may lose that one row (its run row, written before
-        any work, still shows the run as abandoned).
+        One thread writes them in order; :meth:`save` waits for them before its final append. A
+        process killed in the second a stage starts may lose that one row (its run row, written
+        before any work, still shows the run as abandoned).
         """
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparkfs-run-record")
@@ -321,7 +339,7 @@ class RunRecorder:
         for future in self._pending:
             try:
                 future.result()
-            except Exception as exc:  # the run's final MERGE (save) writes the row anyway
+            except Exception as exc:  # the run's final append (save) writes the row anyway
                 log.warning("run %s: a stage's 'started' row was not appended (%s); the run's end "
                             "records every stage", self.run_id, exc)
         self._pending.clear()
@@ -330,10 +348,9 @@ class RunRecorder:
             self._writer = None
 
     def save(self) -> None:
-        """MERGE the run's row and every stage's row as they are now (the end of the run)."""
+        """Append the run's row and every stage's row as they are now (the end of the run)."""
         self.flush()
-        df = self.lake.spark.createDataFrame(self._rows(), RUN_SCHEMA)
-        merge_upsert(self.lake, *RUN_TABLE, df, keys=RUN_KEYS)
+        append_rows(self.lake, *RUN_TABLE, self._rows(), RUN_SCHEMA)
 
 
 @contextmanager
