@@ -16,6 +16,11 @@ from sparkfs.core.session import get_spark
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all-kill-points", action="store_true",
+                     help="tests/test_faults.py: kill the jobs after every stage, not one per layer (~20 min more)")
+
+
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     data_dir = tmp_path_factory.mktemp("lakehouse")

@@ -11,7 +11,8 @@ and its JVM), and a kill is what the out-of-memory killer does: SIGKILL to the w
   then checks that the file is in no committed version (the kill came before the commit).
 
 The kills form a chain: the run after a kill is killed at the next point (so it is also the
-rerun of the point before it), and the last run completes. After every kill each table's newest
+rerun of the point before it), and the last run completes. By default there is one point per
+layer; ``--all-kill-points`` kills after every stage. After every kill each table's newest
 version is read by Spark and by delta-rs, an independent Delta reader, with the same rows, and
 every version that existed before the killed run reads back unchanged. When the chain has
 completed, its tables hold exactly an uninterrupted run's rows (count and checksum; the columns
@@ -48,6 +49,7 @@ from synthetic_landing import D1, D2, land_synthetic, private_conf
 from sparkfs.core.config import load_settings
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, checksum, open_lakehouse
 from sparkfs.core.runs import RunWindow, current_records
+from sparkfs.features.pipeline import load_pipeline
 from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.features import features_job
 from sparkfs.jobs.infer import infer_job
@@ -57,6 +59,7 @@ pytestmark = pytest.mark.e2e
 
 # The columns that name the run that wrote a row: the only ones two runs may write differently.
 RUN_COLUMNS = ("_run_id", "_record_id")
+REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("bronze", "silver", "gold", "ml", "ops", "monitoring")
 JOB_TIMEOUT_S = 900
 # A day the shared lakehouse's model has not scored (it scored 2013-03-20).
@@ -75,18 +78,43 @@ class Kill:
         return f"after {self.after_stage}" if self.after_stage else f"inside the MERGE into {self.inside_merge_of}"
 
 
-# One point in each layer (a kill between two layers leaves what a kill inside one leaves: some
-# tables written, the rest not); each costs a Spark start.
+# By default one point in each layer (a kill between two layers leaves what a kill inside one
+# leaves: some tables written, the rest not), as each costs a Spark start; `--all-kill-points`
+# kills after every stage. The MERGEs killed midway, by the stage that runs them:
+FEATURES_INSIDE = {"gold.carrier_delays": Kill(inside_merge_of=("gold", "carrier_delays"))}  # data files written, no commit
+INFER_INSIDE = {"predict": Kill(inside_merge_of=("ml", PREDICTIONS))}  # predictions written, no commit
 FEATURES_KILLS = (
     Kill(after_stage="bronze.flights"),    # bronze: one source appended, the next not
     Kill(after_stage="silver.flights"),    # silver: one table published, the next not
-    Kill(inside_merge_of=("gold", "carrier_delays")),  # data files written, no commit
+    FEATURES_INSIDE["gold.carrier_delays"],
     Kill(after_stage="gold.carrier_delays"),  # gold: a table merged, the next not
 )
 INFER_KILLS = (
-    Kill(after_stage="features"),                    # features looked up, nothing written
-    Kill(inside_merge_of=("ml", PREDICTIONS)),       # predictions written, no commit
+    Kill(after_stage="features"),  # features looked up, nothing written
+    INFER_INSIDE["predict"],
 )
+INFER_STAGES = ("resolve_model", "features", "leakage_audit", "predict")  # skew_check is off in the e2e config
+
+
+def every_stage(stages: Iterable[str], inside: dict[str, Kill]) -> tuple[Kill, ...]:
+    """A kill after each of ``stages``, and the ``inside`` MERGE kills in the stages that run them."""
+    chain: list[Kill] = []
+    for stage in stages:
+        chain += [inside[stage]] if stage in inside else []
+        chain.append(Kill(after_stage=stage))
+    return tuple(chain)
+
+
+def kill_points(
+    request: pytest.FixtureRequest, stages: Iterable[str], inside: dict[str, Kill], kills: tuple[Kill, ...]
+) -> tuple[Kill, ...]:
+    return every_stage(stages, inside) if request.config.getoption("--all-kill-points") else kills
+
+
+def features_stages() -> list[str]:
+    pipeline = load_pipeline(REPO / "conf", Path("."))
+    return ([f"bronze.{s.name}" for s in pipeline.config.sources] + [f"silver.{s.name}" for s in pipeline.config.silver]
+            + [f"gold.{t.name}" for t in pipeline.feature_tables])
 
 
 @dataclass(frozen=True)
@@ -253,13 +281,14 @@ def quiet() -> Iterator[None]:
 
 
 def test_the_features_job_killed_anywhere_loses_nothing_and_its_rerun_equals_an_uninterrupted_run(
-    spark: SparkSession, tmp_path: Path
+    spark: SparkSession, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     land_synthetic(tmp_path / "landing")
     chain = project(tmp_path / "chain", "faults", landing=tmp_path / "landing")
     reference = project(tmp_path / "ref", "faultsref", landing=tmp_path / "landing")
+    kills = kill_points(request, features_stages(), FEATURES_INSIDE, FEATURES_KILLS)
 
-    killed = kill_chain(spark, chain, ["run", "features", "--date", D1.isoformat()], FEATURES_KILLS)
+    killed = kill_chain(spark, chain, ["run", "features", "--date", D1.isoformat()], kills)
     with quiet():
         features_job(reference.context(spark), RunWindow(D1, D1))
 
@@ -272,14 +301,15 @@ def test_the_features_job_killed_anywhere_loses_nothing_and_its_rerun_equals_an_
 
 
 def test_the_inference_job_killed_before_and_inside_its_merge_scores_each_flight_once(
-    spark: SparkSession, e2e_lakehouse: SharedLakehouse, tmp_path: Path
+    spark: SparkSession, e2e_lakehouse: SharedLakehouse, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     tracking = local_tracking_uri(e2e_lakehouse.ctx.settings)  # the registered model is the shared one
     e2e_lakehouse.clone(tmp_path / "chain", "faultinf", MODEL_TABLES)
     chain = project(tmp_path / "chain", "faultinf", tracking_uri=tracking)
     reference = e2e_lakehouse.clone(tmp_path / "ref", "faultinfref", MODEL_TABLES)
 
-    killed = kill_chain(spark, chain, ["run", "infer", "--date", INFER_DAY.isoformat()], INFER_KILLS)
+    killed = kill_chain(spark, chain, ["run", "infer", "--date", INFER_DAY.isoformat()],
+                        kill_points(request, INFER_STAGES, INFER_INSIDE, INFER_KILLS))
     with quiet():
         infer_job(reference, RunWindow(INFER_DAY, INFER_DAY))
 
