@@ -30,6 +30,10 @@ EDGES = [
 
 @pytest.fixture(scope="module")
 def recorded(lake: Lakehouse) -> Lakehouse:
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    schema = StructType([StructField("entity", StringType()), StructField("feat", DoubleType())])
+    lake.create("gold", "lt_feat", schema, column_comments={"feat": "a feature, documented"})
     record_lineage(lake, EDGES, job="test", run_id="r1")
     return lake
 
@@ -147,6 +151,9 @@ def test_recorded_lineage_goes_out_as_openlineage_events_that_follow_the_spec(re
     gold = events[f"sparkfs.test.{G}"]  # two versions of the same table: the later event is kept here
     assert {(o["name"], o["facets"]["version"]["datasetVersion"]) for o in gold["outputs"]} <= {
         (f"{schema('gold')}.lt_feat", "5"), (f"{schema('gold')}.lt_feat", "6")}
+    assert gold["outputs"][0]["facets"]["schema"]["fields"] == [  # the written table's columns, documented
+        {"name": "entity", "type": "string", "ordinal_position": 1, "fields": []},
+        {"name": "feat", "type": "double", "description": "a feature, documented", "ordinal_position": 2, "fields": []}]
     predictions = events[f"sparkfs.test.{P}"]
     assert [(o["name"], o["facets"]["version"]["datasetVersion"]) for o in predictions["outputs"]] == [
         (f"{schema('ml')}.lt_pred", "7")]
@@ -187,6 +194,10 @@ def test_the_jobs_send_the_lineage_of_every_version_they_write(e2e_lakehouse) ->
     events = [json.loads(line) for line in lines]
     assert events and all(spec_errors(e) == [] for e in events)
     sent = {(o["name"], int(o["facets"]["version"]["datasetVersion"])): e for e in events for o in e["outputs"]}
+    carrier_delays = lake.name("gold", "carrier_delays").replace("`", "")
+    columns = next(o["facets"]["schema"]["fields"] for e in events for o in e["outputs"] if o["name"] == carrier_delays)
+    described = {c["name"]: c.get("description") for c in columns}
+    assert described["carrier"] == "two-letter carrier code, the entity key"  # conf/feature_tables.yaml's docs
     # Every edge ops.lineage holds went out: its target at its version, its source among the inputs.
     for edge in lake.read(*LINEAGE_TABLE).collect():
         kind = "model" if edge.target.startswith("model:") else "table"

@@ -34,7 +34,7 @@ from sparkfs.monitoring.monitor import (
     performance_level,
     write_report,
 )
-from sparkfs.monitoring.performance import estimate_performance, problem_of
+from sparkfs.monitoring.performance import estimate_performance, problem_of, track_record
 from sparkfs.monitoring.reference import (
     ESTIMATOR_ARTIFACT,
     PROFILE_ARTIFACT,
@@ -84,6 +84,24 @@ def test_the_estimator_follows_the_model_type() -> None:
     assert problem_of("reg:squarederror") == "regression"
     with pytest.raises(Exception, match="cannot tell the problem type of the XGBoost objective 'rank:pairwise'"):
         problem_of("rank:pairwise")
+
+
+def test_the_track_record_compares_each_estimated_day_with_its_realized_value() -> None:
+    def row(method: str, chunk: str, value: float | None, lower: float | None = None, upper: float | None = None,
+            metric: str = "roc_auc") -> dict[str, object]:
+        return {"metric": metric, "method": method, "chunk": chunk, "value": value, "lower": lower, "upper": upper}
+
+    rows = [row("cbpe", "d1", 0.70, 0.65, 0.75), row("realized", "d1", 0.72, 0.70, 0.74),   # inside, error 0.02
+            row("cbpe", "d2", 0.70, 0.68, 0.72), row("realized", "d2", 0.60, 0.55, 0.65),   # outside, error 0.10
+            row("cbpe", "d3", 0.71, 0.66, 0.76),                                            # no label yet
+            row("realized", "d4", 0.80),                                                    # no estimate
+            row("cbpe", "d5", 0.70, 0.60, 0.80), row("realized", "d5", None),               # no realized value
+            row("cbpe", "d1", 0.10, metric="f1"), row("realized", "d1", 0.90, metric="f1")]
+    record = track_record(rows)
+    assert record is not None and (record.method, record.days, record.inside_band) == ("cbpe", 2, 1)
+    assert record.mean_absolute_error == pytest.approx(0.06)
+    assert "mean absolute error 0.060, realized inside the band on 1 of 2" in record.describe()
+    assert track_record(rows[4:6]) is None
 
 
 def test_importing_nannyml_leaves_the_session_as_it_was(spark: SparkSession) -> None:

@@ -4,7 +4,9 @@ already runs (Marquez, DataHub, a catalog's OpenLineage endpoint) see sparkfs's 
 :func:`~sparkfs.core.lineage.record_lineage` calls :func:`emit_lineage` with the edges it writes.
 Each table or model version written is one COMPLETE event of a child job ``sparkfs.<job>.<target>``
 whose parent is the sparkfs run (``sparkfs.<job>``, the run record's id as a UUID): the inputs are
-the sources read, at their versions (``version`` facet), the output is the version written.
+the sources read, at their versions (``version`` facet), the output is the version written, with
+its columns, types and descriptions (``schema`` facet). Column-level lineage is not sent: the
+write-time records know which tables a write read, not which of their columns fed each column.
 
 Names (``lineage.namespace`` in ``conf/sparkfs.yaml``, default ``sparkfs``):
 
@@ -85,6 +87,9 @@ def lineage_events(
     for (target, version), sources in sorted(by_target.items()):
         output = _dataset(OutputDataset, settings, lake, "model" if target.startswith("model:") else "table", target,
                           version)
+        layer, _, table = target.partition(".")
+        if not target.startswith("model:") and lake.exists(layer, table):
+            output.facets["schema"] = _schema(lake, layer, table)
         inputs = [_input(settings, lake, e) for e in sorted(set(sources), key=lambda e: (e.source_kind, e.source))]
         events.append(RunEvent(
             eventType=RunState.COMPLETE, eventTime=when, producer=PRODUCER,
@@ -112,6 +117,19 @@ def emit_lineage(settings: Settings, lake: Lakehouse, edges: Sequence[LineageEdg
         log.warning("OpenLineage events of the %s run %s not sent (%s: %s); ops.lineage has its lineage",
                     job, run_id, type(exc).__name__, exc)
         return 0
+
+
+def _schema(lake: Lakehouse, layer: str, table: str) -> Any:
+    """The written table's columns with their types and descriptions (the Delta column comments),
+    as the table stands now: just after the write the event is about."""
+    from openlineage.client.facet_v2 import schema_dataset
+
+    fields = [
+        schema_dataset.SchemaDatasetFacetFields(name=f.name, type=f.dataType.simpleString(),
+                                                description=f.metadata.get("comment"), ordinal_position=i)
+        for i, f in enumerate(lake.spark.table(lake.name(layer, table)).schema.fields, start=1)
+    ]
+    return schema_dataset.SchemaDatasetFacet(fields=fields, producer=PRODUCER)
 
 
 def _input(settings: Settings, lake: Lakehouse, edge: LineageEdge) -> InputDataset:

@@ -12,7 +12,9 @@ logged (:mod:`sparkfs.monitoring.reference`):
    table of ``ingestion.tables``: missing day, volume against the same weekday, landing delay;
 5. plots of the version's last 60 days (estimated vs realized ROC AUC with bands, a PSI heatmap
    of columns x days) saved under ``<data dir>/monitoring/plots/<model>/v<version>/`` and logged
-   to the model's training run (``monitoring/plots/``), replacing the day before's;
+   to the model's training run (``monitoring/plots/``), replacing the day before's, and the
+   estimate's track record over those days (mean absolute error against the realized ROC AUC,
+   days the realized value lay inside the estimate's band);
 6. alert rows by the policy of ``conf/monitoring.yaml``; with ``fail_on_alert`` an alert makes
    the job exit 1 after everything is written.
 
@@ -46,7 +48,7 @@ from sparkfs.monitoring.monitor import (
     check_chunk,
     write_report,
 )
-from sparkfs.monitoring.performance import bounded_sample
+from sparkfs.monitoring.performance import TrackRecord, bounded_sample, track_record
 from sparkfs.monitoring.plots import monitoring_plots, save_plots
 from sparkfs.monitoring.reference import ModelReference, load_reference
 from sparkfs.monitoring.tables import (
@@ -57,10 +59,12 @@ from sparkfs.monitoring.tables import (
     PERFORMANCE,
     AlertRow,
     IngestionRow,
+    rows_of_model,
     write_rows,
 )
 
 REALIZED_METRICS = ("roc_auc", "pr_auc", "f1", "log_loss")
+PLOT_DAYS = 60
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class MonitorResult:
     model: MonitoredModel
     report: ChunkReport
     written: dict[str, MergeResult]
+    track_record: TrackRecord | None = None   # the estimate against the realized values, last 60 days
 
 
 def monitor_job(ctx: JobContext, window: RunWindow | None) -> None:
@@ -120,16 +125,22 @@ def monitor_stages(ctx: JobContext, config: TrainingConfig, policy: MonitoringCo
         written = write_report(lake, report)
         stage.rows_out = sum(m.rows_inserted + m.rows_updated for m in written.values())
         stage.details["tables"] = {name: m.version for name, m in written.items()}
+    record = None
     if lake.exists(LAYER, DRIFT.name) and lake.exists(LAYER, PERFORMANCE.name):
         with run.stage("plots") as stage:
-            figures = monitoring_plots(lake.read(LAYER, PERFORMANCE.name), lake.read(LAYER, DRIFT.name),
-                                       model.name, model.version)
+            performance = rows_of_model(lake.read(LAYER, PERFORMANCE.name), model.name, model.version, PLOT_DAYS)
+            figures = monitoring_plots(performance, rows_of_model(lake.read(LAYER, DRIFT.name), model.name,
+                                                                  model.version, PLOT_DAYS))
             folder = ctx.settings.data_path / "monitoring" / "plots" / model.name / f"v{model.version}"
             client = MlflowClient()
             for path in save_plots(figures, folder):
                 client.log_artifact(model.run_id, str(path), "monitoring/plots")
             stage.details["plots"] = str(folder)
-    return MonitorResult(model, report, written)
+            record = track_record(performance)
+            if record is not None:
+                stage.details.update(estimate_mae=record.mean_absolute_error, labelled_days=record.days,
+                                     realized_inside_band=record.inside_band)
+    return MonitorResult(model, report, written, record)
 
 
 def ingestion_stage(ctx: JobContext, policy: MonitoringConfig, day: date, run: RunRecorder) -> list[IngestionRow]:
@@ -204,5 +215,7 @@ def describe_monitoring(result: MonitorResult | None, config: TrainingConfig, da
             band = f" [{p.lower:.3f}, {p.upper:.3f}]" if p.lower is not None and p.upper is not None else ""
             ref = f", reference {p.reference_value:.3f}" if p.reference_value is not None else ""
             lines.append(f"  {p.method} roc_auc on {p.chunk}: {p.value:.3f}{band}{ref} ({p.level})")
+    if result.track_record is not None:
+        lines.append(f"  {result.track_record.describe()}")
     lines += [f"  {a.level}: {a.message}" for a in report.alerts if a.level == "alert"][:10]
     return "\n".join(lines)

@@ -20,11 +20,12 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -159,6 +160,38 @@ def estimate_performance(estimator: Any, rows: pd.DataFrame, *, total_rows: int 
             total_rows if total_rows is not None else len(rows), len(rows),
         ))
     return out
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """How the label-free estimate of ``metric`` did on the days whose labels have come in: the
+    mean absolute error against the realized value, and on how many days the realized value lay
+    inside the estimate's band."""
+
+    metric: str
+    method: str
+    days: int
+    mean_absolute_error: float
+    inside_band: int
+
+    def describe(self) -> str:
+        return (f"{self.method.upper()}'s {self.metric} against the realized one over {self.days} labelled "
+                f"day(s): mean absolute error {self.mean_absolute_error:.3f}, realized inside the band on "
+                f"{self.inside_band} of {self.days}")
+
+
+def track_record(rows: Sequence[Mapping[str, Any]], metric: str = "roc_auc") -> TrackRecord | None:
+    """The :class:`TrackRecord` of ``rows`` of the performance table (one model version), or None
+    before any estimated day has its realized value."""
+    chosen = [r for r in rows if r["metric"] == metric and r["value"] is not None and math.isfinite(r["value"])]
+    realized = {r["chunk"]: float(r["value"]) for r in chosen if r["method"] == "realized"}
+    estimated = [r for r in chosen if r["method"] != "realized" and r["chunk"] in realized]
+    if not estimated:
+        return None
+    errors = [abs(float(r["value"]) - realized[r["chunk"]]) for r in estimated]
+    inside = sum(1 for r in estimated
+                 if r["lower"] is not None and r["upper"] is not None and r["lower"] <= realized[r["chunk"]] <= r["upper"])
+    return TrackRecord(metric, str(estimated[0]["method"]), len(estimated), sum(errors) / len(errors), inside)
 
 
 def bounded_sample(df: DataFrame, columns: Sequence[str], max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:

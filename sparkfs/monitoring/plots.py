@@ -4,8 +4,8 @@ heatmap of drift (PSI) per input and day.
 
 Example::
 
-    figures = monitoring_plots(lake.read("monitoring", "performance"), lake.read("monitoring", "drift"),
-                               "flight_delay", "3", days=30)
+    performance = rows_of_model(lake.read("monitoring", "performance"), "flight_delay", "3", days=30)
+    figures = monitoring_plots(performance, rows_of_model(lake.read("monitoring", "drift"), "flight_delay", "3", days=30))
     save_plots(figures, Path(".sparkfs/monitoring/plots/flight_delay/v3"))
 """
 
@@ -15,16 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 PERFORMANCE_PNG, DRIFT_PNG = "performance_roc_auc.png", "drift_psi_heatmap.png"
-
-
-def _of_model(df: DataFrame, name: str, version: str, days: int) -> list[dict[str, object]]:
-    rows = df.where((F.col("model_name") == name) & (F.col("model_version") == version))
-    chunks = sorted({r[0] for r in rows.select("chunk").distinct().collect()})[-days:]
-    return [r.asDict() for r in rows.where(F.col("chunk").isin(chunks)).collect()]
 
 
 def performance_figure(rows: list[dict[str, object]], metric: str = "roc_auc") -> Figure:
@@ -77,11 +69,10 @@ def drift_figure(rows: list[dict[str, object]], metric: str = "psi") -> Figure:
     return figure
 
 
-def monitoring_plots(performance_df: DataFrame, drift_df: DataFrame, name: str, version: str,
-                     *, days: int = 60) -> dict[str, Figure]:
-    """The two figures for model ``name`` version ``version`` over its last ``days`` days."""
-    return {PERFORMANCE_PNG: performance_figure(_of_model(performance_df, name, version, days)),
-            DRIFT_PNG: drift_figure(_of_model(drift_df, name, version, days))}
+def monitoring_plots(performance_rows: list[dict[str, object]], drift_rows: list[dict[str, object]]
+                     ) -> dict[str, Figure]:
+    """The two figures of a model version's rows (:func:`~sparkfs.monitoring.tables.rows_of_model`)."""
+    return {PERFORMANCE_PNG: performance_figure(performance_rows), DRIFT_PNG: drift_figure(drift_rows)}
 
 
 def save_plots(figures: dict[str, Figure], folder: Path) -> list[Path]:

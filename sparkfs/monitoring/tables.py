@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
@@ -115,3 +116,11 @@ def write_rows(lake: Lakehouse, table: Table, rows: Sequence[object]) -> MergeRe
     df = spark.createDataFrame([tuple(asdict(r).values()) for r in rows], schema_of(table.row))  # type: ignore[call-overload]
     lake.create(LAYER, table.name, df.schema, comment=table.comment)
     return merge_upsert(lake, LAYER, table.name, df, list(table.keys))
+
+
+def rows_of_model(df: DataFrame, name: str, version: str, days: int) -> list[dict[str, object]]:
+    """The rows of a monitoring table for model ``name`` version ``version`` over its last ``days``
+    chunks, collected (a row per day and metric: small)."""
+    rows = df.where((F.col("model_name") == name) & (F.col("model_version") == version))
+    chunks = sorted({r[0] for r in rows.select("chunk").distinct().collect()})[-days:]
+    return [r.asDict() for r in rows.where(F.col("chunk").isin(chunks)).collect()]
