@@ -34,7 +34,12 @@ from sparkfs.monitoring.monitor import (
     performance_level,
     write_report,
 )
-from sparkfs.monitoring.performance import estimate_performance, problem_of, track_record
+from sparkfs.monitoring.performance import (
+    estimate_performance,
+    fit_estimator,
+    problem_of,
+    track_record,
+)
 from sparkfs.monitoring.reference import (
     ESTIMATOR_ARTIFACT,
     PROFILE_ARTIFACT,
@@ -84,6 +89,29 @@ def test_the_estimator_follows_the_model_type() -> None:
     assert problem_of("reg:squarederror") == "regression"
     with pytest.raises(Exception, match="cannot tell the problem type of the XGBoost objective 'rank:pairwise'"):
         problem_of("rank:pairwise")
+
+
+def test_dle_estimates_a_regressors_error_before_the_labels(capfd: pytest.CaptureFixture[str]) -> None:
+    """A regressor is watched with DLE: fitted on the reference's errors, it sees from the inputs
+    alone that a day with more of the noisy kind of rows will have a larger error."""
+    rng = np.random.default_rng(5)
+
+    def day(rows: int, noisy_share: float) -> pd.DataFrame:
+        x1, noisy = rng.normal(0, 1, rows), (rng.random(rows) < noisy_share).astype(float)
+        y = 2 * x1 + rng.normal(0, 1, rows) * (0.2 + 1.8 * noisy)     # noisy rows: 10x the error
+        return pd.DataFrame({"x1": x1, "noisy": noisy, "prediction": 2 * x1, "y": y})
+
+    estimator = fit_estimator(day(2000, 0.2), problem=problem_of("reg:squarederror"), score="prediction",
+                              prediction="prediction", label="y", features=["x1", "noisy"])
+    estimates = {}
+    for share in (0.2, 0.6):
+        rows = day(800, share)
+        mae = {e.metric: e for e in estimate_performance(estimator, rows.drop(columns="y"))}["mae"]
+        realized = float(np.mean(np.abs(rows["y"] - rows["prediction"])))
+        assert mae.method == "dle" and mae.lower <= realized <= mae.upper   # the labels were never shown to it
+        estimates[share] = mae.value
+    assert estimates[0.6] > 1.8 * estimates[0.2]
+    assert "[LightGBM]" not in capfd.readouterr().out
 
 
 def test_the_track_record_compares_each_estimated_day_with_its_realized_value() -> None:

@@ -111,7 +111,8 @@ def fit_estimator(
         )
     else:
         estimator = nml.DLE(feature_column_names=list(features), y_pred=prediction, y_true=label,
-                            metrics=METRICS[problem], chunk_number=1)
+                            metrics=METRICS[problem], chunk_number=1,
+                            hyperparameters={"verbosity": -1})  # LightGBM's defaults, without its [Info] lines
     with _one_chunk():
         return estimator.fit(rows)
 
