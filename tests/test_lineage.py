@@ -164,6 +164,12 @@ def test_recorded_lineage_goes_out_as_openlineage_events_that_follow_the_spec(re
         ("sparkfs/landing", e.source) for e in EDGES if e.source_kind == "file"}
 
 
+def test_a_rerun_that_records_no_new_edge_sends_no_event_again(recorded: Lakehouse) -> None:
+    assert record_lineage(recorded, EDGES[:3], job="test", run_id="r5").rows_inserted == 0  # type: ignore[union-attr]
+    assert sent_events(recorded, "r5") == {}
+    assert sent_events(recorded, "r1") != {}
+
+
 def test_an_openlineage_transport_that_fails_is_a_warning_and_noop_sends_nothing(
     lake: Lakehouse, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

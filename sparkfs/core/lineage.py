@@ -93,8 +93,9 @@ def edges_from_reads(
 
 
 def record_lineage(lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, run_id: str) -> MergeResult | None:
-    """MERGE ``edges`` into ``ops.lineage`` (created on first use); None when there are none.
-    An edge recorded before keeps its first job, run and time."""
+    """MERGE ``edges`` into ``ops.lineage`` (created on first use) and send them as OpenLineage
+    events; None when there are none. An edge recorded before keeps its first job, run and time,
+    and when every edge was recorded before (a rerun that wrote nothing new) no event is sent."""
     if not edges:
         return None
     layer, table = LINEAGE_TABLE
@@ -106,5 +107,6 @@ def record_lineage(lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, r
             for e in dict.fromkeys(edges)]
     batch = lake.spark.createDataFrame(rows, SCHEMA)
     result = insert_new(lake, layer, table, batch, KEYS)
-    emit_lineage(lake.settings, lake, edges, job=job, run_id=run_id)
+    if result.rows_inserted:  # a rerun that made no new version has no new edge: nothing to send again
+        emit_lineage(lake.settings, lake, edges, job=job, run_id=run_id)
     return result
