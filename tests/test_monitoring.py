@@ -20,7 +20,6 @@ from sparkfs.monitoring.drift import (
     drift,
     limits_for,
 )
-from sparkfs.monitoring.ks import MAX_REFERENCE_VALUES, KsGrid
 from sparkfs.monitoring.profile import ReferenceProfile, profile_reference
 
 CARRIERS = ["AA", "B6", "DL", "UA"]
@@ -72,23 +71,6 @@ def test_profile_bins_counts_and_round_trip(spark: SparkSession) -> None:
     assert all(abs(share - 0.1) < 0.03 for share in delay.shares)
     assert profile.categorical["carrier"].counts == ref["carrier"].value_counts().sort_index().to_dict()
     assert ReferenceProfile.from_json(profile.to_json()) == profile
-
-
-def test_the_ks_statistic_from_bucket_counts_equals_scipy_on_ties_gaps_and_outliers() -> None:
-    """The day is only counted into the reference's buckets (never sorted), yet the statistic
-    is scipy's exact one: continuous values, heavy ties, current values between, equal to and
-    beyond the reference's, and samples of one row."""
-    rng = np.random.default_rng(3)
-    cases = [(rng.normal(0, 1, 500), rng.normal(0.2, 1.3, 700)),
-             (rng.integers(0, 10, 400).astype(float), rng.integers(-3, 14, 900).astype(float)),
-             (rng.normal(0, 1, 300).round(1), np.concatenate([rng.normal(0.3, 1, 200).round(2), [-9.0, 9.0]])),
-             (np.array([1.0]), np.array([1.0, 2.0])), (np.array([2.0, 2.0, 3.0]), np.array([0.5]))]
-    for reference, current in cases:
-        grid = KsGrid.of(reference)
-        bucket = np.searchsorted(grid.splits, current, side="right") - 1   # the Bucketizer's rule
-        got = grid.statistic(np.bincount(bucket, minlength=grid.buckets))
-        assert grid.exact and got == pytest.approx(ks_2samp(reference, current).statistic, abs=1e-12)
-    assert not KsGrid.of(np.arange(MAX_REFERENCE_VALUES + 1, dtype=float)).exact
 
 
 @pytest.mark.slow

@@ -5,12 +5,11 @@ statistic with its asymptotic p-value (the same as ``scipy.stats.ks_2samp(method
 per categorical column: the Jensen-Shannon distance (base 2) of the value shares and the
 chi-squared test of the 2 x k table of counts; for every column, the change in null share.
 
-All counting is one Spark aggregation over the rows, grouped by (chunk, column): the rows in
-each PSI bin (nulls apart), in each KS bucket of the reference (:mod:`sparkfs.monitoring.ks`:
-the exact statistic without sorting the day) and per category. What is collected is bounded by
-the reference (its bins, its distinct values, its categories), never by the day's rows, so a
-day of 100M rows is one pass. Only the tests' final arithmetic on those counts runs in Python
-(scipy's distributions for the p-values).
+All counting is Spark aggregations grouped by (chunk, column): one pass for the bins and nulls,
+one for the categories, and for KS one sort of the distinct values per (chunk, column) split
+into ranges (so a day of 100M rows sorts in parallel; nothing is collected but per-range
+totals). Only the tests' final arithmetic on those counts runs in Python (scipy's
+distributions for the p-values).
 
 PSI = sum over bins of (current share - reference share) * ln(current share / reference share),
 with shares clipped below at ``PSI_FLOOR`` so an empty bin adds a large but finite term.
@@ -40,28 +39,26 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
 from pydantic import Field
-from pyspark.ml.feature import Bucketizer
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, kstwo
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel
-from sparkfs.monitoring.ks import KsGrid
 from sparkfs.monitoring.profile import (
     FEATURE,
     VALUE,
     ReferenceProfile,
     bin_index,
+    long_categorical,
     long_numeric,
 )
 
 CHUNK = "chunk"
 PSI_FLOOR = 1e-4
+KS_RANGES = 64  # ranges the distinct values of one (chunk, column) are split into for the KS sort
 
 
 class DriftThresholds(StrictModel):
@@ -123,22 +120,15 @@ def drift(
     limits = _Limits(thresholds or DriftThresholds(), day_to_day or {})
     numeric, categorical = list(profile.numeric), list(profile.categorical)
     require_columns(current, [*numeric, *categorical, *([chunk_by] if chunk_by else [])], "the rows to check")
-    grids = reference_grids(reference, numeric) if reference is not None and numeric else {}
     rows_df = current.withColumn(CHUNK, F.col(f"`{chunk_by}`").cast("string") if chunk_by else F.lit("all"))
-    counts = _count(rows_df, profile, grids)
-    if counts.empty:
-        return []
-    first = counts[counts[FEATURE] == (numeric or categorical)[0]]
-    chunk_rows = {chunk: int(rows) for chunk, rows in first.groupby(CHUNK, dropna=False)["count"].sum().items()}
-    by_column = dict(iter(counts.groupby([CHUNK, FEATURE], dropna=False)))
+    chunk_rows = {r[CHUNK]: r["count"] for r in rows_df.groupBy(CHUNK).count().collect()}
     metrics: list[DriftMetric] = []
-    for (chunk, feature), column in by_column.items():
-        if feature in profile.numeric:
-            metrics += _numeric(chunk, feature, column, profile, chunk_rows[chunk], limits)
-            if feature in grids:
-                metrics += _ks(chunk, feature, column, grids[feature], chunk_rows[chunk], limits)
-        else:
-            metrics += _categorical(chunk, feature, column, profile, chunk_rows[chunk], limits)
+    if numeric:
+        metrics += _numeric(rows_df, profile, numeric, chunk_rows, limits)
+        if reference is not None:
+            metrics += _ks(reference, rows_df, numeric, chunk_rows, limits)
+    if categorical:
+        metrics += _categorical(rows_df, profile, categorical, chunk_rows, limits)
     return sorted(metrics, key=lambda m: (m.chunk, m.feature, m.metric))
 
 
@@ -147,45 +137,36 @@ def day_to_day_highs(reference: DataFrame, profile: ReferenceProfile, *, chunk_b
     column, the highest value (KS, chi-squared: effect) a day reached. Computed once, when the
     reference is made; :func:`drift` takes it as ``day_to_day``."""
     highs: dict[str, dict[str, float]] = defaultdict(dict)
-    for m in drift(reference, profile, reference=reference, chunk_by=chunk_by):
+    for m in drift(reference, profile, chunk_by=chunk_by):  # PSI, JS, chi-squared; KS below
         if m.metric in CALIBRATED and math.isfinite(m.effect):
             highs[m.metric][m.feature] = max(highs[m.metric].get(m.feature, 0.0), m.effect)
+    if profile.numeric:
+        highs["ks"] = _ks_of_parts(reference, list(profile.numeric), chunk_by)
     return dict(highs)
 
 
-def reference_grids(reference: DataFrame, numeric: list[str]) -> dict[str, KsGrid]:
-    """Per numeric column with a non-null reference value, the KS buckets of the reference (its
-    distinct values and their counts, collected: the reference is a model's test split, small)."""
-    require_columns(reference, numeric, "the reference rows")
-    values = (long_numeric(reference, numeric).where(F.col(VALUE).isNotNull() & ~F.isnan(VALUE))
-              .groupBy(FEATURE, VALUE).count().toArrow().to_pandas())
-    return {name: KsGrid.of(g[VALUE].to_numpy(), g["count"].to_numpy()) for name, g in values.groupby(FEATURE)}
-
-
-def _count(rows_df: DataFrame, profile: ReferenceProfile, grids: Mapping[str, KsGrid]) -> pd.DataFrame:
-    """One pass over the rows: per (chunk, column), the rows in each PSI bin (-1: null) and KS
-    bucket of a numeric column, and per value of a categorical one (null: None)."""
-    ks_columns = list(grids)
-    inputs, buckets = [f"__ks_in{i}" for i in range(len(ks_columns))], [f"__ks{i}" for i in range(len(ks_columns))]
-    if ks_columns:
-        rows_df = rows_df.select("*", *(F.col(f"`{c}`").cast("double").alias(i) for c, i in zip(ks_columns, inputs, strict=True)))
-        rows_df = Bucketizer(splitsArray=[grids[c].splits.tolist() for c in ks_columns], inputCols=inputs,
-                             outputCols=buckets, handleInvalid="keep").transform(rows_df)
-    bucket_of = dict(zip(ks_columns, buckets, strict=True))
-    no_int, no_string = F.lit(None).cast("int"), F.lit(None).cast("string")
-    entries = []
-    for name, numeric in profile.numeric.items():
-        value = F.col(f"`{name}`").cast("double")
-        edges = F.array(*(F.lit(float(e)) for e in numeric.edges)).cast("array<double>")
-        entries.append(F.struct(
-            F.lit(name).alias(FEATURE), F.when(value.isNull(), F.lit(-1)).otherwise(bin_index(value, edges)).alias("bin"),
-            F.col(bucket_of[name]).cast("int").alias("bucket") if name in bucket_of else no_int.alias("bucket"),
-            no_string.alias(VALUE)))
-    for name in profile.categorical:
-        entries.append(F.struct(F.lit(name).alias(FEATURE), no_int.alias("bin"), no_int.alias("bucket"),
-                                F.col(f"`{name}`").cast("string").alias(VALUE)))
-    return (rows_df.select(CHUNK, F.explode(F.array(*entries)).alias("e")).select(CHUNK, "e.*")
-            .groupBy(CHUNK, FEATURE, "bin", "bucket", VALUE).count().toArrow().to_pandas())
+def _ks_of_parts(rows_df: DataFrame, numeric: list[str], part: str) -> dict[str, float]:
+    """Per column, the largest KS statistic of one ``part`` of the rows against all of them. A
+    part's values are among the whole's, so both empirical CDFs are known at each of the part's
+    values (one sorted pass each, joined on the value), and between two of them the part's CDF
+    is flat: the largest gap lies at a part's value or just below it. No cross join with the
+    whole per part, which :func:`drift`'s KS for an unrelated chunk needs."""
+    counts = (long_numeric(rows_df, numeric, part).where(F.col(VALUE).isNotNull())
+              .groupBy(part, FEATURE, VALUE).agg(F.count(F.lit(1)).alias("c")).persist())
+    try:
+        upto = Window.rowsBetween(Window.unboundedPreceding, 0)
+        whole = (counts.groupBy(FEATURE, VALUE).agg(F.sum("c").alias("r"))
+                 .withColumn("cum_r", F.sum("r").over(upto.partitionBy(FEATURE).orderBy(VALUE)))
+                 .withColumn("m", F.sum("r").over(Window.partitionBy(FEATURE))))
+        parts = (counts.withColumn("cum_c", F.sum("c").over(upto.partitionBy(part, FEATURE).orderBy(VALUE)))
+                 .withColumn("n", F.sum("c").over(Window.partitionBy(part, FEATURE))))
+        at = F.abs(F.col("cum_c") / F.col("n") - F.col("cum_r") / F.col("m"))
+        below = F.abs((F.col("cum_c") - F.col("c")) / F.col("n") - (F.col("cum_r") - F.col("r")) / F.col("m"))
+        rows = (parts.join(whole, [FEATURE, VALUE]).groupBy(FEATURE)
+                .agg(F.max(F.greatest(at, below)).alias("d")).collect())
+    finally:
+        counts.unpersist()
+    return {r[FEATURE]: float(r["d"]) for r in rows}
 
 
 def limits_for(metric: str, feature: str, thresholds: DriftThresholds, day_to_day: DayToDay | None = None
@@ -224,52 +205,124 @@ def _null_change(chunk: str, feature: str, nulls: int, rows: int, reference_shar
     return DriftMetric(chunk, feature, "null_share_change", change, None, level, rows, abs(change))
 
 
-def _numeric(chunk: str, feature: str, column: pd.DataFrame, profile: ReferenceProfile, rows: int,
+def _numeric(rows_df: DataFrame, profile: ReferenceProfile, numeric: list[str], chunk_rows: dict[str, int],
              limits: _Limits) -> list[DriftMetric]:
-    ref = profile.numeric[feature]
-    by_bin = column.groupby("bin")["count"].sum()
-    non_null = int(by_bin[by_bin.index >= 0].sum())
-    shares = [int(by_bin.get(i, 0)) / non_null if non_null else 0.0 for i in range(len(ref.edges) + 1)]
-    value = psi(ref.shares, shares)
-    return [DriftMetric(chunk, feature, "psi", value, None, limits.level("psi", feature, value), rows, value),
-            _null_change(chunk, feature, int(by_bin.get(-1, 0)), rows, ref.null_share, limits)]
-
-
-def _ks(chunk: str, feature: str, column: pd.DataFrame, grid: KsGrid, rows: int, limits: _Limits) -> list[DriftMetric]:
-    """A column with no non-null value in the chunk has no distribution to compare: the null
-    share reports it, KS does not."""
-    counted = column[(column["bin"] >= 0) & column["bucket"].notna()]
-    bucket = counted["bucket"].to_numpy(dtype=np.int64)
-    inside = bucket < grid.buckets          # NaN is counted past the last bucket
-    current = np.bincount(bucket[inside], weights=counted["count"].to_numpy()[inside], minlength=grid.buckets)
-    n = int(current.sum())
-    if n == 0:
-        return []
-    d = grid.statistic(current)
-    p_value = ks_p_value(d, grid.reference_rows, n)
-    return [DriftMetric(chunk, feature, "ks", d, p_value, limits.level("ks", feature, d, p_value), rows, d)]
-
-
-def _categorical(chunk: str, feature: str, column: pd.DataFrame, profile: ReferenceProfile, rows: int,
-                 limits: _Limits) -> list[DriftMetric]:
-    ref = profile.categorical[feature]
-    by_value: dict[str | None, int] = defaultdict(int)
-    for value, count in zip(column[VALUE], column["count"], strict=True):
-        by_value[value if isinstance(value, str) else None] += int(count)
-    values = sorted(set(ref.counts) | {v for v in by_value if v is not None})
-    ref_counts = [ref.counts.get(v, 0) for v in values]
-    cur_counts = [by_value.get(v, 0) for v in values]
+    spark = rows_df.sparkSession
+    edges_df = spark.createDataFrame(
+        [(name, profile.numeric[name].edges) for name in numeric], f"{FEATURE} string, edges array<double>"
+    )
+    binned = (
+        long_numeric(rows_df, numeric, CHUNK)
+        .join(F.broadcast(edges_df), FEATURE)
+        .groupBy(CHUNK, FEATURE, F.when(F.col(VALUE).isNull(), F.lit(-1))
+                 .otherwise(bin_index(F.col(VALUE), F.col("edges"))).alias("bin"))
+        .count()
+        .collect()
+    )
+    counts: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+    for r in binned:
+        counts[(r[CHUNK], r[FEATURE])][r["bin"]] = r["count"]
     out = []
-    if sum(cur_counts) and sum(ref_counts):
-        distance = float(jensenshannon(ref_counts, cur_counts, base=2))
-        out.append(DriftMetric(chunk, feature, "js", distance, None, limits.level("js", feature, distance), rows, distance))
-        if len(values) > 1:
-            result = chi2_contingency([ref_counts, cur_counts])
-            cramers_v = math.sqrt(result.statistic / (sum(ref_counts) + sum(cur_counts)))  # 2 x k table
-            level = limits.level("chi2", feature, cramers_v, float(result.pvalue))
-            out.append(DriftMetric(chunk, feature, "chi2", float(result.statistic), float(result.pvalue),
-                                   level, rows, cramers_v))
-    out.append(_null_change(chunk, feature, by_value.get(None, 0), rows, ref.null_share, limits))
+    for (chunk, feature), by_bin in sorted(counts.items()):
+        ref = profile.numeric[feature]
+        non_null = sum(c for b, c in by_bin.items() if b >= 0)
+        shares = [by_bin.get(i, 0) / non_null if non_null else 0.0 for i in range(len(ref.edges) + 1)]
+        value = psi(ref.shares, shares)
+        out.append(DriftMetric(chunk, feature, "psi", value, None, limits.level("psi", feature, value),
+                               chunk_rows[chunk], value))
+        out.append(_null_change(chunk, feature, by_bin.get(-1, 0), chunk_rows[chunk], ref.null_share, limits))
+    return out
+
+
+def _categorical(rows_df: DataFrame, profile: ReferenceProfile, categorical: list[str],
+                 chunk_rows: dict[str, int], limits: _Limits) -> list[DriftMetric]:
+    freq = long_categorical(rows_df, categorical, CHUNK).groupBy(CHUNK, FEATURE, VALUE).count().collect()
+    counts: dict[tuple[str, str], dict[str | None, int]] = defaultdict(dict)
+    for r in freq:
+        counts[(r[CHUNK], r[FEATURE])][r[VALUE]] = r["count"]
+    out = []
+    for (chunk, feature), by_value in sorted(counts.items()):
+        ref = profile.categorical[feature]
+        values = sorted(set(ref.counts) | {v for v in by_value if v is not None})
+        ref_counts = [ref.counts.get(v, 0) for v in values]
+        cur_counts = [by_value.get(v, 0) for v in values]
+        if sum(cur_counts) and sum(ref_counts):
+            distance = float(jensenshannon(ref_counts, cur_counts, base=2))
+            out.append(DriftMetric(chunk, feature, "js", distance, None, limits.level("js", feature, distance),
+                                   chunk_rows[chunk], distance))
+            if len(values) > 1:
+                result = chi2_contingency([ref_counts, cur_counts])
+                cramers_v = math.sqrt(result.statistic / (sum(ref_counts) + sum(cur_counts)))  # 2 x k table
+                level = limits.level("chi2", feature, cramers_v, float(result.pvalue))
+                out.append(DriftMetric(chunk, feature, "chi2", float(result.statistic), float(result.pvalue),
+                                       level, chunk_rows[chunk], cramers_v))
+        out.append(_null_change(chunk, feature, by_value.get(None, 0), chunk_rows[chunk], ref.null_share, limits))
+    return out
+
+
+def _ks(reference: DataFrame, rows_df: DataFrame, numeric: list[str], chunk_rows: dict[str, int],
+        limits: _Limits) -> list[DriftMetric]:
+    """Exact two-sample KS statistic per (chunk, column): the largest gap between the two
+    empirical CDFs over every distinct value, from cumulative counts. The distinct values are
+    split into ranges; each range is sorted on its own and starts from the counts of the
+    ranges below it (a prefix sum over per-range totals, the only thing collected)."""
+    require_columns(reference, numeric, "the reference rows")
+    current = (long_numeric(rows_df, numeric, CHUNK).where(F.col(VALUE).isNotNull())
+               .select(CHUNK, FEATURE, VALUE, F.lit(0).alias("r"), F.lit(1).alias("c")))
+    chunks = F.broadcast(rows_df.select(CHUNK).distinct())
+    ref = (long_numeric(reference, numeric).where(F.col(VALUE).isNotNull()).crossJoin(chunks)
+           .select(CHUNK, FEATURE, VALUE, F.lit(1).alias("r"), F.lit(0).alias("c")))
+    # Read twice (range bounds, then the cumulative sums): grouped once and kept.
+    points = (ref.unionByName(current).groupBy(CHUNK, FEATURE, VALUE)
+              .agg(F.sum("r").alias("r"), F.sum("c").alias("c")).persist())
+    try:
+        return _ks_of_points(points, rows_df, chunk_rows, limits)
+    finally:
+        points.unpersist()
+
+
+def _ks_of_points(points: DataFrame, rows_df: DataFrame, chunk_rows: dict[str, int],
+                  limits: _Limits) -> list[DriftMetric]:
+    group = [CHUNK, FEATURE]
+    bounds = points.groupBy(*group).agg(
+        F.percentile_approx(VALUE, [i / KS_RANGES for i in range(1, KS_RANGES)], 10_000).alias("bounds"))
+    ranged = points.join(F.broadcast(bounds), group).withColumn("range", bin_index(F.col(VALUE), F.col("bounds")))
+    totals = ranged.groupBy(*group, "range").agg(F.sum("r").alias("r"), F.sum("c").alias("c")).collect()
+
+    by_group: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
+    for t in totals:
+        by_group[(t[CHUNK], t[FEATURE])].append((t["range"], t["r"], t["c"]))
+    offsets, sizes = [], {}
+    for key, ranges in by_group.items():
+        below_r = below_c = 0
+        for index, r, c in sorted(ranges):
+            offsets.append((*key, index, below_r, below_c))
+            below_r, below_c = below_r + r, below_c + c
+        sizes[key] = (below_r, below_c)
+    # A column with no non-null value on one side (all null in the chunk, or in the reference)
+    # has no distribution to compare there: the null-share metric reports it, KS does not.
+    offsets = [o for o in offsets if all(sizes[(o[0], o[1])])]
+    if not offsets:
+        return []
+    spark = rows_df.sparkSession
+    offsets_df = spark.createDataFrame(
+        [(*o, *sizes[(o[0], o[1])]) for o in offsets],
+        f"{CHUNK} string, {FEATURE} string, range int, off_r long, off_c long, n long, m long",
+    )
+    cumulative = Window.partitionBy(*group, "range").orderBy(VALUE).rowsBetween(Window.unboundedPreceding, 0)
+    gaps = (
+        ranged.join(F.broadcast(offsets_df), [*group, "range"])
+        .select(*group, F.abs((F.sum("r").over(cumulative) + F.col("off_r")) / F.col("n")
+                              - (F.sum("c").over(cumulative) + F.col("off_c")) / F.col("m")).alias("gap"))
+        .groupBy(*group).agg(F.max("gap").alias("d"))
+        .collect()
+    )
+    out = []
+    for g in gaps:
+        n, m = sizes[(g[CHUNK], g[FEATURE])]
+        d, p_value = float(g["d"]), ks_p_value(float(g["d"]), n, m)
+        out.append(DriftMetric(g[CHUNK], g[FEATURE], "ks", d, p_value, limits.level("ks", g[FEATURE], d, p_value),
+                               chunk_rows[g[CHUNK]], d))
     return out
 
 
