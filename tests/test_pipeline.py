@@ -17,7 +17,7 @@ from synthetic_landing import D1, D2, land_synthetic, private_conf
 from sparkfs.catalog.lineage import upstream
 from sparkfs.core.config import Settings, StorageSettings
 from sparkfs.core.errors import ConfigError, SparkfsError
-from sparkfs.core.lakehouse import Lakehouse, checksum
+from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse, checksum
 from sparkfs.core.runs import RunWindow, current_records
 from sparkfs.examples.flights.conform import conform_flights
 from sparkfs.examples.flights.delivery import SCHEDULE_COLUMNS, deliver
@@ -78,6 +78,23 @@ def test_features_job_end_to_end_and_rerun_changes_nothing(
     stages = {r["stage"] for r in records.select("stage").collect()}
     assert {"bronze.flights", "silver.flights", "gold.carrier_delays", "gold.planes"} <= stages
     assert records.where(F.col("status") != "succeeded").count() == 0
+
+
+@pytest.mark.e2e
+def test_days_run_out_of_order_build_the_same_gold_rows(pipeline_ctx: JobContext, featured: JobContext) -> None:
+    # D1's delivery holds an hour of D2 in UTC (23:00 New York): run after D2, D1 still builds it.
+    features_job(pipeline_ctx, RunWindow(D2, D2))
+    features_job(pipeline_ctx, RunWindow(D1, D1))
+
+    lake, in_order = pipeline_ctx.lake, featured.lake
+    for table in ("weather_hourly", "carrier_delays", "route_delays"):
+        properties = lake.properties("gold", table)
+        keys = [*properties[KEYS_PROPERTY].split(","), properties[EVENT_TIME_PROPERTY]]
+        got, expected = lake.read("gold", table).select(*keys), in_order.read("gold", table).select(*keys)
+        assert got.count() == got.distinct().count() == expected.count(), table
+        assert got.exceptAll(expected).isEmpty(), table
+    late_hour = datetime(2013, 1, 2, 4, tzinfo=timezone.utc)  # D1 23:00 in New York
+    assert lake.read("gold", "weather_hourly").where(F.col("time_hour") == late_hour).count() == 1
 
 
 @pytest.mark.e2e

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -113,7 +113,8 @@ def run_pipeline(
     tables, and no gold table (the daily job takes the next day's schedule this way, before its
     outcomes exist). ``gold_window``: the event dates (UTC) the gold tables are built for, when
     they are not ``window``'s (the daily job at R 06:00 builds R-1's silver and gold up to R:
-    a New York evening's departures fall on the next UTC date, before the cutoff).
+    a New York evening's departures fall on the next UTC date, before the cutoff). The gold
+    window widens to cover the dates whose silver rows this run changed (see :func:`gold_span`).
     """
     days = list(window.days())
     names = [s.name for s in pipeline.config.sources]
@@ -139,6 +140,7 @@ def _run_stages(
             st.rows_out = _upstream(pipeline.config.upstream)(pipeline.landing_dir, days, sources=sources)
             st.details["landing_dir"] = str(pipeline.landing_dir)
 
+    changed: set[date] = set()  # silver partition dates this run changed, of daily sources
     for source in pipeline.config.sources:
         if sources is not None and source.name not in sources:
             continue
@@ -180,11 +182,14 @@ def _run_stages(
                 st.details |= {"inserted": refined.merge.rows_inserted, "updated": refined.merge.rows_updated}
             if refined.quarantine:
                 st.details["quarantine_version"] = refined.quarantine.version
+            changed.update(refined.changed_dates)
+
+    span = gold_span(gold_window, changed)
 
     for table in pipeline.feature_tables if sources is None else []:
         with _stage(run, spark, f"gold.{table.name}") as st:
             with lake.track_reads() as reads:
-                rows_df = compute(lake, table, gold_window.start, gold_window.end).persist()
+                rows_df = compute(lake, table, span.start, span.end).persist()
             try:
                 merged = write_feature_table(lake, table, rows_df)
             finally:
@@ -195,6 +200,23 @@ def _run_stages(
             st.table_name, st.table_version = merged.table, merged.version
             st.rows_in, st.rows_out = merged.source_rows, merged.rows_inserted + merged.rows_updated
             st.details |= {"inserted": merged.rows_inserted, "updated": merged.rows_updated}
+            if span != gold_window:
+                st.details["event_dates"] = str(span)
+
+
+def gold_span(window: RunWindow, changed: Collection[date]) -> RunWindow:
+    """The event dates (UTC) to build gold for: ``window``, widened to the silver dates this run
+    changed and the day after each (a local evening's events fall on the next UTC date).
+
+    A day delivered late or run out of order (D run after D+1) may hold rows of an event date
+    outside its window; without this, no run would build them into gold.
+
+    Example: ``gold_span(RunWindow(d, d), {d})`` is ``RunWindow(d, d + 1 day)``; with nothing
+    changed (a rerun) it is ``window``.
+    """
+    if not changed:
+        return window
+    return RunWindow(min(window.start, min(changed)), max(window.end, max(changed) + timedelta(days=1)))
 
 
 # An upstream hook: (landing dir, days, sources=None: all) -> files delivered.
