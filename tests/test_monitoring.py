@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ks_2samp
 
+from sparkfs.core.config import Settings
 from sparkfs.core.errors import ConfigError, SchemaMismatchError
 from sparkfs.monitoring.drift import (
     PSI_FLOOR,
@@ -107,6 +109,22 @@ def test_drift_equals_scipy_on_the_same_data_and_bins(spark: SparkSession) -> No
     assert by(metrics, "moved", "carrier", "js").level in ("warn", "alert")
     assert by(metrics, "moved", "carrier", "null_share_change").level == "alert"
     assert [m for m in metrics if m.chunk == "same" and m.level != "ok"] == []
+
+
+def test_ks_is_exact_with_ties_values_outside_the_reference_and_a_pandas_reference(spark: SparkSession) -> None:
+    ref = pd.DataFrame({"day": "r", "delay": [1.0, 2.0, 2.0, 3.0, 3.0, np.nan], "hour": 1.0, "carrier": "AA"})
+    day = pd.DataFrame({"day": ["a"] * 4 + ["b"] * 3, "delay": [0.0, 2.0, 2.0, 2.5, 2.5, 4.0, np.nan],
+                        "hour": 1.0, "carrier": "AA"})
+    profile = profile_reference(to_spark(spark, ref), numeric=["delay"])
+
+    metrics = drift(to_spark(spark, day), profile, reference=ref, chunk_by="day")
+
+    for chunk, rows in day.groupby("day"):
+        expected = ks_2samp(ref["delay"].dropna(), rows["delay"].dropna(), method="asymp")
+        got = by(metrics, str(chunk), "delay", "ks")
+        assert (got.value, got.p_value) == (pytest.approx(expected.statistic, abs=1e-12),
+                                            pytest.approx(expected.pvalue, abs=1e-9))
+        assert got.rows == len(rows)
 
 
 def test_a_mean_shift_of_one_sd_is_a_psi_alert(spark: SparkSession) -> None:
@@ -221,3 +239,23 @@ def test_the_levels_rise_to_the_references_day_to_day_high_and_never_fall() -> N
     assert limits_for("ks", "delay", t) == (0.0, 0.1)
     assert limits_for("null_share_change", "delay", t, {"null_share_change": {"delay": 0.9}}) == (0.05, 0.2)
     assert limits_for("psi", "delay", t.model_copy(update={"day_to_day": False}), highs) == (0.1, 0.25)
+
+
+def test_the_console_shows_the_first_alerts_and_where_the_rest_are(settings: Settings) -> None:
+    from sparkfs.jobs.monitor import SHOWN_ALERTS, MonitorResult, describe_monitoring
+    from sparkfs.ml.config import load_training_config
+    from sparkfs.monitoring.monitor import ChunkReport, MonitoredModel
+    from sparkfs.monitoring.tables import AlertRow, DriftRow
+
+    features = [f"f{i}" for i in range(SHOWN_ALERTS + 2)]
+    report = ChunkReport("2013-12-14", drift=[DriftRow("m", "1", "psi", f, "2013-12-14", 1.0, None, "alert", 10, "r")
+                                              for f in features],
+                         alerts=[AlertRow("m", "1", "psi", f, "2013-12-14", "alert", "drift", 1.0, 0.25, "r",
+                                          f"{f} drifted") for f in features])
+    result = MonitorResult(MonitoredModel("m", "1", "run"), report, {})
+
+    text = describe_monitoring(result, load_training_config(settings), date(2013, 12, 14))
+
+    shown = [line for line in text.splitlines() if line.startswith("  alert: ")]
+    assert shown == [f"  alert: f{i} drifted" for i in range(SHOWN_ALERTS)]
+    assert text.splitlines()[-1] == "  ... and 2 more alert(s) in `monitoring.alerts`"

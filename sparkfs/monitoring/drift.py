@@ -5,11 +5,11 @@ statistic with its asymptotic p-value (the same as ``scipy.stats.ks_2samp(method
 per categorical column: the Jensen-Shannon distance (base 2) of the value shares and the
 chi-squared test of the 2 x k table of counts; for every column, the change in null share.
 
-All counting is Spark aggregations grouped by (chunk, column): one pass for the bins and nulls,
-one for the categories, and for KS one sort of the distinct values per (chunk, column) split
-into ranges (so a day of 100M rows sorts in parallel; nothing is collected but per-range
-totals). Only the tests' final arithmetic on those counts runs in Python (scipy's
-distributions for the p-values).
+All counting is one pass over the chunk's rows (:mod:`sparkfs.monitoring.day_counts`): each
+partition counts bins, nulls, categories and each value's position among the reference's
+distinct values, and Spark adds the counts up; no row reaches the driver, so a day of 100M rows
+works. The KS statistic is exact: both empirical CDFs follow from those positions. Only the
+tests' arithmetic on the counts runs on the driver (scipy's distributions for the p-values).
 
 PSI = sum over bins of (current share - reference share) * ln(current share / reference share),
 with shares clipped below at ``PSI_FLOOR`` so an empty bin adds a large but finite term.
@@ -39,6 +39,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 from pydantic import Field
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -47,18 +49,16 @@ from scipy.stats import chi2_contingency, kstwo
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel
+from sparkfs.monitoring.day_counts import Support, day_counts, ks_statistic, ks_support
 from sparkfs.monitoring.profile import (
     FEATURE,
     VALUE,
     ReferenceProfile,
-    bin_index,
-    long_categorical,
     long_numeric,
 )
 
 CHUNK = "chunk"
 PSI_FLOOR = 1e-4
-KS_RANGES = 64  # ranges the distinct values of one (chunk, column) are split into for the KS sort
 
 
 class DriftThresholds(StrictModel):
@@ -109,27 +109,37 @@ def drift(
     current: DataFrame,
     profile: ReferenceProfile,
     *,
-    reference: DataFrame | None = None,
+    reference: DataFrame | pd.DataFrame | None = None,
     chunk_by: str | None = None,
     thresholds: DriftThresholds | None = None,
     day_to_day: DayToDay | None = None,
 ) -> list[DriftMetric]:
     """Drift of every profiled column of ``current`` per chunk (``chunk_by``'s values, or one
-    chunk "all"). KS needs the reference's rows (``reference``); without them it is skipped.
-    ``day_to_day`` (from :func:`day_to_day_highs`) raises the levels, see the module docstring."""
+    chunk "all"). KS needs the reference's rows (``reference``: a model's bounded reference rows,
+    in Spark or pandas); without them it is skipped. ``day_to_day`` (from
+    :func:`day_to_day_highs`) raises the levels, see the module docstring."""
     limits = _Limits(thresholds or DriftThresholds(), day_to_day or {})
     numeric, categorical = list(profile.numeric), list(profile.categorical)
     require_columns(current, [*numeric, *categorical, *([chunk_by] if chunk_by else [])], "the rows to check")
     rows_df = current.withColumn(CHUNK, F.col(f"`{chunk_by}`").cast("string") if chunk_by else F.lit("all"))
-    chunk_rows = {r[CHUNK]: r["count"] for r in rows_df.groupBy(CHUNK).count().collect()}
-    metrics: list[DriftMetric] = []
-    if numeric:
-        metrics += _numeric(rows_df, profile, numeric, chunk_rows, limits)
-        if reference is not None:
-            metrics += _ks(reference, rows_df, numeric, chunk_rows, limits)
-    if categorical:
-        metrics += _categorical(rows_df, profile, categorical, chunk_rows, limits)
-    return sorted(metrics, key=lambda m: (m.chunk, m.feature, m.metric))
+    supports = ks_support(_reference_rows(reference, numeric), numeric) if reference is not None and numeric else {}
+    counts = day_counts(rows_df, CHUNK, {n: profile.numeric[n].edges for n in numeric}, supports, categorical)
+    by_kind: dict[str, dict[tuple[str, str], dict[object, int]]] = defaultdict(lambda: defaultdict(dict))
+    for chunk, feature, kind, bucket, value, n in counts.itertuples(index=False, name=None):
+        by_kind[kind][(chunk, feature)][value if kind == "category" else int(bucket)] = int(n)
+    chunk_rows = {chunk: by_bucket[0] for (chunk, _), by_bucket in by_kind["rows"].items()}
+    return sorted(
+        [*_numeric(by_kind["bin"], profile, chunk_rows, limits), *_ks(by_kind["support"], supports, chunk_rows, limits),
+         *_categorical(by_kind["category"], profile, chunk_rows, limits)],
+        key=lambda m: (m.chunk, m.feature, m.metric),
+    )
+
+
+def _reference_rows(reference: DataFrame | pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    if isinstance(reference, pd.DataFrame):
+        return reference[numeric]
+    require_columns(reference, numeric, "the reference rows")
+    return reference.select(*(F.col(f"`{n}`").cast("double") for n in numeric)).toPandas()
 
 
 def day_to_day_highs(reference: DataFrame, profile: ReferenceProfile, *, chunk_by: str) -> dict[str, dict[str, float]]:
@@ -205,27 +215,12 @@ def _null_change(chunk: str, feature: str, nulls: int, rows: int, reference_shar
     return DriftMetric(chunk, feature, "null_share_change", change, None, level, rows, abs(change))
 
 
-def _numeric(rows_df: DataFrame, profile: ReferenceProfile, numeric: list[str], chunk_rows: dict[str, int],
-             limits: _Limits) -> list[DriftMetric]:
-    spark = rows_df.sparkSession
-    edges_df = spark.createDataFrame(
-        [(name, profile.numeric[name].edges) for name in numeric], f"{FEATURE} string, edges array<double>"
-    )
-    binned = (
-        long_numeric(rows_df, numeric, CHUNK)
-        .join(F.broadcast(edges_df), FEATURE)
-        .groupBy(CHUNK, FEATURE, F.when(F.col(VALUE).isNull(), F.lit(-1))
-                 .otherwise(bin_index(F.col(VALUE), F.col("edges"))).alias("bin"))
-        .count()
-        .collect()
-    )
-    counts: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
-    for r in binned:
-        counts[(r[CHUNK], r[FEATURE])][r["bin"]] = r["count"]
+def _numeric(bins: Mapping[tuple[str, str], Mapping[object, int]], profile: ReferenceProfile,
+             chunk_rows: dict[str, int], limits: _Limits) -> list[DriftMetric]:
     out = []
-    for (chunk, feature), by_bin in sorted(counts.items()):
+    for (chunk, feature), by_bin in sorted(bins.items()):
         ref = profile.numeric[feature]
-        non_null = sum(c for b, c in by_bin.items() if b >= 0)
+        non_null = sum(c for b, c in by_bin.items() if isinstance(b, int) and b >= 0)
         shares = [by_bin.get(i, 0) / non_null if non_null else 0.0 for i in range(len(ref.edges) + 1)]
         value = psi(ref.shares, shares)
         out.append(DriftMetric(chunk, feature, "psi", value, None, limits.level("psi", feature, value),
@@ -234,16 +229,12 @@ def _numeric(rows_df: DataFrame, profile: ReferenceProfile, numeric: list[str], 
     return out
 
 
-def _categorical(rows_df: DataFrame, profile: ReferenceProfile, categorical: list[str],
+def _categorical(categories: Mapping[tuple[str, str], Mapping[object, int]], profile: ReferenceProfile,
                  chunk_rows: dict[str, int], limits: _Limits) -> list[DriftMetric]:
-    freq = long_categorical(rows_df, categorical, CHUNK).groupBy(CHUNK, FEATURE, VALUE).count().collect()
-    counts: dict[tuple[str, str], dict[str | None, int]] = defaultdict(dict)
-    for r in freq:
-        counts[(r[CHUNK], r[FEATURE])][r[VALUE]] = r["count"]
     out = []
-    for (chunk, feature), by_value in sorted(counts.items()):
+    for (chunk, feature), by_value in sorted(categories.items()):
         ref = profile.categorical[feature]
-        values = sorted(set(ref.counts) | {v for v in by_value if v is not None})
+        values = sorted(set(ref.counts) | {str(v) for v in by_value if v is not None})
         ref_counts = [ref.counts.get(v, 0) for v in values]
         cur_counts = [by_value.get(v, 0) for v in values]
         if sum(cur_counts) and sum(ref_counts):
@@ -260,69 +251,25 @@ def _categorical(rows_df: DataFrame, profile: ReferenceProfile, categorical: lis
     return out
 
 
-def _ks(reference: DataFrame, rows_df: DataFrame, numeric: list[str], chunk_rows: dict[str, int],
-        limits: _Limits) -> list[DriftMetric]:
-    """Exact two-sample KS statistic per (chunk, column): the largest gap between the two
-    empirical CDFs over every distinct value, from cumulative counts. The distinct values are
-    split into ranges; each range is sorted on its own and starts from the counts of the
-    ranges below it (a prefix sum over per-range totals, the only thing collected)."""
-    require_columns(reference, numeric, "the reference rows")
-    current = (long_numeric(rows_df, numeric, CHUNK).where(F.col(VALUE).isNotNull())
-               .select(CHUNK, FEATURE, VALUE, F.lit(0).alias("r"), F.lit(1).alias("c")))
-    chunks = F.broadcast(rows_df.select(CHUNK).distinct())
-    ref = (long_numeric(reference, numeric).where(F.col(VALUE).isNotNull()).crossJoin(chunks)
-           .select(CHUNK, FEATURE, VALUE, F.lit(1).alias("r"), F.lit(0).alias("c")))
-    # Read twice (range bounds, then the cumulative sums): grouped once and kept.
-    points = (ref.unionByName(current).groupBy(CHUNK, FEATURE, VALUE)
-              .agg(F.sum("r").alias("r"), F.sum("c").alias("c")).persist())
-    try:
-        return _ks_of_points(points, rows_df, chunk_rows, limits)
-    finally:
-        points.unpersist()
-
-
-def _ks_of_points(points: DataFrame, rows_df: DataFrame, chunk_rows: dict[str, int],
-                  limits: _Limits) -> list[DriftMetric]:
-    group = [CHUNK, FEATURE]
-    bounds = points.groupBy(*group).agg(
-        F.percentile_approx(VALUE, [i / KS_RANGES for i in range(1, KS_RANGES)], 10_000).alias("bounds"))
-    ranged = points.join(F.broadcast(bounds), group).withColumn("range", bin_index(F.col(VALUE), F.col("bounds")))
-    totals = ranged.groupBy(*group, "range").agg(F.sum("r").alias("r"), F.sum("c").alias("c")).collect()
-
-    by_group: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
-    for t in totals:
-        by_group[(t[CHUNK], t[FEATURE])].append((t["range"], t["r"], t["c"]))
-    offsets, sizes = [], {}
-    for key, ranges in by_group.items():
-        below_r = below_c = 0
-        for index, r, c in sorted(ranges):
-            offsets.append((*key, index, below_r, below_c))
-            below_r, below_c = below_r + r, below_c + c
-        sizes[key] = (below_r, below_c)
-    # A column with no non-null value on one side (all null in the chunk, or in the reference)
-    # has no distribution to compare there: the null-share metric reports it, KS does not.
-    offsets = [o for o in offsets if all(sizes[(o[0], o[1])])]
-    if not offsets:
-        return []
-    spark = rows_df.sparkSession
-    offsets_df = spark.createDataFrame(
-        [(*o, *sizes[(o[0], o[1])]) for o in offsets],
-        f"{CHUNK} string, {FEATURE} string, range int, off_r long, off_c long, n long, m long",
-    )
-    cumulative = Window.partitionBy(*group, "range").orderBy(VALUE).rowsBetween(Window.unboundedPreceding, 0)
-    gaps = (
-        ranged.join(F.broadcast(offsets_df), [*group, "range"])
-        .select(*group, F.abs((F.sum("r").over(cumulative) + F.col("off_r")) / F.col("n")
-                              - (F.sum("c").over(cumulative) + F.col("off_c")) / F.col("m")).alias("gap"))
-        .groupBy(*group).agg(F.max("gap").alias("d"))
-        .collect()
-    )
+def _ks(positions: Mapping[tuple[str, str], Mapping[object, int]], supports: Mapping[str, Support],
+        chunk_rows: dict[str, int], limits: _Limits) -> list[DriftMetric]:
+    """Exact two-sample KS statistic per (chunk, column), from the chunk's rows per position among
+    the reference's distinct values (:func:`~sparkfs.monitoring.day_counts.ks_statistic`). A column
+    with no non-null value on one side has no distribution to compare there: the null-share
+    metric reports it, KS does not."""
     out = []
-    for g in gaps:
-        n, m = sizes[(g[CHUNK], g[FEATURE])]
-        d, p_value = float(g["d"]), ks_p_value(float(g["d"]), n, m)
-        out.append(DriftMetric(g[CHUNK], g[FEATURE], "ks", d, p_value, limits.level("ks", g[FEATURE], d, p_value),
-                               chunk_rows[g[CHUNK]], d))
+    for (chunk, feature), by_position in sorted(positions.items()):
+        support = supports[feature]
+        per_bucket = np.zeros(2 * len(support.values) + 1, dtype=np.int64)
+        for bucket, n in by_position.items():
+            per_bucket[int(bucket)] = n  # type: ignore[call-overload]
+        n, m = int(per_bucket.sum()), int(support.counts.sum())
+        if not n or not m:
+            continue
+        d = ks_statistic(support, per_bucket)
+        p_value = ks_p_value(d, n, m)
+        out.append(DriftMetric(chunk, feature, "ks", d, p_value, limits.level("ks", feature, d, p_value),
+                               chunk_rows[chunk], d))
     return out
 
 

@@ -116,9 +116,8 @@ def check_chunk(
 def drift_rows(served_df: DataFrame, reference: ModelReference, model: MonitoredModel, chunk: str,
                thresholds: DriftThresholds) -> list[DriftRow]:
     """PSI / KS / JS / chi-squared / null share of every profiled column (inputs and score)."""
-    spark = served_df.sparkSession
     rows_df = served_df.select(*(F.col(f"`{c}`") for c in reference.spec.profiled))
-    metrics: list[DriftMetric] = drift(rows_df, reference.profile, reference=reference.rows_df(spark),
+    metrics: list[DriftMetric] = drift(rows_df, reference.profile, reference=reference.rows,
                                        thresholds=thresholds, day_to_day=reference.spec.day_to_day)
     source = f"run {model.run_id}"
     return [DriftRow(model.name, model.version, m.metric, m.feature, chunk, m.value, m.p_value, m.level,

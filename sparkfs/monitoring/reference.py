@@ -76,11 +76,6 @@ class ModelReference:
     rows: pd.DataFrame   # the test split's inputs, score, prediction and label
     estimator: Any       # a fitted nannyml CBPE or DLE
 
-    def rows_df(self, spark: SparkSession) -> DataFrame:
-        """The reference rows as a Spark DataFrame (for the KS test)."""
-        spec = self.spec
-        return to_spark(spark, self.rows, [*spec.numeric, spec.score], spec.categorical)
-
 
 def build_reference(
     spark: SparkSession,
