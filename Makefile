@@ -42,7 +42,7 @@ demo: setup
 	$(BIN)/sparkfs run train
 	$(BIN)/sparkfs simulate --start $(SIMULATE_START) --days $(SIMULATE_DAYS)
 	$(BIN)/sparkfs tables
-	$(BIN)/sparkfs history gold.carrier_delays --limit 5
+	$(BIN)/sparkfs history gold.carrier_delays --limit 3
 	@echo
 	@echo "Where to look:"
 	@echo "  tables (Delta, one folder each):  $(abspath .sparkfs/warehouse)"

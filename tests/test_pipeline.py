@@ -246,7 +246,7 @@ def test_pipeline_names_the_raw_source_of_a_silver_table(tmp_path: Path) -> None
         pipeline.source_of("schedule")
 
 
-def test_features_summary_is_one_line_per_layer() -> None:
+def test_features_summary_gives_each_layers_rows_in_one_line() -> None:
     from sparkfs.core.runs import StageRecord
     from sparkfs.jobs.features import summary
 
@@ -259,10 +259,7 @@ def test_features_summary_is_one_line_per_layer() -> None:
         StageRecord("gold.carrier_delays", now, rows_in=5, rows_out=5, duration_s=4.25),
     ]
     assert summary(stages, RunWindow(D1, D2), "abc").splitlines() == [
-        "",
-        "features 2013-01-01..2013-01-02 (run abc): 10.8s",
-        "  upstream rows out 4, 1.0s",
-        "  bronze   2 tables, rows out 6, 2.5s",
-        "  silver   1 table, rows out 5, 1 rejected, 3.0s",
-        "  gold     1 table, rows out 5, 4.2s",
+        "features 2013-01-01..2013-01-02 (run abc) in 10.8s; rows out per layer:",
+        "  upstream 4 (1.0s) -> bronze 6 (2 tables, 2.5s) -> silver 5 (1 table, 1 rejected, 3.0s)"
+        " -> gold 5 (1 table, 4.2s)",
     ]

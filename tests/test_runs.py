@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -73,3 +74,20 @@ def test_a_live_run_is_not_abandoned(lake: Lakehouse) -> None:
             pass
         assert outer.run_id not in [r.run_id for r in inner.abandoned]
         assert next(r for r in recent_runs(lake, 50) if r.run_id == outer.run_id).status == "started"
+
+
+def test_a_stage_that_found_its_input_already_done_logs_only_for_verbose(
+    lake: Lakehouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="sparkfs.core.runs"), record_run(lake, "rr_quiet", {}) as run:
+        with run.stage("bronze.planes") as st:  # its file was ingested by an earlier run
+            st.rows_out, st.details["files_skipped"] = 0, 1
+        with run.stage("bronze.flights") as st:  # nothing landed: worth a line
+            st.rows_out, st.details["files_skipped"] = 0, 0
+        with run.stage("silver.planes") as st:
+            st.rows_out, st.details["skipped_up_to_date"] = 0, True
+        with run.stage("silver.flights") as st:
+            st.rows_out, st.details["skipped_up_to_date"] = 5, False
+    levels = {r.getMessage().split(":")[0]: r.levelname for r in caplog.records if r.getMessage().startswith("[rr_quiet] ")}
+    assert levels == {"[rr_quiet] bronze.planes": "DEBUG", "[rr_quiet] bronze.flights": "INFO",
+                      "[rr_quiet] silver.planes": "DEBUG", "[rr_quiet] silver.flights": "INFO"}

@@ -292,7 +292,11 @@ class RunRecorder:
             raise
         finally:
             record.duration_s = round(time.perf_counter() - start, 3)
-            log.info("[%s] %s: %s", self.job, name, describe_stage(record))
+            # A stage whose input was all processed before (files already ingested, a silver table
+            # up to date) wrote nothing: its line is for `-v`, its record is kept like any other.
+            already_done = record.details.get("files_skipped") or record.details.get("skipped_up_to_date")
+            idle = record.status == SUCCEEDED and not record.rows_out and already_done
+            log.log(logging.DEBUG if idle else logging.INFO, "[%s] %s: %s", self.job, name, describe_stage(record))
 
     def _rows(self) -> list[dict[str, Any]]:
         common = {

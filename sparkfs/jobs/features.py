@@ -22,27 +22,23 @@ def features_job(ctx: JobContext, window: RunWindow | None) -> None:
 
 
 def summary(stages: Sequence[StageRecord], window: RunWindow, run_id: str) -> str:
-    """One line per layer: tables, rows out, rejected and seconds, summed over its stages
-    (each stage logged its own line as it finished; ``sparkfs_ops.run_records`` has them all).
+    """Two lines: the run, then each layer's rows out, tables, rejects and seconds, summed over its
+    stages (each stage logged its own line as it finished; ``sparkfs_ops.run_records`` has them all).
 
     Example::
 
-        features 2013-01-01..2013-03-31 (run 640ad44a): 261.3s
-          upstream rows out 183, 2.9s
-          bronze   5 tables, rows out 92,048, 64.0s
-          silver   5 tables, rows out 92,048, 0 rejected, 142.3s
+        features 2013-01-01..2013-03-31 (run 640ad44a) in 261.3s; rows out per layer:
+          upstream 183 (2.9s) -> bronze 92,048 (5 tables, 64.0s) -> silver 92,048 (5 tables, 0 rejected, 142.3s) -> ...
     """
     total = sum(s.duration_s for s in stages)
-    lines = [f"\nfeatures {window} (run {run_id}): {total:.1f}s"]
     layers: dict[str, list[StageRecord]] = {}
     for s in stages:
         layers.setdefault(s.stage.split(".")[0], []).append(s)
+    parts = []
     for layer, records in layers.items():
-        written = sum(s.rows_out or 0 for s in records)
-        rejected = [s.rows_rejected for s in records if s.rows_rejected is not None]
         tables = sum(1 for s in records if "." in s.stage)
-        parts = [f"{tables} table{'' if tables == 1 else 's'}, " if tables else "",
-                 f"rows out {written:,}", f", {sum(rejected):,} rejected" if rejected else "",
-                 f", {sum(s.duration_s for s in records):.1f}s"]
-        lines.append(f"  {layer:<9}{''.join(parts)}")
-    return "\n".join(lines)
+        rejected = [s.rows_rejected for s in records if s.rows_rejected is not None]
+        about = [f"{tables} table{'' if tables == 1 else 's'}" if tables else "",
+                 f"{sum(rejected):,} rejected" if rejected else "", f"{sum(s.duration_s for s in records):.1f}s"]
+        parts.append(f"{layer} {sum(s.rows_out or 0 for s in records):,} ({', '.join(a for a in about if a)})")
+    return f"features {window} (run {run_id}) in {total:.1f}s; rows out per layer:\n  " + " -> ".join(parts)

@@ -65,6 +65,7 @@ from sparkfs.monitoring.tables import (
 
 REALIZED_METRICS = ("roc_auc", "pr_auc", "f1", "log_loss")
 PLOT_DAYS = 60
+SHOWN_ALERTS = 3  # the console shows the first alerts; the table holds them all
 
 
 @dataclass(frozen=True)
@@ -217,5 +218,8 @@ def describe_monitoring(result: MonitorResult | None, config: TrainingConfig, da
             lines.append(f"  {p.method} roc_auc on {p.chunk}: {p.value:.3f}{band}{ref} ({p.level})")
     if result.track_record is not None:
         lines.append(f"  {result.track_record.describe()}")
-    lines += [f"  {a.level}: {a.message}" for a in report.alerts if a.level == "alert"][:10]
+    alerts = [a for a in report.alerts if a.level == "alert"]
+    lines += [f"  {a.level}: {a.message}" for a in alerts[:SHOWN_ALERTS]]
+    if len(alerts) > SHOWN_ALERTS:
+        lines.append(f"  ... and {len(alerts) - SHOWN_ALERTS} more alert(s) in `{LAYER}.{ALERTS.name}`")
     return "\n".join(lines)
