@@ -105,16 +105,13 @@ def load_pipeline(conf_dir: Path | str, data_path: Path) -> Pipeline:
 
 def run_pipeline(
     lake: Lakehouse, pipeline: Pipeline, window: RunWindow, run: RunRecorder,
-    *, sources: Collection[str] | None = None, gold_window: RunWindow | None = None,
+    *, sources: Collection[str] | None = None,
 ) -> None:
     """Run every stage for ``window``, recording each in ``run``.
 
     ``sources`` (names of raw sources) refreshes only those: their delivery, bronze and silver
     tables, and no gold table (the daily job takes the next day's schedule this way, before its
-    outcomes exist). ``gold_window``: the event dates (UTC) the gold tables are built for, when
-    they are not ``window``'s (the daily job at R 06:00 builds R-1's silver and gold up to R:
-    a New York evening's departures fall on the next UTC date, before the cutoff). The gold
-    window widens to cover the dates whose silver rows this run changed (see :func:`gold_span`).
+    outcomes exist). Gold is built for ``window`` and the day after it (:func:`gold_span`).
     """
     days = list(window.days())
     names = [s.name for s in pipeline.config.sources]
@@ -123,7 +120,7 @@ def run_pipeline(
         raise ConfigError(f"{PIPELINE_FILE} declares no sources {unknown}; it has {names}")
     edges: list[LineageEdge] = []
     try:
-        _run_stages(lake, pipeline, days, run, edges, sources=sources, gold_window=gold_window or window)
+        _run_stages(lake, pipeline, days, run, edges, sources=sources, gold_window=gold_span(window))
     finally:
         # The run's lineage in one write (one per stage cost seconds each), also when a later
         # stage failed: every version that was committed is traced.
@@ -140,7 +137,6 @@ def _run_stages(
             st.rows_out = _upstream(pipeline.config.upstream)(pipeline.landing_dir, days, sources=sources)
             st.details["landing_dir"] = str(pipeline.landing_dir)
 
-    changed: set[date] = set()  # silver partition dates this run changed, of daily sources
     for source in pipeline.config.sources:
         if sources is not None and source.name not in sources:
             continue
@@ -182,14 +178,11 @@ def _run_stages(
                 st.details |= {"inserted": refined.merge.rows_inserted, "updated": refined.merge.rows_updated}
             if refined.quarantine:
                 st.details["quarantine_version"] = refined.quarantine.version
-            changed.update(refined.changed_dates)
-
-    span = gold_span(gold_window, changed)
 
     for table in pipeline.feature_tables if sources is None else []:
         with _stage(run, spark, f"gold.{table.name}") as st:
             with lake.track_reads() as reads:
-                rows_df = compute(lake, table, span.start, span.end).persist()
+                rows_df = compute(lake, table, gold_window.start, gold_window.end).persist()
             try:
                 merged = write_feature_table(lake, table, rows_df)
             finally:
@@ -200,23 +193,19 @@ def _run_stages(
             st.table_name, st.table_version = merged.table, merged.version
             st.rows_in, st.rows_out = merged.source_rows, merged.rows_inserted + merged.rows_updated
             st.details |= {"inserted": merged.rows_inserted, "updated": merged.rows_updated}
-            if span != gold_window:
-                st.details["event_dates"] = str(span)
 
 
-def gold_span(window: RunWindow, changed: Collection[date]) -> RunWindow:
-    """The event dates (UTC) to build gold for: ``window``, widened to the silver dates this run
-    changed and the day after each (a local evening's events fall on the next UTC date).
+def gold_span(window: RunWindow) -> RunWindow:
+    """The event dates (UTC) gold is built for after the silver of ``window``'s days: those days and
+    the next. A daily source's day is a local date (the suite checks each row's date is its
+    delivery's), and a New York evening's events fall on the next UTC date: without the day after,
+    no run would build those hours when D is run after D+1 (a late or repeated delivery, two runs
+    at once). The span follows from the window alone, so a run killed after silver and run again
+    builds what an uninterrupted run builds. (The daily job at R 06:00 passes R-1..R itself.)
 
-    A day delivered late or run out of order (D run after D+1) may hold rows of an event date
-    outside its window; without this, no run would build them into gold.
-
-    Example: ``gold_span(RunWindow(d, d), {d})`` is ``RunWindow(d, d + 1 day)``; with nothing
-    changed (a rerun) it is ``window``.
+    Example: ``gold_span(RunWindow(date(2013, 1, 1), date(2013, 1, 1)))`` is 2013-01-01..2013-01-02.
     """
-    if not changed:
-        return window
-    return RunWindow(min(window.start, min(changed)), max(window.end, max(changed) + timedelta(days=1)))
+    return RunWindow(window.start, window.end + timedelta(days=1))
 
 
 # An upstream hook: (landing dir, days, sources=None: all) -> files delivered.

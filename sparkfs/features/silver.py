@@ -124,8 +124,6 @@ class RefineResult:
     quarantine: MergeResult | None = None
     skipped: bool = False
     volumes: list[DayVolume] = field(default_factory=list)
-    # The partition dates whose rows the publish inserted, updated or retracted (a daily source's).
-    changed_dates: list[date] = field(default_factory=list)
 
 
 def typed(bronze_df: DataFrame, schema: Mapping[str, str], what: str) -> DataFrame:
@@ -239,8 +237,6 @@ def refine(
             good = flagged.where(F.size(FAILED) == 0).drop(FAILED, RAW, DELIVERY_DATE, IS_MALFORMED)
             result.merge = _publish(lake, spec, good, days if days is not None and retracts(spec, suite) else None)
             result.rows_out = result.merge.source_rows
-            if days is not None:
-                result.changed_dates = _changed_dates(spec, good, days, result.merge)
         finally:
             flagged.unpersist()
     finally:
@@ -317,15 +313,6 @@ def _publish(lake: Lakehouse, spec: SilverSpec, good: DataFrame, days: Sequence[
     return merge_upsert(
         lake, LAYER, spec.name, good, keys=spec.keys, partition_by=spec.partition_by, retract_partitions=days
     )
-
-
-def _changed_dates(spec: SilverSpec, good: DataFrame, days: Sequence[date], merged: MergeResult) -> list[date]:
-    """The partition dates a daily publish changed: the batch's (a delivery may hold rows of
-    other dates) and, when rows were retracted, the delivered days'. None when nothing changed."""
-    if not spec.partition_by or not (merged.rows_inserted or merged.rows_updated or merged.rows_deleted):
-        return []
-    dates = {r[0] for r in good.select(spec.partition_by).distinct().collect() if r[0] is not None}
-    return sorted(dates | (set(days) if merged.rows_deleted else set()))
 
 
 def retracts(spec: SilverSpec, suite: Sequence[ExpectationSpec]) -> bool:

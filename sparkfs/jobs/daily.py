@@ -120,7 +120,7 @@ def run_day(ctx: JobContext, pipeline: Pipeline, config: TrainingConfig, run_dat
     params = {"date": run_date, "features_for": yesterday.start, "model": config.model_name,
               "alias": config.alias}
     with record_run(lake, "daily", params) as run:
-        run_pipeline(lake, pipeline, yesterday, run, gold_window=RunWindow(yesterday.start, run_date))
+        run_pipeline(lake, pipeline, yesterday, run)  # gold for R-1 and R (features.pipeline.gold_span)
         run_pipeline(lake, pipeline, today, run, sources=[serving_source(pipeline, config)])
         with run.stage("labels") as stage:
             merged = merge_labels(lake, config, yesterday.start, yesterday.end)
