@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+
+import yaml
 
 from sparkfs.examples.flights.delivery import SCHEDULE_COLUMNS, landing_time
 from sparkfs.features.bronze import SourceSpec
@@ -94,6 +97,19 @@ def private_conf(conf: Path, landing: Path) -> Path:
     text = (conf / "pipeline.yaml").read_text()
     text = text.replace("upstream: sparkfs.examples.flights.delivery:deliver", "upstream: null")
     (conf / "pipeline.yaml").write_text(text.replace("${SPARKFS_LANDING_DIR:-landing}", str(landing)))
+    return conf
+
+
+def trim_conf(conf: Path, sources: Sequence[str], gold: Sequence[str]) -> Path:
+    """Keep only ``sources`` (with their silver tables) and the ``gold`` feature tables in ``conf``:
+    the same code paths on fewer tables, for tests that run the features job many times."""
+    pipeline = yaml.safe_load((conf / "pipeline.yaml").read_text())
+    pipeline["sources"] = [s for s in pipeline["sources"] if s["name"] in sources]
+    pipeline["silver"] = [s for s in pipeline["silver"] if s["source"] in sources]
+    (conf / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    tables = yaml.safe_load((conf / "feature_tables.yaml").read_text())
+    tables["tables"] = [t for t in tables["tables"] if t["name"] in gold]
+    (conf / "feature_tables.yaml").write_text(yaml.safe_dump(tables, sort_keys=False))
     return conf
 
 
