@@ -39,6 +39,7 @@ from pyspark.sql import functions as F
 
 T = TypeVar("T")
 SCHEMA = "chunk string, feature string, kind string, bucket int, value string, count long"
+ARROW = "spark.sql.execution.arrow.pyspark.enabled"
 COLUMNS = ["chunk", "feature", "kind", "bucket", "value", "count"]
 
 
@@ -126,9 +127,13 @@ def day_counts(
         yield pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
     keys = COLUMNS[:-1]
+    spark = rows_df.sparkSession
+    arrow_was = spark.conf.get(ARROW, "false")
+    spark.conf.set(ARROW, "true")  # the counts come back as Arrow batches, not one Python Row each
     try:
         return selected.mapInPandas(count, SCHEMA).groupBy(*keys).agg(F.sum("count").alias("count")).toPandas()
     finally:
+        spark.conf.set(ARROW, arrow_was or "false")
         if not callable(shared):
             shared.unpersist()
 

@@ -58,6 +58,7 @@ from sparkfs.monitoring.profile import (
 )
 
 CHUNK = "chunk"
+NULL_CHUNK = "(null)"  # the chunk of rows whose chunk_by value is null
 PSI_FLOOR = 1e-4
 
 
@@ -121,15 +122,17 @@ def drift(
     limits = _Limits(thresholds or DriftThresholds(), day_to_day or {})
     numeric, categorical = list(profile.numeric), list(profile.categorical)
     require_columns(current, [*numeric, *categorical, *([chunk_by] if chunk_by else [])], "the rows to check")
-    rows_df = current.withColumn(CHUNK, F.col(f"`{chunk_by}`").cast("string") if chunk_by else F.lit("all"))
+    label = F.coalesce(F.col(f"`{chunk_by}`").cast("string"), F.lit(NULL_CHUNK)) if chunk_by else F.lit("all")
+    rows_df = current.withColumn(CHUNK, label)
     supports = ks_support(_reference_rows(reference, numeric), numeric) if reference is not None and numeric else {}
     counts = day_counts(rows_df, CHUNK, {n: profile.numeric[n].edges for n in numeric}, supports, categorical)
+    positions = counts[counts["kind"] == "support"]  # up to two per reference value: kept in numpy
     by_kind: dict[str, dict[tuple[str, str], dict[object, int]]] = defaultdict(lambda: defaultdict(dict))
-    for chunk, feature, kind, bucket, value, n in counts.itertuples(index=False, name=None):
+    for chunk, feature, kind, bucket, value, n in counts[counts["kind"] != "support"].itertuples(index=False, name=None):
         by_kind[kind][(chunk, feature)][value if kind == "category" else int(bucket)] = int(n)
     chunk_rows = {chunk: by_bucket[0] for (chunk, _), by_bucket in by_kind["rows"].items()}
     return sorted(
-        [*_numeric(by_kind["bin"], profile, chunk_rows, limits), *_ks(by_kind["support"], supports, chunk_rows, limits),
+        [*_numeric(by_kind["bin"], profile, chunk_rows, limits), *_ks(positions, supports, chunk_rows, limits),
          *_categorical(by_kind["category"], profile, chunk_rows, limits)],
         key=lambda m: (m.chunk, m.feature, m.metric),
     )
@@ -251,18 +254,18 @@ def _categorical(categories: Mapping[tuple[str, str], Mapping[object, int]], pro
     return out
 
 
-def _ks(positions: Mapping[tuple[str, str], Mapping[object, int]], supports: Mapping[str, Support],
-        chunk_rows: dict[str, int], limits: _Limits) -> list[DriftMetric]:
+def _ks(positions: pd.DataFrame, supports: Mapping[str, Support], chunk_rows: dict[str, int],
+        limits: _Limits) -> list[DriftMetric]:
     """Exact two-sample KS statistic per (chunk, column), from the chunk's rows per position among
     the reference's distinct values (:func:`~sparkfs.monitoring.day_counts.ks_statistic`). A column
     with no non-null value on one side has no distribution to compare there: the null-share
     metric reports it, KS does not."""
     out = []
-    for (chunk, feature), by_position in sorted(positions.items()):
-        support = supports[feature]
+    for (chunk, feature), found in positions.groupby(["chunk", "feature"], dropna=False, sort=True):
+        support = supports[str(feature)]
         per_bucket = np.zeros(2 * len(support.values) + 1, dtype=np.int64)
-        for bucket, n in by_position.items():
-            per_bucket[int(bucket)] = n  # type: ignore[call-overload]
+        per_bucket[found["bucket"].to_numpy(dtype=np.int64)] = found["count"].to_numpy(dtype=np.int64)
+        chunk = str(chunk)
         n, m = int(per_bucket.sum()), int(support.counts.sum())
         if not n or not m:
             continue
