@@ -84,10 +84,13 @@ def test_a_stage_that_found_its_input_already_done_logs_only_for_verbose(
             st.rows_out, st.details["files_skipped"] = 0, 1
         with run.stage("bronze.flights") as st:  # nothing landed: worth a line
             st.rows_out, st.details["files_skipped"] = 0, 0
+        with run.stage("bronze.weather") as st:  # an empty file landed: worth a line
+            st.rows_out, st.details["files_skipped"], st.details["files_new"] = 0, 3, 1
         with run.stage("silver.planes") as st:
             st.rows_out, st.details["skipped_up_to_date"] = 0, True
         with run.stage("silver.flights") as st:
             st.rows_out, st.details["skipped_up_to_date"] = 5, False
     levels = {r.getMessage().split(":")[0]: r.levelname for r in caplog.records if r.getMessage().startswith("[rr_quiet] ")}
     assert levels == {"[rr_quiet] bronze.planes": "DEBUG", "[rr_quiet] bronze.flights": "INFO",
+                      "[rr_quiet] bronze.weather": "INFO",
                       "[rr_quiet] silver.planes": "DEBUG", "[rr_quiet] silver.flights": "INFO"}

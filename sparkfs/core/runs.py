@@ -294,7 +294,9 @@ class RunRecorder:
             record.duration_s = round(time.perf_counter() - start, 3)
             # A stage whose input was all processed before (files already ingested, a silver table
             # up to date) wrote nothing: its line is for `-v`, its record is kept like any other.
-            already_done = record.details.get("files_skipped") or record.details.get("skipped_up_to_date")
+            details = record.details
+            already_done = (details.get("files_skipped") and not details.get("files_new")) or details.get(
+                "skipped_up_to_date")
             idle = record.status == SUCCEEDED and not record.rows_out and already_done
             log.log(logging.DEBUG if idle else logging.INFO, "[%s] %s: %s", self.job, name, describe_stage(record))
 

@@ -14,8 +14,8 @@ counts, never rows. Per chunk and column:
   two-sample KS statistic needs (:func:`ks_statistic`);
 - ``category``: categorical rows per value (``value``; null for nulls).
 
-A numeric NaN counts as a null. Each partition sends one row per non-empty bucket, so what
-Spark shuffles is bounded by the reference's distinct values, not by the chunk's rows.
+A numeric NaN counts as a null. Each partition sends one row per non-empty bucket: what a
+partition sends is bounded by the reference's distinct values, not by the chunk's rows.
 
 Example::
 
