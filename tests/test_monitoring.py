@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ks_2samp
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import ConfigError, SchemaMismatchError
+from sparkfs.monitoring.day_counts import NULL_CHUNK, day_counts, ks_support
 from sparkfs.monitoring.drift import (
     PSI_FLOOR,
     DriftMetric,
@@ -181,6 +183,28 @@ def test_bad_input_is_a_clear_error(spark: SparkSession) -> None:
     profile = profile_reference(ref, numeric=["delay"])
     with pytest.raises(SchemaMismatchError, match="delay"):
         drift(ref.drop("delay"), profile)
+
+
+def test_day_counts_add_up_partitions_with_null_chunks_empty_partitions_and_nan(spark: SparkSession) -> None:
+    """Each partition sends its counts as arrays and the driver adds them up: the sums are the
+    rows' counts, whatever the partitions hold (several chunks, none, a null chunk)."""
+    day = pd.DataFrame({"day": ["a", "a", "b", None, "a", "b"], "delay": [1.0, 2.0, np.nan, 2.0, 9.0, 2.0],
+                        "hour": 1.0, "carrier": ["AA", None, "AA", "DL", "AA", None]})
+    rows_df = to_spark(spark, day).withColumn("delay", F.when(F.col("delay") == 9.0, F.lit(float("nan")))
+                                              .otherwise(F.col("delay"))).repartition(8)  # some empty
+    support = ks_support(pd.DataFrame({"delay": [2.0, 2.0, 3.0, np.nan]}), ["delay"])
+
+    counts = day_counts(rows_df, F.col("day"), {"delay": [1.5, 2.5]}, support, ["carrier"])
+
+    assert counts.rows == {"a": 3, "b": 2, NULL_CHUNK: 1}
+    # nulls (a NaN is one), then bins (-inf, 1.5], (1.5, 2.5], (2.5, inf)
+    assert {k: v.tolist() for k, v in counts.bins.items()} == {
+        ("a", "delay"): [1, 1, 1, 0], ("b", "delay"): [1, 0, 1, 0], (NULL_CHUNK, "delay"): [0, 0, 1, 0]}
+    # buckets: below 2.0, equal to 2.0, between 2.0 and 3.0, equal to 3.0, above 3.0
+    assert {k: v.tolist() for k, v in counts.support.items()} == {
+        ("a", "delay"): [1, 1, 0, 0, 0], ("b", "delay"): [0, 1, 0, 0, 0], (NULL_CHUNK, "delay"): [0, 1, 0, 0, 0]}
+    assert counts.categories == {("a", "carrier"): {"AA": 2, None: 1}, ("b", "carrier"): {"AA": 1, None: 1},
+                                 (NULL_CHUNK, "carrier"): {"DL": 1}}
 
 
 def entity_days(rng: np.random.Generator, days: list[str], levels: np.ndarray, *, shift: float = 0.0) -> pd.DataFrame:

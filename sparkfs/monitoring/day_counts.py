@@ -1,46 +1,54 @@
 """Every count a chunk's drift needs, in one pass over its rows.
 
-:func:`day_counts` reads the rows once (``mapInPandas``: each partition counts its own rows
-with numpy, and Spark adds the partitions' counts up by key); what comes back to the driver is
-counts, never rows. Per chunk and column:
+:func:`day_counts` reads the rows once (``mapInArrow``: each partition counts its own rows with
+numpy on whole Arrow columns) and sends one row per (chunk, kind, column) holding that
+partition's counts as arrays; the driver adds the partitions' arrays up. What comes back to the
+driver is counts, never rows. Per chunk (and column), a :class:`DayCounts` holds:
 
 - ``rows``: the chunk's rows;
-- ``bin``: numeric rows per bin of the profile's edges (right-closed, as
-  :func:`~sparkfs.monitoring.profile.bin_index`), bucket -1 for nulls;
+- ``bins``: numeric rows per bucket: index 0 the nulls, index ``b + 1`` bin ``b`` of the
+  profile's edges (right-closed, as :func:`~sparkfs.monitoring.profile.bin_index`);
 - ``support``: numeric rows per position among the reference's sorted distinct values
   ``u_0 < u_1 < ... < u_k-1``: bucket ``2j + 1`` holds the rows equal to ``u_j``, bucket ``2j``
   the rows strictly between ``u_j-1`` and ``u_j`` (bucket ``2k`` those above the last). Both
   empirical CDFs are then known at every value either sample holds, which is all an exact
   two-sample KS statistic needs (:func:`ks_statistic`);
-- ``category``: categorical rows per value (``value``; null for nulls).
+- ``categories``: categorical rows per value (``None`` for nulls).
 
-A numeric NaN counts as a null. Each partition sends one row per non-empty bucket: what a
-partition sends is bounded by the reference's distinct values, not by the chunk's rows.
+A numeric NaN counts as a null. A partition sends the non-empty buckets of each array (int32
+bucket indexes and int64 counts, as bytes), so what it sends is bounded by the reference's
+distinct values and the profile's bins, not by the chunk's rows; and there is no shuffle: the
+driver gets a few rows per partition.
 
 Example::
 
     support = ks_support(reference_pdf, ["distance"])
-    counts = day_counts(day_df.withColumn("chunk", F.lit("all")), "chunk", {"distance": edges}, support, ["carrier"])
-    counts[counts.kind == "bin"]        # chunk, feature, kind, bucket, value, count
+    counts = day_counts(day_df, F.lit("all"), {"distance": edges}, support, ["carrier"])
+    counts.bins[("all", "distance")]       # nulls, then rows per bin
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import Broadcast
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 T = TypeVar("T")
-SCHEMA = "chunk string, feature string, kind string, bucket int, value string, count long"
+NULL_CHUNK = "(null)"  # the chunk of rows whose chunk value is null
 ARROW = "spark.sql.execution.arrow.pyspark.enabled"
-COLUMNS = ["chunk", "feature", "kind", "bucket", "value", "count"]
+SCHEMA = "chunk string, kind string, feature int, buckets binary, counts binary, values array<string>"
+WIRE = pa.schema([("chunk", pa.string()), ("kind", pa.string()), ("feature", pa.int32()), ("buckets", pa.binary()),
+                  ("counts", pa.binary()), ("values", pa.list_(pa.string()))])
+Key = tuple[str, str]  # (chunk, column)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,16 @@ class Support:
         per_bucket = np.zeros(2 * len(self.values) + 1, dtype=np.int64)
         per_bucket[1::2] = self.counts
         return np.cumsum(per_bucket)
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    """What :func:`day_counts` found, per chunk (``rows``) or per (chunk, column); see the module docstring."""
+
+    rows: dict[str, int]
+    bins: dict[Key, np.ndarray]
+    support: dict[Key, np.ndarray]
+    categories: dict[Key, dict[str | None, int]]
 
 
 def ks_support(reference: pd.DataFrame, numeric: Sequence[str]) -> dict[str, Support]:
@@ -76,66 +94,122 @@ def ks_statistic(support: Support, day_per_bucket: np.ndarray) -> float:
 
 def day_counts(
     rows_df: DataFrame,
-    chunk: str,
+    chunk: Column,
     edges: Mapping[str, Sequence[float]],
     supports: Mapping[str, Support],
     categorical: Sequence[str],
-) -> pd.DataFrame:
-    """The counts of ``rows_df`` (see the module docstring) per its ``chunk`` column's values."""
+) -> DayCounts:
+    """The counts of ``rows_df`` (see the module docstring) per value of ``chunk`` (an expression
+    on its rows: a date, or ``F.lit("all")``; null is :data:`NULL_CHUNK`)."""
     numeric = list(edges)
     selected = rows_df.select(
-        F.col(f"`{chunk}`").cast("string").alias("c"),
+        F.coalesce(chunk.cast("string"), F.lit(NULL_CHUNK)).alias("c"),
         *(F.col(f"`{n}`").cast("double").alias(f"n{i}") for i, n in enumerate(numeric)),
         *(F.col(f"`{c}`").cast("string").alias(f"s{i}") for i, c in enumerate(categorical)),
     )
-    payload = ([np.asarray(edges[n], dtype=np.float64) for n in numeric],
-               [supports[n].values if n in supports and len(supports[n].values) else None for n in numeric])
-    shared = _broadcast(rows_df, payload)
+    bin_edges = [np.asarray(edges[n], dtype=np.float64) for n in numeric]
+    support_values = [supports[n].values if n in supports and len(supports[n].values) else None for n in numeric]
+    shared = _broadcast(rows_df, (bin_edges, support_values))
 
-    def count(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        bin_edges, support_values = shared() if callable(shared) else shared.value
-        dense: dict[tuple[str | None, str, int], np.ndarray] = {}
-        categories: Counter[tuple[str | None, int, str | None]] = Counter()
+    def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        tally = _Tally(*(shared() if callable(shared) else shared.value), len(categorical))
         for batch in batches:
-            for c, part in batch.groupby("c", dropna=False, sort=False):
-                key = None if pd.isna(c) else str(c)
-                _add(dense, (key, "rows", -1), np.array([len(part)]))
-                for i in range(len(numeric)):
-                    values = part[f"n{i}"].to_numpy(dtype=np.float64, na_value=np.nan)
-                    present = values[~np.isnan(values)]
-                    bins = np.searchsorted(bin_edges[i], present, side="left")
-                    _add(dense, (key, "bin", i), np.bincount(bins + 1, minlength=len(bin_edges[i]) + 2))
-                    dense[(key, "bin", i)][0] += len(values) - len(present)  # bucket -1: nulls
-                    u = support_values[i]
-                    if u is not None:
-                        left = np.searchsorted(u, present, side="left")
-                        equal = (left < len(u)) & (u[np.minimum(left, len(u) - 1)] == present)
-                        _add(dense, (key, "support", i), np.bincount(2 * left + equal, minlength=2 * len(u) + 1))
-                for i in range(len(categorical)):
-                    for value, n in part[f"s{i}"].value_counts(dropna=False).items():
-                        categories[(key, i, None if pd.isna(value) else str(value))] += int(n)
-        frames = []
-        for (key, kind, i), counts in dense.items():
-            present = np.flatnonzero(counts)
-            frames.append(pd.DataFrame({
-                "chunk": key, "feature": "" if kind == "rows" else numeric[i], "kind": kind,
-                "bucket": (present - (1 if kind == "bin" else 0)).astype(np.int32), "value": None,
-                "count": counts[present]}))
-        if categories:
-            frames.append(pd.DataFrame([(key, categorical[i], "category", 0, value, n)
-                                        for (key, i, value), n in categories.items()], columns=COLUMNS))
-        yield pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+            for label, part in _by_chunk(batch):
+                tally.add(label, part)
+        yield tally.to_batch()
 
-    keys = COLUMNS[:-1]
     spark = rows_df.sparkSession
     arrow_was = spark.conf.get(ARROW, "false")
     spark.conf.set(ARROW, "true")  # the counts come back as Arrow batches, not one Python Row each
     try:
-        return selected.mapInPandas(count, SCHEMA).groupBy(*keys).agg(F.sum("count").alias("count")).toPandas()
+        sent = selected.mapInArrow(count, SCHEMA).toPandas()
     finally:
         spark.conf.set(ARROW, arrow_was or "false")
         if not callable(shared):
             shared.unpersist()
+    sizes = {"rows": [1], "bin": [len(e) + 2 for e in bin_edges],
+             "support": [0 if u is None else 2 * len(u) + 1 for u in support_values]}
+    return _add_up(sent, sizes, numeric, categorical)
+
+
+class _Tally:
+    """One partition's counts, dense per (kind, chunk, column index), categories per value."""
+
+    def __init__(self, bin_edges: list[np.ndarray], support_values: list[np.ndarray | None], categorical: int) -> None:
+        self.bin_edges, self.support_values, self.categorical = bin_edges, support_values, categorical
+        self.dense: dict[tuple[str, str, int], np.ndarray] = {}
+        self.categories: dict[tuple[str, int], Counter[str | None]] = defaultdict(Counter)
+
+    def add(self, label: str, part: pa.RecordBatch) -> None:
+        """``part``'s rows (all of chunk ``label``): columns c, n0.., s0.. as :func:`day_counts` selects them."""
+        self._add(("rows", label, 0), np.array([part.num_rows]))
+        for i, edges in enumerate(self.bin_edges):
+            values = part.column(1 + i).to_numpy(zero_copy_only=False)  # nulls are NaN
+            present = np.sort(values[~np.isnan(values)])  # sorted: the lookups below run 2x faster
+            bins = np.bincount(np.searchsorted(edges, present, side="left") + 1, minlength=len(edges) + 2)
+            bins[0] = len(values) - len(present)
+            self._add(("bin", label, i), bins)
+            u = self.support_values[i]
+            if u is not None:
+                left = np.searchsorted(u, present, side="left")
+                equal = (left < len(u)) & (u[np.minimum(left, len(u) - 1)] == present)
+                self._add(("support", label, i), np.bincount(2 * left + equal, minlength=2 * len(u) + 1))
+        for i in range(self.categorical):
+            found = pc.value_counts(part.column(1 + len(self.bin_edges) + i))  # nulls included, as null
+            self.categories[(label, i)].update(dict(zip(found.field("values").to_pylist(),
+                                                        found.field("counts").to_pylist(), strict=True)))
+
+    def _add(self, key: tuple[str, str, int], counts: np.ndarray) -> None:
+        if key in self.dense:
+            self.dense[key] += counts
+        else:
+            self.dense[key] = counts.astype(np.int64)
+
+    def to_batch(self) -> pa.RecordBatch:
+        """One row per (chunk, kind, column): the non-empty buckets' indexes and counts."""
+        rows: list[tuple[str, str, int, bytes | None, bytes, list[str | None] | None]] = []
+        for (kind, label, i), counts in self.dense.items():
+            present = np.flatnonzero(counts)
+            rows.append((label, kind, i, present.astype(np.int32).tobytes(), counts[present].tobytes(), None))
+        for (label, i), by_value in self.categories.items():
+            rows.append((label, "category", i, None, np.fromiter(by_value.values(), np.int64).tobytes(),
+                         list(by_value)))
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(WIRE)
+        return pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, WIRE, strict=True)],
+                                          schema=WIRE)
+
+
+def _by_chunk(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """``batch``'s rows per chunk (column 0): the whole batch when it holds one chunk, as a day does."""
+    encoded = batch.column(0).dictionary_encode()
+    labels = encoded.dictionary.to_pylist()
+    if len(labels) == 1:
+        yield labels[0], batch
+        return
+    codes = encoded.indices.to_numpy()
+    for code, label in enumerate(labels):
+        yield label, batch.filter(pa.array(codes == code))
+
+
+def _add_up(sent: pd.DataFrame, sizes: Mapping[str, list[int]], numeric: list[str],
+            categorical: Sequence[str]) -> DayCounts:
+    """The partitions' rows (:meth:`_Tally.to_batch`) added up into dense arrays, per chunk and column."""
+    dense: dict[tuple[str, str, int], np.ndarray] = {}
+    categories: dict[Key, Counter[str | None]] = defaultdict(Counter)
+    for label, kind, i, buckets, counts, values in sent.itertuples(index=False, name=None):
+        found = np.frombuffer(counts, dtype=np.int64)
+        if kind == "category":
+            categories[(label, categorical[i])].update(dict(zip(values, found.tolist(), strict=True)))
+            continue
+        key = (kind, label, int(i))
+        if key not in dense:
+            dense[key] = np.zeros(sizes[kind][i], dtype=np.int64)
+        dense[key][np.frombuffer(buckets, dtype=np.int32)] += found  # a partition's buckets are distinct
+    by_kind: dict[str, dict[Key, np.ndarray]] = defaultdict(dict)
+    for (kind, label, i), counts in dense.items():
+        by_kind[kind][(label, numeric[i] if kind != "rows" else "")] = counts
+    return DayCounts(rows={label: int(n[0]) for (label, _), n in by_kind["rows"].items()}, bins=by_kind["bin"],
+                     support=by_kind["support"], categories={k: dict(v) for k, v in categories.items()})
 
 
 def _broadcast(rows_df: DataFrame, payload: T) -> Broadcast[T] | Callable[[], T]:
@@ -145,11 +219,3 @@ def _broadcast(rows_df: DataFrame, payload: T) -> Broadcast[T] | Callable[[], T]
         return rows_df.sparkSession.sparkContext.broadcast(payload)
     except Exception:  # pyspark raises its own error types for a missing context: any means none here
         return lambda: payload
-
-
-def _add(dense: dict[tuple[str | None, str, int], np.ndarray], key: tuple[str | None, str, int],
-         counts: np.ndarray) -> None:
-    if key in dense:
-        dense[key] += counts
-    else:
-        dense[key] = counts.astype(np.int64)

@@ -7,9 +7,10 @@ chi-squared test of the 2 x k table of counts; for every column, the change in n
 
 All counting is one pass over the chunk's rows (:mod:`sparkfs.monitoring.day_counts`): each
 partition counts bins, nulls, categories and each value's position among the reference's
-distinct values, and Spark adds the counts up; no row reaches the driver, so a day of 100M rows
-works. The KS statistic is exact: both empirical CDFs follow from those positions. Only the
-tests' arithmetic on the counts runs on the driver (scipy's distributions for the p-values).
+distinct values, and the driver adds the partitions' count arrays up; no row reaches the
+driver, so a day of 100M rows works. The KS statistic is exact: both empirical CDFs follow from
+those positions. Only that sum and the tests' arithmetic on the counts run on the driver
+(scipy's distributions for the p-values).
 
 PSI = sum over bins of (current share - reference share) * ln(current share / reference share),
 with shares clipped below at ``PSI_FLOOR`` so an empty bin adds a large but finite term.
@@ -49,7 +50,7 @@ from scipy.stats import chi2_contingency, kstwo
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel
-from sparkfs.monitoring.day_counts import Support, day_counts, ks_statistic, ks_support
+from sparkfs.monitoring.day_counts import Key, Support, day_counts, ks_statistic, ks_support
 from sparkfs.monitoring.profile import (
     FEATURE,
     VALUE,
@@ -57,8 +58,6 @@ from sparkfs.monitoring.profile import (
     long_numeric,
 )
 
-CHUNK = "chunk"
-NULL_CHUNK = "(null)"  # the chunk of rows whose chunk_by value is null
 PSI_FLOOR = 1e-4
 
 
@@ -115,25 +114,19 @@ def drift(
     thresholds: DriftThresholds | None = None,
     day_to_day: DayToDay | None = None,
 ) -> list[DriftMetric]:
-    """Drift of every profiled column of ``current`` per chunk (``chunk_by``'s values, or one
-    chunk "all"). KS needs the reference's rows (``reference``: a model's bounded reference rows,
+    """Drift of every profiled column of ``current`` per chunk (``chunk_by``'s values, "(null)"
+    for its nulls, or one chunk "all"). KS needs the reference's rows (``reference``: a model's bounded reference rows,
     in Spark or pandas); without them it is skipped. ``day_to_day`` (from
     :func:`day_to_day_highs`) raises the levels, see the module docstring."""
     limits = _Limits(thresholds or DriftThresholds(), day_to_day or {})
     numeric, categorical = list(profile.numeric), list(profile.categorical)
     require_columns(current, [*numeric, *categorical, *([chunk_by] if chunk_by else [])], "the rows to check")
-    label = F.coalesce(F.col(f"`{chunk_by}`").cast("string"), F.lit(NULL_CHUNK)) if chunk_by else F.lit("all")
-    rows_df = current.withColumn(CHUNK, label)
+    chunk = F.col(f"`{chunk_by}`") if chunk_by else F.lit("all")
     supports = ks_support(_reference_rows(reference, numeric), numeric) if reference is not None and numeric else {}
-    counts = day_counts(rows_df, CHUNK, {n: profile.numeric[n].edges for n in numeric}, supports, categorical)
-    positions = counts[counts["kind"] == "support"]  # up to two per reference value: kept in numpy
-    by_kind: dict[str, dict[tuple[str, str], dict[object, int]]] = defaultdict(lambda: defaultdict(dict))
-    for chunk, feature, kind, bucket, value, n in counts[counts["kind"] != "support"].itertuples(index=False, name=None):
-        by_kind[kind][(chunk, feature)][value if kind == "category" else int(bucket)] = int(n)
-    chunk_rows = {chunk: by_bucket[0] for (chunk, _), by_bucket in by_kind["rows"].items()}
+    counts = day_counts(current, chunk, {n: profile.numeric[n].edges for n in numeric}, supports, categorical)
     return sorted(
-        [*_numeric(by_kind["bin"], profile, chunk_rows, limits), *_ks(positions, supports, chunk_rows, limits),
-         *_categorical(by_kind["category"], profile, chunk_rows, limits)],
+        [*_numeric(counts.bins, profile, counts.rows, limits), *_ks(counts.support, supports, counts.rows, limits),
+         *_categorical(counts.categories, profile, counts.rows, limits)],
         key=lambda m: (m.chunk, m.feature, m.metric),
     )
 
@@ -218,22 +211,23 @@ def _null_change(chunk: str, feature: str, nulls: int, rows: int, reference_shar
     return DriftMetric(chunk, feature, "null_share_change", change, None, level, rows, abs(change))
 
 
-def _numeric(bins: Mapping[tuple[str, str], Mapping[object, int]], profile: ReferenceProfile,
-             chunk_rows: dict[str, int], limits: _Limits) -> list[DriftMetric]:
+def _numeric(bins: Mapping[Key, np.ndarray], profile: ReferenceProfile, chunk_rows: Mapping[str, int],
+             limits: _Limits) -> list[DriftMetric]:
     out = []
-    for (chunk, feature), by_bin in sorted(bins.items()):
+    for (chunk, feature), per_bucket in sorted(bins.items()):
         ref = profile.numeric[feature]
-        non_null = sum(c for b, c in by_bin.items() if isinstance(b, int) and b >= 0)
-        shares = [by_bin.get(i, 0) / non_null if non_null else 0.0 for i in range(len(ref.edges) + 1)]
+        nulls, per_bin = int(per_bucket[0]), per_bucket[1:]  # day_counts' bins: the nulls first
+        non_null = int(per_bin.sum())
+        shares = (per_bin / non_null).tolist() if non_null else [0.0] * len(per_bin)
         value = psi(ref.shares, shares)
         out.append(DriftMetric(chunk, feature, "psi", value, None, limits.level("psi", feature, value),
                                chunk_rows[chunk], value))
-        out.append(_null_change(chunk, feature, by_bin.get(-1, 0), chunk_rows[chunk], ref.null_share, limits))
+        out.append(_null_change(chunk, feature, nulls, chunk_rows[chunk], ref.null_share, limits))
     return out
 
 
-def _categorical(categories: Mapping[tuple[str, str], Mapping[object, int]], profile: ReferenceProfile,
-                 chunk_rows: dict[str, int], limits: _Limits) -> list[DriftMetric]:
+def _categorical(categories: Mapping[Key, Mapping[str | None, int]], profile: ReferenceProfile,
+                 chunk_rows: Mapping[str, int], limits: _Limits) -> list[DriftMetric]:
     out = []
     for (chunk, feature), by_value in sorted(categories.items()):
         ref = profile.categorical[feature]
@@ -254,18 +248,15 @@ def _categorical(categories: Mapping[tuple[str, str], Mapping[object, int]], pro
     return out
 
 
-def _ks(positions: pd.DataFrame, supports: Mapping[str, Support], chunk_rows: dict[str, int],
+def _ks(positions: Mapping[Key, np.ndarray], supports: Mapping[str, Support], chunk_rows: Mapping[str, int],
         limits: _Limits) -> list[DriftMetric]:
     """Exact two-sample KS statistic per (chunk, column), from the chunk's rows per position among
     the reference's distinct values (:func:`~sparkfs.monitoring.day_counts.ks_statistic`). A column
     with no non-null value on one side has no distribution to compare there: the null-share
     metric reports it, KS does not."""
     out = []
-    for (chunk, feature), found in positions.groupby(["chunk", "feature"], dropna=False, sort=True):
-        support = supports[str(feature)]
-        per_bucket = np.zeros(2 * len(support.values) + 1, dtype=np.int64)
-        per_bucket[found["bucket"].to_numpy(dtype=np.int64)] = found["count"].to_numpy(dtype=np.int64)
-        chunk = str(chunk)
+    for (chunk, feature), per_bucket in sorted(positions.items()):
+        support = supports[feature]
         n, m = int(per_bucket.sum()), int(support.counts.sum())
         if not n or not m:
             continue
