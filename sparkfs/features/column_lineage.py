@@ -74,7 +74,7 @@ def feature_table_column_lineage(
     window_by = [built.get(c) for c in [*spec.keys, event_time]]
     window = None if any(w is None for w in window_by) else indirect(
         [i for w in window_by for i in w or ()], WINDOW,
-        f"trailing window per {', '.join(spec.keys)}, ordered by {event_time}")
+        f"window partitioned by {', '.join(spec.keys)}, ordered by {event_time}")
     rolling = spec.rolling.generated() if spec.rolling else {}
     found = {}
     for column in spec.documented_columns():
