@@ -4,15 +4,21 @@ predictions (a real ops.lineage Delta table)."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from sparkfs.catalog.lineage import downstream, impact, upstream
 from sparkfs.catalog.usage import ModelUse
+from sparkfs.core.column_lineage import ColumnInput, plan_column_inputs
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.lineage import LINEAGE_TABLE, LineageEdge, edges_from_reads, record_lineage
+from sparkfs.features.column_lineage import feature_table_column_lineage
+from sparkfs.features.feature_tables import FeatureSpan, FeatureTableSpec, load_feature_tables
 from sparkfs.jobs.cli import build_parser
 
 # A history: bronze v1 (two files) -> silver v3 -> gold v5 -> model v2 -> predictions v7; later
@@ -189,9 +195,131 @@ def test_an_openlineage_transport_that_fails_is_a_warning_and_noop_sends_nothing
     assert sent_events(lake, "r4") == {}
 
 
+# --- Column lineage ------------------------------------------------------------------------------
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+LT_FLIGHTS = "silver.lt_flights"
+RUN_DAY = date(2013, 4, 1)
+
+
+def lt_departures(lake: Lakehouse, span: FeatureSpan) -> DataFrame:
+    """A builder like the example's ``carrier_departures``, on a silver table of this module."""
+    return lake.read("silver", "lt_flights").select(
+        "carrier", F.coalesce("dep_ts", "sched_dep_ts").alias("event_ts"), "dep_delay",
+        F.col("is_cancelled").cast("int").alias("is_cancelled"), "_ingested_at")
+
+
+@pytest.fixture(scope="module")
+def lt_delays(lake: Lakehouse) -> FeatureTableSpec:
+    """The example's carrier_delays declaration (conf/feature_tables.yaml), built from lt_flights."""
+    lake.create("silver", "lt_flights", T.StructType([
+        T.StructField("carrier", T.StringType()), T.StructField("dep_ts", T.TimestampType()),
+        T.StructField("sched_dep_ts", T.TimestampType()), T.StructField("dep_delay", T.DoubleType()),
+        T.StructField("is_cancelled", T.BooleanType()), T.StructField("_ingested_at", T.TimestampType()),
+        T.StructField("tailnum", T.StringType())]))
+    carrier_delays = next(t for t in load_feature_tables(CONF / "feature_tables.yaml") if t.name == "carrier_delays")
+    return carrier_delays.model_copy(update={"name": "lt_delays", "build": "test_lineage:lt_departures"})
+
+
+def field_inputs(facet: dict, column: str) -> list[tuple[str, str, list[tuple[str, str]]]]:  # type: ignore[type-arg]
+    """One column of a columnLineage facet: (dataset, field, [(type, subtype)]) per input field."""
+    return [(i["name"], i["field"], [(t["type"], t["subtype"]) for t in i["transformations"]])
+            for i in facet["fields"][column]["inputFields"]]
+
+
+@pytest.fixture(scope="module")
+def gold_event(lake: Lakehouse, lt_delays: FeatureTableSpec) -> dict:  # type: ignore[type-arg]
+    """The OpenLineage event of a recorded write of gold.lt_delays (v1, from lt_flights)."""
+    target = "gold.lt_delays"
+    edges = [LineageEdge(target, 1, "table", LT_FLIGHTS, lake.version("silver", "lt_flights"))]
+    columns = {(target, 1): feature_table_column_lineage(lake, lt_delays, RUN_DAY, RUN_DAY)}
+    record_lineage(lake, edges, job="test", run_id="r6", columns=columns)
+    return sent_events(lake, "r6")[f"sparkfs.test.{target}"]
+
+
+def test_a_gold_write_sends_which_silver_columns_fed_each_column(
+    lake: Lakehouse, lt_delays: FeatureTableSpec, gold_event: dict  # type: ignore[type-arg]
+) -> None:
+    event = gold_event
+    assert spec_errors(event) == []
+    facet = event["outputs"][0]["facets"]["columnLineage"]
+    assert set(facet["fields"]) == set(lt_delays.documented_columns())  # every column is known
+    flights = lake.name("silver", "lt_flights").replace("`", "")
+    window = [(flights, c, [("INDIRECT", "WINDOW")]) for c in ("carrier", "dep_ts", "sched_dep_ts")]
+    assert field_inputs(facet, "carrier_dep_delay_mean_7d") == [
+        (flights, "dep_delay", [("DIRECT", "AGGREGATION")]), *window]
+    dep_delay = facet["fields"]["carrier_dep_delay_mean_7d"]["inputFields"][0]["transformations"][0]
+    assert dep_delay["description"] == "mean of dep_delay over the trailing 7d window (t - 7d, t]"
+    # The builder casts the flag to int; the mean of it is still an aggregation of the silver column.
+    assert field_inputs(facet, "carrier_is_cancelled_sum_30d") == [
+        (flights, "is_cancelled", [("DIRECT", "AGGREGATION")]), *window]
+    assert field_inputs(facet, "carrier") == [(flights, "carrier", [("DIRECT", "IDENTITY")])]
+    # event_ts is coalesce(dep_ts, sched_dep_ts) in the builder; event_date its UTC date.
+    for column in ("event_ts", "event_date"):
+        assert field_inputs(facet, column) == [(flights, c, [("DIRECT", "TRANSFORMATION")]) for c in ("dep_ts", "sched_dep_ts")]
+    assert field_inputs(facet, "known_at") == [(flights, "_ingested_at", [("DIRECT", "AGGREGATION")]), *window]
+    assert all(i["name"] == flights for f in facet["fields"].values() for i in f["inputFields"])  # never tailnum's table
+
+
+def test_the_spec_check_reports_a_broken_column_lineage_facet(gold_event: dict) -> None:  # type: ignore[type-arg]
+    import copy
+
+    broken = copy.deepcopy(gold_event)
+    fields = broken["outputs"][0]["facets"]["columnLineage"]["fields"]
+    del fields["carrier"]["inputFields"][0]["field"]  # an input field must name its column
+    fields["event_ts"]["inputFields"] = "dep_ts"
+    errors = spec_errors(broken)
+    assert len(errors) == 2 and all(e.startswith("ColumnLineageDatasetFacet: ") for e in errors), errors
+    assert any("'field' is a required property" in e for e in errors)
+
+
+def test_column_lineage_is_read_off_the_plan_or_left_out(lake: Lakehouse, lt_delays: FeatureTableSpec) -> None:
+    flights = lake.read("silver", "lt_flights")
+    found = plan_column_inputs(lake, flights.where(F.col("carrier") == "AA").select(
+        F.col("tailnum").alias("plane"),
+        F.when(F.col("is_cancelled"), F.lit(0.0)).otherwise(F.col("dep_delay")).alias("delay"),
+        F.lit(1).alias("one")))
+    assert found["plane"] == (ColumnInput(LT_FLIGHTS, "tailnum"),)
+    assert found["delay"] == (ColumnInput(LT_FLIGHTS, "is_cancelled", "INDIRECT", "CONDITIONAL"),
+                              ColumnInput(LT_FLIGHTS, "dep_delay", "DIRECT", "TRANSFORMATION"))
+    assert found["one"] == ()  # a literal: computed from no column
+    by_carrier = plan_column_inputs(lake, flights.groupBy("carrier").agg(F.max("dep_delay").alias("worst")))
+    assert by_carrier["worst"] == (ColumnInput(LT_FLIGHTS, "dep_delay", "DIRECT", "AGGREGATION"),)
+    # Not known exactly: a column from a DataFrame made in memory, a window function, a union.
+    joined = flights.join(lake.spark.createDataFrame([("AA", "American")], "carrier string, name string"), "carrier")
+    assert plan_column_inputs(lake, joined)["name"] is None
+    assert plan_column_inputs(lake, joined)["dep_delay"] == (ColumnInput(LT_FLIGHTS, "dep_delay"),)
+    ranked = flights.select(F.rank().over(Window.partitionBy("carrier").orderBy("dep_ts")).alias("r"))
+    assert plan_column_inputs(lake, ranked) == {"r": None}
+    assert plan_column_inputs(lake, flights.unionByName(flights)) == {}
+
+
+def test_predictions_send_the_model_inputs_behind_each_score(lake: Lakehouse, lt_delays: FeatureTableSpec) -> None:
+    from sparkfs.ml.score import ScoringModel, score_column_lineage
+    from sparkfs.pit.spec import LookupSpec, SpineSource, TrainingSetSpec
+
+    spine_df = lake.read("silver", "lt_flights").select("carrier", "tailnum", "sched_dep_ts")
+    lookup = LookupSpec(table="lt_delays", version=1, lookup_key={"carrier": "carrier"}, timestamp_lookup_key="ts",
+                        event_time="event_ts", sequence=None, known_at=None, features=["carrier_dep_delay_mean_7d"],
+                        outputs=["lt_mean_7d"], lookback_us=None, prefix="lt")
+    spec = TrainingSetSpec(spine=SpineSource(source="dataframe"), label=None, rows=0, lookups=[lookup])
+    model = ScoringModel("lt_model", "champion", "3", None, [("lt_mean_7d", "double"), ("carrier", "string")])
+
+    columns = score_column_lineage(lake, spine_df, spec, model)
+
+    scored = ("DIRECT", "TRANSFORMATION", "scored by model lt_model version 3")
+    assert {c: [(i.source, i.column, i.type, i.subtype, i.description) for i in inputs] for c, inputs in columns.items()} == {
+        c: [("gold.lt_delays", "carrier_dep_delay_mean_7d", *scored), (LT_FLIGHTS, "carrier", *scored)]
+        for c in ("probability", "prediction")}
+    unknown = ScoringModel("lt_model", "champion", "3", None, [("lt_mean_7d", "double"), ("not_there", "string")])
+    assert score_column_lineage(lake, spine_df, spec, unknown) == {}  # a score with an unknown input: none
+
+
 @pytest.mark.e2e
 def test_the_jobs_send_the_lineage_of_every_version_they_write(e2e_lakehouse) -> None:  # type: ignore[no-untyped-def]
     import json
+
+    from e2e_lakehouse import PREDICTIONS
 
     from sparkfs.core.openlineage import EVENTS_FILE
 
@@ -204,6 +332,22 @@ def test_the_jobs_send_the_lineage_of_every_version_they_write(e2e_lakehouse) ->
     columns = next(o["facets"]["schema"]["fields"] for e in events for o in e["outputs"] if o["name"] == carrier_delays)
     described = {c["name"]: c.get("description") for c in columns}
     assert described["carrier"] == "two-letter carrier code, the entity key"  # conf/feature_tables.yaml's docs
+    # Column lineage: the example's gold columns <- silver flights (its builder's plan + the declaration) ...
+    flights = lake.name("silver", "flights").replace("`", "")
+    gold = next(o["facets"]["columnLineage"] for e in events for o in e["outputs"] if o["name"] == carrier_delays)
+    assert set(gold["fields"]) == {c["name"] for c in columns}
+    assert field_inputs(gold, "carrier_dep_delay_mean_7d") == [
+        (flights, "dep_delay", [("DIRECT", "AGGREGATION")]),
+        *[(flights, c, [("INDIRECT", "WINDOW")]) for c in ("carrier", "dep_ts", "sched_dep_ts")]]
+    # ... the scores <- every model input: the spine's columns and the looked-up gold features.
+    predictions = lake.name("ml", PREDICTIONS).replace("`", "")
+    scores = next(o["facets"]["columnLineage"] for e in events for o in e["outputs"] if o["name"] == predictions)
+    assert sorted((i["name"].split(".")[-1], i["field"]) for i in scores["fields"]["probability"]["inputFields"]) == [
+        ("e2e_carrier_stats", "dep_delay_mean_7d"), ("e2e_flights", "carrier"), ("e2e_flights", "dep_hour"),
+        ("e2e_flights", "origin"), ("e2e_weather", "wind_speed")]
+    # No column lineage where the mapping is code sparkfs does not read: bronze <- files, silver <- bronze.
+    assert not [o for e in events for o in e["outputs"] if "columnLineage" in o["facets"]
+                and o["name"].rpartition(".")[0].endswith(("bronze", "silver"))]
     # Every edge ops.lineage holds went out: its target at its version, its source among the inputs.
     for edge in lake.read(*LINEAGE_TABLE).collect():
         kind = "model" if edge.target.startswith("model:") else "table"

@@ -10,7 +10,8 @@ rerun that commits nothing records nothing and a repeated record changes nothing
 - a registered ``model`` version <- the tables its training set read (the spec's versions);
 - a predictions table ``vN`` <- the model version that scored it and the feature tables' versions.
 
-The same edges go out as OpenLineage events (:mod:`sparkfs.core.openlineage`).
+The same edges go out as OpenLineage events (:mod:`sparkfs.core.openlineage`), with the column
+lineage a writer knows (:mod:`sparkfs.core.column_lineage`); ``ops.lineage`` holds table versions.
 
 Nodes are named ``layer.table`` for tables, ``model:<name>`` for registered models, and the path
 under the landing folder for files.
@@ -23,12 +24,13 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pyspark.sql import types as T
 
+from sparkfs.core.column_lineage import ColumnLineage
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, insert_new
 from sparkfs.core.openlineage import emit_lineage
@@ -92,10 +94,17 @@ def edges_from_reads(
     return [LineageEdge(target, target_version, "table", node, v) for node, v in sorted(found.items())]
 
 
-def record_lineage(lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, run_id: str) -> MergeResult | None:
+def record_lineage(
+    lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, run_id: str,
+    columns: Mapping[tuple[str, int], ColumnLineage] | None = None,
+) -> MergeResult | None:
     """MERGE ``edges`` into ``ops.lineage`` (created on first use) and send them as OpenLineage
     events; None when there are none. An edge recorded before keeps its first job, run and time,
-    and when every edge was recorded before (a rerun that wrote nothing new) no event is sent."""
+    and when every edge was recorded before (a rerun that wrote nothing new) no event is sent.
+
+    ``columns`` is the column lineage of the versions written that the writer knows, by (target,
+    target version): it goes out with the events only (see :mod:`sparkfs.core.column_lineage`);
+    ``ops.lineage`` keeps table versions."""
     if not edges:
         return None
     layer, table = LINEAGE_TABLE
@@ -108,5 +117,5 @@ def record_lineage(lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, r
     batch = lake.spark.createDataFrame(rows, SCHEMA)
     result = insert_new(lake, layer, table, batch, KEYS)
     if result.rows_inserted:  # a rerun that made no new version has no new edge: nothing to send again
-        emit_lineage(lake.settings, lake, edges, job=job, run_id=run_id)
+        emit_lineage(lake.settings, lake, edges, job=job, run_id=run_id, columns=columns)
     return result

@@ -5,8 +5,15 @@ already runs (Marquez, DataHub, a catalog's OpenLineage endpoint) see sparkfs's 
 Each table or model version written is one COMPLETE event of a child job ``sparkfs.<job>.<target>``
 whose parent is the sparkfs run (``sparkfs.<job>``, the run record's id as a UUID): the inputs are
 the sources read, at their versions (``version`` facet), the output is the version written, with
-its columns, types and descriptions (``schema`` facet). Column-level lineage is not sent: the
-write-time records know which tables a write read, not which of their columns fed each column.
+its columns, types and descriptions (``schema`` facet), and, where the writer knows it exactly,
+which input columns fed each of its columns (``columnLineage`` facet, see
+:mod:`sparkfs.core.column_lineage`): a gold feature table's columns <- the silver columns its
+builder computes them from, per the table's declaration (rolling features are AGGREGATIONs, with
+the keys and event time as INDIRECT WINDOW inputs), and a predictions table's ``probability`` and
+``prediction`` <- the columns the model was given (the looked-up gold features and spine columns).
+Bronze and silver writes send none: bronze appends landed files, and silver is made from bronze by
+the source's conform function, Python whose column mapping sparkfs is not told; a registered model
+is not a table. A column whose inputs are not all among the event's inputs is left out.
 
 Names (``lineage.namespace`` in ``conf/sparkfs.yaml``, default ``sparkfs``):
 
@@ -31,13 +38,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import InputDataset, RunEvent
 
+    from sparkfs.core.column_lineage import ColumnLineage
     from sparkfs.core.config import Settings
     from sparkfs.core.lakehouse import Lakehouse
     from sparkfs.core.lineage import LineageEdge
@@ -66,9 +74,10 @@ def transport_config(settings: Settings) -> dict[str, Any]:
 
 def lineage_events(
     settings: Settings, lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, run_id: str,
-    event_time: datetime | None = None,
+    event_time: datetime | None = None, columns: Mapping[tuple[str, int], ColumnLineage] | None = None,
 ) -> list[RunEvent]:
-    """One COMPLETE event per target version in ``edges`` (see the module's text)."""
+    """One COMPLETE event per target version in ``edges`` (see the module's text); ``columns``:
+    the column lineage known of some of them, by (target, target version)."""
     from openlineage.client.event_v2 import Job, OutputDataset, Run, RunEvent, RunState
     from openlineage.client.facet_v2 import job_type_job, parent_run
 
@@ -90,6 +99,10 @@ def lineage_events(
         layer, _, table = target.partition(".")
         if not target.startswith("model:") and lake.exists(layer, table):
             output.facets["schema"] = _schema(lake, layer, table)
+        column_lineage = _column_lineage(settings, lake, (columns or {}).get((target, version), {}),
+                                         {e.source for e in sources if e.source_kind == "table"})
+        if column_lineage is not None:
+            output.facets["columnLineage"] = column_lineage
         inputs = [_input(settings, lake, e) for e in sorted(set(sources), key=lambda e: (e.source_kind, e.source))]
         events.append(RunEvent(
             eventType=RunState.COMPLETE, eventTime=when, producer=PRODUCER,
@@ -100,7 +113,10 @@ def lineage_events(
     return events
 
 
-def emit_lineage(settings: Settings, lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, run_id: str) -> int:
+def emit_lineage(
+    settings: Settings, lake: Lakehouse, edges: Sequence[LineageEdge], *, job: str, run_id: str,
+    columns: Mapping[tuple[str, int], ColumnLineage] | None = None,
+) -> int:
     """Send the events of ``edges`` through the configured transport; how many were sent (0 when
     the transport failed: a warning says why)."""
     if not edges:
@@ -109,7 +125,7 @@ def emit_lineage(settings: Settings, lake: Lakehouse, edges: Sequence[LineageEdg
         from openlineage.client import OpenLineageClient
 
         client = OpenLineageClient(config={"transport": transport_config(settings)})
-        events = lineage_events(settings, lake, edges, job=job, run_id=run_id)
+        events = lineage_events(settings, lake, edges, job=job, run_id=run_id, columns=columns)
         for event in events:
             client.emit(event)
         return len(events)
@@ -130,6 +146,26 @@ def _schema(lake: Lakehouse, layer: str, table: str) -> Any:
         for i, f in enumerate(lake.spark.table(lake.name(layer, table)).schema.fields, start=1)
     ]
     return schema_dataset.SchemaDatasetFacet(fields=fields, producer=PRODUCER)
+
+
+def _column_lineage(settings: Settings, lake: Lakehouse, columns: ColumnLineage, read: set[str]) -> Any:
+    """The ``columnLineage`` facet of the columns whose inputs the event lists among its inputs
+    (one input field per table column, with every way it fed the column); None when none is left."""
+    from openlineage.client.facet_v2 import column_lineage_dataset as facet
+
+    fields = {}
+    for column, inputs in columns.items():
+        if not inputs or any(i.source not in read for i in inputs):
+            continue
+        by_field: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        for i in inputs:
+            by_field[(i.source, i.column)].append(
+                facet.Transformation(type=i.type, subtype=i.subtype, description=i.description))
+        fields[column] = facet.Fields(inputFields=[
+            facet.InputField(namespace=settings.lineage.namespace, name=_table_name(lake, source), field=field,
+                             transformations=transformations)
+            for (source, field), transformations in by_field.items()])
+    return facet.ColumnLineageDatasetFacet(fields=fields, producer=PRODUCER) if fields else None
 
 
 def _input(settings: Settings, lake: Lakehouse, edge: LineageEdge) -> InputDataset:
@@ -155,4 +191,10 @@ def _dataset(kind: Any, settings: Settings, lake: Lakehouse, node_kind: str, nod
     if location is not None:
         facets["storage"] = storage_dataset.StorageDatasetFacet(storageLayer="delta", fileFormat="parquet",
                                                                 producer=PRODUCER)
-    return kind(namespace=namespace, name=lake.name(layer, table).replace("`", ""), facets=facets)
+    return kind(namespace=namespace, name=_table_name(lake, node), facets=facets)
+
+
+def _table_name(lake: Lakehouse, node: str) -> str:
+    """A table's dataset name: its full name, unquoted (``sparkfs_gold.carrier_delays``)."""
+    layer, _, table = node.partition(".")
+    return lake.name(layer, table).replace("`", "")

@@ -124,15 +124,19 @@ class RollingSpec(StrictModel):
 
     def features(self) -> dict[str, str]:
         """Every generated feature column with its description, in declaration order."""
-        out = {}
-        for agg in self.aggregates:
-            for suffix in agg.windows or self.windows:
-                for name in agg.aggs:
-                    out[f"{self._prefix(agg)}_{name}_{suffix}"] = (
-                        f"{_AGG_TEXT[name]} of {agg.description}, over the trailing {suffix} window "
-                        f"(t - {suffix}, t] ending at the row's event time"
-                    )
-        return out
+        return {
+            column: (f"{_AGG_TEXT[name]} of {agg.description}, over the trailing {suffix} window "
+                     f"(t - {suffix}, t] ending at the row's event time")
+            for column, (agg, name, suffix) in self.generated().items()
+        }
+
+    def generated(self) -> dict[str, tuple[RollingAggregate, str, str]]:
+        """Every generated feature column, in declaration order: its aggregate, which of its
+        ``aggs``, over which window (suffix)."""
+        return {
+            f"{self._prefix(agg)}_{name}_{suffix}": (agg, name, suffix)
+            for agg in self.aggregates for suffix in agg.windows or self.windows for name in agg.aggs
+        }
 
     def _prefix(self, agg: RollingAggregate) -> str:
         return f"{self.prefix}_{agg.value}" if self.prefix else agg.value

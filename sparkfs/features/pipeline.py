@@ -26,12 +26,14 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from sparkfs.core.column_lineage import ColumnLineage
 from sparkfs.core.config import StrictModel, import_ref, load_yaml
 from sparkfs.core.errors import ConfigError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.lineage import LineageEdge, edges_from_reads, record_lineage, table_node
 from sparkfs.core.runs import RunRecorder, RunWindow, StageRecord
 from sparkfs.features.bronze import SourceSpec, ingest
+from sparkfs.features.column_lineage import feature_table_column_lineage
 from sparkfs.features.expectations import ExpectationSpec, load_suites
 from sparkfs.features.feature_tables import (
     FeatureTableSpec,
@@ -119,17 +121,18 @@ def run_pipeline(
     if unknown:
         raise ConfigError(f"{PIPELINE_FILE} declares no sources {unknown}; it has {names}")
     edges: list[LineageEdge] = []
+    columns: dict[tuple[str, int], ColumnLineage] = {}
     try:
-        _run_stages(lake, pipeline, days, run, edges, sources=sources, gold_window=gold_span(window))
+        _run_stages(lake, pipeline, days, run, edges, columns, sources=sources, gold_window=gold_span(window))
     finally:
         # The run's lineage in one write (one per stage cost seconds each), also when a later
         # stage failed: every version that was committed is traced.
-        record_lineage(lake, edges, job=run.job, run_id=run.run_id)
+        record_lineage(lake, edges, job=run.job, run_id=run.run_id, columns=columns)
 
 
 def _run_stages(
     lake: Lakehouse, pipeline: Pipeline, days: list[date], run: RunRecorder, edges: list[LineageEdge],
-    *, sources: Collection[str] | None, gold_window: RunWindow,
+    columns: dict[tuple[str, int], ColumnLineage], *, sources: Collection[str] | None, gold_window: RunWindow,
 ) -> None:
     spark = lake.spark
     if pipeline.config.upstream:
@@ -190,6 +193,9 @@ def _run_stages(
             if merged.rows_inserted or merged.rows_updated:
                 target = table_node("gold", table.name)
                 edges.extend(edges_from_reads(lake, target, merged.version, reads))
+                # Which silver columns fed each gold column: sent with the OpenLineage event only.
+                columns[(target, merged.version)] = feature_table_column_lineage(
+                    lake, table, gold_window.start, gold_window.end)
             st.table_name, st.table_version = merged.table, merged.version
             st.rows_in, st.rows_out = merged.source_rows, merged.rows_inserted + merged.rows_updated
             st.details |= {"inserted": merged.rows_inserted, "updated": merged.rows_updated}

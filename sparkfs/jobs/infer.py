@@ -15,7 +15,13 @@ from sparkfs.jobs.context import JobContext
 from sparkfs.ml.assembly import build_features, build_spine, with_model_rule
 from sparkfs.ml.config import TrainingConfig, load_training_config
 from sparkfs.ml.labels import realized_labels
-from sparkfs.ml.score import FEATURE_TIMES, InferenceResult, load_scoring_model, predict_and_merge
+from sparkfs.ml.score import (
+    FEATURE_TIMES,
+    InferenceResult,
+    load_scoring_model,
+    predict_and_merge,
+    score_column_lineage,
+)
 from sparkfs.ml.skew import skew_check
 from sparkfs.pit.provenance import audit_feature_times
 
@@ -85,7 +91,8 @@ def infer_stages(
         # The spine's table and every feature table, at the versions read; and the model.
         edges = edges_from_reads(lake, target, merge.version, reads)
         edges.append(LineageEdge(target, merge.version, "model", model_node(model.name), int(model.version)))
-        record_lineage(lake, edges, job=run.job, run_id=run.run_id)
+        columns = {(target, merge.version): score_column_lineage(lake, spine_df, features.spec, model)}
+        record_lineage(lake, edges, job=run.job, run_id=run.run_id, columns=columns)
     return result
 
 

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.core.checks import require_columns
+from sparkfs.core.column_lineage import TRANSFORMATION, ColumnInput, plan_column_inputs, then
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import (
     FeatureSchemaMismatchError,
@@ -40,6 +41,8 @@ from sparkfs.ml.assembly import build_features
 from sparkfs.ml.config import TrainingConfig
 from sparkfs.ml.model import PREDICTION, PROBABILITY
 from sparkfs.ml.tracking import configure_mlflow, model_by_alias, registered_model_name
+from sparkfs.pit.api import FEATURE_LAYER
+from sparkfs.pit.spec import TrainingSetSpec
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +176,28 @@ def with_model_lineage(
         F.lit(model.version).alias(MODEL_VERSION),
         F.lit(json.dumps(dict(feature_versions), sort_keys=True)).alias(FEATURE_VERSIONS),
     )
+
+
+def score_column_lineage(
+    lake: Lakehouse, spine_df: DataFrame, spec: TrainingSetSpec, model: ScoringModel
+) -> dict[str, tuple[ColumnInput, ...]]:
+    """``probability`` and ``prediction`` <- every column the model is given (a TRANSFORMATION by
+    the model), each traced to a table column: a looked-up feature to its gold table's column, as
+    the lookup's spec names it, a spine column through the spine's analyzed plan. Empty when one
+    input is not known exactly: a score depends on all the model's inputs, so a partial list
+    would misstate it. (The feature lookups' keys and times choose the feature row; they are not
+    listed.)"""
+    looked_up = {output: (ColumnInput(f"{FEATURE_LAYER}.{lookup.table}", feature),)
+                 for lookup in spec.lookups for feature, output in zip(lookup.features, lookup.outputs, strict=True)}
+    spine = plan_column_inputs(lake, spine_df)
+    inputs: list[ColumnInput] = []
+    for column in model.input_columns:
+        origin = looked_up.get(column) or spine.get(column)
+        if not origin:
+            return {}
+        inputs += origin
+    scored = then(inputs, TRANSFORMATION, f"scored by model {model.name} version {model.version}")
+    return {PROBABILITY: scored, PREDICTION: scored}
 
 
 def with_realized_labels(predictions_df: DataFrame, labels_df: DataFrame | None, config: TrainingConfig) -> DataFrame:
