@@ -22,26 +22,29 @@ def require_columns(df: DataFrame, required: Sequence[str], what: str = "the Dat
 
 def require_unique(
     df: DataFrame, keys: Sequence[str], what: str = "the DataFrame", *, hint: str | None = None
-) -> None:
-    """Raise :class:`DuplicateKeyError` when ``df`` has more than one row for some ``keys``.
+) -> int:
+    """Raise :class:`DuplicateKeyError` when ``df`` has more than one row for some ``keys``;
+    else return its row count (the same aggregation counts them: no second pass to count).
 
     Null is a key value like any other (two rows with a null key are duplicates), as in the
     null-safe match of the MERGE writer; filter null keys out first where they match nothing.
     The message names up to five duplicated keys with their row counts, and ``hint`` (why no
     rule picks one row), e.g. ``"the batch for silver.t has more than one row per key ['id']
     and no sequence column decides; examples: [{'id': 7, 'rows': 2}]"``. One aggregation over
-    ``df``; only the examples reach the driver.
+    ``df`` (a second one for the examples, when there are duplicates); only the examples reach
+    the driver.
     """
     keys = list(keys)
     require_columns(df, keys, what)
     rows = "_sparkfs_rows"  # not "count": a key column may be called that
-    dupes = (
-        df.groupBy(*keys).agg(F.count(F.lit(1)).alias(rows)).where(F.col(rows) > 1)
-        .limit(DUPLICATE_EXAMPLES).collect()
-    )
-    if dupes:
+    per_key = df.groupBy(*keys).agg(F.count(F.lit(1)).alias(rows))
+    summary = per_key.agg(F.sum(rows).alias("rows"), F.count_if(F.col(rows) > 1).alias("duplicated")).first()
+    assert summary is not None
+    if summary["duplicated"]:
+        dupes = per_key.where(F.col(rows) > 1).limit(DUPLICATE_EXAMPLES).collect()
         examples = [{k: row[k] for k in keys} | {"rows": row[rows]} for row in dupes]
         because = f" and {hint}" if hint else ""
         raise DuplicateKeyError(
             f"{what} has more than one row per key {keys}{because}; examples: {examples}"
         )
+    return int(summary["rows"] or 0)

@@ -51,18 +51,22 @@ class MergeResult:
     rows_deleted: int = 0  # rows retracted (``retract_partitions``)
 
 
-def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, what: str) -> DataFrame:
-    """One row per key. With ``sequence_by`` the highest sequence wins; otherwise duplicates are an error.
-
-    A tie on the sequence value is also an error: no arbitrary pick.
+def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, what: str) -> tuple[DataFrame, int]:
+    """One row per key, cached, and how many rows that is. With ``sequence_by`` the highest
+    sequence wins; otherwise duplicates are an error. A tie on the sequence value is also an
+    error: no arbitrary pick. The caller unpersists the DataFrame.
     """
     if sequence_by is not None:
         require_columns(df, [sequence_by], what)
         # Tied winners are kept so that require_unique below names them as examples.
         df = latest_rows(df, keys, [sequence_by], ties="keep", what=what)
     rule = f"rows tie on {sequence_by!r}" if sequence_by else "no sequence column decides"
-    require_unique(df, keys, what, hint=rule)
-    return df
+    df = df.persist()
+    try:
+        return df, require_unique(df, keys, what, hint=rule)
+    except BaseException:
+        df.unpersist()
+        raise
 
 
 def merge_upsert(
@@ -104,10 +108,8 @@ def merge_upsert(
             f"batch for {full_name} does not match the table: extra columns {extra}, "
             f"missing columns {missing}; the table has {target_cols}"
         )
-    source = deduplicate(source_df.select(*target_cols), keys, sequence_by, f"the batch for {full_name}")
-    source = source.persist()
+    source, source_rows = deduplicate(source_df.select(*target_cols), keys, sequence_by, f"the batch for {full_name}")
     try:
-        source_rows = source.count()
         if source_rows == 0 and partition_by and retract_partitions:
             return _retract_all(lake, layer, table, partition_by, retract_partitions)
         if source_rows == 0:

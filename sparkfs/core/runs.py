@@ -3,7 +3,8 @@
 Records live in the Delta table ``<ops schema>.run_records``, an append-only log of the run itself
 (stage ``run``) and of each stage, keyed by (run_id, seq). A run's row is appended as ``started``
 before any work, each stage's row as ``started`` when the stage starts (on a writer thread, while
-the stage works), and when the run ends one append gives every row its final status
+the stage works: the rows of the stages that started while it wrote go in its next append
+together), and when the run ends one append gives every row its final status
 (``succeeded`` / ``failed``), counts and duration. The newest row of a key (``updated_at``) is
 its state: :func:`current_records`. Every write is a blind append, so runs at the same time never
 conflict over their records (a MERGE at the end of a run lost the commit race to the other runs'
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -275,6 +277,8 @@ class RunRecorder:
 
     _pending: list[Future[None]] = field(default_factory=list, repr=False)
     _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _queued: list[dict[str, Any]] = field(default_factory=list, repr=False)  # started rows not yet appended
+    _queue_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:
@@ -331,14 +335,23 @@ class RunRecorder:
     def _append_started_in_background(self, seq: int) -> None:
         """Append stage ``seq``'s ``started`` row on a writer thread, while the stage works.
 
-        One thread writes them in order; :meth:`save` waits for them before its final append. A
-        process killed in the second a stage starts may lose that one row (its run row, written
-        before any work, still shows the run as abandoned).
+        One thread writes them in order, and each append takes every row queued until then: an
+        append costs a second or two of Spark work (a new snapshot of the log), and short stages
+        start faster than that, so a run makes a few appends, not one per stage. :meth:`save`
+        waits for them before its final append. A process killed while rows wait in the queue
+        loses those rows (its run row, written before any work, still shows the run as abandoned).
         """
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparkfs-run-record")
-        row = self._rows()[seq]
-        self._pending.append(self._writer.submit(self._append, row))
+        with self._queue_lock:
+            self._queued.append(self._rows()[seq])
+        self._pending.append(self._writer.submit(self._append_queued))
+
+    def _append_queued(self) -> None:
+        with self._queue_lock:
+            rows, self._queued = self._queued, []
+        if rows:  # empty: an earlier call took them
+            append_rows(self.lake, *RUN_TABLE, rows, RUN_SCHEMA)
 
     def flush(self) -> None:
         """Wait until every ``started`` row is written (the writer thread stops; the next stage starts another)."""
