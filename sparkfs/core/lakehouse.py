@@ -45,8 +45,7 @@ APPEND_LOG_PROPERTIES = {"delta.autoOptimize.autoCompact": "true"}
 LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
 FILE_RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
 DEFAULT_FILE_RETENTION = timedelta(days=7)  # Delta's default for delta.deletedFileRetentionDuration
-# SHOW TBLPROPERTIES lists the protocol with the properties; these keys are the protocol, not properties.
-PROTOCOL_ENTRIES = ("delta.minReaderVersion", "delta.minWriterVersion", "delta.feature.")
+PROTOCOL_ENTRIES = ("delta.minReaderVersion", "delta.minWriterVersion", "delta.feature.")  # not properties
 _INTERVAL_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(microsecond|millisecond|second|minute|hour|day|week)s?", re.I)
 
 
@@ -326,13 +325,7 @@ class Lakehouse:
         )
 
     def properties(self, layer: str, table: str) -> dict[str, str]:
-        """The table's Delta table properties (e.g. ``sparkfs.keys``), as ``DESCRIBE DETAIL`` lists them.
-
-        Read with ``SHOW TBLPROPERTIES``: the table's metadata only (~0.05 s). ``detail()`` also
-        sums every file's size, a Spark job over the whole snapshot (~2 s a table, 8 s on the run
-        records). The protocol entries it adds (reader/writer versions, table features) are not
-        properties and are left out, as ``detail()`` leaves them out.
-        """
+        """The table's properties (e.g. ``sparkfs.keys``), read from its metadata (``detail()`` scans its files)."""
         self._require(layer, table)
         rows = self.spark.sql(f"SHOW TBLPROPERTIES {self.name(layer, table)}").collect()
         return {key: value for key, value in rows if not key.startswith(PROTOCOL_ENTRIES)}
