@@ -6,7 +6,7 @@ process, median of ``--repeat`` runs:
 
 - *scan*: one pass over the day's rows in Spark (count + sum of every column), the unit of the bar;
 - *spark drift*: :func:`sparkfs.monitoring.drift.drift` of the day against the profiled
-  reference: PSI, exact KS with its reference rows (in pandas, as the monitor job holds them),
+  reference: PSI, KS on the grid of its reference rows (in pandas, as the monitor job holds them),
   Jensen-Shannon, chi-squared, null shares, all counted in one pass over the day;
 - *nannyml*: ``UnivariateDriftCalculator`` (Kolmogorov-Smirnov + Jensen-Shannon on numeric
   columns, chi-squared + Jensen-Shannon on categorical ones) fitted on the reference and run on

@@ -15,13 +15,14 @@ from scipy.stats import chi2_contingency, ks_2samp
 
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import ConfigError, SchemaMismatchError
-from sparkfs.monitoring.day_counts import NULL_CHUNK, day_counts, ks_support
+from sparkfs.monitoring.day_counts import NULL_CHUNK, day_counts, ks_grids
 from sparkfs.monitoring.drift import (
     PSI_FLOOR,
     DriftMetric,
     DriftThresholds,
     day_to_day_highs,
     drift,
+    ks_p_value,
     limits_for,
 )
 from sparkfs.monitoring.profile import ReferenceProfile, profile_reference
@@ -129,6 +130,28 @@ def test_ks_is_exact_with_ties_values_outside_the_reference_and_a_pandas_referen
         assert got.rows == len(rows)
 
 
+def test_ks_on_a_reference_of_many_values_equals_nannymls_estimate(spark: SparkSession) -> None:
+    """Above 10,000 distinct reference values KS is counted on NannyML's grid: the same statistic
+    as NannyML's univariate KS (within 1e-6), and within the grid's resolution of the exact one."""
+    from sparkfs.monitoring.performance import nannyml
+
+    rng = np.random.default_rng(11)
+    ref = pd.DataFrame({"x": rng.normal(0, 1, 12_000)})
+    day = pd.DataFrame({"x": np.concatenate([rng.normal(0.3, 1.2, 3_000), [np.nan] * 50])})
+    profile = profile_reference(spark.createDataFrame(ref), numeric=["x"])
+
+    got = by(drift(spark.createDataFrame(day.astype(object).where(day.notna(), None), "x double"), profile,
+                   reference=ref), "all", "x", "ks")
+
+    calculator = nannyml().UnivariateDriftCalculator(column_names=["x"], chunk_number=1,
+                                                     continuous_methods=["kolmogorov_smirnov"])
+    expected = calculator.fit(ref).calculate(day).filter(period="analysis").to_df()
+    assert got.value == pytest.approx(float(expected[("x", "kolmogorov_smirnov", "value")].iloc[0]), abs=1e-6)
+    exact = ks_2samp(ref["x"], day["x"].dropna(), method="asymp")
+    assert got.value == pytest.approx(exact.statistic, abs=2e-3) and got.value != exact.statistic
+    assert got.p_value == pytest.approx(ks_p_value(got.value, 3_000, 12_000), abs=1e-12)
+
+
 def test_a_mean_shift_of_one_sd_is_a_psi_alert(spark: SparkSession) -> None:
     rng = np.random.default_rng(3)
     ref = to_spark(spark, frame(spark, rng, 3000))
@@ -192,16 +215,16 @@ def test_day_counts_add_up_partitions_with_null_chunks_empty_partitions_and_nan(
                         "hour": 1.0, "carrier": ["AA", None, "AA", "DL", "AA", None]})
     rows_df = to_spark(spark, day).withColumn("delay", F.when(F.col("delay") == 9.0, F.lit(float("nan")))
                                               .otherwise(F.col("delay"))).repartition(8)  # some empty
-    support = ks_support(pd.DataFrame({"delay": [2.0, 2.0, 3.0, np.nan]}), ["delay"])
+    grids = ks_grids(pd.DataFrame({"delay": [2.0, 2.0, 3.0, np.nan]}), ["delay"])
 
-    counts = day_counts(rows_df, F.col("day"), {"delay": [1.5, 2.5]}, support, ["carrier"])
+    counts = day_counts(rows_df, "day", {"delay": [1.5, 2.5]}, grids, ["carrier"])
 
     assert counts.rows == {"a": 3, "b": 2, NULL_CHUNK: 1}
     # nulls (a NaN is one), then bins (-inf, 1.5], (1.5, 2.5], (2.5, inf)
     assert {k: v.tolist() for k, v in counts.bins.items()} == {
         ("a", "delay"): [1, 1, 1, 0], ("b", "delay"): [1, 0, 1, 0], (NULL_CHUNK, "delay"): [0, 0, 1, 0]}
     # buckets: below 2.0, equal to 2.0, between 2.0 and 3.0, equal to 3.0, above 3.0
-    assert {k: v.tolist() for k, v in counts.support.items()} == {
+    assert {k: v.tolist() for k, v in counts.ks.items()} == {
         ("a", "delay"): [1, 1, 0, 0, 0], ("b", "delay"): [0, 1, 0, 0, 0], (NULL_CHUNK, "delay"): [0, 1, 0, 0, 0]}
     assert counts.categories == {("a", "carrier"): {"AA": 2, None: 1}, ("b", "carrier"): {"AA": 1, None: 1},
                                  (NULL_CHUNK, "carrier"): {"DL": 1}}

@@ -6,11 +6,12 @@ per categorical column: the Jensen-Shannon distance (base 2) of the value shares
 chi-squared test of the 2 x k table of counts; for every column, the change in null share.
 
 All counting is one pass over the chunk's rows (:mod:`sparkfs.monitoring.day_counts`): each
-partition counts bins, nulls, categories and each value's position among the reference's
-distinct values, and the driver adds the partitions' count arrays up; no row reaches the
-driver, so a day of 100M rows works. The KS statistic is exact: both empirical CDFs follow from
-those positions. Only that sum and the tests' arithmetic on the counts run on the driver
-(scipy's distributions for the p-values).
+partition counts bins, nulls, categories and each value's bucket on the column's KS grid, and
+the driver adds the partitions' count arrays up; no row reaches the driver, so a day of 100M
+rows works. The KS statistic is exact for a reference of up to 10,000 distinct values and,
+above that, NannyML's estimate on 10,000 equal-width cells (see
+:mod:`~sparkfs.monitoring.day_counts`). Only that sum and the tests' arithmetic on the counts
+run on the driver (scipy's distributions for the p-values).
 
 PSI = sum over bins of (current share - reference share) * ln(current share / reference share),
 with shares clipped below at ``PSI_FLOOR`` so an empty bin adds a large but finite term.
@@ -50,7 +51,7 @@ from scipy.stats import chi2_contingency, kstwo
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel
-from sparkfs.monitoring.day_counts import Key, Support, day_counts, ks_statistic, ks_support
+from sparkfs.monitoring.day_counts import Key, KsGrid, day_counts, ks_grids
 from sparkfs.monitoring.profile import (
     FEATURE,
     VALUE,
@@ -121,11 +122,10 @@ def drift(
     limits = _Limits(thresholds or DriftThresholds(), day_to_day or {})
     numeric, categorical = list(profile.numeric), list(profile.categorical)
     require_columns(current, [*numeric, *categorical, *([chunk_by] if chunk_by else [])], "the rows to check")
-    chunk = F.col(f"`{chunk_by}`") if chunk_by else F.lit("all")
-    supports = ks_support(_reference_rows(reference, numeric), numeric) if reference is not None and numeric else {}
-    counts = day_counts(current, chunk, {n: profile.numeric[n].edges for n in numeric}, supports, categorical)
+    grids = ks_grids(_reference_rows(reference, numeric), numeric) if reference is not None and numeric else {}
+    counts = day_counts(current, chunk_by, {n: profile.numeric[n].edges for n in numeric}, grids, categorical)
     return sorted(
-        [*_numeric(counts.bins, profile, counts.rows, limits), *_ks(counts.support, supports, counts.rows, limits),
+        [*_numeric(counts.bins, profile, counts.rows, limits), *_ks(counts.ks, grids, counts.rows, limits),
          *_categorical(counts.categories, profile, counts.rows, limits)],
         key=lambda m: (m.chunk, m.feature, m.metric),
     )
@@ -248,19 +248,19 @@ def _categorical(categories: Mapping[Key, Mapping[str | None, int]], profile: Re
     return out
 
 
-def _ks(positions: Mapping[Key, np.ndarray], supports: Mapping[str, Support], chunk_rows: Mapping[str, int],
+def _ks(per_chunk: Mapping[Key, np.ndarray], grids: Mapping[str, KsGrid], chunk_rows: Mapping[str, int],
         limits: _Limits) -> list[DriftMetric]:
-    """Exact two-sample KS statistic per (chunk, column), from the chunk's rows per position among
-    the reference's distinct values (:func:`~sparkfs.monitoring.day_counts.ks_statistic`). A column
-    with no non-null value on one side has no distribution to compare there: the null-share
-    metric reports it, KS does not."""
+    """Two-sample KS statistic per (chunk, column), from the chunk's rows per bucket of the
+    column's grid (:meth:`~sparkfs.monitoring.day_counts.KsGrid.statistic`). A column with no
+    non-null value on one side has no distribution to compare there: the null-share metric
+    reports it, KS does not."""
     out = []
-    for (chunk, feature), per_bucket in sorted(positions.items()):
-        support = supports[feature]
-        n, m = int(per_bucket.sum()), int(support.counts.sum())
+    for (chunk, feature), per_bucket in sorted(per_chunk.items()):
+        grid = grids[feature]
+        n, m = int(per_bucket.sum()), int(grid.reference.sum())
         if not n or not m:
             continue
-        d = ks_statistic(support, per_bucket)
+        d = grid.statistic(per_bucket)
         p_value = ks_p_value(d, n, m)
         out.append(DriftMetric(chunk, feature, "ks", d, p_value, limits.level("ks", feature, d, p_value),
                                chunk_rows[chunk], d))
