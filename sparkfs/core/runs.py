@@ -2,9 +2,9 @@
 
 Records live in the Delta table ``<ops schema>.run_records``, an append-only log of the run itself
 (stage ``run``) and of each stage, keyed by (run_id, seq). A run's row is appended as ``started``
-before any work, each stage's row as ``started`` when the stage starts (on a writer thread, while
-the stage works: the rows of the stages that started while it wrote go in its next append
-together), and when the run ends one append gives every row its final status
+before any work, each stage's row as ``started`` soon after the stage starts (on a writer thread,
+while the stages work, at most one append per :data:`STARTED_ROWS_EVERY`: the rows of the stages
+that started meanwhile go in one append), and when the run ends one append gives every row its final status
 (``succeeded`` / ``failed``), counts and duration. The newest row of a key (``updated_at``) is
 its state: :func:`current_records`. Every write is a blind append, so runs at the same time never
 conflict over their records (a MERGE at the end of a run lost the commit race to the other runs'
@@ -102,6 +102,10 @@ RUN_STAGE = "run"  # the stage name of a run's own row
 STARTED, SUCCEEDED, FAILED, ABANDONED = "started", "succeeded", "failed", "abandoned"
 # A run started on another host cannot be checked for a live process: after this long it is abandoned.
 STALE_AFTER = timedelta(hours=24)
+# Seconds between two appends of ``started`` rows: each append is a Delta commit, and the next one
+# reads a new snapshot of the log (about 1-2 s of Spark work each). A process killed in between
+# loses at most this long of ``started`` stage rows; its run row is written before any work.
+STARTED_ROWS_EVERY = 20.0
 
 
 @dataclass
@@ -279,6 +283,9 @@ class RunRecorder:
     _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
     _queued: list[dict[str, Any]] = field(default_factory=list, repr=False)  # started rows not yet appended
     _queue_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _scheduled: bool = field(default=False, repr=False)  # an append is waiting to take the queue
+    _last_append: float = field(default=0.0, repr=False)  # time.monotonic() of the last append
+    _now: threading.Event = field(default_factory=threading.Event, repr=False)  # flush: append without waiting
 
     @contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:
@@ -305,56 +312,49 @@ class RunRecorder:
             log.log(logging.DEBUG if idle else logging.INFO, "[%s] %s: %s", self.job, name, describe_stage(record))
 
     def _rows(self) -> list[dict[str, Any]]:
-        common = {
-            "run_id": self.run_id,
-            "job": self.job,
-            "env": self.lake.settings.env,
-            "params": json.dumps(self.params, default=str, sort_keys=True),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "updated_at": _now(),
-        }
-        return [
-            {
-                **{k: v for k, v in asdict(s).items() if k != "details"},
-                **common,
-                "seq": seq,
-                "details": json.dumps(s.details, default=str, sort_keys=True),
-            }
-            for seq, s in enumerate([self.run_record, *self.stages])
-        ]
+        common = {"run_id": self.run_id, "job": self.job, "env": self.lake.settings.env,
+                  "params": json.dumps(self.params, default=str, sort_keys=True), "host": socket.gethostname(),
+                  "pid": os.getpid(), "updated_at": _now()}
+        return [{**{k: v for k, v in asdict(s).items() if k != "details"}, **common, "seq": seq,
+                 "details": json.dumps(s.details, default=str, sort_keys=True)}
+                for seq, s in enumerate([self.run_record, *self.stages])]
 
     def _append_started(self, seq: int) -> None:
         """Record that the run (seq 0) or its stage ``seq`` started: a blind append, cheap and
         never in conflict with other runs' records."""
-        self._append(self._rows()[seq])
-
-    def _append(self, row: dict[str, Any]) -> None:
-        append_rows(self.lake, *RUN_TABLE, [row], RUN_SCHEMA)
+        append_rows(self.lake, *RUN_TABLE, [self._rows()[seq]], RUN_SCHEMA)
+        self._last_append = time.monotonic()
 
     def _append_started_in_background(self, seq: int) -> None:
-        """Append stage ``seq``'s ``started`` row on a writer thread, while the stage works.
+        """Queue stage ``seq``'s ``started`` row for the writer thread, which appends while the
+        stages work.
 
-        One thread writes them in order, and each append takes every row queued until then: an
-        append costs a second or two of Spark work (a new snapshot of the log), and short stages
-        start faster than that, so a run makes a few appends, not one per stage. :meth:`save`
-        waits for them before its final append. A process killed while rows wait in the queue
-        loses those rows (its run row, written before any work, still shows the run as abandoned).
+        One thread appends, at most once per :data:`STARTED_ROWS_EVERY`, and each append takes
+        every row queued until then: an append costs a second or two of Spark work, and a daily
+        run's 30 stages would otherwise make as many commits to the log. :meth:`flush` and
+        :meth:`save` append what is queued without waiting.
         """
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparkfs-run-record")
         with self._queue_lock:
             self._queued.append(self._rows()[seq])
+            if self._scheduled:  # the waiting append will take this row too
+                return
+            self._scheduled = True
         self._pending.append(self._writer.submit(self._append_queued))
 
     def _append_queued(self) -> None:
+        self._now.wait(max(0.0, self._last_append + STARTED_ROWS_EVERY - time.monotonic()))
         with self._queue_lock:
-            rows, self._queued = self._queued, []
-        if rows:  # empty: an earlier call took them
+            rows, self._queued, self._scheduled = self._queued, [], False
+        if rows:
             append_rows(self.lake, *RUN_TABLE, rows, RUN_SCHEMA)
+            self._last_append = time.monotonic()
 
     def flush(self) -> None:
-        """Wait until every ``started`` row is written (the writer thread stops; the next stage starts another)."""
+        """Append every queued ``started`` row now and wait until it is written (the writer thread
+        stops; the next stage starts another)."""
+        self._now.set()
         for future in self._pending:
             try:
                 future.result()
@@ -362,12 +362,15 @@ class RunRecorder:
                 log.warning("run %s: a stage's 'started' row was not appended (%s); the run's end "
                             "records every stage", self.run_id, exc)
         self._pending.clear()
+        self._now.clear()
         if self._writer is not None:
             self._writer.shutdown()
             self._writer = None
 
     def save(self) -> None:
         """Append the run's row and every stage's row as they are now (the end of the run)."""
+        with self._queue_lock:
+            self._queued = []  # their started rows: this append gives the same rows their end
         self.flush()
         append_rows(self.lake, *RUN_TABLE, self._rows(), RUN_SCHEMA)
 

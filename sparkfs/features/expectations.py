@@ -13,7 +13,7 @@ The declared suite is the single source of truth for two things:
 
 - :func:`run_suite` validates a DataFrame with Great Expectations (an ephemeral context, a Spark
   or pandas dataframe asset, the suite, a ``ValidationDefinition``) and returns GE's result, which
-  :func:`save_result` appends to ``ops.validation_results``. :func:`validate` picks the engine:
+  :func:`save_results` appends to ``ops.validation_results``. :func:`validate` picks the engine:
   pandas on the driver for a small batch (a day), Spark for a big one (a backfill).
 - :meth:`ExpectationSpec.failed` is the same expectation as a Spark column, true for a row GE
   counts as unexpected. Silver uses it to say *which* rows failed *which* expectations, so they
@@ -364,18 +364,10 @@ def check_agreement(result: SuiteResult, row_counts: Mapping[str, int]) -> None:
         )
 
 
-def save_result(
-    lake: Lakehouse, result: SuiteResult, table_name: str, rows_rejected: int, days: Sequence[date] | None,
-    run_id: str,
-) -> None:
-    """Append GE's verdict on one batch of ``table_name`` to ``ops.validation_results`` (one row)."""
-    layer, table = VALIDATION_TABLE
-    if not lake.exists(layer, table):
-        lake.create(layer, table, VALIDATION_SCHEMA, properties=APPEND_LOG_PROPERTIES,
-                    comment="Great Expectations results of every silver validation")
-    else:  # a table from an earlier sparkfs may lack the compaction
-        lake.ensure_properties(layer, table, APPEND_LOG_PROPERTIES)
-    row: dict[str, Any] = {
+def result_row(result: SuiteResult, table_name: str, rows_rejected: int, days: Sequence[date] | None,
+               run_id: str) -> dict[str, Any]:
+    """GE's verdict on one batch of ``table_name``: a row of ``ops.validation_results``."""
+    return {
         "run_id": run_id,
         "table_name": table_name,
         "suite": result.suite,
@@ -388,4 +380,17 @@ def save_result(
         "failed_expectations": json.dumps({o.label: o.unexpected_count for o in result.failed()}, sort_keys=True),
         "result": result.result_json,
     }
-    append_rows(lake, layer, table, [row], VALIDATION_SCHEMA)
+
+
+def save_results(lake: Lakehouse, rows: Sequence[dict[str, Any]]) -> None:
+    """Append :func:`result_row` rows to ``ops.validation_results``, in one commit (a pipeline run
+    saves its silver tables' verdicts together, when it ends)."""
+    if not rows:
+        return
+    layer, table = VALIDATION_TABLE
+    if not lake.exists(layer, table):
+        lake.create(layer, table, VALIDATION_SCHEMA, properties=APPEND_LOG_PROPERTIES,
+                    comment="Great Expectations results of every silver validation")
+    else:  # a table from an earlier sparkfs may lack the compaction
+        lake.ensure_properties(layer, table, APPEND_LOG_PROPERTIES)
+    append_rows(lake, layer, table, list(rows), VALIDATION_SCHEMA)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -34,7 +35,7 @@ from sparkfs.core.lineage import LineageEdge, edges_from_reads, record_lineage, 
 from sparkfs.core.runs import RunRecorder, RunWindow, StageRecord
 from sparkfs.features.bronze import SourceSpec, ingest
 from sparkfs.features.column_lineage import feature_table_column_lineage
-from sparkfs.features.expectations import ExpectationSpec, load_suites
+from sparkfs.features.expectations import ExpectationSpec, load_suites, save_results
 from sparkfs.features.feature_tables import (
     FeatureTableSpec,
     compute,
@@ -122,17 +123,23 @@ def run_pipeline(
         raise ConfigError(f"{PIPELINE_FILE} declares no sources {unknown}; it has {names}")
     edges: list[LineageEdge] = []
     columns: dict[tuple[str, int], ColumnLineage] = {}
+    validations: list[dict[str, Any]] = []
     try:
-        _run_stages(lake, pipeline, days, run, edges, columns, sources=sources, gold_window=gold_span(window))
+        _run_stages(lake, pipeline, days, run, edges, columns, validations, sources=sources,
+                    gold_window=gold_span(window))
     finally:
-        # The run's lineage in one write (one per stage cost seconds each), also when a later
-        # stage failed: every version that was committed is traced.
-        record_lineage(lake, edges, job=run.job, run_id=run.run_id, columns=columns)
+        # The run's GE verdicts and lineage in one write each (one per stage cost seconds each),
+        # also when a later stage failed: every verdict is kept, every committed version traced.
+        try:
+            save_results(lake, validations)
+        finally:
+            record_lineage(lake, edges, job=run.job, run_id=run.run_id, columns=columns)
 
 
 def _run_stages(
     lake: Lakehouse, pipeline: Pipeline, days: list[date], run: RunRecorder, edges: list[LineageEdge],
-    columns: dict[tuple[str, int], ColumnLineage], *, sources: Collection[str] | None, gold_window: RunWindow,
+    columns: dict[tuple[str, int], ColumnLineage], validations: list[dict[str, Any]], *,
+    sources: Collection[str] | None, gold_window: RunWindow,
 ) -> None:
     spark = lake.spark
     if pipeline.config.upstream:
@@ -160,7 +167,7 @@ def _run_stages(
             with lake.track_reads() as reads:
                 refined = refine(
                     lake, spec, pipeline.suites[spec.expectations], pipeline.config.validation,
-                    days if daily else None, run.run_id,
+                    days if daily else None, run.run_id, validations=validations,
                 )
             st.table_name = refined.table
             st.rows_in, st.rows_out, st.rows_rejected = refined.rows_in, refined.rows_out, refined.rows_rejected

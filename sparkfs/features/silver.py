@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pyspark.sql import DataFrame, Window
@@ -46,7 +46,13 @@ from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
 from sparkfs.core.rows import latest_rows
 from sparkfs.features import bronze
-from sparkfs.features.expectations import ExpectationSpec, SuiteResult, save_result, validate
+from sparkfs.features.expectations import (
+    ExpectationSpec,
+    SuiteResult,
+    result_row,
+    save_results,
+    validate,
+)
 from sparkfs.features.volume import DayVolume, VolumeCheck, day_volumes, history_days
 
 log = logging.getLogger(__name__)
@@ -181,8 +187,13 @@ def refine(
     policy: ValidationPolicy,
     days: Sequence[date] | None,
     run_id: str,
+    *,
+    validations: list[dict[str, Any]] | None = None,
 ) -> RefineResult:
     """Refine the bronze rows of ``spec.source`` for ``days`` (None: a once-delivered source) into silver.
+
+    GE's verdict is appended to ``validations`` (the pipeline saves a run's verdicts in one
+    commit when it ends), or without it saved to ``ops.validation_results`` at once.
 
     Raises :class:`~sparkfs.core.errors.ValidationFailedError` under a STRICT policy when the share of
     rejected rows passes ``policy.max_reject_ratio``, a table-level expectation fails or a day's
@@ -232,7 +243,11 @@ def refine(
             result.rejects_by_expectation = {k: v for k, v in counts.items() if v}
             if result.rows_rejected or (days is not None and lake.exists(LAYER, spec.quarantine)):
                 result.quarantine = _quarantine(lake, spec, rejected.drop(IS_MALFORMED), days, run_id)
-            save_result(lake, suite_result, full_name, result.rows_rejected, days, run_id)
+            verdict = result_row(suite_result, full_name, result.rows_rejected, days, run_id)
+            if validations is None:
+                save_results(lake, [verdict])
+            else:
+                validations.append(verdict)
             _apply_policy(spec, policy, suite_result, result, evaluated)
             good = flagged.where(F.size(FAILED) == 0).drop(FAILED, RAW, DELIVERY_DATE, IS_MALFORMED)
             result.merge = _publish(lake, spec, good, days if days is not None and retracts(spec, suite) else None)
