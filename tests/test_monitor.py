@@ -21,10 +21,13 @@ from synthetic_flights import SyntheticModel
 from sparkfs.core.config import Settings
 from sparkfs.core.errors import ConfigError, MonitoringAlertError
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.core.runs import RunWindow
-from sparkfs.jobs.infer import infer_job
+from sparkfs.core.runs import RunWindow, record_run
+from sparkfs.jobs.infer import infer_job, infer_stages
 from sparkfs.jobs.monitor import monitor_job
+from sparkfs.ml.config import load_training_config
 from sparkfs.ml.evaluation import classification_metrics
+from sparkfs.ml.score import load_scoring_model
+from sparkfs.ml.served import served_rows
 from sparkfs.monitoring.config import IngestionPolicy, MonitoringConfig, load_monitoring_config
 from sparkfs.monitoring.ingestion import ingestion_alerts, ingestion_checks
 from sparkfs.monitoring.monitor import (
@@ -329,6 +332,15 @@ def test_monitor_job_checks_a_day_against_the_reference_and_a_rerun_changes_noth
     lake, conf = ctx.lake, Path(ctx.settings.conf_dir)
     infer_job(ctx, RunWindow(DAY - timedelta(days=1), DAY))
     capsys.readouterr()
+    # The daily job hands its monitoring the rows its inference scored: the rows rebuilt here.
+    config = load_training_config(ctx.settings)
+    with record_run(lake, "infer", {"date": DAY}) as run:
+        scored = infer_stages(ctx, config, RunWindow(DAY, DAY), run)
+    assert scored is not None and scored.inputs is not None
+    model = load_scoring_model(ctx.settings, config.model_name, config.alias)
+    handed, rebuilt = (sorted(map(tuple, served_rows(lake, config, model, DAY, inputs).collect()), key=repr)
+                       for inputs in (scored.inputs, None))
+    assert handed == rebuilt and len(handed) == scored.inputs.count() > 0
 
     monitor_job(ctx, RunWindow(DAY, DAY))
     out = capsys.readouterr().out

@@ -132,6 +132,6 @@ def run_day(ctx: JobContext, pipeline: Pipeline, config: TrainingConfig, run_dat
         result = infer_stages(ctx, config, today, run)
         monitored = None
         if result is not None:
-            monitored = monitor_stages(ctx, config, load_monitoring_config(ctx.settings), run_date, run)
+            monitored = monitor_stages(ctx, config, load_monitoring_config(ctx.settings), run_date, run, result)
     labelled = merged.rows_updated if merged is not None else 0
     return DayResult(run_date, run.run_id, result, labelled, realized, monitored, time.perf_counter() - started)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sparkfs.core.errors import ConfigError, TrainingServingSkewError
 from sparkfs.core.lineage import (
     LineageEdge,
@@ -93,7 +95,7 @@ def infer_stages(
         edges.append(LineageEdge(target, merge.version, "model", model_node(model.name), int(model.version)))
         columns = {(target, merge.version): score_column_lineage(lake, spine_df, features.spec, model)}
         record_lineage(lake, edges, job=run.job, run_id=run.run_id, columns=columns)
-    return result
+    return replace(result, inputs=features.df)
 
 
 def describe_inference(result: InferenceResult | None, config: TrainingConfig, window: RunWindow) -> str:

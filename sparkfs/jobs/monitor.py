@@ -37,7 +37,7 @@ from sparkfs.jobs.context import JobContext
 from sparkfs.ml.config import TrainingConfig, load_training_config
 from sparkfs.ml.evaluation import evaluate
 from sparkfs.ml.model import PROBABILITY
-from sparkfs.ml.score import load_scoring_model
+from sparkfs.ml.score import InferenceResult, load_scoring_model
 from sparkfs.ml.served import labelled_predictions, served_rows
 from sparkfs.monitoring.config import MonitoringConfig, load_monitoring_config
 from sparkfs.monitoring.ingestion import ingestion_alerts, ingestion_checks
@@ -99,9 +99,10 @@ def monitor_job(ctx: JobContext, window: RunWindow | None) -> None:
 
 
 def monitor_stages(ctx: JobContext, config: TrainingConfig, policy: MonitoringConfig, day: date,
-                   run: RunRecorder) -> MonitorResult | None:
+                   run: RunRecorder, scored: InferenceResult | None = None) -> MonitorResult | None:
     """The monitoring stages of a run (the ``monitor`` and ``daily`` jobs); None when the model's
-    training run logged no reference."""
+    training run logged no reference. ``scored``: the run's inference of ``day`` (the daily job),
+    whose scored rows are the served inputs when it used the same model version."""
     lake = ctx.lake
     with run.stage("resolve_reference") as stage:
         scoring = load_scoring_model(ctx.settings, config.model_name, config.alias)
@@ -112,7 +113,8 @@ def monitor_stages(ctx: JobContext, config: TrainingConfig, policy: MonitoringCo
             return None
     model = MonitoredModel(scoring.name, scoring.version, scoring.run_id)
     with run.stage("drift_and_estimate") as stage:
-        served_df = served_rows(lake, config, scoring, day).persist()
+        same = scored is not None and scored.model.version == scoring.version
+        served_df = served_rows(lake, config, scoring, day, scored.inputs if same and scored else None).persist()
         try:
             yesterday = day - timedelta(days=1)
             realized = realized_metrics(ctx, config, policy, model, reference, yesterday)

@@ -236,6 +236,7 @@ class InferenceResult:
     model: ScoringModel
     merge: MergeResult
     feature_versions: dict[str, int]
+    inputs: DataFrame | None = None  # the rows scored: spine + features (persisted by the lookup)
 
 
 def predict_and_merge(

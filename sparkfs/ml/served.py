@@ -6,7 +6,8 @@ here by the inference path itself (the model's prediction-time rule, the spine o
 table, the same point-in-time lookups), so drift is measured on what the model was given. The
 lookups read the feature tables as they are now: after a backfill of those days the rebuilt
 inputs are the corrected ones, not the ones served (the predictions' ``feature_versions`` say
-which versions were).
+which versions were). The daily job passes the rows its inference just scored instead, so its
+monitoring sees exactly what was served, without a second lookup.
 
 Example::
 
@@ -41,17 +42,20 @@ def predictions_of(lake: Lakehouse, config: TrainingConfig, version: str, day: d
             .select(*columns))
 
 
-def served_rows(lake: Lakehouse, config: TrainingConfig, model: ScoringModel, day: date) -> DataFrame:
-    """``day``'s predictions by ``model`` (its version) with their inputs, rebuilt by the
-    inference path (see the module docstring)."""
+def served_rows(lake: Lakehouse, config: TrainingConfig, model: ScoringModel, day: date,
+                inputs: DataFrame | None = None) -> DataFrame:
+    """``day``'s predictions by ``model`` (its version) with their inputs: ``inputs`` when the
+    caller has the rows it scored (the daily job: inference just scored ``day``), else rebuilt by
+    the inference path (see the module docstring)."""
     keys = [*config.keys, config.timestamp]
     predictions = predictions_of(lake, config, model.version, day)
     if predictions.isEmpty():
         return predictions
-    config = with_model_rule(config, model.tags)
-    spine_df = build_spine(lake, config, day, day, labelled=False)
-    features = build_features(lake, config, spine_df, label=None).df.select(*keys, *config.feature_columns)
-    return predictions.join(features, on=keys, how="left")
+    if inputs is None:
+        config = with_model_rule(config, model.tags)
+        spine_df = build_spine(lake, config, day, day, labelled=False)
+        inputs = build_features(lake, config, spine_df, label=None).df
+    return predictions.join(inputs.select(*keys, *config.feature_columns), on=keys, how="left")
 
 
 def labelled_predictions(lake: Lakehouse, config: TrainingConfig, version: str, day: date) -> DataFrame:
