@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import yaml
 from synthetic_flights import synthetic_config
 
-from sparkfs.core.config import Settings, load_settings
+from sparkfs.core.config import Settings, load_settings, local_cores
 from sparkfs.core.durations import format_duration, parse_duration
 from sparkfs.core.errors import ConfigError
 from sparkfs.features.feature_tables import load_feature_tables
@@ -174,3 +175,10 @@ def test_bad_duration_in_a_conf_file_names_file_key_and_accepted_forms(tmp_path:
     assert str(tables) in message
     assert "tables.0.rolling.windows.w2" in message
     assert "expected a duration like '30d'" in message and "found '2 weeks'" in message
+
+
+def test_a_local_session_gets_one_partition_per_core_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    found = {m: local_cores(m) for m in ("local", "local[3]", "local[*]", "local[4,2]", "spark://host:7077", "yarn")}
+    assert found == {"local": 1, "local[3]": 3, "local[*]": 6, "local[4,2]": 4, "spark://host:7077": None, "yarn": None}
+    assert load_settings(REPO / "conf", "local").spark.shuffle_partitions is None  # the repo's conf: per core

@@ -40,11 +40,25 @@ class SparkSettings(StrictModel):
     master: str = "local[*]"
     app_name: str = "sparkfs"
     driver_memory: str = "4g"
-    shuffle_partitions: int = Field(8, ge=1)
+    shuffle_partitions: int | None = Field(None, ge=1)  # None: the local master's cores (local_cores)
     log_level: str = "WARN"
     # Options for the local driver JVM, after the ones sparkfs sets (e.g. JIT or GC flags).
     java_options: str = ""
     conf: dict[str, str] = Field(default_factory=dict)
+
+
+def local_cores(master: str) -> int | None:
+    """The cores of a local master (``local``, ``local[4]``, ``local[*]``, ``local[2,3]``); None for a cluster.
+
+    A local session's default shuffle and Delta snapshot partitions: on a laptop a daily run's
+    data is small, and each partition is a task on one of those cores (8 partitions on 2 cores
+    made a daily run's ~600 Spark jobs about 1.5x slower).
+    """
+    found = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\d+)?\])?", master.strip())
+    if not found:
+        return None
+    cores = found.group(1) or "1"
+    return os.cpu_count() or 1 if cores == "*" else int(cores)
 
 
 class StorageSettings(StrictModel):

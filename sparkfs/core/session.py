@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from sparkfs.core.config import Settings
+from sparkfs.core.config import Settings, local_cores
 from sparkfs.core.errors import DeltaJarsUnavailableError, JavaNotFoundError, JavaVersionError
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ def get_spark(settings: Settings) -> SparkSession:
     warehouse = settings.data_path / "warehouse"
     warehouse.mkdir(parents=True, exist_ok=True)
     spark_cfg = settings.spark
+    partitions = spark_cfg.shuffle_partitions or local_cores(spark_cfg.master) or 200  # 200: Spark's default
     # The driver JVM reads its log4j2 profile when it starts, before setLogLevel could run.
     java_options = (
         f"-Duser.timezone=UTC -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} "
@@ -174,9 +175,9 @@ def get_spark(settings: Settings) -> SparkSession:
         .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.driver.memory", spark_cfg.driver_memory)
-        .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
-        .config("spark.default.parallelism", str(spark_cfg.shuffle_partitions))
-        .config("spark.databricks.delta.snapshotPartitions", str(spark_cfg.shuffle_partitions))
+        .config("spark.sql.shuffle.partitions", str(partitions))
+        .config("spark.default.parallelism", str(partitions))
+        .config("spark.databricks.delta.snapshotPartitions", str(partitions))
         .config("spark.sql.warehouse.dir", str(warehouse))
         .config("spark.jars.ivy", str(ivy_dir()))
         .config("spark.ui.showConsoleProgress", "false")
