@@ -17,13 +17,12 @@ The same sample gives the intervals plan its time-bin size (:func:`sample_stats`
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from sparkfs.core.config import local_cores
 from sparkfs.pit.columns import column
 from sparkfs.pit.lookup import ResolvedLookup
 
@@ -120,13 +119,7 @@ def parallelism(df: DataFrame) -> int:
     """
     spark = df.sparkSession
     try:
-        master = spark.sparkContext.master or ""
-        if master == "local":
-            return 1
-        match = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", master)
-        if match:
-            cores = match.group(1)
-            return max(1, int(cores)) if cores != "*" else os.cpu_count() or 1
-        return max(1, int(spark.sparkContext.defaultParallelism))
+        cores = local_cores(spark.sparkContext.master or "")
+        return max(1, cores if cores is not None else int(spark.sparkContext.defaultParallelism))
     except Exception:  # Spark Connect has no SparkContext
         return max(1, int(spark.conf.get("spark.sql.shuffle.partitions") or 1))
