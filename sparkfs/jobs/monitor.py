@@ -113,8 +113,8 @@ def monitor_stages(ctx: JobContext, config: TrainingConfig, policy: MonitoringCo
             return None
     model = MonitoredModel(scoring.name, scoring.version, scoring.run_id)
     with run.stage("drift_and_estimate") as stage:
-        same = scored is not None and scored.model.version == scoring.version
-        served_df = served_rows(lake, config, scoring, day, scored.inputs if same and scored else None).persist()
+        inputs = scored.inputs if scored is not None and scored.model.version == scoring.version else None
+        served_df = served_rows(lake, config, scoring, day, inputs).persist()
         try:
             yesterday = day - timedelta(days=1)
             realized = realized_metrics(ctx, config, policy, model, reference, yesterday)

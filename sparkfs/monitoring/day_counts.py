@@ -82,9 +82,7 @@ class KsGrid:
             left = np.searchsorted(u, present, side="left")
             equal = (left < len(u)) & (u[np.minimum(left, len(u) - 1)] == present)
             return np.bincount(2 * left + equal, minlength=2 * len(u) + 1)
-        inside = np.histogram(present, bins=self.cells, range=(self.low, self.high))[0]
-        return np.concatenate([[np.count_nonzero(present < self.low)], inside,
-                               [np.count_nonzero(present > self.high)]])
+        return _on_cells(present, self.low, self.high, self.cells)
 
     def statistic(self, day_per_bucket: np.ndarray) -> float:
         """The largest gap between the two empirical CDFs at the buckets' upper ends."""
@@ -117,9 +115,16 @@ def ks_grids(reference: pd.DataFrame, numeric: Sequence[str]) -> dict[str, KsGri
             grids[name] = KsGrid(per_bucket, values=distinct)
         else:
             low, high = float(distinct[0]), float(distinct[-1])
-            grid = KsGrid(np.zeros(0), low=low, high=high, cells=KS_CELLS)
-            grids[name] = KsGrid(grid.count(values[~np.isnan(values)]), low=low, high=high, cells=KS_CELLS)
+            reference_cells = _on_cells(values[~np.isnan(values)], low, high, KS_CELLS)
+            grids[name] = KsGrid(reference_cells, low=low, high=high, cells=KS_CELLS)
     return grids
+
+
+def _on_cells(present: np.ndarray, low: float, high: float, cells: int) -> np.ndarray:
+    """Values per bucket: below ``low``, each of ``cells`` equal-width cells (``np.histogram``'s:
+    right-open, the last closed), above ``high``."""
+    inside = np.histogram(present, bins=cells, range=(low, high))[0]
+    return np.concatenate([[np.count_nonzero(present < low)], inside, [np.count_nonzero(present > high)]])
 
 
 def day_counts(
