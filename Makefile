@@ -71,16 +71,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Two test processes (pytest-xdist), each with its own SparkSession: one process leaves a core
-# idle most of the time (driver work, Delta commits, job start-ups). TEST_PROCESSES=0: one process.
-TEST_PROCESSES ?= 2
 unit: $(JARS_STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The fast tier (< 3 min): all but the end-to-end tests (jobs, train -> infer, notebooks) and
 # the slow ones (seconds each: several Delta versions, a second JVM, many generated cases).
 unit-fast: $(JARS_STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadgroup -m "not e2e and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not e2e and not slow" $(PYTEST_ARGS)
 
 test: lint typecheck unit
 

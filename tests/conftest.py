@@ -1,10 +1,4 @@
-"""One Delta-enabled SparkSession per test process, on a throwaway lakehouse.
-
-``make test`` runs the suite in two processes (pytest-xdist, ``--dist loadgroup``): a module's
-tests stay in one process, so its module-scoped fixtures are built once, and the modules that
-cost minutes start first (see :func:`pytest_collection_modifyitems`). A run without ``-n`` is
-one process, as before.
-"""
+"""One Delta-enabled SparkSession for the whole test run, on a throwaway lakehouse."""
 
 from __future__ import annotations
 
@@ -25,27 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--all-kill-points", action="store_true",
                      help="tests/test_faults.py: kill the jobs after every stage, not one per layer (~20 min more)")
-
-
-# Where the suite's minutes go: these modules start first, so that the last module to finish
-# is a short one. Each test of a module in SPLIT is a unit of its own (it builds what it needs
-# and shares no module fixture), so the two processes can run its minutes side by side.
-FIRST = ("test_faults", "test_daily", "test_bad_input", "test_notebooks", "test_upkeep", "test_monitor",
-         "test_pipeline", "test_point_in_time_properties", "test_lakehouse")
-SPLIT = ("test_faults",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group each test with its module (``xdist_group``, for ``--dist loadgroup``) and put the
-    costly modules first; the order within a module is kept."""
-    def module(item: pytest.Item) -> str:
-        return Path(item.nodeid.split("::")[0]).stem
-
-    for item in items:
-        name = module(item)
-        item.add_marker(pytest.mark.xdist_group(item.nodeid if name in SPLIT else name))
-    rank = {name: i for i, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(module(item), len(FIRST)))
 
 
 @pytest.fixture(scope="session")
