@@ -11,7 +11,8 @@ and its JVM), and a kill is what the out-of-memory killer does: SIGKILL to the w
   then checks that the file is in no committed version (the kill came before the commit).
 
 The kills form a chain: the run after a kill is killed at the next point (so it is also the
-rerun of the point before it), and the last run completes. By default there is one point per
+rerun of the point before it), and the last run completes, in the test's own process (a run
+that is not killed needs no process of its own: that saves a Spark start). By default there is one point per
 layer; ``--all-kill-points`` kills after every stage. After every kill each table's newest
 version is read by Spark and by delta-rs, an independent Delta reader, with the same rows, and
 every version that existed before the killed run reads back unchanged. When the chain has
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -251,9 +252,10 @@ def assert_killed_before_commit(proj: Project, kill: Kill, files_before: set[str
     assert written - committed, f"the kill {kill} came after the commit: every new file is committed"
 
 
-def kill_chain(spark: SparkSession, proj: Project, args: list[str], kills: Iterable[Kill]) -> list[str]:
+def kill_chain(spark: SparkSession, proj: Project, args: list[str], kills: Iterable[Kill],
+               complete: Callable[[JobContext], object]) -> list[str]:
     """Run ``args`` killed at each of ``kills`` in turn, checking the tables after each kill, then
-    once more to completion. Returns the killed runs' ids."""
+    ``complete`` (the same job, in this process) on ``proj``. Returns the killed runs' ids."""
     killed_runs = []
     for kill in kills:
         before = versions(proj)
@@ -265,7 +267,8 @@ def kill_chain(spark: SparkSession, proj: Project, args: list[str], kills: Itera
         assert_intact(spark, proj, before, kill)
         if kill.inside_merge_of:
             assert_killed_before_commit(proj, kill, files)
-    run_job(proj, args)
+    with quiet():
+        complete(proj.context(spark))
     return killed_runs
 
 
@@ -301,7 +304,8 @@ def test_the_features_job_killed_anywhere_loses_nothing_and_its_rerun_equals_an_
     reference = project(tmp_path / "ref", "faultsref", landing=tmp_path / "landing", keep=keep)
     kills = kill_points(request, features_stages(), FEATURES_INSIDE, FEATURES_KILLS)
 
-    killed = kill_chain(spark, chain, ["run", "features", "--date", D1.isoformat()], kills)
+    killed = kill_chain(spark, chain, ["run", "features", "--date", D1.isoformat()], kills,
+                        lambda ctx: features_job(ctx, RunWindow(D1, D1)))
     with quiet():
         features_job(reference.context(spark), RunWindow(D1, D1))
 
@@ -323,7 +327,8 @@ def test_the_inference_job_killed_before_and_inside_its_merge_scores_each_flight
     reference = e2e_lakehouse.clone(tmp_path / "ref", "faultinfref", MODEL_TABLES)
 
     killed = kill_chain(spark, chain, ["run", "infer", "--date", INFER_DAY.isoformat()],
-                        kill_points(request, INFER_STAGES, INFER_INSIDE, INFER_KILLS))
+                        kill_points(request, INFER_STAGES, INFER_INSIDE, INFER_KILLS),
+                        lambda ctx: infer_job(ctx, RunWindow(INFER_DAY, INFER_DAY)))
     with quiet():
         infer_job(reference, RunWindow(INFER_DAY, INFER_DAY))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
@@ -18,10 +19,10 @@ from sparkfs.catalog.lineage import upstream
 from sparkfs.core.config import Settings, StorageSettings
 from sparkfs.core.errors import ConfigError, SparkfsError
 from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse, checksum
-from sparkfs.core.runs import RunWindow, current_records
+from sparkfs.core.runs import RunWindow, current_records, record_run
 from sparkfs.examples.flights.conform import conform_flights
 from sparkfs.examples.flights.delivery import SCHEDULE_COLUMNS, deliver
-from sparkfs.features.pipeline import load_pipeline
+from sparkfs.features.pipeline import load_pipeline, run_pipeline
 from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.features import features_job
 
@@ -81,6 +82,37 @@ def test_features_job_end_to_end_and_rerun_changes_nothing(
     stages = {r["stage"] for r in records.select("stage").collect()}
     assert {"bronze.flights", "silver.flights", "gold.carrier_delays", "gold.planes"} <= stages
     assert records.where(F.col("status") != "succeeded").count() == 0
+
+
+@pytest.mark.e2e
+def test_a_static_feature_table_is_rebuilt_only_when_what_it_reads_changed(
+    e2e_lakehouse: SharedLakehouse, tmp_path: Path
+) -> None:
+    written = [("bronze", "planes"), ("silver", "planes"), ("gold", "planes")]
+    ctx = e2e_lakehouse.clone(tmp_path, "static", written)
+    lake, full = ctx.lake, load_pipeline(ctx.settings.conf_dir, ctx.settings.data_path)
+    config = full.config.model_copy(update={
+        "upstream": None, "sources": [full.source("planes")],
+        "silver": [t for t in full.config.silver if t.name == "planes"]})
+    planes_only = dataclasses.replace(full, config=config,
+                                      feature_tables=[t for t in full.feature_tables if t.name == "planes"])
+
+    def gold_stage() -> tuple[bool, int]:
+        with record_run(lake, "features", {"date": D2}) as run:
+            run_pipeline(lake, planes_only, RunWindow(D2, D2), run)
+        stage = current_records(lake.read("ops", "run_records")).where(
+            (F.col("run_id") == run.run_id) & (F.col("stage") == "gold.planes")).first()
+        assert stage is not None and stage["status"] == "succeeded"
+        return "skipped_up_to_date" in (stage["details"] or ""), lake.version("gold", "planes")
+
+    version = lake.version("gold", "planes")
+    assert gold_stage() == (True, version)  # built by the shared lakehouse's runs from this silver
+    tailnum, seats = lake.read("silver", "planes").where(F.col("seats").isNotNull()).select("tailnum", "seats").first()
+    lake.spark.sql(f"UPDATE {lake.name('silver', 'planes')} SET seats = seats + 1 WHERE tailnum = '{tailnum}'")
+    skipped, rebuilt = gold_stage()
+    assert not skipped and rebuilt > version
+    assert lake.read("gold", "planes").where(F.col("tailnum") == tailnum).first()["seats"] == seats + 1
+    assert gold_stage() == (True, rebuilt)
 
 
 @pytest.mark.e2e

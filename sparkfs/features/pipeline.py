@@ -12,16 +12,21 @@ declared in ``conf/``:
 
 Each stage (``upstream``, ``bronze.<source>``, ``silver.<table>``, ``gold.<table>``) records its row
 counts in/out, rejected rows, duration and the Delta version it wrote in ``ops.run_records``.
-Every write is idempotent, so re-running a day or a range changes nothing.
+Every write is idempotent, so re-running a day or a range changes nothing. What cannot have
+changed is skipped: a once-delivered source's silver table when bronze has no new version, and a
+static feature table (no event time) when neither its declaration nor the versions of the tables
+its builder reads changed since it was built.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from pydantic import Field, model_validator
 
 from sparkfs.core.column_lineage import ColumnLineage
 from sparkfs.core.config import StrictModel, import_ref, load_yaml
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ConfigError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.lineage import LineageEdge, edges_from_reads, record_lineage, table_node
@@ -47,6 +53,8 @@ from sparkfs.features.silver import SilverSpec, ValidationPolicy, refine
 log = logging.getLogger(__name__)
 
 PIPELINE_FILE = "pipeline.yaml"
+# Gold table property of a static feature table: what its rows were last built from (_built_from).
+BUILT_FROM_PROPERTY = "sparkfs.built_from"
 
 
 class PipelineConfig(StrictModel):
@@ -192,7 +200,15 @@ def _run_stages(
     for table in pipeline.feature_tables if sources is None else []:
         with _stage(run, spark, f"gold.{table.name}") as st:
             with lake.track_reads() as reads:
-                rows_df = compute(lake, table, gold_window.start, gold_window.end).persist()
+                rows_df = compute(lake, table, gold_window.start, gold_window.end)  # planned, not run
+            built_from = _built_from(lake, table, reads)
+            if built_from is not None and lake.exists("gold", table.name) and (
+                    lake.properties("gold", table.name).get(BUILT_FROM_PROPERTY) == built_from):
+                st.table_name, st.table_version = lake.name("gold", table.name), lake.version("gold", table.name)
+                st.rows_in = st.rows_out = 0
+                st.details["skipped_up_to_date"] = True
+                continue
+            rows_df = rows_df.persist()
             try:
                 merged = write_feature_table(lake, table, rows_df)
             finally:
@@ -203,9 +219,29 @@ def _run_stages(
                 # Which silver columns fed each gold column: sent with the OpenLineage event only.
                 columns[(target, merged.version)] = feature_table_column_lineage(
                     lake, table, gold_window.start, gold_window.end)
+            if built_from is not None:  # one more commit, only when the table was built from something new
+                built = {BUILT_FROM_PROPERTY: built_from}
+                retry_on_conflict(partial(lake.ensure_properties, "gold", table.name, built), merged.table,
+                                  "setting the built-from property")
             st.table_name, st.table_version = merged.table, merged.version
             st.rows_in, st.rows_out = merged.source_rows, merged.rows_inserted + merged.rows_updated
             st.details |= {"inserted": merged.rows_inserted, "updated": merged.rows_updated}
+
+
+def _built_from(lake: Lakehouse, table: FeatureTableSpec, reads: list[tuple[str, str, int | None]]) -> str | None:
+    """What a static feature table's rows follow from: its declaration and the version of each
+    table its builder read (``<layer>.<table>@<version>``). None for a table with an event time,
+    whose rows also depend on the run's window, or when the builder read nothing through the
+    lakehouse (no versions to compare). Kept in the table's :data:`BUILT_FROM_PROPERTY`; a run
+    that finds the same string skips the table (its MERGE would change nothing). The versions are
+    looked up just after the builder's reads: an input committed to in between (a concurrent
+    run) is recorded one version ahead, and the table catches up with that input's next change."""
+    if table.event_time is not None or not reads:
+        return None
+    versions = sorted({f"{layer}.{name}@{lake.version(layer, name) if version is None else version}"
+                       for layer, name, version in reads})
+    declaration = hashlib.sha256(table.model_dump_json().encode()).hexdigest()[:16]
+    return f"declaration {declaration}; read " + ", ".join(versions)
 
 
 def gold_span(window: RunWindow) -> RunWindow:
