@@ -12,13 +12,13 @@ and its JVM), and a kill is what the out-of-memory killer does: SIGKILL to the w
 
 The kills form a chain: the run after a kill is killed at the next point (so it is also the
 rerun of the point before it), and the last run completes, in the test's own process (a run
-that is not killed needs no process of its own: that saves a Spark start). By default there is one point per
-layer; ``--all-kill-points`` kills after every stage. After every kill each table's newest
-version is read by Spark and by delta-rs, an independent Delta reader, with the same rows, and
-every version that existed before the killed run reads back unchanged. When the chain has
-completed, its tables hold exactly an uninterrupted run's rows (count and checksum; the columns
-that name the run that wrote a row aside), and ``ops.run_records`` shows each killed run as
-``abandoned``.
+that is not killed needs no process of its own: that saves a Spark start). By default there is
+one point per layer; ``--all-kill-points`` kills after every stage. After every kill each
+table's newest version is read by Spark and by delta-rs, an independent Delta reader, with the
+same rows, and every version that existed before the killed run reads back unchanged. When
+the chain has completed, its tables hold exactly an uninterrupted run's rows (count and
+checksum; the columns that name the run that wrote a row aside), and ``ops.run_records`` shows
+each killed run as ``abandoned``.
 """
 
 from __future__ import annotations
