@@ -98,7 +98,7 @@ def write_conf(root: Path) -> Path:
     overlay = conf / "env" / "local.yaml"
     local = yaml.safe_load(overlay.read_text()) or {}
     local["storage"] = {**local.get("storage", {}), "schemas": {layer: f"shared_{layer}" for layer in LAYERS}}
-    local["spark"] = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2}
+    local["spark"] = {**local.get("spark", {}), "master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2}
     overlay.write_text(yaml.safe_dump(local))
     return conf
 

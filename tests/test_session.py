@@ -4,12 +4,16 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import date
 from pathlib import Path
 
 import pytest
 
+from sparkfs.core.config import load_settings
 from sparkfs.core.errors import JavaNotFoundError, JavaVersionError
+from sparkfs.core.runs import RunWindow
 from sparkfs.core.session import check_java, java_major_version
+from sparkfs.jobs.context import JobContext
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,6 +53,32 @@ def test_java_missing_from_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 def test_session_is_utc_with_delta(spark) -> None:  # type: ignore[no-untyped-def]
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions")
+
+
+def test_a_one_day_run_tunes_the_session_and_puts_it_back(spark, lake, settings) -> None:  # type: ignore[no-untyped-def]
+    """``spark.day_conf`` holds for a one-day run only: a backfill's window keeps the session as
+    it is, and afterwards (also after an error) each key is back: its value, or unset."""
+    day_conf = {"spark.sql.shuffle.partitions": "7", "spark.sql.sparkfs.test.only": "day"}
+    tuned = settings.model_copy(update={"spark": settings.spark.model_copy(update={"day_conf": day_conf})})
+    ctx = JobContext(tuned, spark, lake)
+    partitions = spark.conf.get("spark.sql.shuffle.partitions")
+    assert partitions != "7"
+
+    def current() -> tuple[str | None, str | None]:
+        return spark.conf.get("spark.sql.shuffle.partitions"), spark.conf.get("spark.sql.sparkfs.test.only", None)
+
+    with ctx.one_day(RunWindow(date(2013, 1, 1), date(2013, 1, 31))):
+        assert current() == (partitions, None)
+    with ctx.one_day(RunWindow(date(2013, 1, 1), date(2013, 1, 1))):
+        assert current() == ("7", "day")
+    assert current() == (partitions, None)
+    with pytest.raises(ZeroDivisionError), ctx.one_day():
+        assert current() == ("7", "day")
+        1 / 0  # noqa: B018
+    assert current() == (partitions, None)
+    # The local environment turns code generation off for a day; Databricks keeps its own.
+    assert load_settings(REPO / "conf", "local").spark.day_conf["spark.sql.codegen.wholeStage"] == "false"
+    assert load_settings(REPO / "conf", "prod").spark.day_conf == {}
 
 
 def test_unresolvable_delta_jars_give_a_clear_error(tmp_path: Path) -> None:

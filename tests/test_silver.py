@@ -129,10 +129,16 @@ def test_rerun_changes_neither_silver_nor_quarantine(lake: Lakehouse, tmp_path: 
     spec = bronze_with(lake, tmp_path, "sv_rerun", BAD_BATCH)
     policy = ValidationPolicy(policy="warn", max_reject_ratio=0.0)
     refine(lake, spec, SUITE, policy, [D1], run_id="run-1")
+    versions = lake.version("silver", "sv_rerun"), lake.version("silver", "sv_rerun_quarantine")
 
-    again = refine(lake, spec, SUITE, policy, [D1], run_id="run-2")
+    # Nothing changed since (bronze, declarations, day): the refine is skipped, no commit at all.
+    same = refine(lake, spec, SUITE, policy, [D1], run_id="run-2")
+    assert same.skipped and same.merge is None
+    assert (lake.version("silver", "sv_rerun"), lake.version("silver", "sv_rerun_quarantine")) == versions
+    # Another policy: refined again, to the same rows.
+    again = refine(lake, spec, SUITE, policy.model_copy(update={"max_reject_ratio": 0.9}), [D1], run_id="run-3")
 
-    assert again.merge is not None and again.quarantine is not None
+    assert not again.skipped and again.merge is not None and again.quarantine is not None
     assert (again.merge.rows_inserted, again.merge.rows_updated) == (0, 0)
     assert (again.quarantine.rows_inserted, again.quarantine.rows_updated) == (0, 0)
     run_ids = {r[0] for r in lake.read("silver", "sv_rerun_quarantine").select("_run_id").collect()}

@@ -45,6 +45,10 @@ class SparkSettings(StrictModel):
     # Options for the local driver JVM, after the ones sparkfs sets (e.g. JIT or GC flags).
     java_options: str = ""
     conf: dict[str, str] = Field(default_factory=dict)
+    # Runtime SQL confs set for a run over one day's data (each day of ``run daily`` and ``run
+    # monitor``, a one-day ``run features`` / ``run infer``) and restored after it; backfills and
+    # training keep ``conf``. conf/env/local.yaml turns code generation off there.
+    day_conf: dict[str, str] = Field(default_factory=dict)
 
 
 def local_cores(master: str) -> int | None:

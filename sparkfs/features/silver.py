@@ -28,10 +28,13 @@ For a run window, :func:`refine` turns the window's bronze rows of one source in
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import Field
@@ -41,6 +44,7 @@ from pyspark.sql import types as T
 
 from sparkfs.core.checks import require_columns
 from sparkfs.core.config import StrictModel, import_ref
+from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import ValidationFailedError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import MergeResult, merge_upsert
@@ -65,8 +69,8 @@ DELIVERY_DATE = "_delivery_date"  # the day of the row's delivery: checked by ex
 IS_MALFORMED = "_is_malformed"
 STATUS, OPEN, SUPERSEDED = "_status", "open", "superseded"  # quarantine rows: is the delivery current?
 MALFORMED_REASON = "malformed record"  # the one reason of a line that did not parse
-# Silver table property: the bronze version a once-delivered source was last refined from.
-SOURCE_VERSION_PROPERTY = "sparkfs.source_version"
+# Silver table property: what the table was last refined from (see :func:`refined_from`).
+REFINED_FROM_PROPERTY = "sparkfs.refined_from"
 # The names the spec's ``schema`` may use, and the Spark types they cast to.
 TYPES = {
     "string": T.StringType(),
@@ -204,17 +208,12 @@ def refine(
     """
     full_name = lake.name(LAYER, spec.name)
     result = RefineResult(full_name)
-    if days is None:
-        bronze_version = lake.version(bronze.LAYER, spec.source)
-        if lake.exists(LAYER, spec.name) and lake.properties(LAYER, spec.name).get(
-            SOURCE_VERSION_PROPERTY
-        ) == str(bronze_version):
-            log.debug("silver %s: up to date with bronze v%d", full_name, bronze_version)
-            result.skipped = True
-            return result
-        bronze_df = lake.read(bronze.LAYER, spec.source)
-    else:
-        bronze_df = bronze.read_days(lake, spec.source, days)
+    made_from = refined_from(spec, suite, policy, lake.version(bronze.LAYER, spec.source), days)
+    if lake.exists(LAYER, spec.name) and lake.properties(LAYER, spec.name).get(REFINED_FROM_PROPERTY) == made_from:
+        log.debug("silver %s: up to date (%s)", full_name, made_from)
+        result.skipped = True
+        return result
+    bronze_df = lake.read(bronze.LAYER, spec.source) if days is None else bronze.read_days(lake, spec.source, days)
     delivered_df = bronze_df if days is None else latest_day_delivery(bronze_df)
     if days is not None and policy.volume:
         around = bronze.read_days(lake, spec.source, history_days(days, policy.volume))
@@ -256,9 +255,34 @@ def refine(
             flagged.unpersist()
     finally:
         candidate.unpersist()
-    if days is None:
-        _set_property(lake, spec.name, SOURCE_VERSION_PROPERTY, str(bronze_version))
+    record = {REFINED_FROM_PROPERTY: made_from}  # one more commit, only when it changed
+    retry_on_conflict(partial(lake.ensure_properties, LAYER, spec.name, record), full_name,
+                      "setting the refined-from property")
     return result
+
+
+def refined_from(spec: SilverSpec, suite: Sequence[ExpectationSpec], policy: ValidationPolicy,
+                 bronze_version: int | None, days: Sequence[date] | None) -> str:
+    """What a refine's result follows from: the declarations (spec, suite, policy), the bronze
+    version and the days. Kept in the table's :data:`REFINED_FROM_PROPERTY` after a refine; a
+    refine that finds the same string skips (its MERGE would change nothing). This is how the
+    daily job's second pass over the day before's schedule costs nothing, and a rerun of a day
+    skips what did not change. The bronze version is looked up before bronze is read: a delivery
+    ingested in between by a concurrent run makes the next refine run again, never skip.
+    A change to the conform function's code is not seen: re-deliver, or change the spec."""
+    declared = json.dumps([spec.model_dump(mode="json"), [e.model_dump(mode="json") for e in suite],
+                           policy.model_dump(mode="json")], sort_keys=True)
+    declaration = hashlib.sha256(declared.encode()).hexdigest()[:16]
+    return f"declaration {declaration}; bronze v{bronze_version}; {_span(days)}"
+
+
+def _span(days: Sequence[date] | None) -> str:
+    if days is None:
+        return "all days"
+    ordered = sorted(set(days))
+    if (ordered[-1] - ordered[0]).days + 1 == len(ordered):
+        return f"days {ordered[0]}..{ordered[-1]}"
+    return "days " + ",".join(map(str, ordered))
 
 
 def _failure_counts(flagged: DataFrame, labels: Sequence[str]) -> dict[str, int]:
@@ -375,13 +399,3 @@ def _apply_policy(
     if policy.policy == "strict":
         raise ValidationFailedError(message)
     log.warning("%s (policy WARN: publishing the good rows)", message.replace("nothing was published.", ""))
-
-
-def _set_property(lake: Lakehouse, table: str, key: str, value: str) -> None:
-    """Record ``key=value`` on a silver table (one small commit; only when it changes)."""
-    if lake.properties(LAYER, table).get(key) == value:
-        return
-    lake.spark.sql(
-        f"ALTER TABLE {lake.name(LAYER, table)} SET TBLPROPERTIES ('{key}' = '{value}')"
-    )
-

@@ -15,14 +15,14 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, NoReturn
 
 from sparkfs.core.config import Settings, load_settings
 from sparkfs.core.errors import UsageError
-from sparkfs.core.session import on_databricks
+from sparkfs.core.session import on_databricks, session_conf
 from sparkfs.jobs.console import (
     jvm_output_to,
     mark_spark_log,
@@ -46,6 +46,13 @@ class JobContext:
     settings: Settings
     spark: SparkSession
     lake: Lakehouse
+
+    def one_day(self, window: RunWindow | None = None) -> AbstractContextManager[object]:
+        """The session tuned for one day's data (``spark.day_conf``) for the ``with`` block; a
+        ``window`` of several days (a backfill) keeps it as it is."""
+        if window is not None and window.start != window.end:
+            return nullcontext()
+        return session_conf(self.spark, self.settings.spark.day_conf)
 
 
 class Parser(argparse.ArgumentParser):

@@ -119,7 +119,7 @@ def run_day(ctx: JobContext, pipeline: Pipeline, config: TrainingConfig, run_dat
     today = RunWindow(run_date, run_date)
     params = {"date": run_date, "features_for": yesterday.start, "model": config.model_name,
               "alias": config.alias}
-    with record_run(lake, "daily", params) as run:
+    with ctx.one_day(), record_run(lake, "daily", params) as run:
         run_pipeline(lake, pipeline, yesterday, run)  # gold for R-1 and R (features.pipeline.gold_span)
         run_pipeline(lake, pipeline, today, run, sources=[serving_source(pipeline, config)])
         with run.stage("labels") as stage:

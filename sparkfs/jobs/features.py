@@ -16,7 +16,7 @@ def features_job(ctx: JobContext, window: RunWindow | None) -> None:
         raise SparkfsError("the features job needs --date D, or --start S --end E for a backfill")
     pipeline = load_pipeline(ctx.settings.conf_dir, ctx.settings.data_path)
     params = {"start": window.start, "end": window.end}
-    with record_run(ctx.lake, "features", params) as run:
+    with ctx.one_day(window), record_run(ctx.lake, "features", params) as run:
         run_pipeline(ctx.lake, pipeline, window, run)
     print(summary(run.stages, window, run.run_id))
 

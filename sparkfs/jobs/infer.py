@@ -42,7 +42,7 @@ def infer_job(ctx: JobContext, window: RunWindow | None) -> None:
         raise ConfigError("infer needs a date: sparkfs run infer --date YYYY-MM-DD (or --start/--end)")
     config = load_training_config(ctx.settings)
     params = {"start": window.start, "end": window.end, "model": config.model_name, "alias": config.alias}
-    with record_run(ctx.lake, "infer", params) as run:
+    with ctx.one_day(window), record_run(ctx.lake, "infer", params) as run:
         result = infer_stages(ctx, config, window, run)
     print(describe_inference(result, config, window))
 

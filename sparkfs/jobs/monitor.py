@@ -85,7 +85,7 @@ def monitor_job(ctx: JobContext, window: RunWindow | None) -> None:
     alerts: list[AlertRow] = []
     for day in window.days():
         params = {"date": day, "model": config.model_name, "alias": config.alias}
-        with record_run(ctx.lake, "monitor", params) as run:
+        with ctx.one_day(), record_run(ctx.lake, "monitor", params) as run:
             checked = ingestion_stage(ctx, policy, day - timedelta(days=1), run)
             result = monitor_stages(ctx, config, policy, day, run)
         print(describe_ingestion(checked) + describe_monitoring(result, config, day))
