@@ -31,6 +31,7 @@ from sparkfs.ml.score import (
     check_feature_schema,
     load_scoring_model,
     predict_and_merge,
+    score,
 )
 from sparkfs.ml.skew import compare_features
 
@@ -119,6 +120,27 @@ def test_scores_in_spark_equal_the_pyfunc_and_rerun_changes_nothing(
     assert got["probability"].tolist() == pytest.approx(expected["probability"].tolist(), abs=1e-12)
     assert got["prediction"].tolist() == expected["prediction"].tolist()
 
+
+
+@pytest.mark.slow
+def test_a_small_batch_is_scored_on_the_driver_as_spark_would(spark: SparkSession, model: ScoringModel) -> None:
+    day_df = (synthetic_df(spark).where(F.to_date("sched_dep_ts") == F.lit(date(2013, 3, 20)))
+              .withColumn("times", F.struct(F.col("sched_dep_ts").alias("event_ts"), F.lit(None).cast("timestamp").alias("known_at"))))
+    rows = day_df.count()
+    keep = [*KEYS, "carrier", "times"]  # carrier is kept and a model input too
+    in_spark = score(day_df, model, keep, driver_max_rows=0)
+    on_driver = score(day_df, model, keep, driver_max_rows=rows)
+    over_the_limit = score(day_df, model, keep, driver_max_rows=rows - 1)
+
+    assert "LocalTableScan" in on_driver._jdf.queryExecution().executedPlan().toString()
+    assert "LocalTableScan" not in over_the_limit._jdf.queryExecution().executedPlan().toString()
+    assert on_driver.schema == in_spark.schema == over_the_limit.schema
+    expected = in_spark.orderBy(*KEYS).collect()
+    assert len(expected) == rows and {r["prediction"] for r in expected} <= {0, 1}
+    assert on_driver.orderBy(*KEYS).collect() == expected
+    assert over_the_limit.orderBy(*KEYS).collect() == expected
+    empty = score(day_df.limit(0), model, keep, driver_max_rows=rows)
+    assert empty.schema == in_spark.schema and empty.count() == 0
 
 def test_compare_features_finds_every_kind_of_skew(spark: SparkSession) -> None:
     training = synthetic_df(spark, rows=60).select(*KEYS, *FEATURES)

@@ -250,6 +250,13 @@ def test_feature_times_record_the_rows_used_and_the_audit_catches_rows_not_yet_l
                                                             known_at="ingested")], feature_times="times")
     assert used(known.df) == [("AA", 4, 0, 0), ("AA", 6, 5, 5), ("AA", 25, 5, 5), ("UA", 4, None, None)]
     assert audit_feature_times(known.df, "times", "at").violations == 0
+    # A spine at one instant (a daily batch): "auto" takes the instant plan; the same rows and times.
+    batch = spine.withColumn("at", F.lit(at(6)))
+    by_plan = {plan: create_training_set(lake, batch, [FeatureLookup("pit_audit", ["carrier", "origin"], "at", ["delay"],
+                                                                     known_at="ingested")], plan=plan, feature_times="times")
+               for plan in ("auto", "intervals")}
+    assert [p.split(":")[0] for p in by_plan["auto"].plans.values()] == ["instant"]
+    assert used(by_plan["auto"].df) == used(by_plan["intervals"].df) == [("AA", 6, 5, 5)] * 3 + [("UA", 6, None, None)]
     # The audit checks event times too (the join never breaks that rule; a hand-made frame can).
     forged = known.df.withColumn("at", F.col("at") - F.expr("INTERVAL 2 MINUTES"))
     assert audit_feature_times(forged, "times", "at").counts["pit_audit"]["after_cutoff"] == 1

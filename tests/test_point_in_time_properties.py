@@ -3,7 +3,8 @@
 Random spines and feature tables with ties between spine and feature times, null keys, null
 timestamps, null feature values, duplicate spine rows, two key columns, mixed time zones,
 lookbacks hitting the (t - w, t] edge exactly, and bin sizes that send intervals down the fine
-path, the keys-only path, or both; and the union + window plan.
+path, the keys-only path, or both; and the union + window plan. A spine whose rows all share
+one time goes through the instant plan, also as known at (against a brute force).
 """
 
 from __future__ import annotations
@@ -104,3 +105,54 @@ def test_as_of_join_matches_duckdb_asof(spark: SparkSession, data: st.DataObject
         tuple(r) for r in out.select("k1", "k2", F.unix_micros("ts"), "label", "v", "w").collect()
     )
     assert got == oracle(spine, features, lookback)
+
+
+@st.composite
+def one_instant_spine(draw: st.DrawFn) -> list[tuple]:
+    """Spine rows that all look up at one time (each in a random zone), or have no time."""
+    t = T0 + timedelta(minutes=draw(st.integers(0, 12)))
+    at = st.one_of(st.none(), st.builds(lambda z: t.astimezone(z), zones), st.builds(lambda z: t.astimezone(z), zones))
+    return draw(st.lists(st.tuples(k1s, k2s, at, st.integers(0, 1)), min_size=1, max_size=12))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spine=one_instant_spine(), features=feature_rows, lookback=st.sampled_from(LOOKBACKS))
+@pytest.mark.slow
+def test_a_spine_at_one_instant_matches_duckdb_asof(spark: SparkSession, spine: list[tuple], features: list[tuple],
+                                                    lookback: timedelta | None) -> None:
+    spine_df = spark.createDataFrame(spine, SPINE_SCHEMA)
+    out = as_of_join(spine_df, spark.createDataFrame(features, FEATURE_SCHEMA), ["k1", "k2"], spine_time="ts",
+                     event_time="ts", lookback=lookback, plan="instant")
+    got = Counter(tuple(r) for r in out.select("k1", "k2", F.unix_micros("ts"), "label", "v", "w").collect())
+    assert got == oracle(spine, features, lookback)
+
+
+known_rows = st.lists(
+    st.tuples(k1s, k2s, instants, st.one_of(st.none(), st.floats(-5, 5, allow_nan=False)),
+              st.sampled_from(["x", "y", None]), st.one_of(st.none(), instants)),
+    max_size=15,
+    unique_by=lambda r: (r[0], r[1], r[2]),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spine=one_instant_spine(), features=known_rows, lookback=st.sampled_from(LOOKBACKS))
+@pytest.mark.slow
+def test_a_spine_at_one_instant_as_known_at_matches_a_brute_force(
+    spark: SparkSession, spine: list[tuple], features: list[tuple], lookback: timedelta | None
+) -> None:
+    """As known at (a row counts once ``known <= t``): the instant plan equals a brute force over
+    the rows (the latest visible row by event time, inside the lookback)."""
+    spine_df = spark.createDataFrame(spine, SPINE_SCHEMA)
+    feature_df = spark.createDataFrame(features, FEATURE_SCHEMA + ", known timestamp")
+    out = as_of_join(spine_df, feature_df, ["k1", "k2"], spine_time="ts", event_time="ts", known_at="known",
+                     lookback=lookback, plan="instant")
+    got = Counter(tuple(r) for r in out.select("k1", "k2", F.unix_micros("ts"), "label", "v", "w").collect())
+    expected: Counter = Counter()
+    for k1, k2, t, label in spine:
+        visible = [f for f in features if k1 is not None and (f[0], f[1]) == (k1, k2) and t is not None
+                   and f[5] is not None and f[2] <= t and f[5] <= t and (lookback is None or f[2] > t - lookback)]
+        hit = max(visible, key=lambda f: f[2], default=None)
+        at = None if t is None else micros(utc_naive(t))
+        expected[(k1, k2, at, label, hit[3] if hit else None, hit[4] if hit else None)] += 1
+    assert got == expected

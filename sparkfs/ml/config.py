@@ -92,6 +92,8 @@ class InferenceConfig(StrictModel):
     context_columns: list[str] = Field(default_factory=list)
     skew_check: bool = False
     skew_sample_rows: int = Field(200, ge=1)
+    # A batch of at most this many rows is scored on the driver (sparkfs.ml.score.score); 0: always in Spark.
+    driver_max_rows: int = Field(100_000, ge=0)
 
 
 class LabelConfig(StrictModel):

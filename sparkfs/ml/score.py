@@ -1,11 +1,13 @@
 """Batch inference: score a day's spine with the model behind an alias, MERGE the predictions.
 
-The features are looked up with the same point-in-time code training used, scored inside Spark
-by the packaged pyfunc (an MLflow ``spark_udf``: the rows never come to the driver), and MERGEd
-into ``<ml schema>.<inference.table>`` keyed by the spine keys + timestamp and partitioned by
+The features are looked up with the same point-in-time code training used, scored by the
+packaged pyfunc (on the driver for a day-sized batch, else inside Spark by an MLflow
+``spark_udf``: the rows never come to the driver), and MERGEd into
+``<ml schema>.<inference.table>`` keyed by the spine keys + timestamp and partitioned by
 ``score_date``, the day the row is scored for: the spine's ``date_column`` (for the flights, the
-local date ``infer --date D`` selects), so ``score_date = D`` holds every row of that run. Each row carries the model name and version and the Delta version of every
-feature table it was built from. Scores are deterministic and the rows hold no run timestamp,
+local date ``infer --date D`` selects), so ``score_date = D`` holds every row of that run. Each
+row carries the model name and version and the Delta version of every feature table it was
+built from. Scores are deterministic and the rows hold no run timestamp,
 so re-running a date updates nothing.
 
 Example::
@@ -17,13 +19,17 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import mlflow
+import pandas as pd
+import pyarrow as pa
 from mlflow.models import get_model_info
+from mlflow.pyfunc import PyFuncModel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -52,6 +58,7 @@ MODEL_VERSION = "model_version"
 FEATURE_VERSIONS = "feature_versions"
 # Which feature row each prediction used: struct(<lookup>: struct(event_ts, known_at)) (the leakage audit).
 FEATURE_TIMES = "feature_times"
+DRIVER_MAX_ROWS = 100_000  # the default of InferenceConfig.driver_max_rows
 
 # MLflow signature type -> (Spark types it accepts, the Spark type it is cast to for scoring).
 _ACCEPTS: dict[str, tuple[tuple[type[T.DataType], ...], T.DataType]] = {
@@ -137,25 +144,68 @@ def check_feature_schema(
         )
 
 
-def score(df: DataFrame, model: ScoringModel, keep: Sequence[str]) -> DataFrame:
-    """``keep`` columns + ``probability`` + ``prediction``, computed inside Spark by the pyfunc.
+def score(df: DataFrame, model: ScoringModel, keep: Sequence[str], *,
+          driver_max_rows: int = DRIVER_MAX_ROWS) -> DataFrame:
+    """``keep`` columns + ``probability`` + ``prediction``, computed by the model's pyfunc.
 
     Features are cast to the signature types first (e.g. an integer column to double), after
-    :func:`check_feature_schema` has made sure the cast is meaningful.
+    :func:`check_feature_schema` has made sure the cast is meaningful. A batch of at most
+    ``driver_max_rows`` rows (a day's flights) is collected as Arrow and scored on the driver by
+    the pyfunc, loaded once per process and model version, and comes back as a local DataFrame; a
+    larger one (or any, with 0) is scored inside Spark by MLflow's ``spark_udf``, its rows never
+    on the driver. Both paths run the same pyfunc on the same cast inputs. The UDF pays, on every
+    call, a model download, a requirements check and a model load in each Python worker: seconds
+    that a batch of a thousand rows does not need.
     """
     check_feature_schema(df, model)
     require_columns(df, keep, "the rows to score")
+    inputs: list[Column] = [F.col(c).cast(_ACCEPTS[t][1]).alias(c) for c, t in model.inputs]
+    if driver_max_rows:
+        on_driver = _score_on_driver(df, model, keep, inputs, driver_max_rows)
+        if on_driver is not None:
+            return on_driver
     predict = mlflow.pyfunc.spark_udf(
         df.sparkSession, model.uri,
         result_type=f"{PROBABILITY} double, {PREDICTION} int", env_manager="local",
     )
-    inputs: list[Column] = [F.col(c).cast(_ACCEPTS[t][1]).alias(c) for c, t in model.inputs]
     scored = df.withColumn("_sparkfs_score", predict(F.struct(*inputs)))
     return scored.select(
         *keep,
         F.col(f"_sparkfs_score.{PROBABILITY}").alias(PROBABILITY),
         F.col(f"_sparkfs_score.{PREDICTION}").alias(PREDICTION),
     )
+
+
+def _score_on_driver(
+    df: DataFrame, model: ScoringModel, keep: Sequence[str], inputs: Sequence[Column], max_rows: int
+) -> DataFrame | None:
+    """The scored rows as a local DataFrame, or None when ``df`` has more than ``max_rows`` rows
+    (one Spark job either way: at most ``max_rows + 1`` rows are collected)."""
+    names = [f"_sparkfs_input_{i}" for i in range(len(inputs))]  # a kept column may be an input too
+    batch = df.select(*keep, *(c.alias(n) for c, n in zip(inputs, names, strict=True))).limit(max_rows + 1).toArrow()
+    if batch.num_rows > max_rows:
+        return None
+    probability, prediction = pa.array([], pa.float64()), pa.array([], pa.int32())
+    if batch.num_rows:
+        frame = batch.select(names).rename_columns(model.input_columns).to_pandas()
+        predicted = _pyfunc(mlflow.get_registry_uri(), model.uri, model.run_id).predict(frame)
+        if not isinstance(predicted, pd.DataFrame):
+            raise SchemaMismatchError(f"model {model.name} version {model.version} returned {type(predicted).__name__}, "
+                                      f"not a DataFrame with {PROBABILITY!r} and {PREDICTION!r}")
+        probability = pa.array(predicted[PROBABILITY].to_numpy(dtype="float64"), pa.float64())
+        prediction = pa.array(predicted[PREDICTION].to_numpy(dtype="int32"), pa.int32())
+    scored = batch.select(list(keep)).append_column(PROBABILITY, probability).append_column(PREDICTION, prediction)
+    schema = T.StructType([*df.select(*keep).schema.fields, T.StructField(PROBABILITY, T.DoubleType()),
+                           T.StructField(PREDICTION, T.IntegerType())])
+    return df.sparkSession.createDataFrame(scored, schema=schema)
+
+
+@functools.lru_cache(maxsize=4)
+def _pyfunc(registry_uri: str, model_uri: str, run_id: str | None) -> PyFuncModel:
+    """The pyfunc of ``model_uri`` in the registry at ``registry_uri``, loaded once per process (a
+    model version is immutable; ``run_id`` tells a version apart from one of a registry that was
+    deleted and built again at the same place)."""
+    return mlflow.pyfunc.load_model(model_uri)
 
 
 def scoring_day(config: TrainingConfig) -> Column:
@@ -263,7 +313,8 @@ def predict_and_merge(
     times = [FEATURE_TIMES] if FEATURE_TIMES in features_df.columns else []
     keep = list(dict.fromkeys([*config.keys, config.timestamp, config.lookup_timestamp,
                                *config.inference.context_columns, SCORE_DATE, *times]))
-    scored = score(features_df.withColumn(SCORE_DATE, scoring_day(config)), model, keep)
+    scored = score(features_df.withColumn(SCORE_DATE, scoring_day(config)), model, keep,
+                   driver_max_rows=config.inference.driver_max_rows)
     keys = [*config.keys, config.timestamp]
     lineage = with_model_lineage(scored, model, feature_versions)
     predictions = _not_scored_before(lake, with_realized_labels(lineage, labels_df, config), config).persist()
@@ -301,4 +352,4 @@ def score_batch(
     model = load_scoring_model(settings, config.model_name, alias or config.alias)
     features = build_features(lake, config, spine_df, label=None)
     check_feature_schema(features.df, model, config.feature_columns)
-    return score(features.df, model, keep=spine_df.columns)
+    return score(features.df, model, keep=spine_df.columns, driver_max_rows=config.inference.driver_max_rows)

@@ -17,9 +17,11 @@ rows visible at ``t``. Rows with a null ``known_at`` never count. A MERGE that c
 place overwrites what was known before; keep corrections as new rows (e.g. the append-only bronze
 layer, or a sequence column) where the old value must stay visible to earlier spine times.
 
-How the join works (one function, used by training and inference alike): three exact plans, and
+How the join works (one function, used by training and inference alike): four exact plans, and
 by default (``plan="auto"``) each lookup picks one (:mod:`sparkfs.pit.planner`):
 
+- ``"instant"`` (:mod:`sparkfs.pit.instant`): a spine whose rows all look up at one time (a
+  daily batch) joins one snapshot of the latest row per key, on the keys alone;
 - ``"union"`` and ``"union-wide"`` (:mod:`sparkfs.pit.union`): spine and feature rows are
   shuffled and sorted by key once, and a window gives each spine row the last feature row before
   it; ``"union"`` moves only the narrow columns and then fetches the matched rows' features
@@ -59,6 +61,7 @@ from sparkfs.pit import planner
 from sparkfs.pit.checks import check_training_set
 from sparkfs.pit.columns import all_of, column
 from sparkfs.pit.fetch import fetch_features
+from sparkfs.pit.instant import instant_join
 from sparkfs.pit.intervals import interval_join
 from sparkfs.pit.lookup import (
     INTERNAL_PREFIX,
@@ -392,9 +395,12 @@ def _join_lookup(
         raise SparkfsError(f"unknown plan {plan!r}: expected one of {planner.PLANS}")
     if plan.startswith("union") and lk.known_at:
         raise SparkfsError(f"plan '{plan}' does not support known_at; use 'intervals' or 'auto'")
+    if plan == "instant" and lo != hi:
+        raise SparkfsError(f"plan 'instant' needs every spine time to be one instant; {lk.spine_time!r} "
+                           f"spans {lo}..{hi} microseconds: use 'auto'")
     size = bin_us
     if plan == "auto":
-        plan = planner.choose_plan(feature_df, lk, spine_df, spine_rows, chosen)
+        plan = planner.choose_plan(feature_df, lk, spine_df, spine_rows, chosen, one_instant=lo == hi)
     if plan == "intervals" and size is None:
         gap, _ = planner.sample_stats(feature_df, [k for k, _ in lk.key_map], lk.event_time)
         size = max(1, gap or hi - lo + 1)
@@ -404,6 +410,8 @@ def _join_lookup(
         return union_join(spine_df, feature_df, lk, hi, wide=True)
     if plan == "union":
         matched = union_join(spine_df, feature_df, lk, hi, wide=False)
+    elif plan == "instant":
+        matched = instant_join(spine_df, feature_df, lk, hi)
     else:
         assert size is not None
         matched = interval_join(spine_df, feature_df, lk, lo, hi, size)

@@ -1,16 +1,18 @@
 """Which plan joins a lookup, and the measurements that choose it.
 
-Three exact plans give the same rows; ``plan="auto"`` picks one per lookup, for speed only:
+Four exact plans give the same rows; ``plan="auto"`` picks one per lookup, for speed only:
 
-- ``"union"`` while the spine has at most ``BROADCAST_MATCH_ROWS`` rows, so its matched
+- ``"instant"`` when every spine row has the same time (a daily batch scored as of its cutoff):
+  one snapshot of the latest row per key answers them all (:mod:`sparkfs.pit.instant`);
+- else ``"union"`` while the spine has at most ``BROADCAST_MATCH_ROWS`` rows, so its matched
   (keys, event time) can be broadcast to fetch only the matched feature rows
   (:mod:`sparkfs.pit.union`, :mod:`sparkfs.pit.fetch`);
 - ``"union-wide"`` for bigger spines: the window carries every feature column instead;
 - ``"intervals"`` (:mod:`sparkfs.pit.intervals`) when the hottest key (in a sample of about
   ``SAMPLE_ROWS`` rows) holds more rows than ``HOT_KEY_TASKS`` tasks' fair share
   (``HOT_KEY_TASKS / parallelism``), since both union plans put all rows of a key in one task;
-  never on 1 or 2 cores, where no key can and the table is not even sampled; and always for
-  ``known_at``.
+  never on 1 or 2 cores, where no key can and the table is not even sampled; and for
+  ``known_at`` (on a spine of more than one time).
 
 The same sample gives the intervals plan its time-bin size (:func:`sample_stats`).
 """
@@ -26,7 +28,7 @@ from sparkfs.core.config import local_cores
 from sparkfs.pit.columns import column
 from sparkfs.pit.lookup import ResolvedLookup
 
-PLANS = ("auto", "intervals", "union", "union-wide")
+PLANS = ("auto", "instant", "intervals", "union", "union-wide")
 # "auto" takes the binned-interval plan when one key holds more rows than this many tasks' fair
 # share (so one task of a key-partitioned sort would dominate); otherwise union + window wins.
 HOT_KEY_TASKS = 2
@@ -45,11 +47,12 @@ def broadcasts_matches(spine_rows: int) -> bool:
 
 
 def choose_plan(
-    feature_df: DataFrame, lk: ResolvedLookup, spine_df: DataFrame, spine_rows: int, chosen: dict[str, str]
+    feature_df: DataFrame, lk: ResolvedLookup, spine_df: DataFrame, spine_rows: int, chosen: dict[str, str],
+    *, one_instant: bool = False,
 ) -> str:
-    """``plan="auto"``: intervals for ``known_at`` or a hot key, else union (narrow while the
-    spine's matches can be broadcast, wide above that). Records the reason in
-    ``chosen[lk.label]``.
+    """``plan="auto"``: instant for a spine at ``one_instant``; else intervals for ``known_at`` or
+    a hot key, else union (narrow while the spine's matches can be broadcast, wide above that).
+    Records the reason in ``chosen[lk.label]``.
 
     A hot key is one holding more rows than ``HOT_KEY_TASKS`` tasks' fair share; with so few
     tasks running at once that the share is 100% or more (a 1- or 2-core machine), no key can,
@@ -61,7 +64,9 @@ def choose_plan(
     union = "union" if small else "union-wide"
     matches = (f"{spine_rows:,} spine rows {'within' if small else 'over'} "
                f"{BROADCAST_MATCH_ROWS:,}: matches {'broadcast' if small else 'not broadcast'}")
-    if lk.known_at:
+    if one_instant:
+        plan, why = "instant", f"all {spine_rows:,} spine rows at one time"
+    elif lk.known_at:
         plan, why = "intervals", "known_at needs intervals"
     elif limit >= 1:
         plan, why = union, f"no key can hold over {limit:.0%} of the rows; {matches}"
