@@ -18,10 +18,8 @@ place overwrites what was known before; keep corrections as new rows (e.g. the a
 layer, or a sequence column) where the old value must stay visible to earlier spine times.
 
 How the join works (one function, used by training and inference alike): four exact plans, and
-by default (``plan="auto"``) each lookup picks one (:mod:`sparkfs.pit.planner`):
-
-- ``"instant"`` (:mod:`sparkfs.pit.instant`): a spine whose rows all look up at one time (a
-  daily batch) joins one snapshot of the latest row per key, on the keys alone;
+by default (``plan="auto"``) each lookup picks one (:mod:`sparkfs.pit.planner`). A spine at one
+time (a daily batch) takes ``"instant"`` (:mod:`sparkfs.pit.instant`: a latest-per-key snapshot); else:
 - ``"union"`` and ``"union-wide"`` (:mod:`sparkfs.pit.union`): spine and feature rows are
   shuffled and sorted by key once, and a window gives each spine row the last feature row before
   it; ``"union"`` moves only the narrow columns and then fetches the matched rows' features
@@ -391,13 +389,7 @@ def _join_lookup(
     lo, hi = span
     feature_df = lk.feature_df.where(lk.can_match(lo, hi))
 
-    if plan not in planner.PLANS:
-        raise SparkfsError(f"unknown plan {plan!r}: expected one of {planner.PLANS}")
-    if plan.startswith("union") and lk.known_at:
-        raise SparkfsError(f"plan '{plan}' does not support known_at; use 'intervals' or 'auto'")
-    if plan == "instant" and lo != hi:
-        raise SparkfsError(f"plan 'instant' needs every spine time to be one instant; {lk.spine_time!r} "
-                           f"spans {lo}..{hi} microseconds: use 'auto'")
+    planner.check_plan(plan, lk, lo, hi)
     size = bin_us
     if plan == "auto":
         plan = planner.choose_plan(feature_df, lk, spine_df, spine_rows, chosen, one_instant=lo == hi)

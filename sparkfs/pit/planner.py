@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from sparkfs.core.config import local_cores
+from sparkfs.core.errors import SparkfsError
 from sparkfs.pit.columns import column
 from sparkfs.pit.lookup import ResolvedLookup
 
@@ -44,6 +45,18 @@ SAMPLE_ROWS = 200_000
 def broadcasts_matches(spine_rows: int) -> bool:
     """Whether a spine this big has its matched (keys, event time) broadcast for the fetch."""
     return spine_rows <= BROADCAST_MATCH_ROWS
+
+
+def check_plan(plan: str, lk: ResolvedLookup, lo: int, hi: int) -> None:
+    """Raise :class:`~sparkfs.core.errors.SparkfsError` when ``plan`` cannot join ``lk`` for a
+    spine whose times span ``lo..hi`` (microseconds)."""
+    if plan not in PLANS:
+        raise SparkfsError(f"unknown plan {plan!r}: expected one of {PLANS}")
+    if plan.startswith("union") and lk.known_at:
+        raise SparkfsError(f"plan '{plan}' does not support known_at; use 'intervals' or 'auto'")
+    if plan == "instant" and lo != hi:
+        raise SparkfsError(f"plan 'instant' needs every spine time to be one instant; {lk.spine_time!r} "
+                           f"spans {lo}..{hi} microseconds: use 'auto'")
 
 
 def choose_plan(
