@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -596,3 +596,22 @@ def test_databricks_feature_engineering_names_are_accepted(lake: Lakehouse) -> N
         FeatureLookup(lookup_key=["carrier"])
     with pytest.raises(SparkfsError, match=r"needs a lookup_key"):
         FeatureLookup(table_name="pit_fe")
+
+
+def test_a_plan_that_cannot_join_the_lookup_is_refused(spark: SparkSession) -> None:
+    features = spark.createDataFrame([("AA", "JFK", at(0), 1.0, 1, at(0))],
+                                     T.StructType([*FEATURES.fields, T.StructField("known", T.TimestampType())]))
+    two_times = spark.createDataFrame([("AA", "JFK", at(1), 0), ("AA", "JFK", at(2), 0)], SPINE)
+
+    def join(spine: DataFrame, plan: str, known_at: str | None = None) -> DataFrame:
+        return as_of_join(spine, features, ["carrier", "origin"], spine_time="at", event_time="ts",
+                          features=["delay"], known_at=known_at, plan=plan)
+
+    with pytest.raises(SparkfsError, match=r"plan 'instant' needs every spine time to be one instant.*use 'auto'"):
+        join(two_times, "instant")
+    with pytest.raises(SparkfsError, match=r"plan 'union' does not support known_at"):
+        join(two_times, "union", known_at="known")
+    with pytest.raises(SparkfsError, match=r"unknown plan 'fastest': expected one of \('auto', 'instant'"):
+        join(two_times, "fastest")
+    one_time = two_times.where(F.col("at") == F.lit(at(1)))
+    assert [r["delay"] for r in join(one_time, "instant", known_at="known").collect()] == [1.0]
