@@ -8,8 +8,7 @@ exclusive, upper bound inclusive, the same edge rule as the trailing-window aggr
 row comes out exactly once, also when its keys or its timestamp are null (with null features).
 Timestamps are Spark ``TimestampType`` values, i.e. instants; they are compared as instants.
 
-Feature rows tied on (keys, event time[, sequence]) make no arbitrary pick: a tie behind a
-match raises ``DuplicateKeyError``.
+Feature rows tied on (keys, event time[, sequence]) make no pick: a tie behind a match raises ``DuplicateKeyError``.
 
 "As known at" mode (``known_at=<column>``): a row only counts once it had been written, i.e. when
 ``known_at <= spine_ts`` as well. The answer at ``t`` is the latest row by event time among the
@@ -18,15 +17,16 @@ place overwrites what was known before; keep corrections as new rows (e.g. the a
 layer, or a sequence column) where the old value must stay visible to earlier spine times.
 
 How the join works (one function, used by training and inference alike): four exact plans, and
-by default (``plan="auto"``) each lookup picks one (:mod:`sparkfs.pit.planner`). A spine at one
-time (a daily batch) takes ``"instant"`` (:mod:`sparkfs.pit.instant`: a latest-per-key snapshot); else:
+by default (``plan="auto"``) each lookup picks one (:mod:`sparkfs.pit.planner`):
+
+- ``"instant"`` (:mod:`sparkfs.pit.instant`) for a spine at one time (a daily batch);
 - ``"union"`` and ``"union-wide"`` (:mod:`sparkfs.pit.union`): spine and feature rows are
   shuffled and sorted by key once, and a window gives each spine row the last feature row before
   it; ``"union"`` moves only the narrow columns and then fetches the matched rows' features
   (:mod:`sparkfs.pit.fetch`), ``"union-wide"`` carries the features through the window;
 - ``"intervals"`` (:mod:`sparkfs.pit.intervals`): an SCD type 2 view of the table joined as an
-  equi-join on (keys, time bin) plus a range condition, so a hot key spreads over many tasks.
-  Each build is checked afterwards (:mod:`sparkfs.pit.checks`).
+  equi-join on (keys, time bin) plus a range condition, so a hot key spreads over many tasks;
+  each build is checked afterwards (:mod:`sparkfs.pit.checks`).
 
 Example::
 
