@@ -121,7 +121,6 @@ def test_scores_in_spark_equal_the_pyfunc_and_rerun_changes_nothing(
     assert got["prediction"].tolist() == expected["prediction"].tolist()
 
 
-
 @pytest.mark.slow
 def test_a_small_batch_is_scored_on_the_driver_as_spark_would(spark: SparkSession, model: ScoringModel) -> None:
     day_df = (synthetic_df(spark).where(F.to_date("sched_dep_ts") == F.lit(date(2013, 3, 20)))
@@ -141,6 +140,7 @@ def test_a_small_batch_is_scored_on_the_driver_as_spark_would(spark: SparkSessio
     assert over_the_limit.orderBy(*KEYS).collect() == expected
     empty = score(day_df.limit(0), model, keep, driver_max_rows=rows)
     assert empty.schema == in_spark.schema and empty.count() == 0
+
 
 def test_compare_features_finds_every_kind_of_skew(spark: SparkSession) -> None:
     training = synthetic_df(spark, rows=60).select(*KEYS, *FEATURES)
