@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
 from e2e_lakehouse import SharedLakehouse
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from synthetic_landing import D1, D2, land_synthetic, private_conf, trim_conf
 
@@ -22,7 +24,8 @@ from sparkfs.core.lakehouse import EVENT_TIME_PROPERTY, KEYS_PROPERTY, Lakehouse
 from sparkfs.core.runs import RunWindow, current_records, record_run
 from sparkfs.examples.flights.conform import conform_flights
 from sparkfs.examples.flights.delivery import SCHEDULE_COLUMNS, deliver
-from sparkfs.features.pipeline import load_pipeline, run_pipeline
+from sparkfs.features.feature_tables import FeatureTableSpec
+from sparkfs.features.pipeline import in_parallel, load_pipeline, run_pipeline
 from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.features import features_job
 
@@ -113,6 +116,57 @@ def test_a_static_feature_table_is_rebuilt_only_when_what_it_reads_changed(
     assert not skipped and rebuilt > version
     assert lake.read("gold", "planes").where(F.col("tailnum") == tailnum).first()["seats"] == seats + 1
     assert gold_stage() == (True, rebuilt)
+
+
+def plane_makers(lake: Lakehouse, span: object) -> DataFrame:
+    """A feature table built from another one (gold.planes): planes per manufacturer."""
+    return lake.read("gold", "planes").groupBy("manufacturer").agg(F.count("*").alias("planes"))
+
+
+@pytest.mark.e2e
+def test_a_feature_table_built_from_another_reads_it_as_this_run_wrote_it(
+    e2e_lakehouse: SharedLakehouse, tmp_path: Path
+) -> None:
+    # Gold tables are built side by side; one whose builder reads a table declared before it
+    # waits for that table. Here gold.planes does not exist before the run: without the wait the
+    # builder would find no table.
+    ctx = e2e_lakehouse.clone(tmp_path, "derived", [("bronze", "planes"), ("silver", "planes")])
+    lake, full = ctx.lake, load_pipeline(ctx.settings.conf_dir, ctx.settings.data_path)
+    makers = FeatureTableSpec.model_validate({
+        "name": "plane_makers", "description": "planes per manufacturer", "owner": "tests",
+        "keys": ["manufacturer"], "build": f"{__name__}:plane_makers",
+        "columns": {"manufacturer": "aircraft manufacturer", "planes": "planes it built"}})
+    config = full.config.model_copy(update={
+        "upstream": None, "sources": [full.source("planes")], "parallel_stages": 2,
+        "silver": [t for t in full.config.silver if t.name == "planes"]})
+    planes = [t for t in full.feature_tables if t.name == "planes"]
+    pipeline = dataclasses.replace(full, config=config, feature_tables=[*planes, makers])
+    assert not lake.exists("gold", "planes")
+
+    with record_run(lake, "features", {"date": D2}) as run:
+        run_pipeline(lake, pipeline, RunWindow(D2, D2), run)
+
+    expected = lake.read("gold", "planes").groupBy("manufacturer").agg(F.count("*").alias("planes"))
+    got = lake.read("gold", "plane_makers")
+    assert got.count() == expected.count()
+    assert got.agg(F.sum("planes")).first()[0] == lake.read("gold", "planes").count() > 0
+    assert got.select("manufacturer", "planes").exceptAll(expected).isEmpty()
+
+
+def test_stages_side_by_side_all_run_and_the_first_failure_is_raised() -> None:
+    def task(ran: list[str], name: str, fail: bool = False) -> None:
+        time.sleep(0.05)
+        ran.append(name)
+        if fail:
+            raise ValueError(name)
+
+    for threads in (1, 3):
+        ran: list[str] = []
+        tasks = [partial(task, ran, "a"), partial(task, ran, "b", True), partial(task, ran, "c", True),
+                 partial(task, ran, "d")]
+        with pytest.raises(ValueError, match="^b$"):
+            in_parallel(threads, tasks)
+        assert sorted(ran) == ["a", "b", "c", "d"], threads
 
 
 @pytest.mark.e2e

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,8 +127,8 @@ class Lakehouse:
 
     spark: SparkSession
     settings: Settings
-    # Open read logs (see track_reads): every read appends (layer, table, version or None).
-    _read_logs: list[list[tuple[str, str, int | None]]] = dataclass_field(default_factory=list, compare=False, repr=False)
+    # Open read logs of each thread (see track_reads): every read appends (layer, table, version or None).
+    _read_logs: threading.local = dataclass_field(default_factory=threading.local, compare=False, repr=False)
     # Tables and properties ensure_properties has already checked (once per Lakehouse, not per write).
     _ensured: set[tuple[str, str, str]] = dataclass_field(default_factory=set, compare=False, repr=False)
 
@@ -143,11 +144,17 @@ class Lakehouse:
             reads                                     # [("silver", "flights", None)]
         """
         log: list[tuple[str, str, int | None]] = []
-        self._read_logs.append(log)
+        logs = self._thread_read_logs()
+        logs.append(log)
         try:
             yield log
         finally:
-            self._read_logs.remove(log)
+            logs.remove(log)
+
+    def _thread_read_logs(self) -> list[list[tuple[str, str, int | None]]]:
+        """The read logs open in this thread: stages that run side by side log their own reads."""
+        logs: list[list[tuple[str, str, int | None]]] = self._read_logs.__dict__.setdefault("logs", [])
+        return logs
 
     @property
     def is_local(self) -> bool:
@@ -290,7 +297,7 @@ class Lakehouse:
     def read(self, layer: str, table: str, version: int | None = None) -> DataFrame:
         """The table as a DataFrame, optionally as of a Delta version (time travel)."""
         self._require(layer, table)
-        for log in self._read_logs:
+        for log in self._thread_read_logs():
             log.append((layer, table, version))
         reader = self.spark.read
         if version is not None:

@@ -290,8 +290,10 @@ class RunRecorder:
     @contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:
         record = StageRecord(stage=name, started_at=_now())
-        self.stages.append(record)
-        self._append_started_in_background(len(self.stages))
+        with self._queue_lock:  # stages may start side by side (one thread each)
+            self.stages.append(record)
+            seq = len(self.stages)
+        self._append_started_in_background(seq)
         start = time.perf_counter()
         log.debug("[%s] %s: started", self.job, name)
         try:

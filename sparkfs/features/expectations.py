@@ -33,6 +33,7 @@ import functools
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -234,21 +235,13 @@ class SuiteResult:
         return [o for o in self.outcomes if not o.success]
 
 
-def run_suite(
-    df: DataFrame, suite_name: str, specs: Sequence[ExpectationSpec], engine: Engine = "spark"
-) -> SuiteResult:
-    """Validate ``df`` with Great Expectations against the declared suite; return GE's result.
+# Great Expectations keeps the context it made last as the process's current one, and a run
+# looks its suite up there: one validation at a time (silver tables refine side by side).
+_GX_LOCK = threading.Lock()
 
-    Uses an ephemeral GE context (no files, analytics off), a dataframe asset and a
-    ``ValidationDefinition``. ``engine="spark"`` validates ``df`` in Spark (cache it first: GE
-    computes each metric with its own Spark job); ``engine="pandas"`` collects ``df`` to the driver
-    and validates it there, which for a day's few thousand rows takes a second instead of one
-    Spark job per metric.
 
-    Example: ``run_suite(candidate_df, "flights", suites["flights"]).failed()``.
-    """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
+def _validate(gx: Any, data: Any, suite_name: str, specs: Sequence[ExpectationSpec], engine: Engine) -> Any:
+    """GE's result for ``data`` (a Spark or pandas DataFrame) against the suite, in an ephemeral context."""
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
@@ -270,8 +263,28 @@ def run_suite(
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(data=batch, suite=suite, name=f"{suite_name}_validation")
     )
+    return definition.run(batch_parameters={"dataframe": data}, result_format="BASIC")
+
+
+def run_suite(
+    df: DataFrame, suite_name: str, specs: Sequence[ExpectationSpec], engine: Engine = "spark"
+) -> SuiteResult:
+    """Validate ``df`` with Great Expectations against the declared suite; return GE's result.
+
+    Uses an ephemeral GE context (no files, analytics off), a dataframe asset and a
+    ``ValidationDefinition``. ``engine="spark"`` validates ``df`` in Spark (cache it first: GE
+    computes each metric with its own Spark job); ``engine="pandas"`` collects ``df`` to the driver
+    and validates it there, which for a day's few thousand rows takes a second instead of one
+    Spark job per metric.
+
+    Example: ``run_suite(candidate_df, "flights", suites["flights"]).failed()``.
+    """
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
     data = df.toPandas() if engine == "pandas" else df
-    result = definition.run(batch_parameters={"dataframe": data}, result_format="BASIC")
+    with _GX_LOCK:
+        result = _validate(gx, data, suite_name, specs, engine)
     by_label = {s.label: s for s in specs}
     outcomes = []
     element_count = 0

@@ -12,6 +12,8 @@ declared in ``conf/``:
 
 Each stage (``upstream``, ``bronze.<source>``, ``silver.<table>``, ``gold.<table>``) records its row
 counts in/out, rejected rows, duration and the Delta version it wrote in ``ops.run_records``.
+The stages of one layer are independent and run side by side (``parallel_stages`` at a time);
+the next layer starts when all of them have ended, and not at all when one failed.
 Every write is idempotent, so re-running a day or a range changes nothing. What cannot have
 changed is skipped: a once-delivered source's silver table when bronze has no new version, and a
 static feature table (no event time) when neither its declaration nor the versions of the tables
@@ -22,20 +24,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Collection, Iterator
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
+from pyspark.sql import DataFrame
 
 from sparkfs.core.column_lineage import ColumnLineage
 from sparkfs.core.config import StrictModel, import_ref, load_yaml
 from sparkfs.core.conflicts import retry_on_conflict
-from sparkfs.core.errors import ConfigError
+from sparkfs.core.errors import ConfigError, TableNotFoundError
 from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.lineage import LineageEdge, edges_from_reads, record_lineage, table_node
 from sparkfs.core.runs import RunRecorder, RunWindow, StageRecord
@@ -65,6 +70,8 @@ class PipelineConfig(StrictModel):
     expectations_file: str = "expectations.yaml"
     feature_tables_file: str = "feature_tables.yaml"
     validation: ValidationPolicy = ValidationPolicy()
+    # Stages of one layer run side by side, this many at a time (1: one after the other).
+    parallel_stages: int = Field(3, ge=1)
     sources: list[SourceSpec] = Field(min_length=1)
     silver: list[SilverSpec] = Field(min_length=1)
 
@@ -144,70 +151,132 @@ def run_pipeline(
             record_lineage(lake, edges, job=run.job, run_id=run.run_id, columns=columns)
 
 
+@dataclass
+class _Found:
+    """What a stage leaves for the run's single writes at its end (see :func:`run_pipeline`)."""
+
+    edges: list[LineageEdge] = field(default_factory=list)
+    columns: dict[tuple[str, int], ColumnLineage] = field(default_factory=dict)
+    validations: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _run_stages(
     lake: Lakehouse, pipeline: Pipeline, days: list[date], run: RunRecorder, edges: list[LineageEdge],
     columns: dict[tuple[str, int], ColumnLineage], validations: list[dict[str, Any]], *,
     sources: Collection[str] | None, gold_window: RunWindow,
 ) -> None:
-    spark = lake.spark
     if pipeline.config.upstream:
-        with _stage(run, spark, "upstream") as st:
+        with _stage(run, lake.spark, "upstream") as st:
             st.rows_out = _upstream(pipeline.config.upstream)(pipeline.landing_dir, days, sources=sources)
             st.details["landing_dir"] = str(pipeline.landing_dir)
 
-    for source in pipeline.config.sources:
-        if sources is not None and source.name not in sources:
-            continue
-        with _stage(run, spark, f"bronze.{source.name}") as st:
-            ingested = ingest(lake, source, pipeline.landing_dir, days, run.run_id)
-            st.table_name, st.table_version = ingested.table, ingested.version
-            if ingested.version is not None:
-                target = table_node("bronze", source.name)
-                edges.extend(LineageEdge(target, ingested.version, "file", f) for f in ingested.files)
-            st.rows_out = ingested.rows_written
-            st.details |= {"files_new": ingested.files_new, "files_skipped": ingested.files_skipped}
+    def each(stage: Callable[..., None], items: list[Any]) -> None:
+        """``stage`` for every item of one layer, ``parallel_stages`` at a time; what they found is
+        kept in declaration order, also when one of them failed."""
+        found = [_Found() for _ in items]
+        try:
+            in_parallel(pipeline.config.parallel_stages, [partial(stage, item, f) for item, f in zip(items, found, strict=True)])
+        finally:
+            for f in found:
+                edges.extend(f.edges)
+                columns.update(f.columns)
+                validations.extend(f.validations)
 
-    for spec in pipeline.config.silver:
-        if sources is not None and spec.source not in sources:
-            continue
-        with _stage(run, spark, f"silver.{spec.name}") as st:
-            daily = pipeline.source(spec.source).arrival == "daily"
-            with lake.track_reads() as reads:
-                refined = refine(
-                    lake, spec, pipeline.suites[spec.expectations], pipeline.config.validation,
-                    days if daily else None, run.run_id, validations=validations,
-                )
-            st.table_name = refined.table
-            st.rows_in, st.rows_out, st.rows_rejected = refined.rows_in, refined.rows_out, refined.rows_rejected
-            st.details |= {
-                "skipped_up_to_date": refined.skipped,
-                "rows_superseded": refined.rows_superseded,
-                "rejects_by_expectation": refined.rejects_by_expectation,
-            }
-            if outside := [v.describe() for v in refined.volumes if not v.ok]:
-                st.details["volume_outside_band"] = outside  # WARN: published all the same
-            if refined.merge:
-                st.table_version = refined.merge.version
-                if refined.merge.rows_inserted or refined.merge.rows_updated:
-                    target = table_node("silver", spec.name)
-                    # Bronze is what silver is made from; its own table and quarantine are not.
-                    bronze_reads = [r for r in reads if r[0] == "bronze"]
-                    edges.extend(edges_from_reads(lake, target, refined.merge.version, bronze_reads))
-                st.details |= {"inserted": refined.merge.rows_inserted, "updated": refined.merge.rows_updated}
-            if refined.quarantine:
-                st.details["quarantine_version"] = refined.quarantine.version
+    bronze = [s for s in pipeline.config.sources if sources is None or s.name in sources]
+    each(partial(_bronze_stage, lake, pipeline, days, run), bronze)
+    silver = [s for s in pipeline.config.silver if sources is None or s.source in sources]
+    each(partial(_silver_stage, lake, pipeline, days, run), silver)
+    gold = pipeline.feature_tables if sources is None else []
+    built = {table.name: threading.Event() for table in gold}
+    each(partial(_gold_stage, lake, gold, built, gold_window, run), gold)
 
-    for table in pipeline.feature_tables if sources is None else []:
-        with _stage(run, spark, f"gold.{table.name}") as st:
-            with lake.track_reads() as reads:
-                rows_df = compute(lake, table, gold_window.start, gold_window.end)  # planned, not run
+
+def in_parallel(threads: int, tasks: Sequence[Callable[[], None]]) -> None:
+    """Run ``tasks``, up to ``threads`` at a time (threads sharing the session), started in their
+    order. The tasks of one layer are independent: one that fails does not stop the others; when
+    all have ended, the first failure (in the tasks' order) is raised. A day's stage is mostly
+    fixed costs on Spark's driver (planning, Delta's log, commits), which overlap.
+
+    Example: ``in_parallel(3, [partial(refine_one, spec) for spec in specs])``.
+    """
+    if threads == 1 or len(tasks) <= 1:
+        failures: list[Exception] = []
+        for task in tasks:
+            try:
+                task()
+            except Exception as exc:  # the siblings still run, as they would side by side
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        return
+    pool = ThreadPoolExecutor(max_workers=min(threads, len(tasks)), thread_name_prefix="sparkfs-stage")
+    futures = [pool.submit(task) for task in tasks]
+    try:
+        wait(futures)
+    finally:  # an interrupt: stages not yet started never start; running ones end their commit
+        pool.shutdown(wait=True, cancel_futures=True)
+    for future in futures:
+        future.result()
+
+
+def _bronze_stage(
+    lake: Lakehouse, pipeline: Pipeline, days: list[date], run: RunRecorder, source: SourceSpec, found: _Found,
+) -> None:
+    with _stage(run, lake.spark, f"bronze.{source.name}") as st:
+        ingested = ingest(lake, source, pipeline.landing_dir, days, run.run_id)
+        st.table_name, st.table_version = ingested.table, ingested.version
+        if ingested.version is not None:
+            target = table_node("bronze", source.name)
+            found.edges.extend(LineageEdge(target, ingested.version, "file", f) for f in ingested.files)
+        st.rows_out = ingested.rows_written
+        st.details |= {"files_new": ingested.files_new, "files_skipped": ingested.files_skipped}
+
+
+def _silver_stage(
+    lake: Lakehouse, pipeline: Pipeline, days: list[date], run: RunRecorder, spec: SilverSpec, found: _Found,
+) -> None:
+    with _stage(run, lake.spark, f"silver.{spec.name}") as st:
+        daily = pipeline.source(spec.source).arrival == "daily"
+        with lake.track_reads() as reads:
+            refined = refine(
+                lake, spec, pipeline.suites[spec.expectations], pipeline.config.validation,
+                days if daily else None, run.run_id, validations=found.validations,
+            )
+        st.table_name = refined.table
+        st.rows_in, st.rows_out, st.rows_rejected = refined.rows_in, refined.rows_out, refined.rows_rejected
+        st.details |= {
+            "skipped_up_to_date": refined.skipped,
+            "rows_superseded": refined.rows_superseded,
+            "rejects_by_expectation": refined.rejects_by_expectation,
+        }
+        if outside := [v.describe() for v in refined.volumes if not v.ok]:
+            st.details["volume_outside_band"] = outside  # WARN: published all the same
+        if refined.merge:
+            st.table_version = refined.merge.version
+            if refined.merge.rows_inserted or refined.merge.rows_updated:
+                target = table_node("silver", spec.name)
+                # Bronze is what silver is made from; its own table and quarantine are not.
+                bronze_reads = [r for r in reads if r[0] == "bronze"]
+                found.edges.extend(edges_from_reads(lake, target, refined.merge.version, bronze_reads))
+            st.details |= {"inserted": refined.merge.rows_inserted, "updated": refined.merge.rows_updated}
+        if refined.quarantine:
+            st.details["quarantine_version"] = refined.quarantine.version
+
+
+def _gold_stage(
+    lake: Lakehouse, gold: list[FeatureTableSpec], built: dict[str, threading.Event], window: RunWindow,
+    run: RunRecorder, table: FeatureTableSpec, found: _Found,
+) -> None:
+    try:
+        with _stage(run, lake.spark, f"gold.{table.name}") as st:
+            rows_df, reads = _planned(lake, gold, built, window, table)
             built_from = _built_from(lake, table, reads)
             if built_from is not None and lake.exists("gold", table.name) and (
                     lake.properties("gold", table.name).get(BUILT_FROM_PROPERTY) == built_from):
                 st.table_name, st.table_version = lake.name("gold", table.name), lake.version("gold", table.name)
                 st.rows_in = st.rows_out = 0
                 st.details["skipped_up_to_date"] = True
-                continue
+                return
             rows_df = rows_df.persist()
             try:
                 merged = write_feature_table(lake, table, rows_df)
@@ -215,17 +284,45 @@ def _run_stages(
                 rows_df.unpersist()
             if merged.rows_inserted or merged.rows_updated:
                 target = table_node("gold", table.name)
-                edges.extend(edges_from_reads(lake, target, merged.version, reads))
+                found.edges.extend(edges_from_reads(lake, target, merged.version, reads))
                 # Which silver columns fed each gold column: sent with the OpenLineage event only.
-                columns[(target, merged.version)] = feature_table_column_lineage(
-                    lake, table, gold_window.start, gold_window.end)
+                found.columns[(target, merged.version)] = feature_table_column_lineage(
+                    lake, table, window.start, window.end)
             if built_from is not None:  # one more commit, only when the table was built from something new
-                built = {BUILT_FROM_PROPERTY: built_from}
-                retry_on_conflict(partial(lake.ensure_properties, "gold", table.name, built), merged.table,
+                properties = {BUILT_FROM_PROPERTY: built_from}
+                retry_on_conflict(partial(lake.ensure_properties, "gold", table.name, properties), merged.table,
                                   "setting the built-from property")
             st.table_name, st.table_version = merged.table, merged.version
             st.rows_in, st.rows_out = merged.source_rows, merged.rows_inserted + merged.rows_updated
             st.details |= {"inserted": merged.rows_inserted, "updated": merged.rows_updated}
+    finally:
+        built[table.name].set()
+
+
+def _planned(
+    lake: Lakehouse, gold: list[FeatureTableSpec], built: dict[str, threading.Event], window: RunWindow,
+    table: FeatureTableSpec,
+) -> tuple[DataFrame, list[tuple[str, str, int | None]]]:
+    """The feature table's rows for ``window`` (planned, not run) and the reads they make. A builder
+    that reads a feature table declared before its own reads it as this run wrote it, as if the
+    tables were built one after the other: the plan waits for that table and is made again (also
+    when the table did not exist before this run)."""
+    earlier = {t.name for t in gold[:gold.index(table)]}
+    try:
+        with lake.track_reads() as reads:
+            rows_df = compute(lake, table, window.start, window.end)
+    except TableNotFoundError:
+        if not earlier:
+            raise
+        wait_for = earlier
+    else:
+        wait_for = {name for layer, name, _ in reads if layer == "gold" and name in earlier}
+        if not wait_for:
+            return rows_df, reads
+    for name in sorted(wait_for):
+        built[name].wait()
+    with lake.track_reads() as reads:
+        return compute(lake, table, window.start, window.end), reads
 
 
 def _built_from(lake: Lakehouse, table: FeatureTableSpec, reads: list[tuple[str, str, int | None]]) -> str | None:
