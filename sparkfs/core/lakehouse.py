@@ -144,17 +144,12 @@ class Lakehouse:
             reads                                     # [("silver", "flights", None)]
         """
         log: list[tuple[str, str, int | None]] = []
-        logs = self._thread_read_logs()
+        logs = self._read_logs.__dict__.setdefault("logs", [])  # this thread's: stages run side by side
         logs.append(log)
         try:
             yield log
         finally:
             logs.remove(log)
-
-    def _thread_read_logs(self) -> list[list[tuple[str, str, int | None]]]:
-        """The read logs open in this thread: stages that run side by side log their own reads."""
-        logs: list[list[tuple[str, str, int | None]]] = self._read_logs.__dict__.setdefault("logs", [])
-        return logs
 
     @property
     def is_local(self) -> bool:
@@ -177,9 +172,7 @@ class Lakehouse:
 
     def location(self, layer: str, table: str) -> str | None:
         """The folder of a local table; None on Databricks (Unity Catalog manages storage)."""
-        if not self.is_local:
-            return None
-        return str(self.warehouse / self.schema(layer) / table)
+        return str(self.warehouse / self.schema(layer) / table) if self.is_local else None
 
     def ensure_schema(self, layer: str) -> None:
         catalog = self.settings.storage.catalog
@@ -233,14 +226,8 @@ class Lakehouse:
         return bool(self.spark.catalog.tableExists(self.name(layer, table).replace("`", "")))
 
     def create(
-        self,
-        layer: str,
-        table: str,
-        schema: StructType,
-        *,
-        partition_by: Iterable[str] = (),
-        properties: Mapping[str, str] | None = None,
-        comment: str | None = None,
+        self, layer: str, table: str, schema: StructType, *, partition_by: Iterable[str] = (),
+        properties: Mapping[str, str] | None = None, comment: str | None = None,
         column_comments: Mapping[str, str] | None = None,
     ) -> str:
         """Create the Delta table if it does not exist yet; return its qualified name."""
@@ -297,7 +284,7 @@ class Lakehouse:
     def read(self, layer: str, table: str, version: int | None = None) -> DataFrame:
         """The table as a DataFrame, optionally as of a Delta version (time travel)."""
         self._require(layer, table)
-        for log in self._thread_read_logs():
+        for log in getattr(self._read_logs, "logs", ()):
             log.append((layer, table, version))
         reader = self.spark.read
         if version is not None:
