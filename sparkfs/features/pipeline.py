@@ -123,17 +123,19 @@ def load_pipeline(conf_dir: Path | str, data_path: Path) -> Pipeline:
 
 def run_pipeline(
     lake: Lakehouse, pipeline: Pipeline, window: RunWindow, run: RunRecorder,
-    *, sources: Collection[str] | None = None,
+    *, sources: Collection[str] | None = None, next_day: Collection[str] = (),
 ) -> None:
     """Run every stage for ``window``, recording each in ``run``.
 
     ``sources`` (names of raw sources) refreshes only those: their delivery, bronze and silver
-    tables, and no gold table (the daily job takes the next day's schedule this way, before its
-    outcomes exist). Gold is built for ``window`` and the day after it (:func:`gold_span`).
+    tables, and no gold table. ``next_day`` (names of raw sources) also takes those sources'
+    delivery of the day after the window, in the same stages: the daily job takes R's schedule,
+    before R's outcomes exist, with R-1's outcomes. Gold is built for ``window`` and the day after
+    it (:func:`gold_span`).
     """
     days = list(window.days())
     names = [s.name for s in pipeline.config.sources]
-    unknown = sorted(set(sources or ()) - set(names))
+    unknown = sorted((set(sources or ()) | set(next_day)) - set(names))
     if unknown:
         raise ConfigError(f"{PIPELINE_FILE} declares no sources {unknown}; it has {names}")
     edges: list[LineageEdge] = []
@@ -141,7 +143,7 @@ def run_pipeline(
     validations: list[dict[str, Any]] = []
     try:
         _run_stages(lake, pipeline, days, run, edges, columns, validations, sources=sources,
-                    gold_window=gold_span(window))
+                    next_day=next_day, gold_window=gold_span(window))
     finally:
         # The run's GE verdicts and lineage in one write each (one per stage cost seconds each),
         # also when a later stage failed: every verdict is kept, every committed version traced.
@@ -163,11 +165,16 @@ class _Found:
 def _run_stages(
     lake: Lakehouse, pipeline: Pipeline, days: list[date], run: RunRecorder, edges: list[LineageEdge],
     columns: dict[tuple[str, int], ColumnLineage], validations: list[dict[str, Any]], *,
-    sources: Collection[str] | None, gold_window: RunWindow,
+    sources: Collection[str] | None, next_day: Collection[str], gold_window: RunWindow,
 ) -> None:
+    after = [days[-1] + timedelta(days=1)]
+    days_of = {s.name: days + after if s.name in next_day else days for s in pipeline.config.sources}
     if pipeline.config.upstream:
         with _stage(run, lake.spark, "upstream") as st:
-            st.rows_out = _upstream(pipeline.config.upstream)(pipeline.landing_dir, days, sources=sources)
+            deliver = _upstream(pipeline.config.upstream)
+            st.rows_out = deliver(pipeline.landing_dir, days, sources=sources)
+            if next_day:
+                st.rows_out += deliver(pipeline.landing_dir, after, sources=next_day)
             st.details["landing_dir"] = str(pipeline.landing_dir)
 
     def each(stage: Callable[..., None], items: list[Any]) -> None:
@@ -182,10 +189,11 @@ def _run_stages(
                 columns.update(f.columns)
                 validations.extend(f.validations)
 
-    bronze = [s for s in pipeline.config.sources if sources is None or s.name in sources]
-    each(partial(_bronze_stage, lake, pipeline, days, run), bronze)
-    silver = [s for s in pipeline.config.silver if sources is None or s.source in sources]
-    each(partial(_silver_stage, lake, pipeline, days, run), silver)
+    taken = None if sources is None else {*sources, *next_day}
+    bronze = [s for s in pipeline.config.sources if taken is None or s.name in taken]
+    each(partial(_bronze_stage, lake, pipeline, days_of, run), bronze)
+    silver = [s for s in pipeline.config.silver if taken is None or s.source in taken]
+    each(partial(_silver_stage, lake, pipeline, days_of, run), silver)
     gold = pipeline.feature_tables if sources is None else []
     built = {table.name: threading.Event() for table in gold}
     each(partial(_gold_stage, lake, gold, built, gold_window, run), gold)
@@ -220,10 +228,11 @@ def in_parallel(threads: int, tasks: Sequence[Callable[[], None]]) -> None:
 
 
 def _bronze_stage(
-    lake: Lakehouse, pipeline: Pipeline, days: list[date], run: RunRecorder, source: SourceSpec, found: _Found,
+    lake: Lakehouse, pipeline: Pipeline, days_of: dict[str, list[date]], run: RunRecorder, source: SourceSpec,
+    found: _Found,
 ) -> None:
     with _stage(run, lake.spark, f"bronze.{source.name}") as st:
-        ingested = ingest(lake, source, pipeline.landing_dir, days, run.run_id)
+        ingested = ingest(lake, source, pipeline.landing_dir, days_of[source.name], run.run_id)
         st.table_name, st.table_version = ingested.table, ingested.version
         if ingested.version is not None:
             target = table_node("bronze", source.name)
@@ -233,14 +242,15 @@ def _bronze_stage(
 
 
 def _silver_stage(
-    lake: Lakehouse, pipeline: Pipeline, days: list[date], run: RunRecorder, spec: SilverSpec, found: _Found,
+    lake: Lakehouse, pipeline: Pipeline, days_of: dict[str, list[date]], run: RunRecorder, spec: SilverSpec,
+    found: _Found,
 ) -> None:
     with _stage(run, lake.spark, f"silver.{spec.name}") as st:
         daily = pipeline.source(spec.source).arrival == "daily"
         with lake.track_reads() as reads:
             refined = refine(
                 lake, spec, pipeline.suites[spec.expectations], pipeline.config.validation,
-                days if daily else None, run.run_id, validations=found.validations,
+                days_of[spec.source] if daily else None, run.run_id, validations=found.validations,
             )
         st.table_name = refined.table
         st.rows_in, st.rows_out, st.rows_rejected = refined.rows_in, refined.rows_out, refined.rows_rejected

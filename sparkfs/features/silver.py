@@ -265,8 +265,7 @@ def refined_from(spec: SilverSpec, suite: Sequence[ExpectationSpec], policy: Val
                  bronze_version: int | None, days: Sequence[date] | None) -> str:
     """What a refine's result follows from: the declarations (spec, suite, policy), the bronze
     version and the days. Kept in the table's :data:`REFINED_FROM_PROPERTY` after a refine; a
-    refine that finds the same string skips (its MERGE would change nothing). This is how the
-    daily job's second pass over the day before's schedule costs nothing, and a rerun of a day
+    refine that finds the same string skips (its MERGE would change nothing): a rerun of a day
     skips what did not change. The bronze version is looked up before bronze is read: a delivery
     ingested in between by a concurrent run makes the next refine run again, never skip.
     A change to the conform function's code is not seen: re-deliver, or change the spec."""

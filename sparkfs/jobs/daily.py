@@ -3,10 +3,11 @@
 At R's cutoff (06:00 UTC in the example) the outcomes and weather of R-1 have landed (after R-1
 ended) and R's schedule has too (the evening before); R's own outcomes have not. So the run:
 
-1. ``features R-1``: bronze -> silver for R-1 (every source: its outcomes become features), gold
-   for the UTC dates R-1 and R (a New York evening departs on the next UTC date: R's early hours
-   before the cutoff; rows after it exist too, but no lookup as of the cutoff matches them);
-2. ``schedule R``: bronze -> silver of the serving spine's source (``spine.serving_table``) for R;
+1. ``features R-1`` and ``schedule R``, one pass of the pipeline: bronze -> silver for R-1 (every
+   source: its outcomes become features) and for R the serving spine's source
+   (``spine.serving_table``), gold for the UTC dates R-1 and R (a New York evening departs on the
+   next UTC date: R's early hours before the cutoff; rows after it exist too, but no lookup as of
+   the cutoff matches them);
 3. ``labels R-1``: merges the realized labels of R-1 onto R-1's predictions (null until now);
 4. ``inference R``: scores the flights scheduled on R as of R's cutoff, by the model's rule;
 5. ``monitor R``: drift of R's predictions against the model's reference, NannyML's estimate
@@ -120,8 +121,8 @@ def run_day(ctx: JobContext, pipeline: Pipeline, config: TrainingConfig, run_dat
     params = {"date": run_date, "features_for": yesterday.start, "model": config.model_name,
               "alias": config.alias}
     with ctx.one_day(), record_run(lake, "daily", params) as run:
-        run_pipeline(lake, pipeline, yesterday, run)  # gold for R-1 and R (features.pipeline.gold_span)
-        run_pipeline(lake, pipeline, today, run, sources=[serving_source(pipeline, config)])
+        # R-1's outcomes and R's schedule, in one pass; gold for R-1 and R (features.pipeline.gold_span)
+        run_pipeline(lake, pipeline, yesterday, run, next_day=[serving_source(pipeline, config)])
         with run.stage("labels") as stage:
             merged = merge_labels(lake, config, yesterday.start, yesterday.end)
             if merged is not None:
