@@ -21,7 +21,11 @@ Printed: each run's features and inference seconds, the medians, the ratio decad
 inference medians (bar: <= 1.3x), and the medians against the absolute bars of this 2-core
 machine (features day <= 25 s, inference day <= 15 s).
 
-    python benchmarks/daily_run.py [--keep DIR] [--start 2013-12-01] [--days 3]
+    python benchmarks/daily_run.py [--keep DIR] [--start 2013-12-01] [--days 3] [--parallel-stages 3,1]
+
+``--parallel-stages 3,1`` compares settings of ``pipeline.yaml``'s ``parallel_stages`` in one
+process, taking turns by run date. A part's seconds are its wall span (the first of its stages
+starting to the last one ending): a layer's stages run side by side.
 
 With ``--keep DIR`` the lakehouses stay in DIR, and a later run given the same DIR reuses them
 (no backfill, training or replication: ~15 minutes saved) and measures the daily runs from
