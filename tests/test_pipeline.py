@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 
@@ -346,16 +346,18 @@ def test_features_summary_gives_each_layers_rows_in_one_line() -> None:
     from sparkfs.core.runs import StageRecord
     from sparkfs.jobs.features import summary
 
-    now = datetime(2013, 1, 2)
-    stages = [
-        StageRecord("upstream", now, rows_out=4, duration_s=1.0),
-        StageRecord("bronze.flights", now, rows_out=6, duration_s=2.0),
-        StageRecord("bronze.planes", now, rows_out=0, duration_s=0.5),
-        StageRecord("silver.flights", now, rows_in=6, rows_out=5, rows_rejected=1, duration_s=3.0),
-        StageRecord("gold.carrier_delays", now, rows_in=5, rows_out=5, duration_s=4.25),
+    def at(seconds: float) -> datetime:
+        return datetime(2013, 1, 2) + timedelta(seconds=seconds)
+
+    stages = [  # a layer's stages side by side: its seconds run from the first start to the last end
+        StageRecord("upstream", at(0), rows_out=4, duration_s=1.0),
+        StageRecord("bronze.flights", at(1), rows_out=6, duration_s=2.0),
+        StageRecord("bronze.planes", at(1.2), rows_out=0, duration_s=0.5),
+        StageRecord("silver.flights", at(3), rows_in=6, rows_out=5, rows_rejected=1, duration_s=3.0),
+        StageRecord("gold.carrier_delays", at(6), rows_in=5, rows_out=5, duration_s=4.3),
     ]
     assert summary(stages, RunWindow(D1, D2), "abc").splitlines() == [
-        "features 2013-01-01..2013-01-02 (run abc) in 10.8s; rows out per layer:",
-        "  upstream 4 (1.0s) -> bronze 6 (2 tables, 2.5s) -> silver 5 (1 table, 1 rejected, 3.0s)"
-        " -> gold 5 (1 table, 4.2s)",
+        "features 2013-01-01..2013-01-02 (run abc) in 10.3s; rows out per layer:",
+        "  upstream 4 (1.0s) -> bronze 6 (2 tables, 2.0s) -> silver 5 (1 table, 1 rejected, 3.0s)"
+        " -> gold 5 (1 table, 4.3s)",
     ]
