@@ -46,18 +46,19 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import yaml
-from pyspark.sql import DataFrame, Row
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkfs.core.config import MlflowSettings, Settings, StorageSettings, load_settings
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.core.runs import RunWindow, current_records, record_run
+from sparkfs.core.runs import RunWindow, StageRecord, current_records, record_run
 from sparkfs.core.session import get_spark
 from sparkfs.features.pipeline import load_pipeline, run_pipeline
 from sparkfs.jobs.console import setup_logging
 from sparkfs.jobs.context import JobContext
 from sparkfs.jobs.daily import run_day
+from sparkfs.jobs.features import wall_seconds
 from sparkfs.jobs.train import train_job
 from sparkfs.ml.config import load_training_config
 
@@ -117,18 +118,12 @@ def training_conf(settings: Settings, root: Path) -> Path:
 def split_seconds(lake: Lakehouse, run_id: str) -> tuple[float, float]:
     """(features, inference) seconds of a daily run: from the first of its stages of that part
     starting to the last one ending (a layer's stages run side by side, so their durations overlap)."""
-    stages = (current_records(lake.read("ops", "run_records")).where(F.col("run_id") == run_id)
-              .select("stage", "started_at", "duration_s").collect())
-
-    def span(rows: list[Row]) -> float:
-        if not rows:
-            return 0.0
-        ends = [r.started_at + timedelta(seconds=r.duration_s or 0.0) for r in rows]
-        return (max(ends) - min(r.started_at for r in rows)).total_seconds()
-
-    inference = [r for r in stages if r.stage in INFERENCE_STAGES]
-    features = [r for r in stages if r.stage and r.stage.split(".")[0] in ("upstream", "bronze", "silver", "gold")]
-    return span(features), span(inference)
+    stages = [StageRecord(r.stage, r.started_at, duration_s=r.duration_s or 0.0) for r in
+              current_records(lake.read("ops", "run_records")).where(F.col("run_id") == run_id)
+              .select("stage", "started_at", "duration_s").collect() if r.stage]
+    inference = [s for s in stages if s.stage in INFERENCE_STAGES]
+    features = [s for s in stages if s.stage.split(".")[0] in ("upstream", "bronze", "silver", "gold")]
+    return wall_seconds(features), wall_seconds(inference)
 
 
 def build_decade(decade: JobContext) -> None:

@@ -8,10 +8,10 @@ ended) and R's schedule has too (the evening before); R's own outcomes have not.
    (``spine.serving_table``), gold for the UTC dates R-1 and R (a New York evening departs on the
    next UTC date: R's early hours before the cutoff; rows after it exist too, but no lookup as of
    the cutoff matches them);
-3. ``labels R-1``: merges the realized labels of R-1 onto R-1's predictions (null until now);
-4. ``inference R``: scores the flights scheduled on R as of R's cutoff, by the model's rule;
-5. ``monitor R``: drift of R's predictions against the model's reference, NannyML's estimate
-   for R, the realized metrics of R-1 (labelled in step 3), alert rows (see
+2. ``labels R-1``: merges the realized labels of R-1 onto R-1's predictions (null until now);
+3. ``inference R``: scores the flights scheduled on R as of R's cutoff, by the model's rule;
+4. ``monitor R``: drift of R's predictions against the model's reference, NannyML's estimate
+   for R, the realized metrics of R-1 (labelled in step 2), alert rows (see
    :mod:`sparkfs.jobs.monitor`); skipped when nothing was scored or the model logged no
    reference. Alerts are written and printed here; failing on them is the ``monitor`` job's
    (``fail_on_alert``), so a drifted day still gets its predictions.

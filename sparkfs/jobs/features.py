@@ -31,7 +31,7 @@ def summary(stages: Sequence[StageRecord], window: RunWindow, run_id: str) -> st
         features 2013-01-01..2013-03-31 (run 640ad44a) in 261.3s; rows out per layer:
           upstream 183 (2.9s) -> bronze 92,048 (5 tables, 64.0s) -> silver 92,048 (5 tables, 0 rejected, 142.3s) -> ...
     """
-    total = _span(stages)
+    total = wall_seconds(stages)
     layers: dict[str, list[StageRecord]] = {}
     for s in stages:
         layers.setdefault(s.stage.split(".")[0], []).append(s)
@@ -40,13 +40,14 @@ def summary(stages: Sequence[StageRecord], window: RunWindow, run_id: str) -> st
         tables = sum(1 for s in records if "." in s.stage)
         rejected = [s.rows_rejected for s in records if s.rows_rejected is not None]
         about = [f"{tables} table{'' if tables == 1 else 's'}" if tables else "",
-                 f"{sum(rejected):,} rejected" if rejected else "", f"{_span(records):.1f}s"]
+                 f"{sum(rejected):,} rejected" if rejected else "", f"{wall_seconds(records):.1f}s"]
         parts.append(f"{layer} {sum(s.rows_out or 0 for s in records):,} ({', '.join(a for a in about if a)})")
     return f"features {window} (run {run_id}) in {total:.1f}s; rows out per layer:\n  " + " -> ".join(parts)
 
 
-def _span(stages: Sequence[StageRecord]) -> float:
-    """Seconds from the first of ``stages`` starting to the last one ending."""
+def wall_seconds(stages: Sequence[StageRecord]) -> float:
+    """Seconds from the first of ``stages`` starting to the last one ending (stages of a layer
+    overlap: their durations do not add up)."""
     if not stages:
         return 0.0
     start = min(s.started_at for s in stages)
