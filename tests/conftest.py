@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
+from spark_settings import JAVA_OPTIONS, SPARK_CONF
 
 from sparkfs.core.config import Settings, SparkSettings, StorageSettings
 from sparkfs.core.lakehouse import Lakehouse, open_lakehouse
@@ -33,17 +34,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
             driver_memory="4g",  # one session for ~370 tests: room for what they cache
             shuffle_partitions=2,
             log_level="ERROR",
-            # Room for the JIT's code (Spark + Delta is a lot of it) and a throughput collector.
-            java_options="-XX:ReservedCodeCacheSize=512m -XX:+UseParallelGC",
-            conf={
-                "spark.ui.enabled": "false",
-                "spark.ui.showConsoleProgress": "false",
-                # Test data is a few rows: compiling generated code (whole-stage and per
-                # expression) costs more than it saves, about a third of the suite's time.
-                # `make demo` and the benchmarks run Spark's defaults.
-                "spark.sql.codegen.wholeStage": "false",
-                "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-            },
+            java_options=JAVA_OPTIONS,
+            conf=SPARK_CONF,
         ),
         storage=StorageSettings(data_dir=str(data_dir)),
     )

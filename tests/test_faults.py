@@ -45,6 +45,7 @@ from deltalake import DeltaTable
 from e2e_lakehouse import MODEL_TABLES, PREDICTIONS, SharedLakehouse
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from spark_settings import SHORT_LIVED_JAVA_OPTIONS, SPARK_CONF
 from synthetic_landing import D1, D2, land_synthetic, private_conf, trim_conf
 
 from sparkfs.core.config import load_settings
@@ -162,9 +163,8 @@ def project(root: Path, name: str, *, landing: Path | None = None, tracking_uri:
     overlay = conf / "env" / "local.yaml"
     local = yaml.safe_load(overlay.read_text()) or {}
     local["storage"] = {**local.get("storage", {}), "schemas": {layer: f"{name}_{layer}" for layer in LAYERS}}
-    local["spark"] = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2, "conf": {
-        "spark.ui.enabled": "false", "spark.sql.codegen.wholeStage": "false",
-        "spark.sql.codegen.factoryMode": "NO_CODEGEN"}}
+    local["spark"] = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2,
+                      "java_options": SHORT_LIVED_JAVA_OPTIONS, "conf": SPARK_CONF}
     if tracking_uri:
         local["mlflow"] = {"tracking_uri": tracking_uri}
     overlay.write_text(yaml.safe_dump(local))
