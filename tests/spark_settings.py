@@ -7,12 +7,11 @@ from __future__ import annotations
 JAVA_OPTIONS = "-XX:ReservedCodeCacheSize=512m -XX:+UseParallelGC"
 
 # A job run as a process of its own lives a minute or less on a few rows, and most of a young
-# JVM's CPU goes to the JIT compiler: a Flight Recorder profile of tests/test_silver.py in a JVM of
-# its own counted 111 s of compile time in a 163 s run. Inlining less and leaving to C2 only code
-# 4x hotter than its default bar cut that run to 108 s, and tests/test_faults.py from 658 s to
-# 526 s in the whole suite; the shared session, warm after its first minutes, ran its later
-# modules slower with them, so it keeps the defaults (docs/benchmarks.md, "The test suite"). The
-# jobs themselves keep the JVM's defaults.
+# JVM's CPU goes to the JIT compiler (a Flight Recorder profile says so). Inlining less and leaving
+# to C2 only code 4x hotter than its default bar makes such a JVM cheaper; the shared session,
+# warm after its first minutes, ran its later modules slower with them, so it keeps the defaults.
+# The measurements are in docs/benchmarks.md, "The test suite". The jobs themselves keep the
+# JVM's defaults.
 SHORT_LIVED_JAVA_OPTIONS = (
     f"{JAVA_OPTIONS} -XX:FreqInlineSize=60 -XX:InlineSmallCode=600 -XX:MaxInlineSize=20 "
     "-XX:Tier4InvocationThreshold=20000 -XX:Tier4MinInvocationThreshold=2400 "
