@@ -58,8 +58,10 @@ smoke: setup
 
 # spark-submit one job with Delta's jar: make submit JOB=smoke ARGS="--date 2013-01-01"
 DELTA_PACKAGE := io.delta:delta-spark_4.2_2.13:4.4.0
+# sparkfs's own jar too (sparkfs/core/jvm.py; `make setup` built it), where there is one.
 submit: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/spark-submit --packages $(DELTA_PACKAGE) jobs/$(JOB).py $(ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/spark-submit --packages $(DELTA_PACKAGE) \
+	  $$($(BIN)/python -c "from sparkfs.core.jvm import submit_jars; print(submit_jars())") jobs/$(JOB).py $(ARGS)
 
 # Re-run the notebooks against the local lakehouse (after `make demo`) and save their outputs.
 notebooks: setup

@@ -208,16 +208,17 @@ def test_bad_input_is_a_clear_error(spark: SparkSession) -> None:
         drift(ref.drop("delay"), profile)
 
 
-def test_day_counts_add_up_partitions_with_null_chunks_empty_partitions_and_nan(spark: SparkSession) -> None:
-    """Each partition sends its counts as arrays and the driver adds them up: the sums are the
-    rows' counts, whatever the partitions hold (several chunks, none, a null chunk)."""
+@pytest.mark.parametrize("engine", ["jvm", "python"])
+def test_day_counts_add_up_partitions_with_null_chunks_empty_partitions_and_nan(spark: SparkSession, engine: str) -> None:
+    """Each partition counts its rows and the partitions' counts are added up: the sums are the
+    rows' counts, whatever the partitions hold (several chunks, none, a null chunk), in both engines."""
     day = pd.DataFrame({"day": ["a", "a", "b", None, "a", "b"], "delay": [1.0, 2.0, np.nan, 2.0, 9.0, 2.0],
                         "hour": 1.0, "carrier": ["AA", None, "AA", "DL", "AA", None]})
     rows_df = to_spark(spark, day).withColumn("delay", F.when(F.col("delay") == 9.0, F.lit(float("nan")))
                                               .otherwise(F.col("delay"))).repartition(8)  # some empty
     grids = ks_grids(pd.DataFrame({"delay": [2.0, 2.0, 3.0, np.nan]}), ["delay"])
 
-    counts = day_counts(rows_df, "day", {"delay": [1.5, 2.5]}, grids, ["carrier"])
+    counts = day_counts(rows_df, "day", {"delay": [1.5, 2.5]}, grids, ["carrier"], engine=engine)
 
     assert counts.rows == {"a": 3, "b": 2, NULL_CHUNK: 1}
     # nulls (a NaN is one), then bins (-inf, 1.5], (1.5, 2.5], (2.5, inf)
@@ -228,6 +229,46 @@ def test_day_counts_add_up_partitions_with_null_chunks_empty_partitions_and_nan(
         ("a", "delay"): [1, 1, 0, 0, 0], ("b", "delay"): [0, 1, 0, 0, 0], (NULL_CHUNK, "delay"): [0, 1, 0, 0, 0]}
     assert counts.categories == {("a", "carrier"): {"AA": 2, None: 1}, ("b", "carrier"): {"AA": 1, None: 1},
                                  (NULL_CHUNK, "carrier"): {"DL": 1}}
+
+
+def test_the_jvm_and_python_engines_count_every_edge_case_alike(spark: SparkSession) -> None:
+    """The JVM aggregate and the Python workers give the same counts, bucket for bucket: values on
+    the bin edges and on the KS cells' edges, below and above the reference, -0.0 against 0.0,
+    infinities, NaN, nulls, unicode and empty categories, a null chunk, with and without chunks,
+    and no rows at all."""
+    rng = np.random.default_rng(7)
+    exact_reference = np.array([-1.0, 0.0, 0.5, 2.0, 2.0, 7.25])
+    wide_reference = rng.normal(0, 1, 12_000)  # more distinct values than an exact grid holds: cells
+    grids = ks_grids(pd.DataFrame({"exact": np.resize(exact_reference, 12_000), "wide": wide_reference}),
+                     ["exact", "wide"])
+    assert grids["exact"].values is not None and grids["wide"].cells
+    cell_edges = np.linspace(grids["wide"].low, grids["wide"].high, grids["wide"].cells + 1)
+    edges = {"exact": [-1.0, 0.0, 2.0], "wide": [-0.5, 0.0, 0.5]}
+    special = [-0.0, 0.0, -1.0, 2.0, 7.25, 8.0, -9.0, float("inf"), float("-inf"), float("nan"), None,
+               0.5, -0.5, math.nextafter(0.5, 1), math.nextafter(-1.0, -2)]
+    n = 6_000
+    exact = [*special, *rng.choice([*exact_reference, 1.0, -3.0], n - len(special))]
+    wide = [*rng.choice(cell_edges, 2_000), *(cell_edges[:3_000] + rng.normal(0, 1e-12, 3_000)),
+            grids["wide"].low, grids["wide"].high, *special, *rng.normal(0, 2, n - 5_002 - len(special))]
+    labels = ["é", "", "a b", "x" * 40, None, "日本"]
+    rows = [(f"d{i % 7}" if i % 11 else None, _none(exact[i]), _none(wide[i]), labels[i % len(labels)])
+            for i in range(n)]
+    rows_df = spark.createDataFrame(rows, "day string, exact double, wide double, label string").repartition(3)
+
+    for frame_ in (rows_df, rows_df.limit(0)):
+        for chunk_by in ("day", None):
+            jvm = day_counts(frame_, chunk_by, edges, grids, ["label"], engine="jvm")
+            python = day_counts(frame_, chunk_by, edges, grids, ["label"], engine="python")
+            assert jvm.rows == python.rows
+            for found in ("bins", "ks"):
+                a, b = getattr(jvm, found), getattr(python, found)
+                assert a.keys() == b.keys() and all(a[k].tolist() == b[k].tolist() for k in a), (found, chunk_by)
+            assert jvm.categories == python.categories
+    assert sum(jvm.rows.values()) == 0 and sum(day_counts(rows_df, None, edges, grids, ["label"]).rows.values()) == n
+
+
+def _none(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def entity_days(rng: np.random.Generator, days: list[str], levels: np.ndarray, *, shift: float = 0.0) -> pd.DataFrame:

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from sparkfs.core import jvm
 from sparkfs.core.config import load_settings
 from sparkfs.core.errors import JavaNotFoundError, JavaVersionError
 from sparkfs.core.runs import RunWindow
@@ -48,6 +51,30 @@ def test_java_missing_from_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(JavaNotFoundError, match="Java not found"):
         check_java()
+
+
+def test_sparkfs_java_code_is_compiled_once_and_without_javac_there_is_no_jar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert jvm.sparkfs_jar(tmp_path, build=False) is None
+    jar = jvm.sparkfs_jar(tmp_path)
+    assert jar is not None and jar.parent == tmp_path
+    with zipfile.ZipFile(jar) as archive:
+        assert "sparkfs/monitoring/DayCountsAggregate.class" in archive.namelist()
+    built = jar.stat().st_mtime_ns
+    assert jvm.sparkfs_jar(tmp_path) == jar and jar.stat().st_mtime_ns == built  # not compiled again
+
+    monkeypatch.setattr(jvm, "find_javac", lambda: None)
+    caplog.set_level(logging.INFO, logger=jvm.__name__)
+    assert jvm.sparkfs_jar(tmp_path / "elsewhere") is None
+    assert "no javac" in caplog.text
+
+
+def test_the_session_loads_sparkfs_java_code(spark) -> None:  # type: ignore[no-untyped-def]
+    from sparkfs.monitoring.day_counts import _jvm_aggregate
+
+    assert _jvm_aggregate(spark.range(1)) is not None
+    assert jvm.submit_jars().startswith("--jars ")  # the jar the session was started with
 
 
 def test_session_is_utc_with_delta(spark) -> None:  # type: ignore[no-untyped-def]

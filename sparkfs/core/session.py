@@ -5,7 +5,8 @@ Delta extension and catalog, UTC everywhere, a persistent warehouse under the pr
 directory, and Delta's jars: resolved from Maven Central into the local Ivy cache by the first
 start (``sparkfs setup``), which also writes down which jar files that resolution chose; later
 starts put those files on the classpath directly (``spark.jars``), without Ivy and without its
-report. Spark logs through the quiet log4j2 profile shipped next to this module (the level is
+report. sparkfs's own Java code goes there too (:mod:`sparkfs.core.jvm`, compiled on the first
+start). Spark logs through the quiet log4j2 profile shipped next to this module (the level is
 ``spark.log_level``), so only warnings and errors are written from the JVM's first line on.
 Library code takes the session as an argument and never calls this.
 
@@ -28,6 +29,7 @@ from urllib.parse import unquote, urlparse
 
 from sparkfs.core.config import Settings, local_cores
 from sparkfs.core.errors import DeltaJarsUnavailableError, JavaNotFoundError, JavaVersionError
+from sparkfs.core.jvm import sparkfs_jar
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -188,14 +190,16 @@ def get_spark(settings: Settings) -> SparkSession:
     for key, value in spark_cfg.conf.items():
         builder = builder.config(key, value)
     cached = cached_delta_jars()
+    # sparkfs's own Java code (compiled on the first start: sparkfs.core.jvm), then the user's jars.
+    own = [*(str(jar) for jar in filter(None, [sparkfs_jar(ivy_dir() / "sparkfs")])),
+           *filter(None, [spark_cfg.conf.get("spark.jars", "")])]
     if cached:
         # The jars Ivy resolved before, as files: no resolution, no report, no network.
-        own = spark_cfg.conf.get("spark.jars", "")
-        builder = builder.config("spark.jars", ",".join([*(str(jar) for jar in cached), *filter(None, [own])]))
+        builder = builder.config("spark.jars", ",".join([*(str(jar) for jar in cached), *own]))
     else:
         from delta import configure_spark_with_delta_pip
 
-        builder = configure_spark_with_delta_pip(builder)
+        builder = configure_spark_with_delta_pip(builder.config("spark.jars", ",".join(own)) if own else builder)
     was_cached = delta_jars_cached()
     try:
         spark = builder.getOrCreate()

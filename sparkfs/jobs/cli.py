@@ -98,7 +98,9 @@ def _version() -> str:
 # --- setup ---------------------------------------------------------------------------------------
 
 def _setup(args: argparse.Namespace, verbose: bool) -> int:
-    """Check Java, resolve Delta's jars into the Ivy cache (first time), start Spark once."""
+    """Check Java, resolve Delta's jars into the Ivy cache and compile sparkfs's Java code (first
+    time), start Spark once."""
+    from sparkfs.core.jvm import sparkfs_jar
     from sparkfs.core.session import DELTA_PACKAGE, cached_delta_jars, check_java, ivy_dir
 
     settings = settings_from_args(args)
@@ -109,8 +111,11 @@ def _setup(args: argparse.Namespace, verbose: bool) -> int:
                  DELTA_PACKAGE, ivy_dir())
     with job_context(settings, verbose=verbose, command="setup", attach=False) as ctx:
         jars = cached_delta_jars() or []
+        own = sparkfs_jar(ivy_dir() / "sparkfs", build=False)
         print(f"ready: Java {java}, Spark {ctx.spark.version}, {DELTA_PACKAGE} ({len(jars)} jars in "
-              f"{ivy_dir() / 'jars'}); tables live in {ctx.lake.warehouse}")
+              f"{ivy_dir() / 'jars'}), "
+              + (f"sparkfs's JVM code {own.name}" if own else "no javac: drift is counted in Python workers")
+              + f"; tables live in {ctx.lake.warehouse}")
     return 0
 
 

@@ -1,9 +1,19 @@
-"""Every count a chunk's drift needs, in one pass over its rows.
+"""Every count a chunk's drift needs, in one pass over its rows, by one of two engines.
 
-:func:`day_counts` reads the rows once (``mapInArrow``: each partition counts its own rows with
-numpy on whole Arrow columns) and sends one row per (chunk, kind, column) holding that
-partition's counts as arrays; the driver adds the partitions' arrays up. What comes back to the
-driver is counts, never rows. Per chunk (and column), a :class:`DayCounts` holds:
+:func:`day_counts` reads the rows once; what comes back to the driver is counts, never rows.
+
+- **JVM** (where the session's driver has sparkfs's jar, :mod:`sparkfs.core.jvm`: a local
+  session, a classic cluster given the jar): one Spark aggregate, ``DayCountsAggregate.java``
+  next to this module, counts each row in the task that scans it (grouped by the chunk when there
+  are chunks) and returns one binary value per chunk. No Python worker, no copy of the rows to
+  Arrow: at 10M rows it costs about twice a plain scan, the Python engine about four times
+  (``benchmarks/monitoring.py``; figures in ``docs/benchmarks.md``).
+- **Python** (everywhere else: Spark Connect, Databricks): ``mapInArrow``, each partition counts
+  its own rows with numpy on whole Arrow columns and sends one row per (chunk, kind, column)
+  holding its counts as arrays; the driver adds the partitions' arrays up.
+
+Both count the same buckets with the same arithmetic (the tests compare them bucket for
+bucket). Per chunk (and column), a :class:`DayCounts` holds:
 
 - ``rows``: the chunk's rows;
 - ``bins``: numeric rows per bucket: index 0 the nulls, index ``b + 1`` bin ``b`` of the
@@ -23,30 +33,35 @@ per-row lookup among 50,000 reference values costs more than the pass to Python 
 statistic then equals NannyML's, except that the edge below the minimum is compared too (the
 rows below the reference's minimum are a gap NannyML leaves out).
 
-A numeric NaN counts as a null. A partition sends the non-empty buckets of each array (int32
-bucket indexes and int64 counts, as bytes), so what it sends is bounded by the grids and the
-profile's bins, not by the chunk's rows; and there is no shuffle: the driver gets a few rows per
-partition. Without ``chunk_by`` the rows are one chunk, :data:`ALL`, and no chunk column is sent.
+A numeric NaN counts as a null. In the Python engine a partition sends the non-empty buckets of
+each array (int32 bucket indexes and int64 counts, as bytes), so what it sends is bounded by the
+grids and the profile's bins, not by the chunk's rows; and there is no shuffle: the driver gets a
+few rows per partition. The JVM engine's partial counts (per task, the same size bound) meet in
+one shuffle. Without ``chunk_by`` the rows are one chunk, :data:`ALL`: no chunk column is sent,
+and the JVM engine aggregates without a grouping key.
 
 Example::
 
     grids = ks_grids(reference_pdf, ["distance"])
-    counts = day_counts(day_df, None, {"distance": edges}, grids, ["carrier"])
+    counts = day_counts(day_df, None, {"distance": edges}, grids, ["carrier"])   # engine="auto"
     counts.bins[("all", "distance")]       # nulls, then rows per bin
     grids["distance"].statistic(counts.ks[("all", "distance")])
 """
 
 from __future__ import annotations
 
+import struct
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from py4j.java_gateway import JavaClass
 from pyspark import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -57,6 +72,8 @@ NULL_CHUNK = "(null)"  # the chunk of rows whose chunk value is null
 EXACT_KS_VALUES = 10_000
 KS_CELLS = 10_000
 ARROW = "spark.sql.execution.arrow.pyspark.enabled"
+ENGINES = ("auto", "jvm", "python")
+JVM_CLASS = "sparkfs.monitoring.DayCountsAggregate"
 SCHEMA = "chunk string, kind string, feature int, buckets binary, counts binary, values array<string>"
 WIRE = pa.schema([("chunk", pa.string()), ("kind", pa.string()), ("feature", pa.int32()), ("buckets", pa.binary()),
                   ("counts", pa.binary()), ("values", pa.list_(pa.string()))])
@@ -133,10 +150,27 @@ def day_counts(
     edges: Mapping[str, Sequence[float]],
     grids: Mapping[str, KsGrid],
     categorical: Sequence[str],
+    *,
+    engine: str = "auto",
 ) -> DayCounts:
     """The counts of ``rows_df`` (see the module docstring) per value of its column ``chunk_by``
     (null is :data:`NULL_CHUNK`), or as one chunk :data:`ALL`; KS buckets for the numeric columns
-    that have a grid."""
+    that have a grid. ``engine``: ``"jvm"``, ``"python"``, or ``"auto"`` (the JVM's where the
+    session has it)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    aggregate = _jvm_aggregate(rows_df) if engine != "python" else None
+    if engine == "jvm" and aggregate is None:
+        raise RuntimeError(f"the JVM engine needs {JVM_CLASS} on the driver's classpath (sparkfs.core.jvm "
+                           f"builds it; get_spark loads it); this session has not got it: use engine='python'")
+    if aggregate is not None:
+        return _jvm_counts(aggregate, rows_df, chunk_by, edges, grids, categorical)
+    return _python_counts(rows_df, chunk_by, edges, grids, categorical)
+
+
+def _python_counts(rows_df: DataFrame, chunk_by: str | None, edges: Mapping[str, Sequence[float]],
+                   grids: Mapping[str, KsGrid], categorical: Sequence[str]) -> DayCounts:
+    """The Python engine: each partition's rows as Arrow batches, counted with numpy."""
     numeric = list(edges)
     chunked = [F.coalesce(F.col(f"`{chunk_by}`").cast("string"), F.lit(NULL_CHUNK)).alias("c")] if chunk_by else []
     selected = rows_df.select(
@@ -246,6 +280,103 @@ def _add_up(sent: pd.DataFrame, sizes: Mapping[str, list[int]], numeric: list[st
         by_kind[kind][(label, numeric[i] if kind != "rows" else "")] = counts
     return DayCounts(rows={label: int(n[0]) for (label, _), n in by_kind["rows"].items()}, bins=by_kind["bin"],
                      ks=by_kind["ks"], categories={k: dict(v) for k, v in categories.items()})
+
+
+def _jvm_aggregate(rows_df: DataFrame) -> Any | None:
+    """The JVM engine's class, where the session's driver can load it (py4j), else None."""
+    try:
+        jvm = rows_df.sparkSession.sparkContext._jvm  # Spark Connect has no SparkContext: raises
+        found = jvm.sparkfs.monitoring.DayCountsAggregate if jvm is not None else None
+    except Exception:  # pyspark raises its own error types for a missing context or gateway
+        return None
+    return found if isinstance(found, JavaClass) else None  # an unknown name is a JavaPackage
+
+
+def _jvm_counts(aggregate: Any, rows_df: DataFrame, chunk_by: str | None, edges: Mapping[str, Sequence[float]],
+                grids: Mapping[str, KsGrid], categorical: Sequence[str]) -> DayCounts:
+    """The JVM engine: one aggregate (``DayCountsAggregate.java``) per chunk, one binary result each."""
+    numeric = list(edges)
+    spark = rows_df.sparkSession
+    name = f"sparkfs_day_counts_{uuid.uuid4().hex}"
+    inputs = [*(F.col(f"`{n}`").cast("double") for n in numeric), *(F.col(f"`{c}`").cast("string") for c in categorical)]
+    selected = rows_df.select(
+        F.coalesce(F.col(f"`{chunk_by}`").cast("string"), F.lit(NULL_CHUNK)).alias("c") if chunk_by else F.lit(ALL).alias("c"),
+        *(column.alias(f"v{i}") for i, column in enumerate(inputs)),
+    )
+    counted = F.call_function(name, *(F.col(f"v{i}") for i in range(len(inputs)))).alias("counts")
+    aggregate.register(spark._jsparkSession, name, bytearray(_grid_bytes(numeric, edges, grids, len(categorical))))
+    try:
+        # Without chunks, one global aggregate: no grouping key to hash for every row.
+        found = (selected.groupBy("c").agg(counted).collect() if chunk_by
+                 else [(ALL, r["counts"]) for r in selected.agg(counted).collect()])
+    finally:
+        aggregate.drop(spark._jsparkSession, name)
+    rows: dict[str, int] = {}
+    bins: dict[Key, np.ndarray] = {}
+    ks: dict[Key, np.ndarray] = {}
+    categories: dict[Key, dict[str | None, int]] = {}
+    for label, blob in found:
+        reader = _Reader(bytes(blob))
+        chunk_rows = reader.longs(1)[0]
+        if not chunk_rows:
+            continue  # a global aggregate of no rows: the Python engine sends no chunk then
+        rows[label] = int(chunk_rows)
+        for n in numeric:
+            bins[(label, n)] = reader.longs(len(edges[n]) + 2)
+            if n in grids:
+                ks[(label, n)] = reader.longs(len(grids[n].reference))
+        for c in categorical:
+            nulls, values = int(reader.longs(1)[0]), reader.integer()
+            by_value: dict[str | None, int] = {None: nulls} if nulls else {}
+            for _ in range(values):
+                value = reader.text()
+                by_value[value] = int(reader.longs(1)[0])
+            categories[(label, c)] = by_value
+    return DayCounts(rows=rows, bins=bins, ks=ks, categories=categories)
+
+
+def _grid_bytes(numeric: list[str], edges: Mapping[str, Sequence[float]], grids: Mapping[str, KsGrid],
+                categorical: int) -> bytes:
+    """What the JVM engine counts against, as ``DayCountsAggregate.Grids.parse`` reads it: per numeric
+    column its bin edges and its grid (0: none; 1: the exact grid's values; 2: the cells' edges,
+    ``np.linspace``'s, the ones ``np.histogram`` compares with)."""
+    def doubles(values: np.ndarray | Sequence[float]) -> bytes:
+        array = np.asarray(values, dtype="<f8")
+        return struct.pack("<i", len(array)) + array.tobytes()
+
+    out = [struct.pack("<ii", len(numeric), categorical)]
+    for name in numeric:
+        out.append(doubles(edges[name]))
+        grid = grids.get(name)
+        if grid is None:
+            out.append(struct.pack("<i", 0))
+        elif grid.values is not None:
+            out.append(struct.pack("<i", 1) + doubles(grid.values))
+        else:
+            out.append(struct.pack("<i", 2) + doubles(np.linspace(grid.low, grid.high, grid.cells + 1)))
+    return b"".join(out)
+
+
+class _Reader:
+    """Reads the JVM engine's little-endian result in order."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob, self.at = blob, 0
+
+    def longs(self, n: int) -> np.ndarray:
+        found = np.frombuffer(self.blob, dtype="<i8", count=n, offset=self.at).astype(np.int64)
+        self.at += 8 * n
+        return found
+
+    def integer(self) -> int:
+        (value,) = struct.unpack_from("<i", self.blob, self.at)
+        self.at += 4
+        return int(value)
+
+    def text(self) -> str:
+        size = self.integer()
+        self.at += size
+        return self.blob[self.at - size:self.at].decode("utf-8")
 
 
 def _broadcast(rows_df: DataFrame, payload: T) -> Broadcast[T] | Callable[[], T]:

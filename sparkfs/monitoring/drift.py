@@ -114,16 +114,19 @@ def drift(
     chunk_by: str | None = None,
     thresholds: DriftThresholds | None = None,
     day_to_day: DayToDay | None = None,
+    engine: str = "auto",
 ) -> list[DriftMetric]:
     """Drift of every profiled column of ``current`` per chunk (``chunk_by``'s values, "(null)"
     for its nulls, or one chunk "all"). KS needs the reference's rows (``reference``: a model's bounded reference rows,
     in Spark or pandas); without them it is skipped. ``day_to_day`` (from
-    :func:`day_to_day_highs`) raises the levels, see the module docstring."""
+    :func:`day_to_day_highs`) raises the levels, see the module docstring. ``engine`` counts the
+    rows in the JVM or in Python workers (:func:`~sparkfs.monitoring.day_counts.day_counts`)."""
     limits = _Limits(thresholds or DriftThresholds(), day_to_day or {})
     numeric, categorical = list(profile.numeric), list(profile.categorical)
     require_columns(current, [*numeric, *categorical, *([chunk_by] if chunk_by else [])], "the rows to check")
     grids = ks_grids(_reference_rows(reference, numeric), numeric) if reference is not None and numeric else {}
-    counts = day_counts(current, chunk_by, {n: profile.numeric[n].edges for n in numeric}, grids, categorical)
+    counts = day_counts(current, chunk_by, {n: profile.numeric[n].edges for n in numeric}, grids, categorical,
+                        engine=engine)
     return sorted(
         [*_numeric(counts.bins, profile, counts.rows, limits), *_ks(counts.ks, grids, counts.rows, limits),
          *_categorical(counts.categories, profile, counts.rows, limits)],
