@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from py4j.java_gateway import JavaClass
 from pyspark import Broadcast
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 T = TypeVar("T")
@@ -172,7 +172,7 @@ def _python_counts(rows_df: DataFrame, chunk_by: str | None, edges: Mapping[str,
                    grids: Mapping[str, KsGrid], categorical: Sequence[str]) -> DayCounts:
     """The Python engine: each partition's rows as Arrow batches, counted with numpy."""
     numeric = list(edges)
-    chunked = [F.coalesce(F.col(f"`{chunk_by}`").cast("string"), F.lit(NULL_CHUNK)).alias("c")] if chunk_by else []
+    chunked = [_chunk(chunk_by)] if chunk_by else []
     selected = rows_df.select(
         *chunked,
         *(F.col(f"`{n}`").cast("double").alias(f"n{i}") for i, n in enumerate(numeric)),
@@ -282,6 +282,11 @@ def _add_up(sent: pd.DataFrame, sizes: Mapping[str, list[int]], numeric: list[st
                      ks=by_kind["ks"], categories={k: dict(v) for k, v in categories.items()})
 
 
+def _chunk(chunk_by: str) -> Column:
+    """The chunk of each row, as both engines read it: ``chunk_by`` as a string, null as :data:`NULL_CHUNK`."""
+    return F.coalesce(F.col(f"`{chunk_by}`").cast("string"), F.lit(NULL_CHUNK)).alias("c")
+
+
 def _jvm_aggregate(rows_df: DataFrame) -> Any | None:
     """The JVM engine's class, where the session's driver can load it (py4j), else None."""
     try:
@@ -300,7 +305,7 @@ def _jvm_counts(aggregate: Any, rows_df: DataFrame, chunk_by: str | None, edges:
     name = f"sparkfs_day_counts_{uuid.uuid4().hex}"
     inputs = [*(F.col(f"`{n}`").cast("double") for n in numeric), *(F.col(f"`{c}`").cast("string") for c in categorical)]
     selected = rows_df.select(
-        F.coalesce(F.col(f"`{chunk_by}`").cast("string"), F.lit(NULL_CHUNK)).alias("c") if chunk_by else F.lit(ALL).alias("c"),
+        _chunk(chunk_by) if chunk_by else F.lit(ALL).alias("c"),
         *(column.alias(f"v{i}") for i, column in enumerate(inputs)),
     )
     counted = F.call_function(name, *(F.col(f"v{i}") for i in range(len(inputs)))).alias("counts")
