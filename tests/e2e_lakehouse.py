@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 from pyspark.sql import SparkSession
+from spark_settings import SHORT_LIVED_JAVA_OPTIONS, SPARK_CONF
 from synthetic_flights import build_e2e
 from synthetic_landing import D1, D2, land_synthetic, private_conf
 
@@ -93,12 +94,14 @@ class SharedLakehouse:
 
 def write_conf(root: Path) -> Path:
     """The repository's conf reading ``root/landing``, in schemas ``shared_<layer>``, with the
-    session settings a notebook's kernel starts with."""
+    session settings a notebook's kernel (or another reader's process) starts with: the test
+    settings of a JVM that lives a minute (``spark_settings``)."""
     conf = private_conf(root / "conf", root / "landing")
     overlay = conf / "env" / "local.yaml"
     local = yaml.safe_load(overlay.read_text()) or {}
     local["storage"] = {**local.get("storage", {}), "schemas": {layer: f"shared_{layer}" for layer in LAYERS}}
-    local["spark"] = {**local.get("spark", {}), "master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2}
+    local["spark"] = {**local.get("spark", {}), "master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2,
+                      "java_options": SHORT_LIVED_JAVA_OPTIONS, "conf": SPARK_CONF}
     overlay.write_text(yaml.safe_dump(local))
     return conf
 

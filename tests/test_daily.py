@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 from synthetic_flights import SPEC
-from synthetic_landing import flight, land_day, write_lines
+from synthetic_landing import flight, land_day, private_conf, trim_conf
 
 from sparkfs.core.config import Settings, StorageSettings
 from sparkfs.core.errors import LeakageError
@@ -32,9 +31,11 @@ from sparkfs.ml.labels import roc_auc
 from sparkfs.ml.train import train_model
 from sparkfs.pit.provenance import audit_feature_times
 
-REPO = Path(__file__).resolve().parents[1]
 D1, D2, D3 = date(2013, 1, 1), date(2013, 1, 2), date(2013, 1, 3)
 MODEL = "daily_delay"
+# The sources (with their silver tables) and gold tables the daily model needs: the spine's
+# (flights, their schedules) and its lookups' (carrier_delays from flights, weather_hourly).
+DAILY_TABLES = (("schedules", "flights", "weather"), ("carrier_delays", "weather_hourly"))
 
 
 def outcome(day: date, carrier: str, number: int, sched: int, delay: int, arr_delay: float) -> dict[str, object]:
@@ -57,15 +58,6 @@ def land_until(landing: Path, run_date: date) -> None:
             if day == run_date:  # the outcomes of the run date itself have not landed
                 for source in ("flights", "weather"):
                     (landing / source / day.isoformat() / f"{source}.json").unlink()
-    dims = {
-        "planes": [{"tailnum": "N1", "year": 2004, "type": "Fixed wing multi engine", "manufacturer": "EMBRAER",
-                    "model": "EMB-145XR", "engines": 2, "seats": 55, "speed": None, "engine": "Turbo-fan"}],
-        "airlines": [{"carrier": "AA", "name": "American"}, {"carrier": "UA", "name": "United"}],
-        "airports": [{"faa": "JFK", "name": "John F Kennedy Intl", "lat": 40.6, "lon": -73.8, "alt": 13, "tz": -5,
-                      "dst": "A", "tzone": "America/New_York"}],
-    }
-    for name, rows in dims.items():
-        write_lines(landing / name / f"{name}.json", rows, datetime(2012, 12, 31, 18, 0))
 
 
 def daily_config() -> dict[str, object]:
@@ -107,13 +99,12 @@ def register_model(spark: SparkSession, settings: Settings, config: TrainingConf
 
 @pytest.fixture(scope="module")
 def calendar(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobContext]:
-    """A private lakehouse, the repo's pipeline without its upstream (this test lands the files),
-    a training config on the real gold tables, and a registered model."""
+    """A private lakehouse, the repo's pipeline without its upstream (this test lands the files)
+    and with only the tables the model reads, a training config on the real gold tables, and a
+    registered model."""
     root = tmp_path_factory.mktemp("daily")
-    conf = root / "conf"
-    shutil.copytree(REPO / "conf", conf)
-    text = (conf / "pipeline.yaml").read_text().replace("upstream: sparkfs.examples.flights.delivery:deliver", "upstream: null")
-    (conf / "pipeline.yaml").write_text(text.replace("${SPARKFS_LANDING_DIR:-landing}", str(root / "data" / "landing")))
+    conf = private_conf(root / "conf", root / "data" / "landing")
+    trim_conf(conf, DAILY_TABLES[0], DAILY_TABLES[1])
     (conf / "training.yaml").write_text(yaml.safe_dump(daily_config()))
     schemas = {layer: f"day_{layer}" for layer in ("bronze", "silver", "gold", "ml", "ops")}
     private = settings.model_copy(

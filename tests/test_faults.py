@@ -12,8 +12,9 @@ and its JVM), and a kill is what the out-of-memory killer does: SIGKILL to the w
 
 The kills form a chain: the run after a kill is killed at the next point (so it is also the
 rerun of the point before it), and the last run completes, in the test's own process (a run
-that is not killed needs no process of its own: that saves a Spark start). By default there is
-one point per layer; ``--all-kill-points`` kills after every stage. After every kill each
+that is not killed needs no process of its own: that saves a Spark start). By default the
+features job is killed at three points and the inference job at one, the fewest that leave
+every distinct committed state; ``--all-kill-points`` kills after every stage. After every kill each
 table's newest version is read by Spark and by delta-rs, an independent Delta reader, with the
 same rows, and every version that existed before the killed run reads back unchanged. When
 the chain has completed, its tables hold exactly an uninterrupted run's rows (count and
@@ -64,6 +65,7 @@ RUN_COLUMNS = ("_run_id", "_record_id")
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("bronze", "silver", "gold", "ml", "ops", "monitoring")
 JOB_TIMEOUT_S = 900
+RUN_STARTED = re.compile(r" run ([0-9a-f]{16}):")  # "features run <id>: start=...", once Spark is up
 # A day the shared lakehouse's model has not scored (it scored 2013-03-20).
 INFER_DAY = date(2013, 3, 21)
 
@@ -80,21 +82,20 @@ class Kill:
         return f"after {self.after_stage}" if self.after_stage else f"inside the MERGE into {self.inside_merge_of}"
 
 
-# By default one point in each layer (a kill between two layers leaves what a kill inside one
-# leaves: some tables written, the rest not), as each costs a Spark start; `--all-kill-points`
-# kills after every stage. The MERGEs killed midway, by the stage that runs them:
+# By default the fewest points that leave every distinct committed state, as each costs a Spark
+# start: a kill between two stages and one inside a MERGE (its data files written, no commit).
+# A kill between any two stages leaves what one between two others leaves (some tables written,
+# the rest not), and a kill inside a table's MERGE leaves what one just before that stage does,
+# plus orphaned files; `--all-kill-points` kills after every stage. The MERGEs killed midway,
+# by the stage that runs them:
 FEATURES_INSIDE = {"gold.carrier_delays": Kill(inside_merge_of=("gold", "carrier_delays"))}  # data files written, no commit
 INFER_INSIDE = {"predict": Kill(inside_merge_of=("ml", PREDICTIONS))}  # predictions written, no commit
 FEATURES_KILLS = (
-    Kill(after_stage="bronze.flights"),    # bronze: one source appended, the next not
-    Kill(after_stage="silver.flights"),    # silver: one table published, the next not
-    FEATURES_INSIDE["gold.carrier_delays"],
+    Kill(after_stage="bronze.flights"),  # bronze appended; silver and gold not (the cheapest kill: the earliest)
+    FEATURES_INSIDE["gold.carrier_delays"],  # bronze and silver committed, a gold MERGE's files orphaned
     Kill(after_stage="gold.carrier_delays"),  # gold: a table merged, the next not
 )
-INFER_KILLS = (
-    Kill(after_stage="features"),  # features looked up, nothing written
-    INFER_INSIDE["predict"],
-)
+INFER_KILLS = (INFER_INSIDE["predict"],)  # features looked up and audited, predictions written, no commit
 INFER_STAGES = ("resolve_model", "features", "leakage_audit", "predict")  # skew_check is off in the e2e config
 
 
@@ -177,9 +178,10 @@ def parquet_files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*.parquet") if "_delta_log" not in p.parts}
 
 
-def run_job(proj: Project, args: Iterable[str], kill: Kill | None = None) -> str:
-    """Run ``sparkfs <args>`` on ``proj`` in a process group of its own; kill it at ``kill``.
-    Returns what it printed; fails when a kill point was never reached or a run did not succeed."""
+def run_job(proj: Project, args: Iterable[str], kill: Kill | None = None, started: threading.Event | None = None) -> str:
+    """Run ``sparkfs <args>`` on ``proj`` in a process group of its own; kill it at ``kill``; set
+    ``started`` when the run has begun (Spark is up, its run record written). Returns what it
+    printed; fails when a kill point was never reached or a run did not succeed."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SPARKFS_")} | proj.environment()
     proc = subprocess.Popen([sys.executable, "-m", "sparkfs", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=environ, start_new_session=True)
@@ -208,6 +210,8 @@ def run_job(proj: Project, args: Iterable[str], kill: Kill | None = None) -> str
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
+        if started is not None and RUN_STARTED.search(line):
+            started.set()
         if kill and kill.after_stage and re.search(rf"\] {re.escape(kill.after_stage)}: succeeded", line):
             kill_group()
     proc.wait()
@@ -261,7 +265,7 @@ def kill_chain(spark: SparkSession, proj: Project, args: list[str], kills: Itera
         before = versions(proj)
         files = parquet_files(proj.folder(*kill.inside_merge_of)) if kill.inside_merge_of else set()
         out = run_job(proj, args, kill)
-        found = re.search(r" run ([0-9a-f]{16}):", out)
+        found = RUN_STARTED.search(out)
         assert found, f"no run id in the output of the run killed {kill}:\n{out[-3000:]}"
         killed_runs.append(found.group(1))
         assert_intact(spark, proj, before, kill)
@@ -344,9 +348,20 @@ def test_concurrent_runs_of_one_day_and_of_two_days_duplicate_and_lose_no_row(
 ) -> None:
     land_synthetic(tmp_path / "landing")
     busy = project(tmp_path / "busy", "busy", landing=tmp_path / "landing", keep=BUSY_TABLES)
-    days = [D1, D1, D2]  # two runs of D1 and one of D2, all at once
-    with ThreadPoolExecutor(len(days)) as pool:
-        list(pool.map(lambda day: run_job(busy, ["run", "features", "--date", day.isoformat()]), days))
+    # Two runs of D1 and one of D2, all at once: D1 and D2 in processes of their own, the second
+    # D1 in the test's process (a third cold JVM would only slow the machine down), started when
+    # the first D1 has started its run, so their stages overlap.
+    ctx = busy.context(spark)
+    d1_started = threading.Event()
+    with ThreadPoolExecutor(3) as pool, quiet():
+        runs = [pool.submit(run_job, busy, ["run", "features", "--date", D1.isoformat()], started=d1_started),
+                pool.submit(run_job, busy, ["run", "features", "--date", D2.isoformat()])]
+        while not d1_started.wait(0.5):
+            if runs[0].done():
+                pytest.fail(f"the D1 run ended before its run began:\n{runs[0].result()[-3000:]}")
+        features_job(ctx, RunWindow(D1, D1))
+        for run in runs:
+            run.result()
 
     # The shared lakehouse ran D1 then D2, one after the other, on the same landing files.
     shared = Project(e2e_lakehouse.conf, e2e_lakehouse.data, "shared")
