@@ -322,7 +322,7 @@ def test_the_features_job_killed_anywhere_loses_nothing_and_its_rerun_equals_an_
     assert run_statuses(spark, chain, killed) == dict.fromkeys(killed, "abandoned")
 
 
-def test_the_inference_job_killed_before_and_inside_its_merge_scores_each_flight_once(
+def test_the_inference_job_killed_inside_its_merge_scores_each_flight_once(
     spark: SparkSession, e2e_lakehouse: SharedLakehouse, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     tracking = local_tracking_uri(e2e_lakehouse.ctx.settings)  # the registered model is the shared one
