@@ -353,7 +353,7 @@ def test_concurrent_runs_of_one_day_and_of_two_days_duplicate_and_lose_no_row(
     # the first D1 has started its run, so their stages overlap.
     ctx = busy.context(spark)
     d1_started = threading.Event()
-    with ThreadPoolExecutor(3) as pool, quiet():
+    with ThreadPoolExecutor(2) as pool, quiet():
         runs = [pool.submit(run_job, busy, ["run", "features", "--date", D1.isoformat()], started=d1_started),
                 pool.submit(run_job, busy, ["run", "features", "--date", D2.isoformat()])]
         while not d1_started.wait(0.5):
