@@ -104,7 +104,7 @@ def calendar(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.T
     registered model."""
     root = tmp_path_factory.mktemp("daily")
     conf = private_conf(root / "conf", root / "data" / "landing")
-    trim_conf(conf, DAILY_TABLES[0], DAILY_TABLES[1])
+    trim_conf(conf, *DAILY_TABLES)
     (conf / "training.yaml").write_text(yaml.safe_dump(daily_config()))
     schemas = {layer: f"day_{layer}" for layer in ("bronze", "silver", "gold", "ml", "ops")}
     private = settings.model_copy(
