@@ -77,6 +77,22 @@ def test_the_session_loads_sparkfs_java_code(spark) -> None:  # type: ignore[no-
     assert jvm.submit_jars().startswith("--jars ")  # the jar the session was started with
 
 
+def test_listing_a_tables_files_runs_no_more_tasks_than_the_session_has_partitions(spark, lake) -> None:  # type: ignore[no-untyped-def]
+    # VACUUM lists the table's folder in a Spark job; Spark's default allows 10,000 tasks for it,
+    # which made a VACUUM of a small local table take ~30 s on two cores.
+    lake.create("gold", "listing", spark.range(3).schema)
+    spark.range(3).write.format("delta").mode("append").saveAsTable(lake.name("gold", "listing"))
+    tracker, group = spark.sparkContext.statusTracker(), "test-listing-tasks"
+    spark.sparkContext.setJobGroup(group, "VACUUM of a small table")
+    try:
+        lake.table("gold", "listing").vacuum()
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+    stages = [tracker.getStageInfo(s) for j in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(j).stageIds]
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    assert stages and max(s.numTasks for s in stages if s) <= partitions
+
+
 def test_session_is_utc_with_delta(spark) -> None:  # type: ignore[no-untyped-def]
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions")
