@@ -87,7 +87,8 @@ def test_listing_a_tables_files_runs_no_more_tasks_than_the_session_has_partitio
     try:
         lake.table("gold", "listing").vacuum()
     finally:
-        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+        for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+            spark.sparkContext.setLocalProperty(key, None)  # type: ignore[arg-type]
     stages = [tracker.getStageInfo(s) for j in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(j).stageIds]
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     assert stages and max(s.numTasks for s in stages if s) <= partitions
