@@ -20,10 +20,11 @@ setup: $(STAMP)
 	$(BIN)/sparkfs setup
 	@touch $(JARS_STAMP)
 
-# Set-up for the test targets: `sparkfs setup` only when Delta's jars are not cached yet (a test
-# run starts Spark anyway; a second start just to check costs ~15 s of the fast tier).
+# Set-up for the test targets: `sparkfs setup` only when Delta's jars are not cached yet or
+# sparkfs's Java code changed (a new jar, and a class archive to go with it); a test run starts
+# Spark anyway, and a second start just to check costs ~15 s of the fast tier.
 JARS_STAMP := $(VENV)/.delta-jars
-$(JARS_STAMP): $(STAMP)
+$(JARS_STAMP): $(STAMP) sparkfs/core/jvm.py $(shell find sparkfs -name '*.java')
 	$(BIN)/sparkfs setup
 	@touch $(JARS_STAMP)
 

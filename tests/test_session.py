@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ from sparkfs.core import jvm
 from sparkfs.core.config import load_settings
 from sparkfs.core.errors import JavaNotFoundError, JavaVersionError
 from sparkfs.core.runs import RunWindow
-from sparkfs.core.session import check_java, java_major_version
+from sparkfs.core.session import check_java, find_java, ivy_dir, java_major_version
 from sparkfs.jobs.context import JobContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +76,99 @@ def test_the_session_loads_sparkfs_java_code(spark) -> None:  # type: ignore[no-
 
     assert _jvm_aggregate(spark.range(1)) is not None
     assert jvm.submit_jars().startswith("--jars ")  # the jar the session was started with
+
+
+def test_the_local_session_reads_and_writes_files_through_sparkfs_local_file_system(spark) -> None:  # type: ignore[no-untyped-def]
+    jvm_ = spark.sparkContext._jvm
+    path = jvm_.org.apache.hadoop.fs.Path("file:///tmp")
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    file_context = jvm_.org.apache.hadoop.fs.FileContext.getFileContext(path.toUri(), conf)
+    assert path.getFileSystem(conf).getClass().getName() == "sparkfs.core.LocalFiles$Checksummed"
+    assert file_context.getDefaultFileSystem().getClass().getName() == "sparkfs.core.LocalFiles$Fs"
+
+
+def test_a_rename_onto_a_file_fails_and_keeps_it_as_the_file_system_pyspark_registers(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    jvm_ = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    ours, hives = getattr(jvm_.sparkfs.core, "LocalFiles$Checksummed")(), jvm_.org.apache.hadoop.hive.ql.io.ProxyLocalFileSystem()
+    for who, fs in (("ours", ours), ("hives", hives)):
+        fs.initialize(jvm_.java.net.URI("file:///"), conf)
+        (tmp_path / f"{who}-a").write_text("a")
+        (tmp_path / f"{who}-b").write_text("b")
+        (tmp_path / f"{who}-dir").mkdir()
+        path = lambda name, who=who: jvm_.org.apache.hadoop.fs.Path((tmp_path / f"{who}-{name}").as_uri())  # noqa: E731
+        assert fs.rename(path("a"), path("b")) is False
+        assert (tmp_path / f"{who}-a").read_text() == "a" and (tmp_path / f"{who}-b").read_text() == "b"
+        assert fs.rename(path("a"), path("c")) is True and (tmp_path / f"{who}-c").read_text() == "a"
+        assert fs.rename(path("c"), path("dir")) is True and (tmp_path / f"{who}-dir" / f"{who}-c").read_text() == "a"
+
+
+def test_sparkfs_local_file_system_answers_as_hadoops(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Hadoop's RawLocalFileSystem starts a readlink / chmod process for these calls; sparkfs's
+    # answers in the JVM. Same statuses (or the same exception), same permission bits on disk.
+    from py4j.protocol import Py4JJavaError
+
+    jvm_ = spark.sparkContext._jvm
+    hadoop_fs = jvm_.org.apache.hadoop.fs
+    ours, hadoops = getattr(jvm_.sparkfs.core, "LocalFiles$Raw")(), hadoop_fs.RawLocalFileSystem()
+    for fs in (ours, hadoops):
+        fs.initialize(jvm_.java.net.URI("file:///"), spark.sparkContext._jsc.hadoopConfiguration())
+    (tmp_path / "file").write_text("abc")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    (tmp_path / "dir-link").symlink_to(tmp_path / "dir")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+
+    def link_status(fs, path: str):  # type: ignore[no-untyped-def]
+        try:
+            found = fs.getFileLinkStatus(hadoop_fs.Path(path))
+        except Py4JJavaError as error:
+            return error.java_exception.getClass().getName()
+        return (found.isFile(), found.isDirectory(), found.isSymlink(), found.getLen(),
+                found.getPermission().toShort(), found.getPath().toString(),
+                found.getSymlink().toString() if found.isSymlink() else None)
+
+    names = ["file", "dir", "link", "dir-link", "dangling", "missing"]
+    for path in [*(str(tmp_path / n) for n in names), *((tmp_path / n).as_uri() for n in names)]:
+        assert link_status(ours, path) == link_status(hadoops, path), path
+    assert link_status(ours, str(tmp_path / "link"))[2] is True  # a link found where Hadoop finds one
+
+    for mode in ("640", "755", "700", "000", "1777"):
+        for who, fs in (("ours", ours), ("hadoops", hadoops)):
+            (tmp_path / f"f{mode}{who}").write_text("x")
+            (tmp_path / f"d{mode}{who}").mkdir()
+            for kind in "fd":
+                fs.setPermission(hadoop_fs.Path(str(tmp_path / f"{kind}{mode}{who}")), hadoop_fs.permission.FsPermission(mode))
+        for kind in "fd":
+            assert (tmp_path / f"{kind}{mode}ours").stat().st_mode == (tmp_path / f"{kind}{mode}hadoops").stat().st_mode
+        assert (tmp_path / f"f{mode}ours").stat().st_mode & 0o7777 == int(mode, 8)
+    with pytest.raises(Py4JJavaError, match="NoSuchFile|No such file"):
+        ours.setPermission(hadoop_fs.Path(str(tmp_path / "missing")), hadoop_fs.permission.FsPermission("644"))
+    for kind in "fd":
+        for who in ("ours", "hadoops"):
+            (tmp_path / f"{kind}000{who}").chmod(0o700)  # let pytest clean up
+
+
+def test_the_session_maps_the_class_archive_setup_wrote(spark) -> None:  # type: ignore[no-untyped-def]
+    jvm_ = spark.sparkContext._jvm
+    archive = jvm.class_archive(ivy_dir() / "sparkfs", find_java(), jvm.sparkfs_jar(ivy_dir() / "sparkfs", build=False))
+    assert archive.is_file(), f"no class-data archive {archive}: `sparkfs setup` (make setup) writes it"
+    assert f"-XX:SharedArchiveFile={archive}" in spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")
+    jcmd = Path(find_java()).resolve().with_name("jcmd")
+    info = subprocess.run([str(jcmd), str(jvm_.java.lang.ProcessHandle.current().pid()), "VM.info"],
+                          capture_output=True, text=True, check=True).stdout
+    mapped = re.search(r"CDS archive\(s\) mapped at: .*?, size (\d+)", info)
+    # The JDK's own archive alone is ~12 MB; with sparkfs's on top of it, what a job loads is there too.
+    assert mapped and int(mapped.group(1)) > archive.stat().st_size // 2, info[:2000]
+
+
+def test_without_a_jvm_that_starts_no_class_archive_is_written_and_nothing_is_left(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(REPO / "conf")
+    settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"driver_memory": "1k"})})
+    archive = tmp_path / "classes-test.jsa"
+    assert jvm.write_class_archive(settings, archive, timeout_s=300) is False
+    assert "no class-data archive" in caplog.text
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_listing_a_tables_files_runs_no_more_tasks_than_the_session_has_partitions(spark, lake) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,8 @@ directory, and Delta's jars: resolved from Maven Central into the local Ivy cach
 start (``sparkfs setup``), which also writes down which jar files that resolution chose; later
 starts put those files on the classpath directly (``spark.jars``), without Ivy and without its
 report. sparkfs's own Java code goes there too (:mod:`sparkfs.core.jvm`, compiled on the first
-start). Spark logs through the quiet log4j2 profile shipped next to this module (the level is
+start), with the local file system it brings (``LocalFiles.java``: Hadoop's, without a process
+per file), and the JVM maps the class-data archive ``sparkfs setup`` wrote. Spark logs through the quiet log4j2 profile shipped next to this module (the level is
 ``spark.log_level``), so only warnings and errors are written from the JVM's first line on.
 Library code takes the session as an argument and never calls this.
 
@@ -29,7 +30,7 @@ from urllib.parse import unquote, urlparse
 
 from sparkfs.core.config import Settings, local_cores
 from sparkfs.core.errors import DeltaJarsUnavailableError, JavaNotFoundError, JavaVersionError
-from sparkfs.core.jvm import sparkfs_jar
+from sparkfs.core.jvm import archive_option, class_archive, sparkfs_jar
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -133,6 +134,16 @@ def remember_delta_jars(spark: SparkSession, ivy: Path | None = None) -> list[Pa
     return jars
 
 
+# Hadoop's two APIs for `file:` paths, as sparkfs's classes (sparkfs/core/LocalFiles.java): what
+# Hadoop's local file system does, without starting a `chmod` process for every file it writes and
+# a `readlink` one for both ends of every rename (each Delta commit) where Hadoop's native library
+# is missing, as it is from pyspark's jars.
+LOCAL_FILE_SYSTEMS = {
+    "spark.hadoop.fs.file.impl": "sparkfs.core.LocalFiles$Checksummed",
+    "spark.hadoop.fs.AbstractFileSystem.file.impl": "sparkfs.core.LocalFiles$Fs",
+}
+
+
 def get_spark(settings: Settings) -> SparkSession:
     """A Delta-enabled SparkSession for ``settings`` (the active one on Databricks).
 
@@ -165,10 +176,15 @@ def get_spark(settings: Settings) -> SparkSession:
     warehouse.mkdir(parents=True, exist_ok=True)
     spark_cfg = settings.spark
     partitions = spark_cfg.shuffle_partitions or local_cores(spark_cfg.master) or 200  # 200: Spark's default
+    # sparkfs's own Java code (compiled on the first start: sparkfs.core.jvm).
+    jar = sparkfs_jar(ivy_dir() / "sparkfs")
+    # The classes `sparkfs setup` archived for this Java, pyspark and jar (none: loaded as before).
+    archive = "" if "ArchiveClassesAtExit" in spark_cfg.java_options else archive_option(
+        class_archive(ivy_dir() / "sparkfs", find_java(), jar))
     # The driver JVM reads its log4j2 profile when it starts, before setLogLevel could run.
     java_options = (
         f"-Duser.timezone=UTC -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} "
-        f"-Dsparkfs.spark.log.level={spark_cfg.log_level} {spark_cfg.java_options}"
+        f"-Dsparkfs.spark.log.level={spark_cfg.log_level} {archive} {spark_cfg.java_options}"
     ).strip()
     builder = (
         SparkSession.builder.master(spark_cfg.master)
@@ -193,9 +209,17 @@ def get_spark(settings: Settings) -> SparkSession:
     for key, value in spark_cfg.conf.items():
         builder = builder.config(key, value)
     cached = cached_delta_jars()
-    # sparkfs's own Java code (compiled on the first start: sparkfs.core.jvm), then the user's jars.
-    own = [*(str(jar) for jar in filter(None, [sparkfs_jar(ivy_dir() / "sparkfs")])),
-           *filter(None, [spark_cfg.conf.get("spark.jars", "")])]
+    # sparkfs's own jar, then the user's jars.
+    own = [*([str(jar)] if jar else []), *filter(None, [spark_cfg.conf.get("spark.jars", "")])]
+    if jar and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        # The local file system without a chmod / readlink process per file (LocalFiles.java).
+        # spark-submit opens the jars' paths before it loads them: the classes must be on the
+        # JVM's own class path. (Under spark-submit the JVM is up already: Hadoop's classes stay.)
+        class_path = spark_cfg.conf.get("spark.driver.extraClassPath")
+        builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(filter(None, [str(jar), class_path])))
+        for key, value in LOCAL_FILE_SYSTEMS.items():
+            if key not in spark_cfg.conf:
+                builder = builder.config(key, value)
     if cached:
         # The jars Ivy resolved before, as files: no resolution, no report, no network.
         builder = builder.config("spark.jars", ",".join([*(str(jar) for jar in cached), *own]))

@@ -15,6 +15,7 @@ import logging
 import platform
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -100,8 +101,14 @@ def _version() -> str:
 def _setup(args: argparse.Namespace, verbose: bool) -> int:
     """Check Java, resolve Delta's jars into the Ivy cache and compile sparkfs's Java code (first
     time), start Spark once."""
-    from sparkfs.core.jvm import sparkfs_jar
-    from sparkfs.core.session import DELTA_PACKAGE, cached_delta_jars, check_java, ivy_dir
+    from sparkfs.core.jvm import class_archive, sparkfs_jar, write_class_archive
+    from sparkfs.core.session import (
+        DELTA_PACKAGE,
+        cached_delta_jars,
+        check_java,
+        find_java,
+        ivy_dir,
+    )
 
     settings = settings_from_args(args)
     check_environment(settings)
@@ -116,6 +123,13 @@ def _setup(args: argparse.Namespace, verbose: bool) -> int:
               f"{ivy_dir() / 'jars'}), "
               + (f"sparkfs's JVM code {own.name}" if own else "no javac: drift is counted in Python workers")
               + f"; tables live in {ctx.lake.warehouse}")
+    archive = class_archive(ivy_dir() / "sparkfs", find_java(), own)
+    if not archive.is_file():
+        log.info("archiving the classes a Spark job loads, so that later starts map them (first time only)")
+        started = time.monotonic()
+        if write_class_archive(settings, archive):
+            print(f"class-data archive: {archive} ({archive.stat().st_size / 2**20:.0f} MB, "
+                  f"{time.monotonic() - started:.0f} s); every local Spark start maps it")
     return 0
 
 
