@@ -7,8 +7,9 @@ start (``sparkfs setup``), which also writes down which jar files that resolutio
 starts put those files on the classpath directly (``spark.jars``), without Ivy and without its
 report. sparkfs's own Java code goes there too (:mod:`sparkfs.core.jvm`, compiled on the first
 start), with the local file system it brings (``LocalFiles.java``: Hadoop's, without a process
-per file), and the JVM maps the class-data archive ``sparkfs setup`` wrote. Spark logs through the quiet log4j2 profile shipped next to this module (the level is
-``spark.log_level``), so only warnings and errors are written from the JVM's first line on.
+per file), and the JVM maps the class-data archive ``sparkfs setup`` wrote. Spark logs through
+the quiet log4j2 profile shipped next to this module (the level is ``spark.log_level``), so only
+warnings and errors are written from the JVM's first line on.
 Library code takes the session as an argument and never calls this.
 
 Importing this module does not import pyspark (the ``sparkfs`` command checks its arguments and

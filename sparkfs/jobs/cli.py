@@ -100,7 +100,8 @@ def _version() -> str:
 
 def _setup(args: argparse.Namespace, verbose: bool) -> int:
     """Check Java, resolve Delta's jars into the Ivy cache and compile sparkfs's Java code (first
-    time), start Spark once."""
+    time), start Spark once, and archive the classes a Spark job loads (first time: a JVM of its
+    own runs a small Delta job; later local starts map the archive)."""
     from sparkfs.core.jvm import class_archive, sparkfs_jar, write_class_archive
     from sparkfs.core.session import (
         DELTA_PACKAGE,
@@ -287,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(simulate)
 
     add_common_arguments(command("smoke", _smoke, "create a Delta table, MERGE into it, print its history"))
-    add_config_arguments(command("setup", _setup, "check Java, resolve Delta's jars (once), start Spark"))
+    add_config_arguments(command("setup", _setup, "check Java, resolve Delta's jars, archive the JVM's classes (once each), start Spark"))
 
     tables = command("tables", _tables, "list the tables: Delta version, rows, size, last write")
     tables.add_argument("--checksum", action="store_true",
