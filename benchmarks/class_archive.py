@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,28 +30,18 @@ def cold_run(java_options: str) -> dict[str, float]:
     """In a fresh process: Spark's start and a small Delta job's seconds."""
     started = time.perf_counter()
     from pyspark.sql import functions as F
+    from scratch import scratch_lakehouse
 
-    from sparkfs.core.config import StorageSettings, load_settings
-    from sparkfs.core.lakehouse import Lakehouse
     from sparkfs.core.merge import merge_upsert
-    from sparkfs.core.session import get_spark
 
-    root = Path(tempfile.mkdtemp(prefix="sparkfs-bench-archive-"))
-    try:
-        settings = load_settings()
-        spark_settings = settings.spark.model_copy(update={"java_options": java_options, "log_level": "ERROR"})
-        settings = settings.model_copy(update={"storage": StorageSettings(data_dir=str(root)), "spark": spark_settings})
-        spark = get_spark(settings)
+    with scratch_lakehouse("archive", java_options=java_options) as lake:
         up = time.perf_counter()
-        lake = Lakehouse(spark, settings)
-        rows = spark.range(20).select(F.col("id").alias("k"), F.lit(1.0).alias("v"))
+        rows = lake.spark.range(20).select(F.col("id").alias("k"), F.lit(1.0).alias("v"))
         lake.create("gold", "bench_archive", rows.schema)
         for _ in range(2):
             merge_upsert(lake, "gold", "bench_archive", rows, keys=["k"])
         assert lake.read("gold", "bench_archive").count() == 20
         return {"start": up - started, "work": time.perf_counter() - up}
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

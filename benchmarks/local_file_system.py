@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -42,20 +40,12 @@ def processes_started() -> int:
 def run_units(which: str, warmup: int, units: int) -> dict[str, float]:
     """One session on ``which`` file system ("sparkfs" or "hadoop"): seconds per timed unit."""
     from pyspark.sql import functions as F
+    from scratch import scratch_lakehouse
 
-    from sparkfs.core.config import SparkSettings, StorageSettings, load_settings
-    from sparkfs.core.lakehouse import Lakehouse
     from sparkfs.core.merge import merge_upsert
-    from sparkfs.core.session import get_spark
 
-    root = Path(tempfile.mkdtemp(prefix="sparkfs-bench-localfs-"))
-    try:
-        settings = load_settings()
-        conf = {**settings.spark.conf, **(HADOOPS if which == "hadoop" else {})}
-        spark_settings = SparkSettings(**{**settings.spark.model_dump(), "conf": conf, "log_level": "ERROR"})
-        settings = settings.model_copy(update={"storage": StorageSettings(data_dir=str(root)), "spark": spark_settings})
-        spark = get_spark(settings)
-        lake = Lakehouse(spark, settings)
+    with scratch_lakehouse("localfs", conf=HADOOPS if which == "hadoop" else None) as lake:
+        spark = lake.spark
         rows = spark.createDataFrame(
             [(k, date(2013, 1, 1) + timedelta(days=k % 3), float(k)) for k in range(20)], "k int, d date, v double")
         count = [0]
@@ -76,12 +66,10 @@ def run_units(which: str, warmup: int, units: int) -> dict[str, float]:
             unit()
         seconds = (time.perf_counter() - start) / units
         spawned = (processes_started() - started) / units
-        system = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(root.as_uri()).getFileSystem(  # type: ignore[union-attr]
+        system = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(lake.settings.data_path.as_uri()).getFileSystem(  # type: ignore[union-attr]
             spark.sparkContext._jsc.hadoopConfiguration()).getClass().getName()  # type: ignore[union-attr]
         spark.stop()
         return {"seconds": seconds, "processes": spawned, "class": system}
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

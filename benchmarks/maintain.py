@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import statistics
-import tempfile
 import time
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from scratch import scratch_lakehouse
 
 from sparkfs.catalog.upkeep import maintain_table
-from sparkfs.core.config import StorageSettings, load_settings
 from sparkfs.core.lakehouse import Lakehouse
-from sparkfs.core.session import get_spark
 from sparkfs.features.feature_tables import FeatureTableSpec, write_feature_table
 from sparkfs.pit.api import FeatureLookup, create_training_set
 
@@ -79,13 +75,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="lookups per side (default 5)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    root = Path(tempfile.mkdtemp(prefix="sparkfs-bench-maintain-"))
-    try:
-        settings = load_settings()
-        settings = settings.model_copy(update={"storage": StorageSettings(data_dir=str(root))})
-        spark = get_spark(settings)
-        spark.sparkContext.setLogLevel("ERROR")
-        lake = Lakehouse(spark, settings)
+    with scratch_lakehouse("maintain") as lake:
         started = time.perf_counter()
         for i in range(args.days):
             write_feature_table(lake, SPEC, day_rows(lake, START + timedelta(days=i), args.entities, i))
@@ -100,8 +90,6 @@ def main() -> None:
               f"{result.seconds:.0f}s")
         print(f"one day's lookup: before {before:.2f}s, after {after:.2f}s (median of {args.repeat}); "
               f"after / before = {after / before:.2f}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

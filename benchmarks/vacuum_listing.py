@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import statistics
-import tempfile
 import time
 from datetime import date
-from pathlib import Path
 
 from pyspark.sql import functions as F
+from scratch import scratch_lakehouse
 
-from sparkfs.core.config import StorageSettings, load_settings
-from sparkfs.core.lakehouse import Lakehouse
 from sparkfs.core.merge import merge_upsert
-from sparkfs.core.session import get_spark, session_conf
+from sparkfs.core.session import session_conf
 
 TABLE = "bench_vacuum"
 LISTING = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
@@ -37,13 +33,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="VACUUMs per setting (default 3)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    root = Path(tempfile.mkdtemp(prefix="sparkfs-bench-vacuum-"))
-    try:
-        settings = load_settings()
-        settings = settings.model_copy(update={"storage": StorageSettings(data_dir=str(root))})
-        spark = get_spark(settings)
-        spark.sparkContext.setLogLevel("ERROR")
-        lake = Lakehouse(spark, settings)
+    with scratch_lakehouse("vacuum") as lake:
+        spark = lake.spark
         rows = spark.range(60).select(
             F.col("id").alias("k"), (F.lit(date(2013, 1, 1)) + (F.col("id") % 6).cast("int")).alias("d"),
             F.col("id").cast("double").alias("v"))
@@ -64,8 +55,6 @@ def main() -> None:
         print(f"VACUUM of a table after {args.days} MERGEs ({files} files), median of {args.repeat}: "
               f"listing in {SPARK_DEFAULT} tasks {base:.2f}s, in {ours} {mine:.2f}s; "
               f"ours / Spark's default = {mine / base:.2f}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
