@@ -257,19 +257,13 @@ def test_unresolvable_delta_jars_give_a_clear_error(tmp_path: Path) -> None:
     assert "make setup" in out.stdout
 
 
-class _Conf:
-    def __init__(self, jars: str) -> None:
-        self.jars = jars
-
-    def get(self, key: str, default: str | None = None) -> str | None:
-        return self.jars if key == "spark.jars" else default
-
-
 class _ResolvedSession:
-    """What remember_delta_jars reads from a session: ``spark.jars`` as Spark set it after Ivy."""
+    """What remember_delta_jars reads from a session: its jar settings as Spark set them after Ivy."""
 
-    def __init__(self, jars: str) -> None:
-        self.sparkContext = type("Context", (), {"getConf": lambda _self: _Conf(jars)})()
+    def __init__(self, **conf: str) -> None:
+        settings = {key.replace("_", "."): value for key, value in conf.items()}
+        getter = type("Conf", (), {"get": lambda _self, key, default=None: settings.get(key, default)})
+        self.sparkContext = type("Context", (), {"getConf": lambda _self: getter()})()
 
 
 def test_jars_resolved_once_are_used_as_files_until_one_goes_missing(tmp_path: Path) -> None:
@@ -285,8 +279,49 @@ def test_jars_resolved_once_are_used_as_files_until_one_goes_missing(tmp_path: P
 
     own = tmp_path / "my own.jar"  # a user's spark.jars entry is not Delta's
     urls = f"file://{delta},file://{storage},{own.as_uri()}"
-    assert remember_delta_jars(_ResolvedSession(urls), ivy) == [delta, storage]  # type: ignore[arg-type]
+    assert remember_delta_jars(_ResolvedSession(spark_jars=urls), ivy) == [delta, storage]  # type: ignore[arg-type]
     assert cached_delta_jars(ivy) == [delta, storage]
+    # spark.jars given (sparkfs's own jar): Spark lists the resolved jars beside it in spark.repl.local.jars
+    resolved = _ResolvedSession(spark_jars=str(own), spark_repl_local_jars=f"{own.as_uri()},file://{storage},file://{delta}")
+    assert remember_delta_jars(resolved, ivy) == [storage, delta]  # type: ignore[arg-type]
 
     storage.unlink()  # a cleaned cache: resolve again rather than start without a jar
     assert cached_delta_jars(ivy) is None
+
+
+@pytest.mark.slow
+def test_the_first_start_writes_down_the_jars_ivy_resolved(tmp_path: Path) -> None:
+    """A real first start: Ivy resolves Delta (from a copy of this machine's Ivy cache, no manifest
+    yet) while sparkfs's own jar is in ``spark.jars``; the next starts must find the files listed."""
+    import shutil
+
+    from sparkfs.core.session import DELTA_PACKAGE, DELTA_VERSION, cached_delta_jars, jar_manifest
+
+    ivy = tmp_path / "ivy"
+    for folder in ("cache", "jars"):
+        shutil.copytree(ivy_dir() / folder, ivy / folder)
+    own = jvm.sparkfs_jar(ivy_dir() / "sparkfs", build=False)
+    assert own is not None, "tests run after `make setup`, which compiles sparkfs's jar"
+    (ivy / "sparkfs").mkdir()
+    shutil.copy2(own, ivy / "sparkfs" / own.name)
+    assert cached_delta_jars(ivy) is None
+    script = textwrap.dedent(
+        f"""\
+        from sparkfs.core.config import Settings, SparkSettings, StorageSettings
+        from sparkfs.core.session import get_spark
+        s = Settings(conf_dir={str(REPO / 'conf')!r}, storage=StorageSettings(data_dir={str(tmp_path / 'data')!r}),
+                     spark=SparkSettings(master="local[1]", conf={{"spark.ui.enabled": "false"}}))
+        spark = get_spark(s)
+        print("JARS:", spark.sparkContext.getConf().get("spark.jars"))
+        spark.stop()
+        """
+    )
+    env = dict(os.environ, SPARKFS_IVY_DIR=str(ivy))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"sparkfs/{own.name}" in out.stdout  # the start Ivy resolved for had sparkfs's jar in spark.jars
+    jars = cached_delta_jars(ivy)
+    assert jars is not None, f"{jar_manifest(ivy)} missing after a start that resolved {DELTA_PACKAGE}"
+    names = {jar.name for jar in jars}
+    assert {f"io.delta_delta-spark_4.2_2.13-{DELTA_VERSION}.jar", f"io.delta_delta-storage-{DELTA_VERSION}.jar"} <= names
+    assert all(jar.parent == ivy / "jars" for jar in jars)

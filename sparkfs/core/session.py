@@ -121,13 +121,16 @@ def cached_delta_jars(ivy: Path | None = None) -> list[Path] | None:
 def remember_delta_jars(spark: SparkSession, ivy: Path | None = None) -> list[Path]:
     """Write down the Ivy-cache jars a resolution of ``spark.jars.packages`` put on the classpath.
 
-    Spark records them in ``spark.jars`` as ``file:`` URLs; only the ones in the Ivy cache are
-    Delta's (a user's own ``spark.jars`` stay in the settings).
+    Spark lists them as paths or ``file:`` URLs in ``spark.jars`` when that was empty before, and
+    in ``spark.repl.local.jars`` (the jars of ``spark.jars`` and the resolved ones) when it was
+    not: sparkfs's own jar is there on every start. Only the ones in the Ivy cache are Delta's (a
+    user's own ``spark.jars`` stay in the settings).
     """
     jar_dir = (ivy or ivy_dir()).resolve() / "jars"
-    urls = spark.sparkContext.getConf().get("spark.jars", "") or ""
+    conf = spark.sparkContext.getConf()
+    urls = ",".join(conf.get(key, "") or "" for key in ("spark.jars", "spark.repl.local.jars"))
     jars = [Path(unquote(urlparse(url).path)) for url in urls.split(",") if url.strip()]
-    jars = [jar for jar in jars if jar.parent.resolve() == jar_dir]
+    jars = list(dict.fromkeys(jar for jar in jars if jar.parent.resolve() == jar_dir))
     if jars:
         manifest = jar_manifest(ivy)
         manifest.parent.mkdir(parents=True, exist_ok=True)
