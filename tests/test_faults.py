@@ -348,18 +348,18 @@ def test_concurrent_runs_of_one_day_and_of_two_days_duplicate_and_lose_no_row(
 ) -> None:
     land_synthetic(tmp_path / "landing")
     busy = project(tmp_path / "busy", "busy", landing=tmp_path / "landing", keep=BUSY_TABLES)
-    # Two runs of D1 and one of D2, all at once: D1 and D2 in processes of their own, the second
-    # D1 in the test's process (a third cold JVM would only slow the machine down), started when
-    # the first D1 has started its run, so their stages overlap.
+    # Two runs of D1 and one of D2, all at once: the first D1 in a process of its own, the second
+    # D1 and the D2 in the test's process, on two threads of its session (another cold JVM would
+    # only slow the machine down), started when the first D1 has started its run, so that their
+    # stages overlap: writers in two processes, and two writers in one.
     ctx = busy.context(spark)
     d1_started = threading.Event()
-    with ThreadPoolExecutor(2) as pool, quiet():
-        runs = [pool.submit(run_job, busy, ["run", "features", "--date", D1.isoformat()], started=d1_started),
-                pool.submit(run_job, busy, ["run", "features", "--date", D2.isoformat()])]
+    with ThreadPoolExecutor(3) as pool, quiet():
+        other = pool.submit(run_job, busy, ["run", "features", "--date", D1.isoformat()], started=d1_started)
         while not d1_started.wait(0.5):
-            if runs[0].done():
-                pytest.fail(f"the D1 run ended before its run began:\n{runs[0].result()[-3000:]}")
-        features_job(ctx, RunWindow(D1, D1))
+            if other.done():
+                pytest.fail(f"the D1 run ended before its run began:\n{other.result()[-3000:]}")
+        runs = [other, *(pool.submit(features_job, ctx, RunWindow(day, day)) for day in (D1, D2))]
         for run in runs:
             run.result()
 
