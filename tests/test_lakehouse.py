@@ -117,6 +117,31 @@ def test_a_retracting_merge_deletes_only_the_missing_rows_of_its_partitions(lake
 
 
 @pytest.mark.slow
+def test_a_batch_of_many_partition_values_prunes_to_their_range_and_the_retracted_ones(
+    lake: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the listed-values limit (1 here, 1000 in use) the MERGE prunes to the range of the
+    batch's partition values, widened to the partitions it retracts."""
+    for module in ("sparkfs.core.checks", "sparkfs.core.merge"):
+        monkeypatch.setattr(f"{module}.MAX_LISTED_VALUES", 1)
+    fresh_table(lake, "ranged")
+    spark = lake.spark
+    D3, D5 = date(2013, 1, 3), date(2013, 1, 5)
+    merge_upsert(lake, "silver", "ranged", spark.createDataFrame(
+        [(1, D1, 1.0, 1), (1, D2, 1.0, 1), (1, D3, 1.0, 1), (1, D5, 1.0, 1)], SCHEMA), ["id", "day"], partition_by="day")
+    result = merge_upsert(lake, "silver", "ranged", spark.createDataFrame(
+        [(1, D2, 9.0, 2), (1, D3, 9.0, 2)], SCHEMA), ["id", "day"], partition_by="day", retract_partitions=[D1])
+    assert (result.rows_inserted, result.rows_updated, result.rows_deleted) == (0, 2, 1)
+    expected = spark.createDataFrame([(1, D2, 9.0, 2), (1, D3, 9.0, 2), (1, D5, 1.0, 1)], SCHEMA)
+    assert_df_equality(lake.read("silver", "ranged"), expected, ignore_row_order=True, ignore_nullable=True)
+    last = lake.table("silver", "ranged").history(1).first()
+    assert last is not None
+    predicate = last["operationParameters"]["predicate"]
+    assert "2013-01-01" in predicate and "2013-01-03" in predicate and "2013-01-05" not in predicate
+    assert int(last["operationMetrics"]["numTargetFilesRemoved"]) == 3  # D1, D2, D3; never D5
+
+
+@pytest.mark.slow
 def test_duplicate_keys_in_a_batch_are_rejected_or_resolved_by_sequence(lake: Lakehouse) -> None:
     fresh_table(lake, "dupes")
     spark = lake.spark

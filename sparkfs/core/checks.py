@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -11,6 +13,20 @@ from sparkfs.core.errors import DuplicateKeyError, SchemaMismatchError
 
 # Duplicate keys named in a DuplicateKeyError: enough to find the cause, few enough to read.
 DUPLICATE_EXAMPLES = 5
+# Above this many distinct values, a Spread gives the range of a column's values, not the list.
+MAX_LISTED_VALUES = 1000
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The values one column takes in a DataFrame: the distinct non-null ones (when there are at
+    most ``MAX_LISTED_VALUES``, else ``None``), their range, and whether a null is among them.
+    The MERGE writer prunes the target's partitions with it."""
+
+    values: tuple[Any, ...] | None
+    low: Any
+    high: Any
+    has_null: bool
 
 
 def require_columns(df: DataFrame, required: Sequence[str], what: str = "the DataFrame") -> None:
@@ -34,11 +50,24 @@ def require_unique(
     ``df`` (a second one for the examples, when there are duplicates); only the examples reach
     the driver.
     """
+    return count_unique(df, keys, what, hint=hint)[0]
+
+
+def count_unique(
+    df: DataFrame, keys: Sequence[str], what: str = "the DataFrame", *, hint: str | None = None,
+    spread_of: str | None = None,
+) -> tuple[int, Spread | None]:
+    """:func:`require_unique`, and the :class:`Spread` of column ``spread_of`` (when given) from
+    the same aggregation: the MERGE writer's one pass over its batch."""
     keys = list(keys)
-    require_columns(df, keys, what)
-    rows = "_sparkfs_rows"  # not "count": a key column may be called that
-    per_key = df.groupBy(*keys).agg(F.count(F.lit(1)).alias(rows))
-    summary = per_key.agg(F.sum(rows).alias("rows"), F.count_if(F.col(rows) > 1).alias("duplicated")).first()
+    require_columns(df, [*keys, *([spread_of] if spread_of else [])], what)
+    rows, value = "_sparkfs_rows", "_sparkfs_value"  # not "count": a key column may be called that
+    # Once the keys are unique, a key's one row holds its value (min of one row; a null stays null).
+    carried = [F.min(spread_of).alias(value)] if spread_of else []
+    per_key = df.groupBy(*keys).agg(F.count(F.lit(1)).alias(rows), *carried)
+    spread = [F.slice(F.collect_set(value), 1, MAX_LISTED_VALUES + 1).alias("values"), F.min(value).alias("low"),
+              F.max(value).alias("high"), F.count_if(F.col(value).isNull()).alias("nulls")] if spread_of else []
+    summary = per_key.agg(F.sum(rows).alias("rows"), F.count_if(F.col(rows) > 1).alias("duplicated"), *spread).first()
     assert summary is not None
     if summary["duplicated"]:
         dupes = per_key.where(F.col(rows) > 1).limit(DUPLICATE_EXAMPLES).collect()
@@ -47,4 +76,9 @@ def require_unique(
         raise DuplicateKeyError(
             f"{what} has more than one row per key {keys}{because}; examples: {examples}"
         )
-    return int(summary["rows"] or 0)
+    found = None
+    if spread_of:
+        values = tuple(summary["values"] or ())
+        found = Spread(values if len(values) <= MAX_LISTED_VALUES else None, summary["low"], summary["high"],
+                       bool(summary["nulls"]))
+    return int(summary["rows"] or 0), found

@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from sparkfs.core.checks import require_columns, require_unique
+from sparkfs.core.checks import MAX_LISTED_VALUES, Spread, count_unique, require_columns
 from sparkfs.core.conflicts import retry_on_conflict
 from sparkfs.core.errors import SchemaMismatchError
 from sparkfs.core.lakehouse import Lakehouse
@@ -27,8 +27,6 @@ from sparkfs.core.rows import latest_rows
 
 log = logging.getLogger(__name__)
 
-# Above this many distinct partition values in one batch, prune with a range instead of a list.
-MAX_PARTITION_LIST = 1000
 RETRACT = "__sparkfs_retract"  # a batch row that deletes the table's row with its key (retract_partitions)
 
 
@@ -51,10 +49,13 @@ class MergeResult:
     rows_deleted: int = 0  # rows retracted (``retract_partitions``)
 
 
-def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, what: str) -> tuple[DataFrame, int]:
-    """One row per key, cached, and how many rows that is. With ``sequence_by`` the highest
-    sequence wins; otherwise duplicates are an error. A tie on the sequence value is also an
-    error: no arbitrary pick. The caller unpersists the DataFrame.
+def deduplicate(
+    df: DataFrame, keys: Sequence[str], sequence_by: str | None, what: str, partition_by: str | None
+) -> tuple[DataFrame, int, Spread | None]:
+    """One row per key, cached, how many rows that is and the spread of its ``partition_by``
+    values (one aggregation). With ``sequence_by`` the highest sequence wins; otherwise
+    duplicates are an error. A tie on the sequence value is also an error: no arbitrary pick.
+    The caller unpersists the DataFrame.
     """
     if sequence_by is not None:
         require_columns(df, [sequence_by], what)
@@ -63,7 +64,7 @@ def deduplicate(df: DataFrame, keys: Sequence[str], sequence_by: str | None, wha
     rule = f"rows tie on {sequence_by!r}" if sequence_by else "no sequence column decides"
     df = df.persist()
     try:
-        return df, require_unique(df, keys, what, hint=rule)
+        return df, *count_unique(df, keys, what, hint=rule, spread_of=partition_by)
     except BaseException:
         df.unpersist()
         raise
@@ -108,7 +109,8 @@ def merge_upsert(
             f"batch for {full_name} does not match the table: extra columns {extra}, "
             f"missing columns {missing}; the table has {target_cols}"
         )
-    source, source_rows = deduplicate(source_df.select(*target_cols), keys, sequence_by, f"the batch for {full_name}")
+    source, source_rows, spread = deduplicate(
+        source_df.select(*target_cols), keys, sequence_by, f"the batch for {full_name}", partition_by)
     try:
         if source_rows == 0 and partition_by and retract_partitions:
             return _retract_all(lake, layer, table, partition_by, retract_partitions)
@@ -132,8 +134,8 @@ def merge_upsert(
                 batch = batch.unionByName(
                     _retractions(lake, layer, table, source, keys, partition_by, retract_partitions))
             condition = _key_condition(keys)
-            if partition_by:  # the retractions lie in retract_partitions: no need to read them twice
-                condition = condition & _partition_condition(source, partition_by, retract_partitions or ())
+            if partition_by and spread:  # the retractions lie in retract_partitions: no need to read them twice
+                condition = condition & _partition_condition(partition_by, spread, retract_partitions or ())
             # execute() returns this MERGE's own counts (num_inserted_rows, num_updated_rows, ...);
             # the table's newest commit may be another writer's.
             builder = (
@@ -225,13 +227,13 @@ def insert_new(
     require_columns(source_df, [*identity, *([partition_by] if partition_by else [])], f"the batch for {full_name}")
     source = source_df.persist()
     try:
-        source_rows = source.count()
+        source_rows, spread = _count_and_spread(source, partition_by)
         if source_rows == 0:
             version = lake.last_commit(layer, table).version
             return MergeResult(full_name, version, 0, 0, 0)
         condition = _key_condition(identity)
-        if partition_by:
-            condition = condition & _partition_condition(source, partition_by)
+        if partition_by and spread:
+            condition = condition & _partition_condition(partition_by, spread)
 
         def attempt() -> tuple[int, Row | None]:
             read_version = lake.last_commit(layer, table).version
@@ -270,20 +272,32 @@ def _key_condition(keys: Sequence[str]) -> Column:
     )
 
 
-def _partition_condition(source: DataFrame, column: str, also: Sequence[Any] = ()) -> Column:
-    """Target-side filter on the batch's partition values (and ``also``), so Delta prunes the other partitions."""
-    values = [r[0] for r in source.select(column).distinct().limit(MAX_PARTITION_LIST + 1).collect()]
-    values += [v for v in also if v not in values]
+def _count_and_spread(source: DataFrame, partition_by: str | None) -> tuple[int, Spread | None]:
+    """The batch's rows and the spread of its ``partition_by`` values, in one pass."""
+    if partition_by is None:
+        return source.count(), None
+    row = source.agg(
+        F.count(F.lit(1)).alias("rows"), F.slice(F.collect_set(partition_by), 1, MAX_LISTED_VALUES + 1).alias("values"),
+        F.min(partition_by).alias("low"), F.max(partition_by).alias("high"),
+        F.count_if(F.col(partition_by).isNull()).alias("nulls"),
+    ).first()
+    assert row is not None
+    values = tuple(row["values"] or ())
+    return int(row["rows"]), Spread(values if len(values) <= MAX_LISTED_VALUES else None, row["low"], row["high"],
+                                    bool(row["nulls"]))
+
+
+def _partition_condition(column: str, spread: Spread, also: Sequence[Any] = ()) -> Column:
+    """Target-side filter on the batch's partition values (and ``also``), so Delta prunes the other
+    partitions: the list of values, or their range when there are more than ``MAX_LISTED_VALUES``."""
     target_col = F.col(f"t.`{column}`")
-    if not values:
-        return F.lit(False)
-    non_null = [v for v in values if v is not None]
-    if len(values) <= MAX_PARTITION_LIST:
-        cond = target_col.isin(non_null) if non_null else F.lit(False)
+    extra = [v for v in also if v is not None and (spread.values is None or v not in spread.values)]
+    if spread.values is not None and len(spread.values) + len(extra) <= MAX_LISTED_VALUES:
+        listed = [*spread.values, *extra]
+        cond = target_col.isin(listed) if listed else F.lit(False)
     else:
-        bounds = source.agg(F.min(column).alias("lo"), F.max(column).alias("hi")).first()
-        assert bounds is not None
-        cond = target_col.between(bounds["lo"], bounds["hi"])
-    if len(non_null) < len(values):
+        bounds = [v for v in (spread.low, spread.high, *extra) if v is not None]
+        cond = target_col.between(min(bounds), max(bounds)) if bounds else F.lit(False)
+    if spread.has_null or None in also:
         cond = cond | target_col.isNull()
     return cond
