@@ -13,17 +13,21 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from sparkfs.core.config import Settings
 from sparkfs.core.errors import ConfigError, SparkfsError, UsageError
 from sparkfs.core.runs import StageRecord, describe_stage
 from sparkfs.jobs.console import log_level, mark_spark_log, report_error
+from sparkfs.jobs.context import job_context
 from sparkfs.jobs.tables import format_history, unsigned_hex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,6 +178,46 @@ def test_a_bad_job_config_stops_the_job_before_spark(tmp_path: Path) -> None:
     (conf / "training.yaml").write_text((REPO / "conf" / "training.yaml").read_text() + "\nmodel_nmae: x\n")
     result = sparkfs("run", "train", "--conf-dir", str(conf), SPARKFS_DATA_DIR=str(tmp_path / "data"))
     assert_usage_error(result, "training.yaml: invalid configuration", "unknown key 'model_nmae'")
+
+
+def test_an_expectation_only_great_expectations_rejects_is_checked_while_spark_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing Great Expectations takes seconds: the features job checks its suites' kwargs with
+    it while the JVM starts, not before. The check before Spark lets such a suite through; the
+    one run meanwhile names it."""
+    from sparkfs.jobs.cli import build_parser
+    from sparkfs.jobs.registry import JOBS, check_job
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    suites = conf / "expectations.yaml"
+    bad = suites.read_text().replace("kwargs: {min_value: 1}}", "kwargs: {min_value: [1, 2]}}", 1)
+    assert bad != suites.read_text()
+    suites.write_text(bad)
+    monkeypatch.setenv("SPARKFS_DATA_DIR", str(tmp_path / "data"))
+    args = build_parser().parse_args(["run", "features", "--date", "2013-01-01", "--conf-dir", str(conf)])
+
+    settings = check_job("features", args)
+
+    late = JOBS["features"].check_while_starting
+    assert late is not None
+    with pytest.raises(ConfigError, match=r"expectations.yaml: suite 'flights', expect_table_row_count_to_be_between"):
+        late(settings)
+
+
+def test_work_given_to_do_while_spark_starts_runs_on_a_thread_and_its_error_stops_the_job(
+    spark: object, settings: Settings
+) -> None:
+    ran_on, entered = [], []
+
+    def check() -> None:
+        ran_on.append(threading.current_thread())
+        raise ConfigError("the suite is wrong")
+
+    with pytest.raises(ConfigError, match="the suite is wrong"), job_context(settings, while_starting=check) as ctx:
+        entered.append(ctx)
+    assert entered == [] and len(ran_on) == 1 and ran_on[0] is not threading.main_thread()
 
 
 def test_a_databricks_environment_on_a_laptop_says_what_it_means() -> None:

@@ -105,11 +105,13 @@ class Pipeline:
         return silver[silver_table]
 
 
-def load_pipeline(conf_dir: Path | str, data_path: Path) -> Pipeline:
-    """Load ``pipeline.yaml`` and the suites and feature tables it names; check they fit together."""
+def load_pipeline(conf_dir: Path | str, data_path: Path, *, check_expectation_kwargs: bool = True) -> Pipeline:
+    """Load ``pipeline.yaml`` and the suites and feature tables it names; check they fit together
+    (the expectations' kwargs through Great Expectations unless ``check_expectation_kwargs`` is
+    false: see :func:`~sparkfs.features.expectations.load_suites`)."""
     conf_dir = Path(conf_dir)
     config = load_yaml(conf_dir / PIPELINE_FILE, PipelineConfig)
-    suites = load_suites(conf_dir / config.expectations_file)
+    suites = load_suites(conf_dir / config.expectations_file, check_kwargs=check_expectation_kwargs)
     missing = sorted({t.expectations for t in config.silver} - set(suites))
     if missing:
         raise ConfigError(

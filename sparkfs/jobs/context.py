@@ -13,8 +13,10 @@ import argparse
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date
@@ -178,7 +180,8 @@ def quiet_settings(settings: Settings, verbose: bool) -> Settings:
 
 @contextmanager
 def job_context(
-    settings: Settings, *, verbose: bool = False, command: str = "job", attach: bool = True
+    settings: Settings, *, verbose: bool = False, command: str = "job", attach: bool = True,
+    while_starting: Callable[[], object] | None = None,
 ) -> Iterator[JobContext]:
     """``settings`` (see :func:`settings_from_args`), a Spark session and the lakehouse, for the
     ``with`` block.
@@ -187,6 +190,9 @@ def job_context(
     ``<data_dir>/logs``; an exception leaving the block carries that file's path (see
     :func:`~sparkfs.jobs.console.spark_log_of`) so the error can name it. ``attach=False`` skips
     registering every local table by name (commands that read tables by path do not need it).
+    ``while_starting`` runs on a thread of its own while the JVM starts (work that needs no Spark,
+    such as a conf check that imports a slow library); its error is raised once Spark is up,
+    before the lakehouse is opened.
     """
     check_environment(settings)
     settings = quiet_settings(settings, verbose)
@@ -195,6 +201,7 @@ def job_context(
 
     log_file = None
     started = time.perf_counter()
+    meanwhile = _on_a_thread(while_starting) if while_starting else None
     try:
         # Under spark-submit or on Databricks the JVM is already running: nothing to redirect.
         if on_databricks() or "PYSPARK_GATEWAY_PORT" in os.environ:
@@ -211,9 +218,25 @@ def job_context(
         # Quiet: the "starting" line is enough (the job's own lines follow); -v says when it is up.
         log.log(logging.INFO if verbose else logging.DEBUG,
                 "Spark %s ready in %.1fs", spark.version, time.perf_counter() - started)
+        if meanwhile is not None:
+            meanwhile.result()
         lake = open_lakehouse(spark, settings) if attach else Lakehouse(spark, settings)
         yield JobContext(settings, spark, lake)
     except BaseException as exc:
         if log_file is not None:
             mark_spark_log(exc, log_file)
         raise
+
+
+def _on_a_thread(work: Callable[[], object]) -> Future[object]:
+    """Run ``work`` on a daemon thread; its result or error in the future returned."""
+    future: Future[object] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # handed to whoever waits for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="sparkfs-while-spark-starts", daemon=True).start()
+    return future

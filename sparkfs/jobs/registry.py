@@ -1,13 +1,15 @@
 """The registry of jobs: each name maps to its ``job(ctx, window)`` function, run with one error rule.
 
 Before a job's module is imported or Spark starts, :func:`run_job` checks what can be checked
-cheaply: the job's name, its dates, the settings and the job's own configuration files.
+cheaply: the job's name, its dates, the settings and the job's own configuration files. What needs
+Great Expectations (seconds to import) is checked while the JVM starts, before any table is opened.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,14 @@ JobFn = Callable[[JobContext, "RunWindow | None"], None]
 def _check_pipeline_conf(settings: Settings) -> None:
     from sparkfs.features.pipeline import load_pipeline
 
+    load_pipeline(settings.conf_dir, settings.data_path, check_expectation_kwargs=False)
+
+
+def _check_expectations(settings: Settings) -> None:
+    """The expectations' kwargs, through Great Expectations: the one conf check that needs it
+    (importing it takes seconds), so the jobs run it while Spark starts."""
+    from sparkfs.features.pipeline import load_pipeline
+
     load_pipeline(settings.conf_dir, settings.data_path)
 
 
@@ -49,7 +59,8 @@ def _check_daily_conf(settings: Settings) -> None:
     from sparkfs.ml.config import load_training_config
 
     spine = load_training_config(settings).spine
-    load_pipeline(settings.conf_dir, settings.data_path).source_of(spine.serving_table or spine.table)
+    pipeline = load_pipeline(settings.conf_dir, settings.data_path, check_expectation_kwargs=False)
+    pipeline.source_of(spine.serving_table or spine.table)
 
 
 def _check_monitoring_conf(settings: Settings) -> None:
@@ -70,6 +81,9 @@ class Job:
     needs_dates: bool = False
     # Loads the job's own conf files, so a bad one stops the job before Spark starts.
     check_conf: Callable[[Settings], None] | None = None
+    # The rest of the check, run while the JVM starts; a bad conf stops the job once Spark is up,
+    # before it opens a table.
+    check_while_starting: Callable[[Settings], None] | None = None
 
 
 JOBS: dict[str, Job] = {
@@ -83,7 +97,7 @@ JOBS: dict[str, Job] = {
         "bronze -> silver -> gold feature tables from the landed raw files",
         "--date D: the events of day D; --start S --end E: a backfill of S..E in one pass "
         "(one of them is required)",
-        needs_dates=True, check_conf=_check_pipeline_conf,
+        needs_dates=True, check_conf=_check_pipeline_conf, check_while_starting=_check_expectations,
     ),
     "train": Job(
         "sparkfs.jobs.train:train_job",
@@ -106,7 +120,7 @@ JOBS: dict[str, Job] = {
         "--date R: the run date (the day the scheduler starts the job; features are built for "
         "R-1, predictions for the flights scheduled on R); --start S --end E: each run date in "
         "order (one of them is required)",
-        needs_dates=True, check_conf=_check_daily_conf,
+        needs_dates=True, check_conf=_check_daily_conf, check_while_starting=_check_expectations,
     ),
     "monitor": Job(
         "sparkfs.jobs.monitor:monitor_job",
@@ -164,7 +178,9 @@ def run_job(name: str, args: argparse.Namespace, *, verbose: bool = False) -> in
         settings = check_job(name, args)
         window = window_from_args(args)
         job = resolve_job(name)
-        with job_context(settings, verbose=verbose, command=name) as ctx:
+        late = job_named(name).check_while_starting
+        with job_context(settings, verbose=verbose, command=name,
+                         while_starting=functools.partial(late, settings) if late else None) as ctx:
             job(ctx, window)
     except Exception as exc:  # every failure ends here, printed once
         return report_error(exc, verbose=verbose)
