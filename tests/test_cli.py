@@ -206,6 +206,17 @@ def test_an_expectation_only_great_expectations_rejects_is_checked_while_spark_s
         late(settings)
 
 
+@pytest.mark.slow
+def test_a_python_c_program_that_checks_the_suites_runs_to_its_end() -> None:
+    """pyspark's Spark Connect modules, which Great Expectations imports, end a ``python -c``
+    program (exit 0, "Skipping doctests" on stderr) when zstandard is missing: taken for a doctest
+    run. A check in a script must not stop silently halfway."""
+    code = ("from sparkfs.features.expectations import load_suites; "
+            "print(len(load_suites('conf/expectations.yaml')), 'suites checked')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("suites checked"), done.stderr
+
+
 def test_work_given_to_do_while_spark_starts_runs_on_a_thread_and_its_error_stops_the_job(
     spark: object, settings: Settings
 ) -> None:
