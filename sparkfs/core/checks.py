@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from sparkfs.core.errors import DuplicateKeyError, SchemaMismatchError
@@ -27,6 +27,20 @@ class Spread:
     low: Any
     high: Any
     has_null: bool
+
+    @staticmethod
+    def aggregates(column: str) -> list[Column]:
+        """The aggregate columns :meth:`of` reads: add them to an aggregation over ``column``."""
+        return [F.slice(F.collect_set(column), 1, MAX_LISTED_VALUES + 1).alias("_spread_values"),
+                F.min(column).alias("_spread_low"), F.max(column).alias("_spread_high"),
+                F.count_if(F.col(column).isNull()).alias("_spread_nulls")]
+
+    @staticmethod
+    def of(row: Row) -> Spread:
+        """The spread in a row of an aggregation that computed :meth:`aggregates`."""
+        values = tuple(row["_spread_values"] or ())
+        return Spread(values if len(values) <= MAX_LISTED_VALUES else None, row["_spread_low"],
+                      row["_spread_high"], bool(row["_spread_nulls"]))
 
 
 def require_columns(df: DataFrame, required: Sequence[str], what: str = "the DataFrame") -> None:
@@ -65,8 +79,7 @@ def count_unique(
     # Once the keys are unique, a key's one row holds its value (min of one row; a null stays null).
     carried = [F.min(spread_of).alias(value)] if spread_of else []
     per_key = df.groupBy(*keys).agg(F.count(F.lit(1)).alias(rows), *carried)
-    spread = [F.slice(F.collect_set(value), 1, MAX_LISTED_VALUES + 1).alias("values"), F.min(value).alias("low"),
-              F.max(value).alias("high"), F.count_if(F.col(value).isNull()).alias("nulls")] if spread_of else []
+    spread = Spread.aggregates(value) if spread_of else []
     summary = per_key.agg(F.sum(rows).alias("rows"), F.count_if(F.col(rows) > 1).alias("duplicated"), *spread).first()
     assert summary is not None
     if summary["duplicated"]:
@@ -76,9 +89,4 @@ def count_unique(
         raise DuplicateKeyError(
             f"{what} has more than one row per key {keys}{because}; examples: {examples}"
         )
-    found = None
-    if spread_of:
-        values = tuple(summary["values"] or ())
-        found = Spread(values if len(values) <= MAX_LISTED_VALUES else None, summary["low"], summary["high"],
-                       bool(summary["nulls"]))
-    return int(summary["rows"] or 0), found
+    return int(summary["rows"] or 0), Spread.of(summary) if spread_of else None

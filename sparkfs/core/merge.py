@@ -276,15 +276,9 @@ def _count_and_spread(source: DataFrame, partition_by: str | None) -> tuple[int,
     """The batch's rows and the spread of its ``partition_by`` values, in one pass."""
     if partition_by is None:
         return source.count(), None
-    row = source.agg(
-        F.count(F.lit(1)).alias("rows"), F.slice(F.collect_set(partition_by), 1, MAX_LISTED_VALUES + 1).alias("values"),
-        F.min(partition_by).alias("low"), F.max(partition_by).alias("high"),
-        F.count_if(F.col(partition_by).isNull()).alias("nulls"),
-    ).first()
+    row = source.agg(F.count(F.lit(1)).alias("rows"), *Spread.aggregates(partition_by)).first()
     assert row is not None
-    values = tuple(row["values"] or ())
-    return int(row["rows"]), Spread(values if len(values) <= MAX_LISTED_VALUES else None, row["low"], row["high"],
-                                    bool(row["nulls"]))
+    return int(row["rows"]), Spread.of(row)
 
 
 def _partition_condition(column: str, spread: Spread, also: Sequence[Any] = ()) -> Column:

@@ -3,8 +3,8 @@
 
 Arguments, dates, the environment and the configuration are checked before Spark starts, so a
 mistake costs a second, not a JVM start (the expectations' kwargs, checked through Great
-Expectations, while the JVM starts: its import alone takes seconds). Exit status: 0 done, 1 the command ran and failed, 2 it
-could not start as given (see :func:`~sparkfs.jobs.console.exit_status`).
+Expectations, while the JVM starts: its import alone takes seconds). Exit status: 0 done, 1 the
+command ran and failed, 2 it could not start as given (see :func:`~sparkfs.jobs.console.exit_status`).
 """
 
 from __future__ import annotations
