@@ -162,6 +162,38 @@ def test_the_session_maps_the_class_archive_setup_wrote(spark) -> None:  # type:
     assert mapped and int(mapped.group(1)) > archive.stat().st_size // 2, info[:2000]
 
 
+def test_a_class_archive_is_named_for_the_jars_as_they_are_on_disk(tmp_path: Path) -> None:
+    # The JVM skips an archive (silently, with -Xlog:cds*=off) once a jar on its class path has
+    # another size or time than when the archive was written: a venv made again by pip is that.
+    own = tmp_path / "sparkfs-jvm-4.2.0-abc123.jar"
+    own.write_bytes(b"jar")
+    first = jvm.class_archive(tmp_path, find_java(), own)
+    assert jvm.class_archive(tmp_path, find_java(), own) == first
+    os.utime(own, ns=(own.stat().st_atime_ns, own.stat().st_mtime_ns + 1_000_000))
+    touched = jvm.class_archive(tmp_path, find_java(), own)
+    own.write_bytes(b"jar!")
+    resized = jvm.class_archive(tmp_path, find_java(), own)
+    assert len({first, touched, resized}) == 3
+    assert first.name.endswith("-abc123.jsa") and first.name.split("-")[1] == touched.name.split("-")[1]
+
+
+def test_a_new_class_archive_replaces_those_no_jvm_maps_and_keeps_other_venvs(tmp_path: Path) -> None:
+    own = tmp_path / "sparkfs-jvm-4.2.0-abc123.jar"
+    own.write_bytes(b"jar")
+    earlier = jvm.class_archive(tmp_path, find_java(), own)
+    other_venv = tmp_path / "classes-0123456789ab-ba9876543210-abc123.jsa"
+    unstamped = tmp_path / "classes-0123456789ab-abc123.jsa"
+    for path in (earlier, other_venv, unstamped):
+        path.write_bytes(b"old")
+    own.write_bytes(b"rebuilt")
+    archive = jvm.class_archive(tmp_path, find_java(), own)
+    written = tmp_path / ".partial"
+    written.write_bytes(b"new")
+    jvm.replace_class_archive(written, archive)
+    assert sorted(tmp_path.glob("*.jsa")) == sorted([archive, other_venv])
+    assert archive.read_bytes() == b"new"
+
+
 def test_without_a_jvm_that_starts_no_class_archive_is_written_and_nothing_is_left(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = load_settings(REPO / "conf")
     settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"driver_memory": "1k"})})

@@ -109,14 +109,20 @@ QUIET_ARCHIVE = "-Xlog:cds*=off"
 
 def class_archive(folder: Path, java: str, jar: Path | None) -> Path:
     """Where the class-data archive of JVMs started with ``java``, the installed pyspark's jars and
-    ``jar`` (sparkfs's, or None) is kept. Another Java, venv or jar gets an archive of its own."""
+    ``jar`` (sparkfs's, or None) is kept: ``classes-<place>-<stamp>-<jar>.jsa``. The JVM maps an
+    archive only while every jar on its class path has the size and time it had when the archive
+    was written, so the stamp covers them: a reinstalled venv (pip writes its jars anew) gets a new
+    archive, which replaces the one of the same place (Java and venv) when it is written."""
     import pyspark
 
     binary = Path(java).resolve()
     jars = Path(pyspark.__file__).resolve().parent / "jars"
-    start = hashlib.sha256(f"{binary}|{binary.stat().st_mtime_ns}|{jars}|{pyspark.__version__}".encode())
+    place = hashlib.sha256(f"{binary}|{jars}".encode()).hexdigest()[:12]
+    files = [binary, *sorted(jars.glob("*.jar")), *([jar] if jar else [])]
+    stamp = hashlib.sha256("|".join(
+        [pyspark.__version__, *(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)]).encode())
     own = jar.stem.rsplit("-", 1)[-1] if jar else "none"
-    return folder / f"classes-{start.hexdigest()[:12]}-{own}.jsa"
+    return folder / f"classes-{place}-{stamp.hexdigest()[:12]}-{own}.jsa"
 
 
 def archive_option(archive: Path) -> str:
@@ -142,11 +148,19 @@ def write_class_archive(settings: Settings, archive: Path, *, timeout_s: float =
         log.warning("no class-data archive (every Spark start loads its classes, a few seconds more): %s",
                     (done.stderr or done.stdout).strip()[-2000:])
         return False
-    os.replace(partial, archive)  # atomic: a JVM starting now maps all of it or none
-    for older in archive.parent.glob(f"{archive.name.rsplit('-', 1)[0]}-*.jsa"):
-        if older != archive:
-            older.unlink(missing_ok=True)  # this Java and venv with an earlier sparkfs jar
+    replace_class_archive(partial, archive)
     return True
+
+
+def replace_class_archive(written: Path, archive: Path) -> None:
+    """Move ``written`` to ``archive`` (atomic: a JVM starting now maps all of it or none) and
+    delete the archives no JVM maps any more: the same Java and venv's with other jars, and those
+    named before the name had a stamp (``classes-<place>-<jar>.jsa``, ~200 MB each)."""
+    os.replace(written, archive)
+    place = archive.name.split("-")[1]
+    for older in archive.parent.glob("classes-*.jsa"):
+        if older != archive and (older.name.startswith(f"classes-{place}-") or older.name.count("-") == 2):
+            older.unlink(missing_ok=True)
 
 
 def _archive_workload(settings_json: str, partial: str) -> None:
