@@ -117,9 +117,9 @@ def test_every_kind_of_bad_input_lands_where_the_readme_says(lake: Lakehouse, tm
     ingest(lake, source, tmp_path, days, run_id="bronze")
 
     bronze = lake.read("bronze", source.name)
+    kept = dict(bronze.groupBy("event_date").count().collect())
     for case in CASES:  # bronze keeps every line as it came
-        rows = bronze.where(F.col("event_date") == case.day)
-        assert rows.count() == len(case.content.splitlines()), case.kind
+        assert kept.get(case.day, 0) == len(case.content.splitlines()), case.kind
     malformed = bronze.where(F.col("event_date") == day(6)).where(F.col("_malformed").isNotNull()).first()
     assert malformed is not None and base64.b64decode(malformed["_malformed"]) == b'{"carrier": "A\xff\xfe"}'
     assert bronze.where(F.col("event_date") == day(13)).first()["gate"] == "B12"  # type: ignore[index]
