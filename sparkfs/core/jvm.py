@@ -118,9 +118,9 @@ def class_archive(folder: Path, java: str, jar: Path | None) -> Path:
     binary = Path(java).resolve()
     jars = Path(pyspark.__file__).resolve().parent / "jars"
     place = hashlib.sha256(f"{binary}|{jars}".encode()).hexdigest()[:12]
-    files = [binary, *sorted(jars.glob("*.jar")), *([jar] if jar else [])]
+    stats = [(f.name, f.stat()) for f in [binary, *sorted(jars.glob("*.jar")), *([jar] if jar else [])]]
     stamp = hashlib.sha256("|".join(
-        [pyspark.__version__, *(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)]).encode())
+        [pyspark.__version__, *(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)]).encode())
     own = jar.stem.rsplit("-", 1)[-1] if jar else "none"
     return folder / f"classes-{place}-{stamp.hexdigest()[:12]}-{own}.jsa"
 
