@@ -12,7 +12,9 @@ and its JVM), and a kill is what the out-of-memory killer does: SIGKILL to the w
 
 The kills form a chain: the run after a kill is killed at the next point (so it is also the
 rerun of the point before it), and the last run completes, in the test's own process (a run
-that is not killed needs no process of its own: that saves a Spark start). By default the
+that is not killed needs no process of its own: that saves a Spark start); the uninterrupted
+run the chain is compared with runs in the test's process too, while the killed ones run in
+theirs (the test's JVM would wait idle otherwise). By default the
 features job is killed at two points and the inference job at one, the fewest that leave
 every distinct committed state; ``--all-kill-points`` kills after every stage. After every kill each
 table's newest version is read by Spark and by delta-rs, an independent Delta reader, with the
@@ -273,8 +275,7 @@ def kill_chain(spark: SparkSession, proj: Project, args: list[str], kills: Itera
         assert_intact(spark, proj, before, kill)
         if kill.inside_merge_of:
             assert_killed_before_commit(proj, kill, files)
-    with quiet():
-        complete(proj.context(spark))
+    complete(proj.context(spark))
     return killed_runs
 
 
@@ -310,10 +311,12 @@ def test_the_features_job_killed_anywhere_loses_nothing_and_its_rerun_equals_an_
     reference = project(tmp_path / "ref", "faultsref", landing=tmp_path / "landing", keep=keep)
     kills = kill_points(request, features_stages(), FEATURES_INSIDE, FEATURES_KILLS)
 
-    killed = kill_chain(spark, chain, ["run", "features", "--date", D1.isoformat()], kills,
-                        lambda ctx: features_job(ctx, RunWindow(D1, D1)))
-    with quiet():
-        features_job(reference.context(spark), RunWindow(D1, D1))
+    # The uninterrupted run, in this process while the killed ones run in theirs.
+    with ThreadPoolExecutor(1) as pool, quiet():
+        uninterrupted = pool.submit(features_job, reference.context(spark), RunWindow(D1, D1))
+        killed = kill_chain(spark, chain, ["run", "features", "--date", D1.isoformat()], kills,
+                            lambda ctx: features_job(ctx, RunWindow(D1, D1)))
+        uninterrupted.result()
 
     layers = ("bronze", "silver", "gold")
     got, expected = table_checksums(spark, chain, layers), table_checksums(spark, reference, layers)
@@ -332,11 +335,12 @@ def test_the_inference_job_killed_inside_its_merge_scores_each_flight_once(
     chain = project(tmp_path / "chain", "faultinf", tracking_uri=tracking)
     reference = e2e_lakehouse.clone(tmp_path / "ref", "faultinfref", MODEL_TABLES)
 
-    killed = kill_chain(spark, chain, ["run", "infer", "--date", INFER_DAY.isoformat()],
-                        kill_points(request, INFER_STAGES, INFER_INSIDE, INFER_KILLS),
-                        lambda ctx: infer_job(ctx, RunWindow(INFER_DAY, INFER_DAY)))
-    with quiet():
-        infer_job(reference, RunWindow(INFER_DAY, INFER_DAY))
+    with ThreadPoolExecutor(1) as pool, quiet():  # the uninterrupted run beside the killed ones
+        uninterrupted = pool.submit(infer_job, reference, RunWindow(INFER_DAY, INFER_DAY))
+        killed = kill_chain(spark, chain, ["run", "infer", "--date", INFER_DAY.isoformat()],
+                            kill_points(request, INFER_STAGES, INFER_INSIDE, INFER_KILLS),
+                            lambda ctx: infer_job(ctx, RunWindow(INFER_DAY, INFER_DAY)))
+        uninterrupted.result()
 
     got = spark.read.format("delta").load(str(chain.folder("ml", PREDICTIONS)))
     expected = reference.lake.read("ml", PREDICTIONS)

@@ -9,6 +9,7 @@ from datetime import date
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import types as T
+from spark_settings import SHORT_LIVED_JAVA_OPTIONS, SPARK_CONF
 
 from sparkfs.core.errors import (
     ConfigError,
@@ -189,7 +190,8 @@ def test_a_table_written_here_is_read_by_name_in_another_process(lake: Lakehouse
         from sparkfs.core.lakehouse import open_lakehouse
         from sparkfs.core.session import get_spark
         s = Settings(conf_dir={settings.conf_dir!r}, storage=StorageSettings(data_dir={settings.storage.data_dir!r}),
-                     spark=SparkSettings(master="local[1]", shuffle_partitions=1))
+                     spark=SparkSettings(master="local[1]", shuffle_partitions=1,
+                                         java_options={SHORT_LIVED_JAVA_OPTIONS!r}, conf={SPARK_CONF!r}))
         spark = get_spark(s)
         open_lakehouse(spark, s)
         print("ROWS", spark.table("sparkfs_silver.shared").count())

@@ -4,13 +4,15 @@ The lakehouse is the shared end-to-end one (``e2e_lakehouse.py``: the synthetic 
 trained and registered on them, its own MLflow file); each notebook executes in a fresh Jupyter
 kernel (a separate process with its own Spark, as a user's would be) pointed at it through
 ``SPARKFS_CONF_DIR`` and ``SPARKFS_DATA_DIR``. Any cell error fails the test with the cell's output.
-The notebooks and these tests only read it.
+The notebooks and these tests only read it, so the two kernels run at the same time (a kernel's
+cold JVM keeps ~1.5 cores busy: two side by side finish well before two one after the other).
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -49,18 +51,26 @@ def project(e2e_lakehouse: SharedLakehouse) -> Iterator[explore.Project]:
                               load_training_config(settings))
 
 
+NOTEBOOKS = {
+    "explore_feature_tables.ipynb": {"TABLE": '"e2e_carrier_stats"', "DAY": f'"{DAY}"'},
+    "training_set_and_model.ipynb": {"START": "None", "END": "None", "BY": '"carrier"'},
+}
+
+
+@pytest.fixture(scope="module")
+def executions(project: explore.Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]]:
+    """Every notebook started at once, each in a fresh kernel of its own (``project``: the
+    kernels find the shared lakehouse through the environment it sets)."""
+    runner, saved = _runner(), tmp_path_factory.mktemp("notebooks")
+    with ThreadPoolExecutor(len(NOTEBOOKS)) as pool:
+        yield {name: pool.submit(runner.execute, REPO / "notebooks" / name, parameters, save_to=saved / name)
+               for name, parameters in NOTEBOOKS.items()}
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize(
-    "notebook, parameters",
-    [
-        ("explore_feature_tables.ipynb", {"TABLE": '"e2e_carrier_stats"', "DAY": f'"{DAY}"'}),
-        ("training_set_and_model.ipynb", {"START": "None", "END": "None", "BY": '"carrier"'}),
-    ],
-)
-def test_notebook_runs_top_to_bottom_and_plots(
-    project: explore.Project, notebook: str, parameters: dict[str, str], tmp_path: Path
-) -> None:
-    executed = _runner().execute(REPO / "notebooks" / notebook, parameters, save_to=tmp_path / notebook)
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS))
+def test_notebook_runs_top_to_bottom_and_plots(executions: dict[str, Future], notebook: str) -> None:
+    executed = executions[notebook].result()
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no plot in the saved outputs"
