@@ -2,6 +2,7 @@
 
     .venv/bin/python notebooks/execute.py                      # every notebook here, in place
     .venv/bin/python notebooks/execute.py explore_feature_tables.ipynb -p DAY='"2013-07-01"'
+    .venv/bin/python notebooks/execute.py --output /tmp/runs         # saved there, not in place
 
 A ``-p NAME=EXPR`` replaces that assignment in the cell tagged ``parameters``. The kernel runs in
 this folder with this environment (``SPARKFS_DATA_DIR``, ``SPARKFS_CONF_DIR`` choose the
@@ -66,13 +67,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook here")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=EXPR")
+    parser.add_argument("-o", "--output", type=Path, metavar="FOLDER",
+                        help="save the executed notebooks in FOLDER (default: in place)")
     args = parser.parse_args()
     parameters = dict(p.split("=", 1) for p in args.parameter)
     paths = [HERE / p if not p.is_absolute() and not p.exists() else p for p in args.notebooks]
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
     for path in paths or sorted(HERE.glob("*.ipynb")):
         print(f"executing {path.name} ...", flush=True)
         try:
-            execute(path.resolve(), parameters, save_to=path)
+            execute(path.resolve(), parameters, save_to=args.output / path.name if args.output else path)
         except CellExecutionError as exc:
             print(f"{path.name} failed:\n{exc}", file=sys.stderr)
             return 1

@@ -20,6 +20,23 @@ REPO = Path(__file__).resolve().parents[1]
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--all-kill-points", action="store_true",
                      help="tests/test_faults.py: kill the jobs after every stage, not one per layer (~20 min more)")
+    parser.addoption("--shared-session", choices=("only", "none"), default=None,
+                     help="run only the tests that use the shared SparkSession, or only those that do not "
+                          "(tests/run_suite.py runs the two sets side by side)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--shared-session``: a test uses the shared session when the ``spark`` fixture is among
+    the fixtures it needs, directly or through another (``lake``, ``e2e_lakehouse``, ...)."""
+    wanted = config.getoption("--shared-session")
+    if wanted is None:
+        return
+    keep, drop = [], []
+    for item in items:
+        uses = "spark" in getattr(item, "fixturenames", ())
+        (keep if uses == (wanted == "only") else drop).append(item)
+    items[:] = keep
+    config.hook.pytest_deselected(items=drop)
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +71,25 @@ def lake(spark: SparkSession, settings: Settings) -> Lakehouse:
 
 
 @pytest.fixture(scope="session")
-def e2e_lakehouse(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def e2e_lakehouse(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory,  # type: ignore[no-untyped-def]
+                  request: pytest.FixtureRequest):
     """The end-to-end lakehouse many e2e tests read (see ``e2e_lakehouse.py``), built once, by the
-    first test that asks for it."""
-    from e2e_lakehouse import build_shared_lakehouse
+    first test that asks for it. When this run includes the notebooks' test, they start on it at
+    once (``notebook_runs``), in the background."""
+    from e2e_lakehouse import build_shared_lakehouse, start_notebooks
 
-    return build_shared_lakehouse(spark, settings, tmp_path_factory.mktemp("shared"))
+    shared = build_shared_lakehouse(spark, settings, tmp_path_factory.mktemp("shared"))
+    if any("notebook_runs" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        start_notebooks(shared, tmp_path_factory.mktemp("notebooks"))
+    yield shared
+    for run in shared.notebooks.values():  # a run cut short (-x, Ctrl-C) leaves no kernel behind
+        run.stop()
+
+
+@pytest.fixture(scope="session")
+def notebook_runs(e2e_lakehouse):  # type: ignore[no-untyped-def]
+    """The notebooks executing on the shared lakehouse, started when it was built."""
+    return e2e_lakehouse.notebooks
 
 
 @pytest.fixture(scope="session")

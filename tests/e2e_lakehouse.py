@@ -10,21 +10,31 @@ landing zone) and data folder are what a reader's ``sparkfs.connect()`` or a not
 The tests that read it never write to it. A test that writes (a rerun, a correction, monitoring)
 takes :meth:`SharedLakehouse.clone`: a copy of the Delta folders it needs, in schemas of its own,
 with its own conf and data folder; the registered model is read from the shared MLflow store.
+
+The notebooks only read it too, so :func:`start_notebooks` executes them as soon as it is built,
+in processes of their own at the lowest CPU priority (their kernels' JVMs then use the CPU the
+test session leaves idle), and ``tests/test_notebooks.py`` checks what they saved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 from pyspark.sql import SparkSession
+from run_suite import LOWEST_PRIORITY
 from spark_settings import SHORT_LIVED_JAVA_OPTIONS, SPARK_CONF
 from synthetic_flights import build_e2e
 from synthetic_landing import D1, D2, land_synthetic, private_conf
@@ -52,6 +62,7 @@ class SharedLakehouse:
     root: Path
     ctx: JobContext
     printed: dict[str, str]  # what each job printed: "features D1", "features D2", "train", "infer"
+    notebooks: dict[str, NotebookRun] = field(default_factory=dict)  # started by start_notebooks
 
     @property
     def conf(self) -> Path:
@@ -90,6 +101,57 @@ class SharedLakehouse:
             shutil.copytree(source, private.data_path / "warehouse" / schemas[layer] / table)
         self.use_mlflow()
         return JobContext(private, self.ctx.spark, open_lakehouse(self.ctx.spark, private))
+
+
+# Each notebook with the parameters it runs with here (see ``notebooks/execute.py``).
+NOTEBOOKS = {
+    "explore_feature_tables.ipynb": {"TABLE": '"e2e_carrier_stats"', "DAY": f'"{SCORED_DAY}"'},
+    "training_set_and_model.ipynb": {"START": "None", "END": "None", "BY": '"carrier"'},
+}
+NOTEBOOK_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """``notebooks/execute.py`` running one notebook in a process group of its own."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    saved: Path  # the executed notebook, with its outputs
+    log: Path  # what execute.py printed: the failing cell's output when one fails
+
+    def result(self) -> nbformat.NotebookNode:
+        """The executed notebook; fails with the failing cell's output when a cell failed."""
+        try:
+            status = self.process.wait(timeout=NOTEBOOK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"{self.name} did not finish in {NOTEBOOK_TIMEOUT_S} s:\n{self.log.read_text()[-4000:]}")
+        if status != 0:
+            pytest.fail(f"{self.name} failed (exit {status}):\n{self.log.read_text()[-6000:]}")
+        return nbformat.read(self.saved, as_version=4)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def start_notebooks(shared: SharedLakehouse, folder: Path) -> None:
+    """Start every notebook of :data:`NOTEBOOKS` on ``shared`` (through its environment), each in
+    a fresh kernel, at nice 19; their runs go into ``shared.notebooks``."""
+    runner = Path(__file__).resolve().parents[1] / "notebooks" / "execute.py"
+    for name, parameters in NOTEBOOKS.items():
+        log = folder / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*LOWEST_PRIORITY, sys.executable, str(runner), name, "--output", str(folder),
+                 *(f"-p{key}={value}" for key, value in parameters.items())],
+                env={**os.environ, **shared.environment()}, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        shared.notebooks[name] = NotebookRun(name, process, folder / name, log)
 
 
 def write_conf(root: Path) -> Path:

@@ -3,22 +3,23 @@
 The lakehouse is the shared end-to-end one (``e2e_lakehouse.py``: the synthetic flights, a model
 trained and registered on them, its own MLflow file); each notebook executes in a fresh Jupyter
 kernel (a separate process with its own Spark, as a user's would be) pointed at it through
-``SPARKFS_CONF_DIR`` and ``SPARKFS_DATA_DIR``. Any cell error fails the test with the cell's output.
-The notebooks and these tests only read it, so the two kernels run at the same time (a kernel's
-cold JVM keeps ~1.5 cores busy: two side by side finish well before two one after the other).
+``SPARKFS_CONF_DIR`` and ``SPARKFS_DATA_DIR``, by ``notebooks/execute.py``. Any cell error fails the
+test with the cell's output. The notebooks and these tests only read the lakehouse, so both
+notebooks start as soon as it is built, side by side and at the lowest CPU priority, while the
+tests before this module run (``notebook_runs``, ``conftest.py``); the test here checks what they
+saved.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
 import pandas as pd
 import pytest
-from e2e_lakehouse import MODEL, SharedLakehouse
+from e2e_lakehouse import MODEL, NOTEBOOKS, NotebookRun, SharedLakehouse
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -28,7 +29,7 @@ from sparkfs.ml import explore
 from sparkfs.ml.config import load_training_config
 
 REPO = Path(__file__).resolve().parents[1]
-DAY = "2013-03-20"
+DAY = "2013-03-20"  # the day the shared lakehouse scored (e2e_lakehouse.SCORED_DAY)
 
 
 def _runner() -> ModuleType:
@@ -51,27 +52,12 @@ def project(e2e_lakehouse: SharedLakehouse) -> Iterator[explore.Project]:
                               load_training_config(settings))
 
 
-NOTEBOOKS = {
-    "explore_feature_tables.ipynb": {"TABLE": '"e2e_carrier_stats"', "DAY": f'"{DAY}"'},
-    "training_set_and_model.ipynb": {"START": "None", "END": "None", "BY": '"carrier"'},
-}
-
-
-@pytest.fixture(scope="module")
-def executions(project: explore.Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]]:
-    """Every notebook started at once, each in a fresh kernel of its own (``project``: the
-    kernels find the shared lakehouse through the environment it sets)."""
-    runner, saved = _runner(), tmp_path_factory.mktemp("notebooks")
-    with ThreadPoolExecutor(len(NOTEBOOKS)) as pool:
-        yield {name: pool.submit(runner.execute, REPO / "notebooks" / name, parameters, save_to=saved / name)
-               for name, parameters in NOTEBOOKS.items()}
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("notebook", list(NOTEBOOKS))
-def test_notebook_runs_top_to_bottom_and_plots(executions: dict[str, Future], notebook: str) -> None:
-    executed = executions[notebook].result()
+def test_notebook_runs_top_to_bottom_and_plots(notebook_runs: dict[str, NotebookRun], notebook: str) -> None:
+    executed = notebook_runs[notebook].result()
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert outputs, "no output saved"
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no plot in the saved outputs"
 
