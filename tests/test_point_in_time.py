@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chispa import assert_df_equality
@@ -46,6 +49,19 @@ T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
+
+
+PLANS = ("union", "union-wide", "intervals")
+
+
+def each(check: Callable[..., Any], cases: Iterable[Any] = PLANS) -> None:
+    """``check(case)`` for every case (a plan, or a tuple of arguments), two at a time on threads
+    of the shared session: each is a few small queries that the driver plans one after another,
+    so two side by side keep both cores busy. The first case's failure is raised."""
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(check, *(case if isinstance(case, tuple) else (case,))) for case in cases]
+        for run in runs:
+            run.result()
 
 
 FEATURES = T.StructType([
@@ -180,17 +196,21 @@ def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) 
         ("AA", "JFK", at(0), 1.0, 1, 1), ("AA", "JFK", at(0), 2.0, 2, 2), ("AA", "JFK", at(0), 0.5, 0, None),
     ], seq_schema, sequence="seq")
     spine = lake.spark.createDataFrame([("AA", "JFK", at(1), 0), ("AA", "JFK", at(0), 1)], SPINE)
-    for plan in ("intervals", "union", "union-wide"):
+    def sequenced(plan: str) -> None:
         out = create_training_set(lake, spine, [FeatureLookup("pit_seq", ["carrier", "origin"], "at")], plan=plan).df
-        assert result(out.select("label", "delay", "flights"), ["label"]) == [(0, 2.0, 2), (1, 2.0, 2)]
+        assert result(out.select("label", "delay", "flights"), ["label"]) == [(0, 2.0, 2), (1, 2.0, 2)], plan
+
+    each(sequenced)
 
     # A table declared unique on (keys, ts) that holds a tie anyway (written around the MERGE writer).
     lake.create("gold", "pit_tie", FEATURES, properties={KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts"})
     lake.spark.createDataFrame([("AA", "JFK", at(0), 1.0, 1), ("AA", "JFK", at(0), 2.0, 2)], FEATURES) \
         .write.format("delta").mode("append").saveAsTable(lake.name("gold", "pit_tie"))
-    for plan in ("intervals", "union", "union-wide"):
+    def tied(plan: str) -> None:
         with pytest.raises(DuplicateKeyError, match=r"more than one row per \(keys, ts\).*'carrier': 'AA'"):
             create_training_set(lake, spine, [FeatureLookup("pit_tie", ["carrier", "origin"], "at")], plan=plan)
+
+    each(tied)
 
 
 @pytest.mark.slow
@@ -236,15 +256,17 @@ def test_feature_times_record_the_rows_used_and_the_audit_catches_rows_not_yet_l
                                 minutes(row["known_at"])), ["carrier", "m"])
 
     # By event time alone, on every plan: the row of minute 3 is used at minute 4 before it landed.
-    for plan in ("union", "union-wide", "intervals"):
+    def by_event_time(plan: str) -> None:
         naive = create_training_set(lake, spine, [FeatureLookup("pit_audit", ["carrier", "origin"], "at", ["delay"])],
                                     plan=plan, feature_times="times")
         assert naive.df.columns == [*SPINE.fieldNames(), "delay", "times"]
         assert used(naive.df) == [("AA", 4, 3, 20), ("AA", 6, 5, 5), ("AA", 25, 9, None), ("UA", 4, None, None)], plan
         audit = audit_feature_times(naive.df, "times", "at")
-        assert audit.counts == {"pit_audit": {"used": 3, "after_cutoff": 0, "landed_after": 1, "unproven": 1}}
+        assert audit.counts == {"pit_audit": {"used": 3, "after_cutoff": 0, "landed_after": 1, "unproven": 1}}, plan
         with pytest.raises(LeakageError, match=r"pit_audit.*'landed_after': 1"):
             audit.raise_on_violation("the test spine")
+
+    each(by_event_time)
     # As known at the spine time: only landed rows are used, and the audit proves it.
     known = create_training_set(lake, spine, [FeatureLookup("pit_audit", ["carrier", "origin"], "at", ["delay"],
                                                             known_at="ingested")], feature_times="times")
@@ -428,10 +450,12 @@ def test_column_names_with_dots_work_on_every_plan(lake: Lakehouse) -> None:
         "`meta.src` string, `at.time` timestamp, `y.label` long, `f_v.x` double")
     order = [F.col(f"`{c}`") for c in ("meta.src", "at.time")]   # chispa's own sort would not quote
     lookup = FeatureLookup("pit_dots", ["meta.src"], "at.time", lookback=timedelta(minutes=10), prefix="f")
-    for plan in ("union", "union-wide", "intervals"):
+    def dotted(plan: str) -> None:
         ts = create_training_set(lake, spine, [lookup], label="y.label", plan=plan)
         assert [p.split(":")[0] for p in ts.plans.values()] == [plan]
         assert_df_equality(ts.df.orderBy(*order), expected.orderBy(*order), ignore_nullable=True)
+
+    each(dotted)
 
 
 @pytest.mark.slow
@@ -477,11 +501,12 @@ def test_a_lookback_too_long_to_matter_is_no_lookback_and_nothing_overflows(spar
         [("X", at(1)), ("W", last), ("Y", last), ("Y", at(0)), ("Z", at(0)), ("X", None)], "ticker string, ts timestamp")
     # A row from year 1 seen from year 9999: only no lookback at all keeps it.
     expected = [("W", 0.5), ("X", None), ("X", 1.0), ("Y", None), ("Y", 9.0), ("Z", None)]
-    for lookback in (timedelta.max, timedelta(days=106_000_000), datetime.max - datetime.min):
-        for plan in ("union", "union-wide", "intervals"):
-            out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts",
-                             lookback=lookback, plan=plan)
-            assert result(out.select("ticker", "price"), ["ticker", "price"]) == expected, (lookback, plan)
+    def joined(lookback: timedelta, plan: str) -> None:
+        out = as_of_join(ticks, prices, ["ticker"], spine_time="ts", event_time="ts", lookback=lookback, plan=plan)
+        assert result(out.select("ticker", "price"), ["ticker", "price"]) == expected, (lookback, plan)
+
+    each(joined, [(lookback, plan) for lookback in (timedelta.max, timedelta(days=106_000_000),
+                                                     datetime.max - datetime.min) for plan in PLANS])
 
 
 @pytest.mark.slow
@@ -500,7 +525,7 @@ def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequen
         ("AA", "JFK", at(1), 0), ("AA", "JFK", at(1), 0), ("AA", "JFK", at(2), 1),  # three spine rows behind the tie
         ("AA", "LGA", at(1), 1), ("AA", "JFK", at(-1), 0), (None, "JFK", at(1), 0), ("AA", "JFK", None, 1),
     ], SPINE)
-    for plan in ("union", "union-wide", "intervals"):
+    def tied(plan: str) -> None:
         with pytest.raises(DuplicateKeyError) as no_sequence:
             create_training_set(lake, spine, [FeatureLookup("pit_tie3", ["carrier", "origin"], "at")], plan=plan)
         assert "more than one row per (keys, ts) behind 3 spine rows, and no sequence column decides" \
@@ -510,7 +535,9 @@ def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequen
         message = str(with_sequence.value)
         assert "more than one row per (keys, ts, seq) behind 3 spine rows: the rows tie on the " \
             "sequence column 'seq' too" in message, plan
-        assert "no sequence column" not in message
+        assert "no sequence column" not in message, plan
+
+    each(tied)
 
 
 @pytest.mark.slow
