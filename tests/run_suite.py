@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["-m", "not e2e and not slow"]
-NO_TESTS = 5  # pytest's exit status when every test was deselected
+NO_TESTS = 5  # pytest's exit status when every test was deselected (mypy never exits with it)
 
 
 # The commands beside run at the lowest CPU priority: they take what the Spark tests leave idle
@@ -50,7 +50,7 @@ def run_beside(commands: list[tuple[str, list[str]]], log: Path, statuses: dict[
             out.flush()
             status = subprocess.run([*LOWEST_PRIORITY, sys.executable, *args], cwd=REPO, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-            statuses[name] = 0 if status == NO_TESTS and name.startswith("tests") else status
+            statuses[name] = 0 if status == NO_TESTS else status
             out.write(f"({name}: exit {status}, {time.monotonic() - started:.0f} s)\n\n")
             out.flush()
 
