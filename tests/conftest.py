@@ -25,16 +25,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "(tests/run_suite.py runs the two sets side by side)")
 
 
-# Run last: the fault tests keep both cores busy with JVMs of their own, so the notebooks, which
-# start in the background once the shared lakehouse is built, run beside the lighter tests before.
-LAST_MODULES = ("test_faults.py",)
+# Run last, in this order. The notebooks start in the background (at the lowest priority) once
+# the shared lakehouse is built and use what CPU the tests leave idle; their test waits for them,
+# so it comes last, when they have had the most time. The fault tests keep both cores busy with
+# JVMs of their own.
+LAST_MODULES = ("test_faults.py", "test_notebooks.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """:data:`LAST_MODULES` last, each test still building what it needs. ``--shared-session``:
     a test uses the shared session when the ``spark`` fixture is among the fixtures it needs,
     directly or through another (``lake``, ``e2e_lakehouse``, ...)."""
-    items.sort(key=lambda item: item.path.name in LAST_MODULES)  # stable: the rest keep their order
+    last = {name: place for place, name in enumerate(LAST_MODULES, start=1)}
+    items.sort(key=lambda item: last.get(item.path.name, 0))  # stable: the rest keep their order
     wanted = config.getoption("--shared-session")
     if wanted is None:
         return

@@ -34,7 +34,7 @@ import nbformat
 import pytest
 import yaml
 from pyspark.sql import SparkSession
-from run_suite import LOWEST_PRIORITY
+from run_suite import LOWEST_PRIORITY, OWN_PROCESS_GROUP, lowest_priority_sessions
 from spark_settings import SHORT_LIVED_JAVA_OPTIONS, SPARK_CONF
 from synthetic_flights import build_e2e
 from synthetic_landing import D1, D2, land_synthetic, private_conf
@@ -140,7 +140,7 @@ class NotebookRun:
 
 def start_notebooks(shared: SharedLakehouse, folder: Path) -> None:
     """Start every notebook of :data:`NOTEBOOKS` on ``shared`` (through its environment), each in
-    a fresh kernel, at nice 19; their runs go into ``shared.notebooks``."""
+    a fresh kernel, at the lowest priority (``run_suite``); their runs go into ``shared.notebooks``."""
     runner = Path(__file__).resolve().parents[1] / "notebooks" / "execute.py"
     for name, parameters in NOTEBOOKS.items():
         log = folder / f"{name}.log"
@@ -149,8 +149,9 @@ def start_notebooks(shared: SharedLakehouse, folder: Path) -> None:
                 [*LOWEST_PRIORITY, sys.executable, str(runner), name, "--output", str(folder),
                  *(f"-p{key}={value}" for key, value in parameters.items())],
                 env={**os.environ, **shared.environment()}, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                stderr=subprocess.STDOUT, **OWN_PROCESS_GROUP,
             )
+        lowest_priority_sessions(process)  # the kernel, which Jupyter starts in a session of its own
         shared.notebooks[name] = NotebookRun(name, process, folder / name, log)
 
 

@@ -16,6 +16,7 @@ no test is not a failure.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
@@ -24,16 +25,50 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["-m", "not e2e and not slow"]
 NO_TESTS = 5  # pytest's exit status when every test was deselected (mypy never exits with it)
 
 
-# The commands beside run at the lowest CPU priority: they take what the Spark tests leave idle
-# and never slow them down (`nice`, POSIX; without it they run at the usual priority). A command,
-# not Popen's preexec_fn: a process with Spark's threads must not run Python between fork and exec.
-LOWEST_PRIORITY = ["nice", "-n", "19"] if shutil.which("nice") else []
+# The commands beside run at the lowest CPU priority: they take what the Spark tests leave idle.
+# The Spark tests wait on many short hand-offs between threads (driver, scheduler, tasks), and a
+# thread that wakes must get a core at once: Linux's SCHED_IDLE policy (`chrt --idle 0`) gives it
+# one, where nice 19 made them ~10% slower beside a busy process (docs/benchmarks.md, session 33).
+# Elsewhere, `nice` (POSIX); without either, the usual priority. A command, not Popen's
+# preexec_fn: a process with Spark's threads must not run Python between fork and exec.
+LOWEST_PRIORITY = (["chrt", "--idle", "0"] if sys.platform == "linux" and shutil.which("chrt")
+                   else ["nice", "-n", "19"] if shutil.which("nice") else [])
+
+# Linux schedules each session as a group of its own (an "autogroup": two sessions share the CPU
+# equally, whatever their processes' priorities), and a priority counts only within its group.
+# A child that must be killable with its own children gets a process group of its own, in this
+# session; a new session would escape LOWEST_PRIORITY. (Python 3.10's Popen has no process_group.)
+OWN_PROCESS_GROUP: dict[str, Any] = (
+    {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True})
+
+
+def lowest_priority_sessions(parent: subprocess.Popen[Any], within_s: float = 120.0) -> None:
+    """Give the lowest priority to the first new session a child of ``parent`` starts within
+    ``within_s`` (Jupyter starts each kernel so: see :data:`OWN_PROCESS_GROUP`), by the nice value
+    of its autogroup; on a thread. Without autogroups (not Linux, or turned off) it does nothing."""
+    if not Path("/proc/self/autogroup").exists():
+        return
+
+    def watch() -> None:
+        deadline = time.monotonic() + within_s
+        while parent.poll() is None and time.monotonic() < deadline:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    state = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
+                    pid = int(stat.parent.name)
+                    if int(state[1]) == parent.pid and int(state[3]) == pid:
+                        (stat.parent / "autogroup").write_text("19")
+                        return
+            time.sleep(0.25)
+
+    threading.Thread(target=watch, name=f"lower-sessions-{parent.pid}", daemon=True).start()
 
 
 def pytest(*args: str) -> list[str]:

@@ -26,4 +26,7 @@ SPARK_CONF = {
     # Spark's defaults.
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    # pyspark's DataFrame debugging records the Python line behind each column expression: 13
+    # calls into the JVM for an `F.col` instead of 3. A failing test's traceback names the line.
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
 }

@@ -48,6 +48,7 @@ from deltalake import DeltaTable
 from e2e_lakehouse import MODEL_TABLES, PREDICTIONS, SharedLakehouse
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from run_suite import OWN_PROCESS_GROUP
 from spark_settings import SHORT_LIVED_JAVA_OPTIONS, SPARK_CONF
 from synthetic_landing import D1, D2, land_synthetic, private_conf, trim_conf
 
@@ -188,7 +189,7 @@ def run_job(proj: Project, args: Iterable[str], kill: Kill | None = None, starte
     printed; fails when a kill point was never reached or a run did not succeed."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SPARKFS_")} | proj.environment()
     proc = subprocess.Popen([sys.executable, "-m", "sparkfs", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=environ, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, env=environ, **OWN_PROCESS_GROUP)
     killed = threading.Event()
 
     def kill_group() -> None:

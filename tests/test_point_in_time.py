@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from side_by_side import each
 
 from sparkfs.core.errors import (
     ColumnNameClashError,
@@ -51,17 +49,7 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-PLANS = ("union", "union-wide", "intervals")
-
-
-def each(check: Callable[..., Any], cases: Iterable[Any] = PLANS) -> None:
-    """``check(case)`` for every case (a plan, or a tuple of arguments), two at a time on threads
-    of the shared session: each is a few small queries that the driver plans one after another,
-    so two side by side keep both cores busy. The first case's failure is raised."""
-    with ThreadPoolExecutor(2) as pool:
-        runs = [pool.submit(check, *(case if isinstance(case, tuple) else (case,))) for case in cases]
-        for run in runs:
-            run.result()
+PLANS = ("union", "union-wide", "intervals")  # each plan checked side by side: side_by_side.each
 
 
 FEATURES = T.StructType([
@@ -200,7 +188,7 @@ def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) 
         out = create_training_set(lake, spine, [FeatureLookup("pit_seq", ["carrier", "origin"], "at")], plan=plan).df
         assert result(out.select("label", "delay", "flights"), ["label"]) == [(0, 2.0, 2), (1, 2.0, 2)], plan
 
-    each(sequenced)
+    each(sequenced, PLANS)
 
     # A table declared unique on (keys, ts) that holds a tie anyway (written around the MERGE writer).
     lake.create("gold", "pit_tie", FEATURES, properties={KEYS_PROPERTY: "carrier,origin", EVENT_TIME_PROPERTY: "ts"})
@@ -210,7 +198,7 @@ def test_sequence_column_breaks_ties_and_ties_without_one_fail(lake: Lakehouse) 
         with pytest.raises(DuplicateKeyError, match=r"more than one row per \(keys, ts\).*'carrier': 'AA'"):
             create_training_set(lake, spine, [FeatureLookup("pit_tie", ["carrier", "origin"], "at")], plan=plan)
 
-    each(tied)
+    each(tied, PLANS)
 
 
 @pytest.mark.slow
@@ -266,7 +254,7 @@ def test_feature_times_record_the_rows_used_and_the_audit_catches_rows_not_yet_l
         with pytest.raises(LeakageError, match=r"pit_audit.*'landed_after': 1"):
             audit.raise_on_violation("the test spine")
 
-    each(by_event_time)
+    each(by_event_time, PLANS)
     # As known at the spine time: only landed rows are used, and the audit proves it.
     known = create_training_set(lake, spine, [FeatureLookup("pit_audit", ["carrier", "origin"], "at", ["delay"],
                                                             known_at="ingested")], feature_times="times")
@@ -455,7 +443,7 @@ def test_column_names_with_dots_work_on_every_plan(lake: Lakehouse) -> None:
         assert [p.split(":")[0] for p in ts.plans.values()] == [plan]
         assert_df_equality(ts.df.orderBy(*order), expected.orderBy(*order), ignore_nullable=True)
 
-    each(dotted)
+    each(dotted, PLANS)
 
 
 @pytest.mark.slow
@@ -537,7 +525,7 @@ def test_duplicate_key_error_counts_spine_rows_behind_a_tie_and_names_the_sequen
             "sequence column 'seq' too" in message, plan
         assert "no sequence column" not in message, plan
 
-    each(tied)
+    each(tied, PLANS)
 
 
 @pytest.mark.slow
